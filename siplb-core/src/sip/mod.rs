@@ -1,0 +1,1 @@
+//! Zero-copy SIP scanner (see issue 3).

@@ -1,0 +1,1 @@
+//! Lock-free tables over shared memory.
