@@ -2,6 +2,8 @@
 //! tables laid over caller-provided memory, so it can be unit-tested, fuzzed and
 //! benchmarked without a NIC. The `dataplane` crate wraps it around mbufs.
 
+pub mod config;
 pub mod maglev;
 pub mod sip;
 pub mod table;
+pub mod wire;

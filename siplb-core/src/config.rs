@@ -1,0 +1,649 @@
+//! The operator's configuration file (TOML): ports, farms (virtual services) and their
+//! backends, tables and timers. Every error a user can make names the file, the line
+//! and the field, and says what is expected.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Backends per farm and in total are bounded so counters can live in fixed-size
+/// shared memory.
+pub const MAX_FARMS: usize = 64;
+pub const MAX_BACKENDS: usize = 1024;
+pub const MAX_PORTS: usize = 8;
+pub const MAX_WORKERS: usize = 32;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    #[serde(default)]
+    pub tables: TableConfig,
+    #[serde(default)]
+    pub sip: SipLimitsConfig,
+    #[serde(rename = "port", default)]
+    pub ports: Vec<PortConfig>,
+    #[serde(rename = "farm", default)]
+    pub farms: Vec<FarmConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// EAL arguments (`-l`, `--vdev`, `-a`, `--file-prefix` ...); command-line
+    /// arguments after `--` are appended.
+    pub eal_args: Vec<String>,
+    /// Worker lcores; each owns RX/TX queue `i` of every port.
+    pub workers: u16,
+    /// Sleep this long when a poll finds nothing (0 = pure busy polling). Tests on
+    /// 2-core machines use it so generators and backends get CPU.
+    pub idle_sleep_us: u32,
+    /// Mbufs in the packet pool.
+    pub mbufs: u32,
+    /// Seconds between ARP refreshes of backends and gateways, and gratuitous ARPs
+    /// for the VIPs.
+    pub arp_refresh_s: u32,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            eal_args: Vec::new(),
+            workers: 1,
+            idle_sleep_us: 0,
+            mbufs: 16383,
+            arp_refresh_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableConfig {
+    /// Dialog table capacity in entries (rounded up to a power of two of slots).
+    pub dialogs: u64,
+    /// Registration table capacity in entries.
+    pub registrations: u64,
+    /// SNAT sessions (client flows) capacity in entries.
+    pub snat_sessions: u64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            dialogs: 1 << 20,
+            registrations: 1 << 18,
+            snat_sessions: 1 << 16,
+        }
+    }
+}
+
+/// Bounds on the work spent per SIP message; unset fields keep the scanner's defaults
+/// (`sip::Limits::default()`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipLimitsConfig {
+    pub max_headers: Option<usize>,
+    pub max_line_len: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    /// The balancer's own address on this port, with the subnet's prefix length
+    /// (`198.18.0.1/24`). Backends and clients in this subnet are reached directly.
+    pub address: Ipv4Net,
+    /// Next hop for destinations outside every port's subnet.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NatMode {
+    /// Destination VIP → backend; the client's address is kept; the balancer is the
+    /// backends' gateway and rewrites their answers to come from the VIP.
+    Dnat,
+    /// Source rewritten to a balancer address and a port per client flow.
+    Snat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// New out-of-dialog work placed by the hash of its Call-ID.
+    CallId,
+    /// Out-of-dialog requests follow the sender's registration (From AOR).
+    Registrar,
+    /// Placed by the hash of the client's source address.
+    Source,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FarmConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<Protocol>,
+    #[serde(default = "default_nat")]
+    pub nat: NatMode,
+    #[serde(default = "default_affinity")]
+    pub affinity: Affinity,
+    /// Source address for `snat`; defaults to the egress port's own address.
+    #[serde(default)]
+    pub snat_address: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_protocols() -> Vec<Protocol> {
+    vec![Protocol::Udp]
+}
+fn default_nat() -> NatMode {
+    NatMode::Dnat
+}
+fn default_affinity() -> Affinity {
+    Affinity::CallId
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// An IPv4 address with a prefix length, written `a.b.c.d/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        (u32::from(a) ^ u32::from(self.addr)) & self.mask() == 0
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| {
+            format!("`{s}`: expected an address with a prefix length, like 198.18.0.1/24")
+        })?;
+        let addr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("`{p}` is not a prefix length (0-32)"))?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for Ipv4Net {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A configuration error, located in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {field}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// The field's path, e.g. `farm[0].backends[1].weight`.
+    pub field: String,
+    pub message: String,
+}
+
+/// One step of a field path, to locate an error in the TOML source.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+fn path_string(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// A place in the parsed document, for walking a field path down to its span.
+enum Node<'d> {
+    Table(&'d toml_edit::Table),
+    Item(&'d toml_edit::Item),
+    Value(&'d toml_edit::Value),
+}
+
+/// The span of the deepest item on `path` that exists in the document.
+fn locate(node: Node<'_>, path: &[Seg]) -> Option<std::ops::Range<usize>> {
+    use toml_edit::{Item, Value};
+    let own_span = match &node {
+        Node::Table(t) => t.span(),
+        Node::Item(i) => i.span(),
+        Node::Value(v) => v.span(),
+    };
+    let (first, rest) = match path.split_first() {
+        Some(x) => x,
+        None => return own_span,
+    };
+    let found = match (node, first) {
+        (Node::Table(t), Seg::Key(k)) => {
+            let key_span = t.key(k).and_then(|key| key.span());
+            match t.get(k) {
+                Some(_) if rest.is_empty() => key_span,
+                Some(item) => locate(Node::Item(item), rest).or(key_span),
+                None => None,
+            }
+        }
+        (Node::Item(Item::Table(t)), _) => return locate(Node::Table(t), path).or(own_span),
+        (Node::Item(Item::Value(v)), _) => return locate(Node::Value(v), path).or(own_span),
+        (Node::Item(Item::ArrayOfTables(a)), Seg::Index(i)) => a
+            .get(*i)
+            .and_then(|t| locate(Node::Table(t), rest).or(t.span())),
+        (Node::Value(Value::InlineTable(t)), Seg::Key(k)) => {
+            let key_span = t.key(k).and_then(|key| key.span());
+            match t.get(k) {
+                Some(_) if rest.is_empty() => key_span,
+                Some(v) => locate(Node::Value(v), rest).or(key_span),
+                None => None,
+            }
+        }
+        (Node::Value(Value::Array(a)), Seg::Index(i)) => a
+            .get(*i)
+            .and_then(|v| locate(Node::Value(v), rest).or(v.span())),
+        _ => None,
+    };
+    found.or(own_span)
+}
+
+/// The 1-based line of the field at `path` (or of its nearest enclosing item).
+fn line_of(src: &str, path: &[Seg]) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(src).ok()?;
+    locate(Node::Table(doc.as_table()), path).map(|s| line_at(src, s.start))
+}
+
+fn line_at(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            field: "(file)".into(),
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Self::parse(&src, path)
+    }
+
+    /// Parses and validates `src`; `file` only names the source in errors.
+    pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(src).map_err(|e| {
+            let line = e.span().map(|s| line_at(src, s.start));
+            ConfigError {
+                file: file.to_owned(),
+                line,
+                field: "(syntax)".into(),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|(path, message)| ConfigError {
+            file: file.to_owned(),
+            line: line_of(src, &path),
+            field: path_string(&path),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (Vec<Seg>, String)> {
+        use Seg::{Index, Key};
+        let d = &self.dataplane;
+        if d.workers == 0 || usize::from(d.workers) > MAX_WORKERS {
+            return Err((
+                vec![Key("dataplane"), Key("workers")],
+                format!(
+                    "expected 1 to {MAX_WORKERS} worker lcores, got {}",
+                    d.workers
+                ),
+            ));
+        }
+        if d.mbufs < 1024 {
+            return Err((
+                vec![Key("dataplane"), Key("mbufs")],
+                "expected at least 1024 mbufs".into(),
+            ));
+        }
+        for (k, v) in [
+            ("dialogs", self.tables.dialogs),
+            ("registrations", self.tables.registrations),
+            ("snat_sessions", self.tables.snat_sessions),
+        ] {
+            if !(1024..=(1u64 << 30)).contains(&v) {
+                return Err((
+                    vec![Key("tables"), Key(k)],
+                    format!("expected a capacity between 1024 and 2^30 entries, got {v}"),
+                ));
+            }
+        }
+        if self.sip.max_headers.is_some_and(|n| n < 8)
+            || self.sip.max_line_len.is_some_and(|n| n < 128)
+        {
+            return Err((
+                vec![Key("sip")],
+                "max_headers must be at least 8 and max_line_len at least 128".into(),
+            ));
+        }
+        if self.ports.is_empty() {
+            return Err((
+                vec![Key("port")],
+                "at least one [[port]] is needed: name and address (e.g. address = \"198.18.0.1/24\")".into(),
+            ));
+        }
+        if self.ports.len() > MAX_PORTS {
+            return Err((vec![Key("port")], format!("at most {MAX_PORTS} ports")));
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if !(576..=9000).contains(&p.mtu) {
+                return Err((
+                    vec![Key("port"), Index(i), Key("mtu")],
+                    format!("expected an MTU between 576 and 9000, got {}", p.mtu),
+                ));
+            }
+            if let Some(g) = p.gateway {
+                if !p.address.contains(g) {
+                    return Err((
+                        vec![Key("port"), Index(i), Key("gateway")],
+                        format!("gateway {g} is outside the port's subnet {}", p.address),
+                    ));
+                }
+            }
+            if self.ports[..i].iter().any(|q| q.name == p.name) {
+                return Err((
+                    vec![Key("port"), Index(i), Key("name")],
+                    format!("port name `{}` is used twice", p.name),
+                ));
+            }
+        }
+        if self.farms.is_empty() {
+            return Err((
+                vec![Key("farm")],
+                "at least one [[farm]] is needed: name, vip, port and backends".into(),
+            ));
+        }
+        if self.farms.len() > MAX_FARMS {
+            return Err((vec![Key("farm")], format!("at most {MAX_FARMS} farms")));
+        }
+        let mut total_backends = 0;
+        for (i, f) in self.farms.iter().enumerate() {
+            let at = |k: &'static str| vec![Key("farm"), Index(i), Key(k)];
+            if f.name.is_empty() || f.name.len() > 31 {
+                return Err((at("name"), "expected a name of 1 to 31 characters".into()));
+            }
+            if self.farms[..i].iter().any(|g| g.name == f.name) {
+                return Err((at("name"), format!("farm name `{}` is used twice", f.name)));
+            }
+            if f.port == 0 {
+                return Err((at("port"), "expected a port number 1-65535".into()));
+            }
+            if f.protocols.is_empty() {
+                return Err((
+                    at("protocols"),
+                    "expected at least one of udp, tcp, tls".into(),
+                ));
+            }
+            if self.ports.iter().any(|p| p.address.addr == f.vip) {
+                return Err((
+                    at("vip"),
+                    format!(
+                        "{} is a port's own address; a VIP needs an address of its own",
+                        f.vip
+                    ),
+                ));
+            }
+            if self.farms[..i]
+                .iter()
+                .any(|g| g.vip == f.vip && g.port == f.port)
+            {
+                return Err((
+                    at("port"),
+                    format!("{}:{} is already served by another farm", f.vip, f.port),
+                ));
+            }
+            if f.backends.is_empty() {
+                return Err((
+                    at("backends"),
+                    "expected at least one backend: { address = \"198.18.1.11\", port = 5060, weight = 1 }".into(),
+                ));
+            }
+            total_backends += f.backends.len();
+            for (j, b) in f.backends.iter().enumerate() {
+                let bat = |k: &'static str| {
+                    vec![Key("farm"), Index(i), Key("backends"), Index(j), Key(k)]
+                };
+                if b.weight > 65535 {
+                    return Err((
+                        bat("weight"),
+                        format!("expected a weight 0-65535, got {}", b.weight),
+                    ));
+                }
+                if b.port == 0 {
+                    return Err((bat("port"), "expected a port number 1-65535".into()));
+                }
+                if f.backends[..j]
+                    .iter()
+                    .any(|c| c.address == b.address && c.port == b.port)
+                {
+                    return Err((
+                        bat("address"),
+                        format!("backend {}:{} is listed twice", b.address, b.port),
+                    ));
+                }
+                if self.route(b.address).is_none() {
+                    return Err((
+                        bat("address"),
+                        format!(
+                            "{} is in no port's subnet and no port has a gateway: add a [[port]] for it or a gateway",
+                            b.address
+                        ),
+                    ));
+                }
+            }
+            if f.backends.iter().all(|b| b.weight == 0) {
+                return Err((
+                    at("backends"),
+                    "every backend has weight 0: nothing can take calls".into(),
+                ));
+            }
+        }
+        if total_backends > MAX_BACKENDS {
+            return Err((
+                vec![Key("farm")],
+                format!(
+                    "at most {MAX_BACKENDS} backends in all farms together, got {total_backends}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The port that reaches `dst` (connected subnet first, then a port with a
+    /// gateway) and the next hop on it.
+    pub fn route(&self, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+        if let Some(i) = self.ports.iter().position(|p| p.address.contains(dst)) {
+            return Some((i, dst));
+        }
+        self.ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.gateway.map(|g| (i, g)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[dataplane]
+workers = 2
+idle_sleep_us = 100
+
+[[port]]
+name = "front"
+address = "198.18.0.1/24"
+
+[[port]]
+name = "back"
+address = "198.18.1.1/24"
+
+[[farm]]
+name = "pbx"
+vip = "198.18.0.2"
+port = 5060
+nat = "dnat"
+affinity = "call-id"
+backends = [
+  { address = "198.18.1.11", port = 5060, weight = 3 },
+  { address = "198.18.1.12", weight = 1 },
+]
+"#;
+
+    fn err(src: &str) -> ConfigError {
+        Config::parse(src, Path::new("siplb.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD, Path::new("x.toml")).unwrap();
+        assert_eq!(c.dataplane.workers, 2);
+        assert_eq!(c.farms[0].backends[1].port, 5060);
+        assert_eq!(c.farms[0].backends[0].weight, 3);
+        assert_eq!(c.farms[0].protocols, vec![Protocol::Udp]);
+        assert_eq!(
+            c.route(Ipv4Addr::new(198, 18, 1, 12)),
+            Some((1, Ipv4Addr::new(198, 18, 1, 12)))
+        );
+        assert_eq!(c.route(Ipv4Addr::new(198, 19, 0, 1)), None);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let e = err(&GOOD.replace("weight = 3", "wieght = 3"));
+        let s = e.to_string();
+        assert!(s.starts_with("siplb.toml:21"), "{s}");
+        assert!(s.contains("wieght"), "{s}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_field() {
+        let e = err(&GOOD.replace("198.18.1.12", "198.19.9.9"));
+        assert_eq!(e.field, "farm[0].backends[1].address");
+        assert_eq!(e.line, Some(22), "{e}");
+        assert!(e.message.contains("no port's subnet"));
+
+        let e = err(&GOOD.replace("weight = 3", "weight = 70000"));
+        assert_eq!(e.field, "farm[0].backends[0].weight");
+        assert_eq!(e.line, Some(21));
+
+        let e = err(&GOOD.replace("workers = 2", "workers = 0"));
+        assert_eq!(e.field, "dataplane.workers");
+        assert_eq!(e.line, Some(3));
+
+        let e = err(&GOOD.replace("vip = \"198.18.0.2\"", "vip = \"198.18.0.1\""));
+        assert_eq!(e.field, "farm[0].vip");
+        assert_eq!(e.line, Some(16));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let e = err(&GOOD.replace("198.18.0.1/24", "198.18.0.1"));
+        assert!(e.to_string().contains("prefix length"), "{e}");
+        assert_eq!(e.line, Some(8));
+        let e = err(&GOOD.replace("nat = \"dnat\"", "nat = \"masquerade\""));
+        assert!(e.to_string().contains("dnat"), "{e}");
+        let e = err("[[farm]]\nname='x'\n");
+        assert!(e.to_string().contains("vip"), "{e}");
+        let e = err("this is not toml");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn net_contains() {
+        let n: Ipv4Net = "198.18.0.1/24".parse().unwrap();
+        assert!(n.contains(Ipv4Addr::new(198, 18, 0, 255)));
+        assert!(!n.contains(Ipv4Addr::new(198, 18, 1, 0)));
+        let all: Ipv4Net = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(Ipv4Addr::new(198, 19, 1, 1)));
+    }
+}
