@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 host for building and running siplb: packages, hugepages,
+# hugetlbfs. Idempotent: run it as often as you like. Needs root.
+set -euo pipefail
+
+HUGEPAGES="${SIPLB_HUGEPAGES:-1024}"   # 2 MiB pages: 2 GiB by default
+PACKAGES=(
+  libdpdk-dev dpdk            # DPDK 22.11 headers, libraries, PMDs, dpdk-testpmd, dpdk-dumpcap
+  clang libclang-dev pkg-config build-essential   # bindgen and the C shim
+  sip-tester                  # SIPp: real SIP clients and servers for the tests
+  iproute2 ethtool iputils-ping procps psmisc     # namespaces, veth, offloads
+  libnet-sip-perl             # check_sip-style dummy calls for health-check tests
+  kamailio                    # the reference dispatcher for benchmarks
+  tcpdump
+)
+
+say() { printf 'setup-host: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "must run as root (packages, hugepages and network namespaces need it): sudo $0" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Kamailio must not run as a system service on a test machine: the benchmark starts
+  # its own instance on its own ports.
+  if systemctl list-unit-files kamailio.service >/dev/null 2>&1; then
+    systemctl disable --now kamailio >/dev/null 2>&1 || true
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo is not on PATH: install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest >/dev/null 2>&1
+fi
+
+current=$(cat /proc/sys/vm/nr_hugepages)
+if [ "$current" -lt "$HUGEPAGES" ]; then
+  echo "$HUGEPAGES" > /proc/sys/vm/nr_hugepages
+  got=$(cat /proc/sys/vm/nr_hugepages)
+  if [ "$got" -lt "$HUGEPAGES" ]; then
+    say "asked for $HUGEPAGES hugepages, the kernel gave $got (memory fragmented?)" >&2
+    [ "$got" -ge 256 ] || exit 1
+  fi
+fi
+if ! grep -q '^[^ ]* /dev/hugepages hugetlbfs' /proc/mounts; then
+  mkdir -p /dev/hugepages
+  mount -t hugetlbfs nodev /dev/hugepages
+fi
+say "ready: $(cat /proc/sys/vm/nr_hugepages) hugepages of 2 MiB, hugetlbfs on /dev/hugepages, DPDK $(pkg-config --modversion libdpdk)"

@@ -1,0 +1,252 @@
+//! Real SIPp peers (Debian `sip-tester`) and parsers for what they logged.
+
+use crate::netns::Netns;
+use crate::process::Proc;
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// A SIPp UAS (server) logging every message it sends and receives.
+pub struct Uas {
+    pub proc: Proc,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub messages: PathBuf,
+}
+
+/// Starts `sipp -sn uas` (or `scenario`) on `ip:port` inside `ns`.
+pub fn start_uas(
+    ns: &Netns,
+    ip: Ipv4Addr,
+    port: u16,
+    dir: &Path,
+    name: &str,
+    scenario: Option<&Path>,
+    extra: &[&str],
+) -> Result<Uas> {
+    let messages = dir.join(format!("{name}.msg"));
+    let mut cmd = ns.command("sipp");
+    match scenario {
+        Some(s) => cmd.arg("-sf").arg(s),
+        None => cmd.args(["-sn", "uas"]),
+    };
+    cmd.args(["-i", &ip.to_string(), "-p", &port.to_string(), "-nostdin", "-trace_msg"])
+        .arg("-message_file")
+        .arg(&messages)
+        .args(extra);
+    let mut proc = Proc::spawn(name, cmd, &dir.join(format!("{name}.out")))?;
+    // SIPp binds at start; give it a moment and make sure it did not die on a bad option.
+    std::thread::sleep(Duration::from_millis(300));
+    if !proc.running() {
+        bail!("{name} (sipp uas) exited at start:\n{}", proc.output());
+    }
+    Ok(Uas {
+        proc,
+        ip,
+        port,
+        messages,
+    })
+}
+
+impl Uas {
+    /// Stops the UAS (SIGTERM ends SIPp reliably) and returns what it logged.
+    pub fn finish(mut self) -> Vec<Traced> {
+        self.proc.stop(Duration::from_secs(5));
+        parse_trace(&self.messages)
+    }
+
+    pub fn messages_so_far(&self) -> Vec<Traced> {
+        parse_trace(&self.messages)
+    }
+}
+
+/// How to run a SIPp UAC.
+pub struct Uac<'a> {
+    pub ns: &'a Netns,
+    pub local_ip: Ipv4Addr,
+    pub local_port: u16,
+    pub target: String,
+    pub calls: u32,
+    pub rate: u32,
+    pub limit: u32,
+    /// Scenario file; `None` = SIPp's built-in `uac`.
+    pub scenario: Option<PathBuf>,
+    pub extra: Vec<String>,
+    pub timeout: Duration,
+    pub name: String,
+    pub trace: bool,
+}
+
+pub struct UacRun {
+    pub status: ExitStatus,
+    pub successful: u64,
+    pub failed: u64,
+    pub output: String,
+    pub messages: Vec<Traced>,
+}
+
+impl Uac<'_> {
+    /// Runs the UAC to completion (bounded by `-m` and `-timeout`).
+    pub fn run(&self, dir: &Path) -> Result<UacRun> {
+        let stats = dir.join(format!("{}.csv", self.name));
+        let messages = dir.join(format!("{}.msg", self.name));
+        let mut cmd = self.ns.command("sipp");
+        match &self.scenario {
+            Some(s) => cmd.arg("-sf").arg(s),
+            None => cmd.args(["-sn", "uac"]),
+        };
+        cmd.arg(&self.target)
+            .args(["-i", &self.local_ip.to_string()])
+            .args(["-p", &self.local_port.to_string()])
+            .args(["-m", &self.calls.to_string()])
+            .args(["-r", &self.rate.to_string()])
+            .args(["-l", &self.limit.to_string()])
+            .args(["-nostdin", "-trace_stat", "-fd", "1"])
+            .arg("-stf")
+            .arg(&stats)
+            .args(["-timeout", &format!("{}s", self.timeout.as_secs().max(1))])
+            .arg("-timeout_error")
+            .args(&self.extra);
+        if self.trace {
+            cmd.arg("-trace_msg").arg("-message_file").arg(&messages);
+        }
+        let mut proc = Proc::spawn(&self.name, cmd, &dir.join(format!("{}.out", self.name)))?;
+        let status = proc
+            .wait_timeout(self.timeout + Duration::from_secs(10))
+            .context("sipp uac did not stop after its -timeout")?;
+        let (successful, failed) = read_stats(&stats)
+            .with_context(|| format!("reading {}:\n{}", stats.display(), proc.output()))?;
+        Ok(UacRun {
+            status,
+            successful,
+            failed,
+            output: proc.output(),
+            messages: if self.trace { parse_trace(&messages) } else { Vec::new() },
+        })
+    }
+}
+
+/// Final SuccessfulCall(C) and FailedCall(C) of a SIPp `-trace_stat` CSV.
+pub fn read_stats(path: &Path) -> Result<(u64, u64)> {
+    let s = std::fs::read_to_string(path)?;
+    let mut lines = s.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().context("empty stats file")?.split(';').collect();
+    let last: Vec<&str> = lines.last().context("no stats rows")?.split(';').collect();
+    let col = |name: &str| -> Result<u64> {
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("no {name} column"))?;
+        Ok(last.get(i).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+    };
+    Ok((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
+}
+
+/// One message from a SIPp `-trace_msg` log.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    pub sent: bool,
+    /// `INVITE`, `ACK`, ... for requests, the status code (`"200"`) for responses.
+    pub kind: String,
+    pub call_id: String,
+    pub cseq_method: String,
+}
+
+/// Parses a SIPp message log into messages.
+pub fn parse_trace(path: &Path) -> Vec<Traced> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for block in text.split("----------------------------------------------- ").skip(1) {
+        let mut lines = block.lines().skip(1);
+        let Some(dir_line) = lines.next() else { continue };
+        let sent = dir_line.contains("message sent");
+        if !sent && !dir_line.contains("message received") {
+            continue;
+        }
+        let mut lines = lines.skip_while(|l| l.trim().is_empty());
+        let Some(first) = lines.next() else { continue };
+        let kind = if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
+            rest.split_whitespace().next().unwrap_or("").to_string()
+        } else {
+            first.split_whitespace().next().unwrap_or("").to_string()
+        };
+        let mut call_id = String::new();
+        let mut cseq_method = String::new();
+        for l in lines {
+            if l.trim().is_empty() {
+                break;
+            }
+            let (name, value) = match l.split_once(':') {
+                Some(x) => x,
+                None => continue,
+            };
+            let name = name.trim().to_ascii_lowercase();
+            if name == "call-id" || name == "i" {
+                call_id = value.trim().to_string();
+            } else if name == "cseq" {
+                cseq_method = value.split_whitespace().nth(1).unwrap_or("").to_string();
+            }
+        }
+        out.push(Traced {
+            sent,
+            kind,
+            call_id,
+            cseq_method,
+        });
+    }
+    out
+}
+
+/// What each backend saw, by Call-ID, and whether any call was split.
+#[derive(Debug)]
+pub struct Stickiness {
+    /// Calls (distinct Call-IDs) per backend.
+    pub calls_per_backend: Vec<usize>,
+    /// Messages per backend.
+    pub messages_per_backend: Vec<usize>,
+    /// Call-IDs seen by more than one backend.
+    pub split: Vec<String>,
+    /// For each backend, Call-ID → the message kinds it saw, in order.
+    pub by_call: Vec<BTreeMap<String, Vec<String>>>,
+}
+
+/// Groups each backend's messages by Call-ID and finds calls seen by several backends.
+pub fn stickiness(backends: &[Vec<Traced>]) -> Stickiness {
+    let by_call: Vec<BTreeMap<String, Vec<String>>> = backends
+        .iter()
+        .map(|msgs| {
+            let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for t in msgs {
+                let k = if t.kind.chars().all(|c| c.is_ascii_digit()) {
+                    format!("{}/{}", t.kind, t.cseq_method)
+                } else {
+                    t.kind.clone()
+                };
+                m.entry(t.call_id.clone()).or_default().push(k);
+            }
+            m
+        })
+        .collect();
+    let mut owners: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+    for (i, m) in by_call.iter().enumerate() {
+        for cid in m.keys() {
+            owners.entry(cid.as_str()).or_default().insert(i);
+        }
+    }
+    let split = owners
+        .iter()
+        .filter(|(_, o)| o.len() > 1)
+        .map(|(c, _)| c.to_string())
+        .collect();
+    Stickiness {
+        calls_per_backend: by_call.iter().map(|m| m.len()).collect(),
+        messages_per_backend: backends.iter().map(|m| m.len()).collect(),
+        split,
+        by_call,
+    }
+}
