@@ -1,1 +1,35 @@
-//! Zero-copy SIP scanner (see issue 3).
+//! The zero-copy SIP scanner of the hot path (RFC 3261 §7, §25).
+//!
+//! [`SipMessage::parse`] validates one message (a UDP datagram or a stream frame) in a
+//! single pass over its header section and borrows what the balancer needs: start
+//! line, top Via, From, To, Call-ID, CSeq, Max-Forwards, Expires, the Contact
+//! `expires` of REGISTER transactions, Content-Length and where the body starts. It
+//! never allocates, copies or panics, and its work is bounded by [`Limits`]; every
+//! rejection is a [`SipError`] the dataplane counts by reason.
+//!
+//! [`next_frame`] cuts a TCP byte stream into messages by Content-Length and
+//! recognises CRLF keep-alives; [`StreamFramer`] reassembles segments on top of it.
+//!
+//! Full SIP types (building, rewriting every header) are rsip's job, off the hot path.
+
+mod abnf;
+mod error;
+mod framing;
+mod header;
+mod limits;
+mod message;
+mod method;
+mod name_addr;
+mod params;
+mod uri;
+mod via;
+
+pub use error::SipError;
+pub use framing::{next_frame, Frame, StreamFramer, StreamItem};
+pub use header::{Header, HeaderName, Headers};
+pub use limits::Limits;
+pub use message::{CSeq, SipMessage, StartLine};
+pub use method::Method;
+pub use name_addr::NameAddr;
+pub use uri::SipUri;
+pub use via::Via;

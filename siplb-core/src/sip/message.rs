@@ -1,0 +1,545 @@
+//! A zero-copy view over one SIP message (RFC 3261 §7): the start line and the header
+//! fields the balancer needs, validated once in [`SipMessage::parse`] and borrowed
+//! from the buffer.
+
+use super::abnf::{self, at, TOKEN, WORD};
+use super::error::SipError;
+use super::header::{self, HeaderName, Headers, Scan, Scanner};
+use super::limits::Limits;
+use super::method::Method;
+use super::name_addr::{self, NameAddr};
+use super::uri::SipUri;
+use super::via::{self, Via};
+
+/// The first line of a message (RFC 3261 §7.1, §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request {
+        method: Method,
+        /// The method as written; the name of an `Other` method.
+        method_raw: &'a [u8],
+        uri: SipUri<'a>,
+    },
+    Response {
+        /// 100..=699.
+        code: u16,
+        /// As written, possibly empty (RFC 4475 §3.1.1.13) or UTF-8 (§3.1.1.12).
+        reason: &'a [u8],
+    },
+}
+
+/// The CSeq header (RFC 3261 §20.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    /// Any 32-bit value is accepted (§8.1.1.5 asks senders to stay below 2³¹).
+    pub seq: u32,
+    pub method: Method,
+    pub method_raw: &'a [u8],
+}
+
+/// One SIP message, scanned eagerly: [`parse`](Self::parse) validates the start line
+/// and every header field the accessors return, so a message that parses yields them
+/// without further checks or failure.
+///
+/// What is validated: the start line; Call-ID, CSeq, From, To (required, one each);
+/// the top Via value (the first value of the first Via field; later values and fields
+/// are not looked at); Max-Forwards, Expires, Content-Length (optional, one each); and
+/// for REGISTER transactions (CSeq method REGISTER) the first Contact value. Other
+/// fields only need a well-formed `name:` line.
+#[derive(Debug, Clone, Copy)]
+pub struct SipMessage<'a> {
+    buf: &'a [u8],
+    start_line: StartLine<'a>,
+    headers_offset: usize,
+    call_id: &'a [u8],
+    cseq: CSeq<'a>,
+    via: Option<Via<'a>>,
+    from: NameAddr<'a>,
+    to: NameAddr<'a>,
+    max_forwards: Option<u32>,
+    expires: Option<u32>,
+    contact_expires: Option<u32>,
+    content_length: Option<usize>,
+    body_offset: usize,
+}
+
+/// Raw values of the fields of interest, as found by the header scan.
+#[derive(Default)]
+struct Found<'a> {
+    call_id: Option<&'a [u8]>,
+    cseq: Option<&'a [u8]>,
+    from: Option<&'a [u8]>,
+    to: Option<&'a [u8]>,
+    via: Option<&'a [u8]>,
+    contact: Option<&'a [u8]>,
+    max_forwards: Option<&'a [u8]>,
+    expires: Option<&'a [u8]>,
+    content_length: Option<&'a [u8]>,
+}
+
+/// Stores a single-valued field, refusing a second one (RFC 4475 §3.3.8, §3.3.9).
+#[inline(always)]
+pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Result<(), SipError> {
+    if slot.replace(value).is_some() {
+        return Err(SipError::DuplicateHeader);
+    }
+    Ok(())
+}
+
+impl<'a> SipMessage<'a> {
+    /// Scans one message that is the whole of `buf`: a UDP datagram, or a frame cut by
+    /// [`next_frame`](super::next_frame).
+    ///
+    /// Framing follows RFC 3261 §18.3: Content-Length is optional (without it the body
+    /// is the rest of `buf`); a Content-Length larger than the bytes after the empty
+    /// line is [`SipError::ContentLengthExceedsDatagram`]; bytes beyond the body are
+    /// ignored ("MUST be discarded", RFC 4475 §3.1.1.8) — [`body`](Self::body) ends
+    /// where Content-Length says.
+    pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Self, SipError> {
+        if buf.len() > limits.max_message_len {
+            return Err(SipError::MessageTooLarge);
+        }
+        if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
+            return Err(SipError::Empty);
+        }
+        let (line_end, headers_offset) =
+            header::line_at(buf, 0, limits.max_line_len)?.ok_or(SipError::IncompleteHeaders)?;
+        let start_line = parse_start_line(buf.get(..line_end).unwrap_or_default())?;
+
+        let mut f = Found::default();
+        let mut scan = Scanner::new(buf, headers_offset, limits.max_headers, limits.max_line_len);
+        let body_offset = loop {
+            match scan.next()? {
+                Scan::Field { name, value } => match HeaderName::from_bytes(name) {
+                    HeaderName::Via => {
+                        f.via.get_or_insert(value);
+                    }
+                    HeaderName::CallId => once(&mut f.call_id, value)?,
+                    HeaderName::CSeq => once(&mut f.cseq, value)?,
+                    HeaderName::From => once(&mut f.from, value)?,
+                    HeaderName::To => once(&mut f.to, value)?,
+                    HeaderName::Contact => {
+                        f.contact.get_or_insert(value);
+                    }
+                    HeaderName::MaxForwards => once(&mut f.max_forwards, value)?,
+                    HeaderName::Expires => once(&mut f.expires, value)?,
+                    HeaderName::ContentLength => once(&mut f.content_length, value)?,
+                    _ => {}
+                },
+                Scan::End { body_offset } => break body_offset,
+                Scan::Incomplete => return Err(SipError::IncompleteHeaders),
+            }
+        };
+
+        let available = buf.len() - body_offset;
+        let content_length = match f.content_length {
+            Some(v) => {
+                let n = content_length(v)?;
+                if n > available {
+                    return Err(SipError::ContentLengthExceedsDatagram);
+                }
+                Some(n)
+            }
+            None => None,
+        };
+
+        let call_id = abnf::trim(f.call_id.ok_or(SipError::MissingCallId)?);
+        if !call_id.iter().all(|&c| abnf::is(c, WORD) || c == b'@') || call_id.is_empty() {
+            return Err(SipError::BadCallId);
+        }
+        let cseq = parse_cseq(f.cseq.ok_or(SipError::MissingCSeq)?).ok_or(SipError::BadCSeq)?;
+        let from = from_to(f.from.ok_or(SipError::MissingFrom)?).ok_or(SipError::BadFrom)?;
+        let to = from_to(f.to.ok_or(SipError::MissingTo)?).ok_or(SipError::BadTo)?;
+        let via = match f.via {
+            Some(v) => Some(via::parse_top(v).ok_or(SipError::BadVia)?),
+            None => None,
+        };
+        let max_forwards = match f.max_forwards {
+            Some(v) => Some(
+                abnf::decimal(abnf::trim(v), 255)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or(SipError::BadMaxForwards)?,
+            ),
+            None => None,
+        };
+        let expires = match f.expires {
+            Some(v) => Some(abnf::delta_seconds(abnf::trim(v)).ok_or(SipError::BadExpires)?),
+            None => None,
+        };
+        // The Contact `expires` parameter only means something in REGISTER (§10.2.1.1).
+        let contact_expires = match f.contact {
+            Some(v) if cseq.method == Method::Register => contact_expires(v)?,
+            _ => None,
+        };
+        if let StartLine::Request { method_raw, .. } = start_line {
+            if method_raw != cseq.method_raw {
+                return Err(SipError::CSeqMethodMismatch);
+            }
+        }
+
+        Ok(Self {
+            buf,
+            start_line,
+            headers_offset,
+            call_id,
+            cseq,
+            via,
+            from,
+            to,
+            max_forwards,
+            expires,
+            contact_expires,
+            content_length,
+            body_offset,
+        })
+    }
+
+    pub fn start_line(&self) -> &StartLine<'a> {
+        &self.start_line
+    }
+
+    /// The request method; `None` for a response.
+    pub fn method(&self) -> Option<Method> {
+        match self.start_line {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code; `None` for a request.
+    pub fn status(&self) -> Option<u16> {
+        match self.start_line {
+            StartLine::Request { .. } => None,
+            StartLine::Response { code, .. } => Some(code),
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start_line, StartLine::Request { .. })
+    }
+
+    /// The Call-ID value, trimmed.
+    pub fn call_id(&self) -> &'a [u8] {
+        self.call_id
+    }
+
+    pub fn cseq(&self) -> CSeq<'a> {
+        self.cseq
+    }
+
+    /// The top Via value, if the message has a Via.
+    pub fn via(&self) -> Option<Via<'a>> {
+        self.via
+    }
+
+    pub fn from(&self) -> NameAddr<'a> {
+        self.from
+    }
+
+    pub fn to(&self) -> NameAddr<'a> {
+        self.to
+    }
+
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.max_forwards
+    }
+
+    /// The Expires header (RFC 3261 §20.19).
+    pub fn expires(&self) -> Option<u32> {
+        self.expires
+    }
+
+    /// The `expires` parameter of the first Contact value, for REGISTER transactions
+    /// (CSeq method REGISTER, requests and responses); `None` otherwise or if absent.
+    pub fn contact_expires(&self) -> Option<u32> {
+        self.contact_expires
+    }
+
+    pub fn content_length(&self) -> Option<usize> {
+        self.content_length
+    }
+
+    /// Where the body starts in the buffer given to `parse`.
+    pub fn body_offset(&self) -> usize {
+        self.body_offset
+    }
+
+    /// The body: Content-Length bytes, or the rest of the buffer without Content-Length.
+    pub fn body(&self) -> &'a [u8] {
+        let rest = self.buf.get(self.body_offset..).unwrap_or_default();
+        match self.content_length {
+            Some(n) => rest.get(..n).unwrap_or(rest),
+            None => rest,
+        }
+    }
+
+    /// Every header field in order, compact names classified as their long forms.
+    pub fn headers(&self) -> Headers<'a> {
+        Headers::new(self.buf, self.headers_offset)
+    }
+}
+
+/// `Request-Line = Method SP Request-URI SP SIP-Version` or `Status-Line = SIP-Version
+/// SP Status-Code SP Reason-Phrase` (RFC 3261 §7.1, §7.2): single spaces, nothing
+/// trailing (RFC 4475 §3.1.2.8–10).
+fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, SipError> {
+    let sp1 = memchr::memchr(b' ', line).ok_or(SipError::BadRequestLine)?;
+    let first = line.get(..sp1).unwrap_or_default();
+    let rest = line.get(sp1 + 1..).unwrap_or_default();
+    if first.len() > 4
+        && first
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        if !is_sip_2_0(first) {
+            return Err(SipError::BadVersion);
+        }
+        // Status-Code = 3DIGIT, 100..=699; then SP and any reason phrase.
+        let code = rest.get(..3).and_then(|d| abnf::decimal(d, 699));
+        let code = match (code, at(rest, 3)) {
+            (Some(c @ 100..), Some(b' ')) => c as u16,
+            _ => return Err(SipError::BadStatusLine),
+        };
+        let reason = rest.get(4..).unwrap_or_default();
+        return Ok(StartLine::Response { code, reason });
+    }
+    if !abnf::all(first, TOKEN) {
+        return Err(SipError::BadRequestLine);
+    }
+    let sp2 = memchr::memchr(b' ', rest).ok_or(SipError::BadRequestLine)?;
+    let uri = rest.get(..sp2).unwrap_or_default();
+    let version = rest.get(sp2 + 1..).unwrap_or_default();
+    if uri.is_empty()
+        || memchr::memchr(b' ', version).is_some()
+        || !version
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        return Err(SipError::BadRequestLine);
+    }
+    if !is_sip_2_0(version) {
+        return Err(SipError::BadVersion);
+    }
+    let uri = match SipUri::parse(uri) {
+        // A Request-URI carries no URI headers (RFC 3261 §19.1.5, RFC 4475 §3.1.2.11).
+        Some(u) if u.headers.is_empty() => u,
+        _ => return Err(SipError::BadRequestUri),
+    };
+    Ok(StartLine::Request {
+        method: Method::from_bytes(first),
+        method_raw: first,
+        uri,
+    })
+}
+
+fn is_sip_2_0(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"SIP/2.0")
+}
+
+/// `CSeq = 1*DIGIT LWS Method`.
+fn parse_cseq(v: &[u8]) -> Option<CSeq<'_>> {
+    let start = abnf::skip_ws(v, 0);
+    let digits = abnf::skip_digits(v, start);
+    let seq = abnf::decimal(v.get(start..digits)?, u64::from(u32::MAX))?;
+    let m = abnf::skip_ws(v, digits);
+    let m_end = abnf::skip(v, m, TOKEN);
+    if m == digits || m_end == m || abnf::skip_ws(v, m_end) != v.len() {
+        return None;
+    }
+    let method_raw = v.get(m..m_end)?;
+    Some(CSeq {
+        seq: u32::try_from(seq).ok()?,
+        method: Method::from_bytes(method_raw),
+        method_raw,
+    })
+}
+
+/// From and To hold exactly one value.
+fn from_to(v: &[u8]) -> Option<NameAddr<'_>> {
+    let p = name_addr::parse(v, false)?;
+    (p.end == v.len()).then_some(p.addr)
+}
+
+/// The `expires` of the first Contact value; `*` has none.
+fn contact_expires(v: &[u8]) -> Result<Option<u32>, SipError> {
+    if abnf::trim(v) == b"*" {
+        return Ok(None);
+    }
+    name_addr::parse(v, true)
+        .map(|p| p.expires)
+        .ok_or(SipError::BadContact)
+}
+
+/// `Content-Length = 1*DIGIT` (§20.14).
+pub(super) fn content_length(v: &[u8]) -> Result<usize, SipError> {
+    abnf::decimal(abnf::trim(v), u64::from(u32::MAX))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or(SipError::BadContentLength)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.example.com>\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.example.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn invite_fields() {
+        let m = SipMessage::parse(INVITE, &limits()).unwrap();
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(m.status(), None);
+        let StartLine::Request {
+            uri, method_raw, ..
+        } = *m.start_line()
+        else {
+            panic!("not a request")
+        };
+        assert_eq!(method_raw, b"INVITE");
+        assert_eq!(
+            (uri.user, uri.host),
+            (Some(&b"bob"[..]), &b"biloxi.example.com"[..])
+        );
+        assert_eq!(m.call_id(), b"a84b4c76e66710@pc33.atlanta.example.com");
+        assert_eq!(m.cseq().seq, 314159);
+        assert_eq!(m.cseq().method, Method::Invite);
+        assert_eq!(m.via().unwrap().branch, Some(&b"z9hG4bK776asdhds"[..]));
+        assert_eq!(m.via().unwrap().rport, Some(None));
+        assert_eq!(m.from().tag, Some(&b"1928301774"[..]));
+        assert_eq!(m.to().tag, None);
+        assert_eq!(m.to().display, Some(&b"Bob"[..]));
+        assert_eq!(m.max_forwards(), Some(70));
+        assert_eq!(m.content_length(), Some(4));
+        assert_eq!(m.contact_expires(), None);
+        assert_eq!(&INVITE[m.body_offset()..], b"v=0\n");
+        assert_eq!(m.body(), b"v=0\n");
+        assert_eq!(m.headers().count(), 9);
+    }
+
+    #[test]
+    fn trailing_bytes_are_ignored_and_short_bodies_rejected() {
+        let mut extra = INVITE.to_vec();
+        extra.extend_from_slice(b"junk");
+        let m = SipMessage::parse(&extra, &limits()).unwrap();
+        assert_eq!(m.body(), b"v=0\n");
+        let short = &INVITE[..INVITE.len() - 1];
+        assert_eq!(
+            SipMessage::parse(short, &limits()).unwrap_err(),
+            SipError::ContentLengthExceedsDatagram
+        );
+    }
+
+    #[test]
+    fn status_lines() {
+        for (line, want) in [
+            (&b"SIP/2.0 200 OK"[..], Ok((200, &b"OK"[..]))),
+            (b"SIP/2.0 100 ", Ok((100, &b""[..]))),
+            (b"sip/2.0 699 x y", Ok((699, &b"x y"[..]))),
+            (b"SIP/2.0 100", Err(SipError::BadStatusLine)),
+            (b"SIP/2.0 099 x", Err(SipError::BadStatusLine)),
+            (b"SIP/2.0 700 x", Err(SipError::BadStatusLine)),
+            (b"SIP/2.0 4294967301 x", Err(SipError::BadStatusLine)),
+            (b"SIP/2.0 20 x", Err(SipError::BadStatusLine)),
+            (b"SIP/7.0 200 OK", Err(SipError::BadVersion)),
+        ] {
+            let got = parse_start_line(line).map(|s| match s {
+                StartLine::Response { code, reason } => (code, reason),
+                StartLine::Request { .. } => panic!("request"),
+            });
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn request_lines() {
+        for (line, want) in [
+            (
+                &b"INVITE  sip:a@example.com SIP/2.0"[..],
+                SipError::BadRequestLine,
+            ),
+            (
+                b"INVITE sip:a@example.com  SIP/2.0",
+                SipError::BadRequestLine,
+            ),
+            (
+                b"OPTIONS sip:a@example.com SIP/2.0  ",
+                SipError::BadRequestLine,
+            ),
+            (
+                b"INVITE sip:a@example.com; lr SIP/2.0",
+                SipError::BadRequestLine,
+            ),
+            (
+                b"INVITE <sip:a@example.com> SIP/2.0",
+                SipError::BadRequestUri,
+            ),
+            (
+                b"INVITE sip:a@example.com?Route=%3Csip:example.com%3E SIP/2.0",
+                SipError::BadRequestUri,
+            ),
+            (b"OPTIONS sip:a@example.com SIP/7.0", SipError::BadVersion),
+            (b"INVITE", SipError::BadRequestLine),
+            (
+                b"IN(VITE sip:a@example.com SIP/2.0",
+                SipError::BadRequestLine,
+            ),
+            (
+                b"INVITE sip:a@example.com HTTP/1.1",
+                SipError::BadRequestLine,
+            ),
+        ] {
+            assert_eq!(
+                parse_start_line(line).unwrap_err(),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let StartLine::Request {
+            method, method_raw, ..
+        } = parse_start_line(
+            b"!interesting-Method0123456789_*+`.%indeed'~ sip:a@example.com SIP/2.0",
+        )
+        .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(method, Method::Other);
+        assert_eq!(method_raw, b"!interesting-Method0123456789_*+`.%indeed'~");
+    }
+
+    #[test]
+    fn cseq() {
+        let c = parse_cseq(b" 0009\r\n  INVITE ").unwrap();
+        assert_eq!((c.seq, c.method), (9, Method::Invite));
+        assert_eq!(parse_cseq(b"4294967295 ACK").unwrap().seq, u32::MAX);
+        for bad in [
+            &b"36893488147419103232 REGISTER"[..],
+            b"1INVITE",
+            b"1",
+            b"INVITE",
+            b"1 INVITE x",
+            b"-1 INVITE",
+        ] {
+            assert!(
+                parse_cseq(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! From, To and Contact values: `( name-addr / addr-spec ) *( SEMI param )` (RFC 3261
+//! §20.10, §20.20, §20.39, grammar §25.1).
+
+use super::abnf::{self, at, TOKEN, WS};
+use super::params;
+use super::uri::SipUri;
+
+/// An address with its display name and tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// The display name as written, quotes included (`"Alice \"A\""`, or `Alice Smith`
+    /// for a token list); `None` if absent. It may span a folded line.
+    pub display: Option<&'a [u8]>,
+    pub uri: SipUri<'a>,
+    /// The `tag` parameter (RFC 3261 §19.3).
+    pub tag: Option<&'a [u8]>,
+}
+
+/// One parsed value and what else it said.
+pub(crate) struct Parsed<'a> {
+    pub addr: NameAddr<'a>,
+    /// The `expires` parameter (Contact, §20.10), if `want_expires`.
+    pub expires: Option<u32>,
+    /// The index of the byte after the value: the end of `s`, or a `,` before another
+    /// value.
+    pub end: usize,
+}
+
+/// Parses the first value of `s`. A value in `addr-spec` form (no angle brackets) ends
+/// its URI at the first `;`, `,` or white space and may not carry URI headers (§20,
+/// RFC 4475 §3.1.2.13). With `want_expires`, an `expires` parameter must be
+/// `delta-seconds`.
+pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
+    let start = abnf::skip_ws(s, 0);
+    let (display, uri, after) = match at(s, start)? {
+        b'"' => {
+            let q = abnf::quoted_end(s, start)?;
+            let lt = abnf::skip_ws(s, q);
+            if at(s, lt)? != b'<' {
+                return None;
+            }
+            let (uri, after) = bracketed(s, lt)?;
+            (Some(s.get(start..q)?), uri, after)
+        }
+        _ => {
+            // `*(token LWS)` then "<", or else an addr-spec.
+            let stop = abnf::skip(s, start, TOKEN | WS);
+            if at(s, stop) == Some(b'<') {
+                let display = abnf::trim(s.get(start..stop)?);
+                let (uri, after) = bracketed(s, stop)?;
+                ((!display.is_empty()).then_some(display), uri, after)
+            } else {
+                let end = start
+                    + s.get(start..)?
+                        .iter()
+                        .position(|&c| c == b';' || c == b',' || abnf::is(c, WS))
+                        .unwrap_or(s.len() - start);
+                let uri = SipUri::parse(s.get(start..end)?)?;
+                if !uri.headers.is_empty() {
+                    return None;
+                }
+                (None, uri, end)
+            }
+        }
+    };
+    let mut tag = None;
+    let mut expires = None;
+    let end = params::parse(s, after, |name, value| {
+        if name.eq_ignore_ascii_case(b"tag") {
+            let v = value?;
+            if !abnf::all(v, TOKEN) {
+                return None;
+            }
+            tag.get_or_insert(v);
+        } else if want_expires && name.eq_ignore_ascii_case(b"expires") {
+            expires.get_or_insert(abnf::delta_seconds(value?)?);
+        }
+        Some(())
+    })?;
+    if !matches!(at(s, end), None | Some(b',')) {
+        return None;
+    }
+    Some(Parsed {
+        addr: NameAddr { display, uri, tag },
+        expires,
+        end,
+    })
+}
+
+/// Given `s[lt] == '<'`, the URI up to `>` (no white space inside, RFC 4475
+/// §3.1.2.14) and the index after `>`.
+fn bracketed(s: &[u8], lt: usize) -> Option<(SipUri<'_>, usize)> {
+    let inner = s.get(lt + 1..)?;
+    let gt = memchr::memchr(b'>', inner)?;
+    Some((SipUri::parse(inner.get(..gt)?)?, lt + 1 + gt + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> Option<NameAddr<'_>> {
+        let p = parse(s.as_bytes(), false)?;
+        (p.end == s.len()).then_some(p.addr)
+    }
+
+    #[test]
+    fn forms() {
+        let a = one("\"Alice \\\"A\\\"\" <sip:alice@atlanta.example.com>;tag=1928301774").unwrap();
+        assert_eq!(a.display, Some(&b"\"Alice \\\"A\\\"\""[..]));
+        assert_eq!(a.uri.user, Some(&b"alice"[..]));
+        assert_eq!(a.tag, Some(&b"1928301774"[..]));
+
+        let a = one("Bob  Smith <sips:bob@biloxi.example.com:5061;transport=tls>").unwrap();
+        assert_eq!(a.display, Some(&b"Bob  Smith"[..]));
+        assert_eq!(a.uri.port, Some(5061));
+        assert_eq!(a.uri.params, b";transport=tls");
+        assert_eq!(a.tag, None);
+
+        // RFC 4475 §3.1.1.6: no LWS between display name and "<".
+        let a = one("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(a.display, Some(&b"caller"[..]));
+
+        // addr-spec: parameters belong to the header, not the URI.
+        let a = one("sip:carol@chicago.example.com;tag=887s").unwrap();
+        assert_eq!(a.display, None);
+        assert_eq!(a.uri.params, b"");
+        assert_eq!(a.tag, Some(&b"887s"[..]));
+
+        // RFC 4475 §3.1.1.1: folded parameters.
+        let a = one(
+            " \"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
+        assert_eq!(a.tag, Some(&b"98asjd8"[..]));
+    }
+
+    #[test]
+    fn contact_expires_and_lists() {
+        let p = parse(
+            b"<sip:a@198.18.0.7:5060>;expires=3600;q=0.7, <sip:b@x>",
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.expires, Some(3600));
+        assert_eq!(p.end, 42);
+        assert!(parse(b"<sip:a@x>;expires=280297596632815", true).is_none());
+        assert!(parse(b"<sip:a@x>;expires=280297596632815", false).is_some());
+    }
+
+    #[test]
+    fn malformed() {
+        for bad in [
+            "",
+            "\"Mr. J. User <sip:j.user@example.com>",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",
+            "<sip:user@example.com",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "<sip:a@x>;tag",
+            "<sip:a@x>;tag=\"q\"",
+            "<sip:a@x> junk",
+            "<sip:a@x>;;",
+        ] {
+            assert!(one(bad).is_none(), "{bad:?}");
+        }
+    }
+}

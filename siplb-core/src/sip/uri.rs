@@ -1,0 +1,193 @@
+//! SIP and SIPS URIs (RFC 3261 §19.1, grammar §25.1), borrowed from the message.
+
+use super::abnf::{self, at, URIC};
+
+/// A URI as the balancer needs it. For `sip:`/`sips:` the parts follow RFC 3261 §19.1;
+/// any other scheme (`tel:`, `urn:`, an unknown one, RFC 4475 §3.3.3) is opaque: `user`
+/// and `port` are `None` and `host` holds what follows the colon up to the first `;`
+/// or `?`. Escaped characters stay escaped (RFC 4475 §3.1.1.3): compare bytes, not
+/// meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    /// As written (`sip`, `SIP`, `sips`, `tel`, ...).
+    pub scheme: &'a [u8],
+    /// The `user` (or telephone-subscriber) of `userinfo`, without the password.
+    pub user: Option<&'a [u8]>,
+    /// The `host` production as written: an IPv6 reference keeps its brackets
+    /// (`[2001:db8::1]`), so it can be told from a name without looking again.
+    pub host: &'a [u8],
+    pub port: Option<u16>,
+    /// `uri-parameters` with their leading `;` (`;transport=tcp;lr`), up to `?` or the
+    /// end; empty if none.
+    pub params: &'a [u8],
+    /// `headers` with their leading `?`; empty if none.
+    pub headers: &'a [u8],
+}
+
+impl<'a> SipUri<'a> {
+    /// Parses `s`, which must be exactly one URI (no surrounding white space or
+    /// brackets). `None` if it is malformed.
+    pub fn parse(s: &'a [u8]) -> Option<Self> {
+        if !abnf::all(s, URIC) {
+            return None;
+        }
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+        if !at(s, 0)?.is_ascii_alphabetic() {
+            return None;
+        }
+        let colon = s
+            .iter()
+            .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))?;
+        if at(s, colon)? != b':' {
+            return None;
+        }
+        let scheme = s.get(..colon)?;
+        let rest = s.get(colon + 1..)?;
+        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+            Self::parse_sip(scheme, rest)
+        } else {
+            let end = memchr::memchr2(b';', b'?', rest).unwrap_or(rest.len());
+            let host = rest.get(..end)?;
+            if host.is_empty() {
+                return None;
+            }
+            let (params, headers) = split_params(rest.get(end..)?);
+            Some(Self {
+                scheme,
+                user: None,
+                host,
+                port: None,
+                params,
+                headers,
+            })
+        }
+    }
+
+    /// `[ userinfo ] hostport uri-parameters [ headers ]` after `sip:`.
+    fn parse_sip(scheme: &'a [u8], rest: &'a [u8]) -> Option<Self> {
+        // `user` may hold ";", "?" and "/" (RFC 4475 §3.1.1.9) but never "@", which
+        // appears nowhere after userinfo either: the first "@" ends userinfo.
+        let (user, hostport) = match memchr::memchr(b'@', rest) {
+            Some(a) => {
+                let userinfo = rest.get(..a)?;
+                let user = userinfo.get(..memchr::memchr(b':', userinfo).unwrap_or(a))?;
+                if user.is_empty() {
+                    return None;
+                }
+                (Some(user), rest.get(a + 1..)?)
+            }
+            None => (None, rest),
+        };
+        let (host, mut i) = abnf::host(hostport, 0)?;
+        let mut port = None;
+        if at(hostport, i) == Some(b':') {
+            let end = abnf::skip_digits(hostport, i + 1);
+            port = Some(abnf::port(hostport.get(i + 1..end)?)?);
+            i = end;
+        }
+        let tail = hostport.get(i..)?;
+        if !matches!(at(tail, 0), None | Some(b';' | b'?')) {
+            return None;
+        }
+        let (params, headers) = split_params(tail);
+        Some(Self {
+            scheme,
+            user,
+            host,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// Whether the scheme is `sip` or `sips` (any case).
+    pub fn is_sip(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case(b"sip") || self.scheme.eq_ignore_ascii_case(b"sips")
+    }
+}
+
+/// Splits `;params?headers` at the first `?`.
+fn split_params(tail: &[u8]) -> (&[u8], &[u8]) {
+    let q = memchr::memchr(b'?', tail).unwrap_or(tail.len());
+    tail.split_at(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Option<SipUri<'_>> {
+        SipUri::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = p("sip:alice:secret@atlanta.example.com:5070;transport=tcp;lr?Subject=x").unwrap();
+        assert_eq!(u.scheme, b"sip");
+        assert_eq!(u.user, Some(&b"alice"[..]));
+        assert_eq!(u.host, b"atlanta.example.com");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.params, b";transport=tcp;lr");
+        assert_eq!(u.headers, b"?Subject=x");
+        assert!(u.is_sip());
+
+        let u = p("SIPS:[2001:db8::10]:5061").unwrap();
+        assert_eq!(
+            (u.user, u.host, u.port),
+            (None, &b"[2001:db8::10]"[..], Some(5061))
+        );
+    }
+
+    #[test]
+    fn user_with_reserved_characters() {
+        // RFC 4475 §3.1.1.9 and §3.1.1.2.
+        let u = p("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some(&b"user;par=u%40example.net"[..]));
+        assert_eq!(u.host, b"example.com");
+        let u = p("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com").unwrap();
+        assert_eq!(
+            u.user,
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
+        assert_eq!(u.host, b"example.com");
+        assert_eq!(u.params, b"");
+    }
+
+    #[test]
+    fn opaque_schemes() {
+        let u = p("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(
+            (u.user, u.host, u.port),
+            (None, &b"+1-201-555-0123"[..], None)
+        );
+        assert_eq!(u.params, b";phone-context=example.com");
+        assert!(!u.is_sip());
+        assert_eq!(
+            p("nobodyKnowsThisScheme:totallyopaquecontent")
+                .unwrap()
+                .host,
+            b"totallyopaquecontent"
+        );
+    }
+
+    #[test]
+    fn malformed() {
+        for bad in [
+            "",
+            "sip:",
+            "sip:@example.com",
+            "<sip:a@example.com>",
+            "sip:a@example.com:",
+            "sip:a@example.com:65536",
+            "sip:a@exa mple.com",
+            "sip:a@example.com:50x",
+            "1sip:a@b",
+            "sip:[2001:db8::1",
+            "sip:a@/x",
+            "mailto:",
+            "sip:a@b\"c",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+    }
+}
