@@ -148,7 +148,7 @@ pub(crate) fn quoted_end(s: &[u8], i: usize) -> Option<usize> {
 }
 
 /// A decimal number (`1*DIGIT`) no larger than `max`; `None` if `s` is empty, holds a
-/// non-digit or overflows. Leading zeros are allowed (RFC 4475 §3.1.1.1).
+/// non-digit or overflows. Leading zeros are allowed (RFC 4475 `wsinv`).
 #[inline]
 pub(crate) fn decimal(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() {

@@ -20,7 +20,7 @@ pub enum SipError {
     IncompleteHeaders,
     #[error("malformed Request-Line: expected `Method SP Request-URI SP SIP/2.0` (RFC 3261 §7.1)")]
     BadRequestLine,
-    #[error("malformed or unacceptable Request-URI (RFC 3261 §19.1, RFC 4475 §3.1.2.11)")]
+    #[error("malformed or unacceptable Request-URI (RFC 3261 §19.1, RFC 4475 `escruri`)")]
     BadRequestUri,
     #[error("malformed Status-Line: expected `SIP/2.0 SP 3DIGIT SP Reason` (RFC 3261 §7.2)")]
     BadStatusLine,

@@ -23,7 +23,7 @@ pub enum StartLine<'a> {
     Response {
         /// 100..=699.
         code: u16,
-        /// As written, possibly empty (RFC 4475 §3.1.1.13) or UTF-8 (§3.1.1.12).
+        /// As written, possibly empty (RFC 4475 `noreason`) or UTF-8 (`unreason`).
         reason: &'a [u8],
     },
 }
@@ -77,7 +77,7 @@ struct Found<'a> {
     content_length: Option<&'a [u8]>,
 }
 
-/// Stores a single-valued field, refusing a second one (RFC 4475 §3.3.8, §3.3.9).
+/// Stores a single-valued field, refusing a second one (RFC 4475 `multi01`, `mcl01`).
 #[inline(always)]
 pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Result<(), SipError> {
     if slot.replace(value).is_some() {
@@ -93,7 +93,7 @@ impl<'a> SipMessage<'a> {
     /// Framing follows RFC 3261 §18.3: Content-Length is optional (without it the body
     /// is the rest of `buf`); a Content-Length larger than the bytes after the empty
     /// line is [`SipError::ContentLengthExceedsDatagram`]; bytes beyond the body are
-    /// ignored ("MUST be discarded", RFC 4475 §3.1.1.8) — [`body`](Self::body) ends
+    /// ignored ("MUST be discarded", RFC 4475 `dblreq`) — [`body`](Self::body) ends
     /// where Content-Length says.
     pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Self, SipError> {
         if buf.len() > limits.max_message_len {
@@ -281,7 +281,7 @@ impl<'a> SipMessage<'a> {
 
 /// `Request-Line = Method SP Request-URI SP SIP-Version` or `Status-Line = SIP-Version
 /// SP Status-Code SP Reason-Phrase` (RFC 3261 §7.1, §7.2): single spaces, nothing
-/// trailing (RFC 4475 §3.1.2.8–10).
+/// trailing (RFC 4475 `lwsruri`, `lwsstart`, `trws`).
 fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, SipError> {
     let sp1 = memchr::memchr(b' ', line).ok_or(SipError::BadRequestLine)?;
     let first = line.get(..sp1).unwrap_or_default();
@@ -321,7 +321,7 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, SipError> {
         return Err(SipError::BadVersion);
     }
     let uri = match SipUri::parse(uri) {
-        // A Request-URI carries no URI headers (RFC 3261 §19.1.5, RFC 4475 §3.1.2.11).
+        // A Request-URI carries no URI headers (RFC 3261 §19.1.5, RFC 4475 `escruri`).
         Some(u) if u.headers.is_empty() => u,
         _ => return Err(SipError::BadRequestUri),
     };

@@ -28,7 +28,7 @@ pub(crate) struct Parsed<'a> {
 
 /// Parses the first value of `s`. A value in `addr-spec` form (no angle brackets) ends
 /// its URI at the first `;`, `,` or white space and may not carry URI headers (§20,
-/// RFC 4475 §3.1.2.13). With `want_expires`, an `expires` parameter must be
+/// RFC 4475 `regbadct`). With `want_expires`, an `expires` parameter must be
 /// `delta-seconds`.
 pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
     let start = abnf::skip_ws(s, 0);
@@ -88,7 +88,7 @@ pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
 }
 
 /// Given `s[lt] == '<'`, the URI up to `>` (no white space inside, RFC 4475
-/// §3.1.2.14) and the index after `>`.
+/// `badaspec`) and the index after `>`.
 fn bracketed(s: &[u8], lt: usize) -> Option<(SipUri<'_>, usize)> {
     let inner = s.get(lt + 1..)?;
     let gt = memchr::memchr(b'>', inner)?;
@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(a.uri.params, b";transport=tls");
         assert_eq!(a.tag, None);
 
-        // RFC 4475 §3.1.1.6: no LWS between display name and "<".
+        // RFC 4475 `lwsdisp`: no LWS between display name and "<".
         let a = one("caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(a.display, Some(&b"caller"[..]));
 
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(a.uri.params, b"");
         assert_eq!(a.tag, Some(&b"887s"[..]));
 
-        // RFC 4475 §3.1.1.1: folded parameters.
+        // RFC 4475 `wsinv`: folded parameters.
         let a = one(
             " \"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
         )

@@ -1,6 +1,6 @@
 //! Header parameters: `*( SEMI generic-param )` with `generic-param = token [ EQUAL
 //! gen-value ]` and `gen-value = token / host / quoted-string` (RFC 3261 §25.1). LWS is
-//! allowed around `;` and `=` (RFC 4475 §3.1.1.1).
+//! allowed around `;` and `=` (RFC 4475 `wsinv`).
 
 use super::abnf::{self, at, PVALUE, TOKEN};
 

@@ -3,9 +3,9 @@
 use super::abnf::{self, at, URIC};
 
 /// A URI as the balancer needs it. For `sip:`/`sips:` the parts follow RFC 3261 §19.1;
-/// any other scheme (`tel:`, `urn:`, an unknown one, RFC 4475 §3.3.3) is opaque: `user`
+/// any other scheme (`tel:`, `urn:`, an unknown one, RFC 4475 `unkscm`) is opaque: `user`
 /// and `port` are `None` and `host` holds what follows the colon up to the first `;`
-/// or `?`. Escaped characters stay escaped (RFC 4475 §3.1.1.3): compare bytes, not
+/// or `?`. Escaped characters stay escaped (RFC 4475 `esc01`): compare bytes, not
 /// meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipUri<'a> {
@@ -65,7 +65,7 @@ impl<'a> SipUri<'a> {
 
     /// `[ userinfo ] hostport uri-parameters [ headers ]` after `sip:`.
     fn parse_sip(scheme: &'a [u8], rest: &'a [u8]) -> Option<Self> {
-        // `user` may hold ";", "?" and "/" (RFC 4475 §3.1.1.9) but never "@", which
+        // `user` may hold ";", "?" and "/" (RFC 4475 `semiuri`) but never "@", which
         // appears nowhere after userinfo either: the first "@" ends userinfo.
         let (user, hostport) = match memchr::memchr(b'@', rest) {
             Some(a) => {
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn user_with_reserved_characters() {
-        // RFC 4475 §3.1.1.9 and §3.1.1.2.
+        // RFC 4475 `semiuri` and `intmeth`.
         let u = p("sip:user;par=u%40example.net@example.com").unwrap();
         assert_eq!(u.user, Some(&b"user;par=u%40example.net"[..]));
         assert_eq!(u.host, b"example.com");

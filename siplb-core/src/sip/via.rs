@@ -25,7 +25,7 @@ pub struct Via<'a> {
 /// one line, §7.3.1). `None` if that first value is malformed.
 pub(crate) fn parse_top(s: &[u8]) -> Option<Via<'_>> {
     // sent-protocol = protocol-name SLASH protocol-version SLASH transport, with LWS
-    // around the slashes (RFC 4475 §3.1.1.1).
+    // around the slashes (RFC 4475 `wsinv`).
     let (name, i) = token(s, 0)?;
     let i = slash(s, i)?;
     let (version, i) = token(s, i)?;
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn torture_white_space() {
-        // RFC 4475 §3.1.1.1.
+        // RFC 4475 `wsinv`.
         let v = parse_top(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
         assert_eq!(
             (v.transport, v.host, v.port),
