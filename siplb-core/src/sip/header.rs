@@ -113,39 +113,37 @@ impl HeaderName {
             };
         }
         // Dispatch on length and first letter, then confirm the whole name.
-        let candidate = match (name.len(), first.to_ascii_lowercase()) {
-            (2, b't') => To,
-            (3, b'v') => Via,
-            (4, b'f') => From,
-            (4, b'c') => CSeq,
-            (5, b'e') => Event,
-            (7, b'c') => {
-                if name.get(2).is_some_and(|c| c.eq_ignore_ascii_case(&b'l')) {
-                    CallId
-                } else {
-                    Contact
-                }
-            }
-            (7, b'e') => Expires,
-            (7, b's') => Subject,
-            (8, b'r') => ReferTo,
-            (8, b'i') => Identity,
-            (9, b's') => Supported,
-            (11, b'r') => ReferredBy,
-            (12, b'a') => AllowEvents,
-            (12, b'c') => ContentType,
-            (12, b'm') => MaxForwards,
-            (14, b'c') => ContentLength,
-            (14, b'a') => AcceptContact,
-            (14, b'r') => RejectContact,
-            (15, b's') => SessionExpires,
-            (16, b'c') => ContentEncoding,
-            (19, b'r') => RequestDisposition,
+        let (candidate, long): (Self, &[u8]) = match (name.len(), first.to_ascii_lowercase()) {
+            (2, b't') => (To, b"To"),
+            (3, b'v') => (Via, b"Via"),
+            (4, b'f') => (From, b"From"),
+            (4, b'c') => (CSeq, b"CSeq"),
+            (5, b'e') => (Event, b"Event"),
+            (7, b'c') => match name.get(2) {
+                Some(b'l' | b'L') => (CallId, b"Call-ID"),
+                _ => (Contact, b"Contact"),
+            },
+            (7, b'e') => (Expires, b"Expires"),
+            (7, b's') => (Subject, b"Subject"),
+            (8, b'r') => (ReferTo, b"Refer-To"),
+            (8, b'i') => (Identity, b"Identity"),
+            (9, b's') => (Supported, b"Supported"),
+            (11, b'r') => (ReferredBy, b"Referred-By"),
+            (12, b'a') => (AllowEvents, b"Allow-Events"),
+            (12, b'c') => (ContentType, b"Content-Type"),
+            (12, b'm') => (MaxForwards, b"Max-Forwards"),
+            (14, b'c') => (ContentLength, b"Content-Length"),
+            (14, b'a') => (AcceptContact, b"Accept-Contact"),
+            (14, b'r') => (RejectContact, b"Reject-Contact"),
+            (15, b's') => (SessionExpires, b"Session-Expires"),
+            (16, b'c') => (ContentEncoding, b"Content-Encoding"),
+            (19, b'r') => (RequestDisposition, b"Request-Disposition"),
             _ => return Other,
         };
-        match candidate.long_name() {
-            Some(long) if long.as_bytes().eq_ignore_ascii_case(name) => candidate,
-            _ => Other,
+        if long.eq_ignore_ascii_case(name) {
+            candidate
+        } else {
+            Other
         }
     }
 
