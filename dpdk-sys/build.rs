@@ -52,6 +52,7 @@ fn main() {
         .allowlist_function("rte_.*")
         .allowlist_function("shim_.*")
         .allowlist_var("RTE_.*")
+        .allowlist_var("RING_F_.*")
         .allowlist_type("rte_eth_conf")
         // Packed structs with an align(2) member that Rust cannot express.
         .opaque_type("rte_arp_hdr")

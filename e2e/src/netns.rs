@@ -10,7 +10,11 @@ pub fn ip(args: &[&str]) -> Result<()> {
         .output()
         .context("running ip (iproute2 installed?)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -25,7 +29,9 @@ impl Netns {
         // A namespace left by a killed earlier run with the same name goes first.
         let _ = ip(&["netns", "del", name]);
         ip(&["netns", "add", name])?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -90,7 +96,17 @@ impl Drop for Netns {
 /// namespace, so parallel tests cannot collide).
 pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> Result<()> {
     ip(&[
-        "link", "add", a_name, "netns", a.name(), "type", "veth", "peer", "name", b_name,
-        "netns", b.name(),
+        "link",
+        "add",
+        a_name,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_name,
+        "netns",
+        b.name(),
     ])
 }

@@ -67,7 +67,10 @@ impl Proc {
     /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns the exit status.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         if !self.running() {
-            return self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            return self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
         }
         self.signal(libc::SIGTERM);
         if let Some(s) = self.wait_timeout(grace) {
@@ -90,10 +93,18 @@ impl Proc {
                 return Ok(());
             }
             if !self.running() {
-                anyhow::bail!("{} exited before printing {needle:?}:\n{}", self.name, self.output());
+                anyhow::bail!(
+                    "{} exited before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             if Instant::now() >= deadline {
-                anyhow::bail!("{} did not print {needle:?} within {d:?}:\n{}", self.name, self.output());
+                anyhow::bail!(
+                    "{} did not print {needle:?} within {d:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

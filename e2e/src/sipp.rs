@@ -33,10 +33,17 @@ pub fn start_uas(
         Some(s) => cmd.arg("-sf").arg(s),
         None => cmd.args(["-sn", "uas"]),
     };
-    cmd.args(["-i", &ip.to_string(), "-p", &port.to_string(), "-nostdin", "-trace_msg"])
-        .arg("-message_file")
-        .arg(&messages)
-        .args(extra);
+    cmd.args([
+        "-i",
+        &ip.to_string(),
+        "-p",
+        &port.to_string(),
+        "-nostdin",
+        "-trace_msg",
+    ])
+    .arg("-message_file")
+    .arg(&messages)
+    .args(extra);
     let mut proc = Proc::spawn(name, cmd, &dir.join(format!("{name}.out")))?;
     // SIPp binds at start; give it a moment and make sure it did not die on a bad option.
     std::thread::sleep(Duration::from_millis(300));
@@ -124,7 +131,11 @@ impl Uac<'_> {
             successful,
             failed,
             output: proc.output(),
-            messages: if self.trace { parse_trace(&messages) } else { Vec::new() },
+            messages: if self.trace {
+                parse_trace(&messages)
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -133,8 +144,12 @@ impl Uac<'_> {
 pub fn read_stats(path: &Path) -> Result<(u64, u64)> {
     let s = std::fs::read_to_string(path)?;
     let mut lines = s.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().context("empty stats file")?.split(';').collect();
-    let last: Vec<&str> = lines.last().context("no stats rows")?.split(';').collect();
+    let header: Vec<&str> = lines
+        .next()
+        .context("empty stats file")?
+        .split(';')
+        .collect();
+    let last: Vec<&str> = lines.next_back().context("no stats rows")?.split(';').collect();
     let col = |name: &str| -> Result<u64> {
         let i = header
             .iter()
@@ -161,9 +176,14 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for block in text.split("----------------------------------------------- ").skip(1) {
+    for block in text
+        .split("----------------------------------------------- ")
+        .skip(1)
+    {
         let mut lines = block.lines().skip(1);
-        let Some(dir_line) = lines.next() else { continue };
+        let Some(dir_line) = lines.next() else {
+            continue;
+        };
         let sent = dir_line.contains("message sent");
         if !sent && !dir_line.contains("message received") {
             continue;

@@ -66,14 +66,16 @@ impl Topology {
         };
         veth(&t.client, "cli0", &t.lb, "lbf")?;
         t.client.iface_up("cli0", Some("198.18.0.10/24"))?;
-        t.client.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
+        t.client
+            .ip(&["route", "add", "default", "via", "198.18.0.1"])?;
         // The DPDK side has no IP: af_packet would clear its neighbours anyway.
         t.lb.ip(&["link", "set", "lbf", "up"])?;
         veth(&t.lb, "lbb", &t.switch, "sw0")?;
         t.lb.ip(&["link", "set", "lbb", "up"])?;
         t.switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         t.switch.ip(&["link", "set", "br0", "up"])?;
-        t.switch.ip(&["link", "set", "sw0", "master", "br0", "up"])?;
+        t.switch
+            .ip(&["link", "set", "sw0", "master", "br0", "up"])?;
         for (i, b) in t.backends.iter().enumerate() {
             let sw = format!("sw{}", i + 1);
             veth(b, "be0", &t.switch, &sw)?;
@@ -153,7 +155,11 @@ address = "{BACK_ADDR}"
         let path = self.dir.join("siplb.toml");
         std::fs::write(&path, config)?;
         let mut cmd = self.lb.command(crate::bins::path("siplb-dataplane"));
-        cmd.arg("-c").arg(&path).args(extra).arg("--").args(self.eal_args());
+        cmd.arg("-c")
+            .arg(&path)
+            .args(extra)
+            .arg("--")
+            .args(self.eal_args());
         let mut proc = Proc::spawn("siplb-dataplane", cmd, &self.dir.join("dataplane.log"))?;
         proc.wait_for_output("worker(s) on lcores", Duration::from_secs(30))?;
         Ok(Dataplane {
@@ -196,7 +202,10 @@ impl Drop for Dataplane {
 pub fn remove_dpdk_files(prefix: &str) {
     if let Ok(rd) = std::fs::read_dir("/dev/hugepages") {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&format!("{prefix}map_")) {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}map_"))
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -27,8 +27,16 @@ fn run(weights: &[u32]) {
         .iter()
         .enumerate()
         .map(|(i, ns)| {
-            sipp::start_uas(ns, backend_ip(i), 5060, &topo.dir, &format!("uas{i}"), None, &[])
-                .expect("uas")
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+            .expect("uas")
         })
         .collect();
     let uac = Uac {
@@ -49,7 +57,10 @@ fn run(weights: &[u32]) {
     .expect("uac");
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
     let dp_out = dp.stop();
-    println!("{}", dp_out.lines().rev().take(3).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        dp_out.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    );
 
     assert!(
         uac.status.success() && uac.failed == 0 && uac.successful == u64::from(CALLS),
@@ -65,14 +76,28 @@ fn run(weights: &[u32]) {
         "weights {weights:?}: calls per backend {:?}, messages per backend {:?}",
         s.calls_per_backend, s.messages_per_backend
     );
-    assert!(s.split.is_empty(), "calls split across backends: {:?}", &s.split[..s.split.len().min(5)]);
+    assert!(
+        s.split.is_empty(),
+        "calls split across backends: {:?}",
+        &s.split[..s.split.len().min(5)]
+    );
     assert_eq!(s.calls_per_backend.iter().sum::<usize>(), CALLS as usize);
     // Every message of each call, at the one backend that had it.
-    let want = ["INVITE", "180/INVITE", "200/INVITE", "ACK", "BYE", "200/BYE"];
+    let want = [
+        "INVITE",
+        "180/INVITE",
+        "200/INVITE",
+        "ACK",
+        "BYE",
+        "200/BYE",
+    ];
     for (b, calls) in s.by_call.iter().enumerate() {
         for (cid, kinds) in calls {
             for w in want {
-                assert!(kinds.iter().any(|k| k == w), "backend {b} call {cid}: no {w} in {kinds:?}");
+                assert!(
+                    kinds.iter().any(|k| k == w),
+                    "backend {b} call {cid}: no {w} in {kinds:?}"
+                );
             }
         }
     }

@@ -2,6 +2,7 @@
 //! backends, tables and timers. Every error a user can make names the file, the line
 //! and the field, and says what is expected.
 
+use crate::table::dialog::Timers;
 use serde::Deserialize;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -153,8 +154,25 @@ pub struct FarmConfig {
     /// Source address for `snat`; defaults to the egress port's own address.
     #[serde(default)]
     pub snat_address: Option<Ipv4Addr>,
+    /// What happens to dialogs in progress on a backend that goes down: `keep` them
+    /// there until they end, or `move` them on their next request.
+    #[serde(default = "default_down_policy")]
+    pub on_backend_down: DownPolicy,
+    #[serde(default)]
+    pub timers: Timers,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DownPolicy {
+    Keep,
+    Move,
+}
+
+fn default_down_policy() -> DownPolicy {
+    DownPolicy::Keep
 }
 
 fn default_sip_port() -> u16 {

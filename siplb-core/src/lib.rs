@@ -3,6 +3,8 @@
 //! benchmarked without a NIC. The `dataplane` crate wraps it around mbufs.
 
 pub mod config;
+pub mod hash;
+pub mod lb;
 pub mod maglev;
 pub mod sip;
 pub mod table;

@@ -50,7 +50,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workers: 1,
     })?;
     println!("siplb demo — topology {}:", topo.tag);
-    println!("  SIPp client {CLIENT_IP} ──▶ VIP {VIP}:5060 (siplb, {} mode) ──▶ SIPp backends:", cli.nat);
+    println!(
+        "  SIPp client {CLIENT_IP} ──▶ VIP {VIP}:5060 (siplb, {} mode) ──▶ SIPp backends:",
+        cli.nat
+    );
     for (i, w) in cli.weights.iter().enumerate() {
         println!("      backend {i}: {}:5060 weight {w}", backend_ip(i));
     }
@@ -65,7 +68,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .backends
         .iter()
         .enumerate()
-        .map(|(i, ns)| sipp::start_uas(ns, backend_ip(i), 5060, &topo.dir, &format!("uas{i}"), None, &[]))
+        .map(|(i, ns)| {
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+        })
         .collect::<Result<_, _>>()?;
     println!(
         "placing {} calls at {}/s (about {} s)...",
@@ -95,7 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let out = dp.stop();
     let s = stickiness(&traces);
     println!("\nresults");
-    println!("  client: {} calls successful, {} failed", uac.successful, uac.failed);
+    println!(
+        "  client: {} calls successful, {} failed",
+        uac.successful, uac.failed
+    );
     let total: usize = s.calls_per_backend.iter().sum();
     for (i, n) in s.calls_per_backend.iter().enumerate() {
         println!(
@@ -106,12 +122,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             s.messages_per_backend[i]
         );
     }
-    println!("  calls whose messages reached more than one backend: {}", s.split.len());
+    println!(
+        "  calls whose messages reached more than one backend: {}",
+        s.split.len()
+    );
     if let Some(l) = out.lines().rev().find(|l| l.contains("final")) {
-        println!("  dataplane counters: {}", l.trim_start_matches("siplb-dataplane: final "));
+        println!(
+            "  dataplane counters: {}",
+            l.trim_start_matches("siplb-dataplane: final ")
+        );
     }
     println!("topology removed.");
-    anyhow::ensure!(uac.failed == 0 && s.split.is_empty(), "the demo saw failed or split calls");
+    anyhow::ensure!(
+        uac.failed == 0 && s.split.is_empty(),
+        "the demo saw failed or split calls"
+    );
     Ok(())
 }
 

@@ -1,1 +1,11 @@
-//! Lock-free tables over shared memory.
+//! Lock-free tables that all workers (and the control plane, in another process) share:
+//! laid over caller-provided memory (a DPDK memzone in the dataplane, a Vec in tests),
+//! bounded work per operation, no allocation, no locks.
+
+pub mod dialog;
+pub mod flow;
+pub mod registration;
+
+pub use dialog::{Dialog, DialogState, DialogTable, Timers};
+pub use flow::{Entry, FlowTable, Slot, TableFull};
+pub use registration::{Registration, RegistrationTable};

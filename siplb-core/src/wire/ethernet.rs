@@ -63,6 +63,11 @@ pub struct EthernetFrame<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// A view over a buffer already known to hold at least a header.
+    pub fn new_unchecked(buf: T) -> Self {
+        Self { buf }
+    }
+
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);

@@ -17,6 +17,12 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
+    /// A view over a buffer already validated by `new_checked` (accessors may panic
+    /// on a buffer that was not).
+    pub fn new_unchecked(buf: T) -> Self {
+        Self { buf }
+    }
+
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {

@@ -1,0 +1,34 @@
+//! The coarse clock the tables use: whole seconds since the Unix epoch as a u32, derived
+//! from the TSC (no system call on the hot path). Every process attached to the
+//! dataplane computes the same value from the calibration stored in shared memory.
+
+use crate::dpdk::lcore;
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Clock {
+    pub tsc0: u64,
+    pub hz: u64,
+    pub unix0: u64,
+}
+
+impl Clock {
+    /// Calibrates against the system clock now (EAL must be up).
+    pub fn calibrate() -> Clock {
+        let unix0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Clock {
+            tsc0: lcore::tsc(),
+            hz: lcore::tsc_hz().max(1),
+            unix0,
+        }
+    }
+
+    /// Seconds since the Unix epoch.
+    #[inline(always)]
+    pub fn now(&self) -> u32 {
+        (self.unix0 + lcore::tsc().wrapping_sub(self.tsc0) / self.hz) as u32
+    }
+}

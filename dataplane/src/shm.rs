@@ -1,0 +1,184 @@
+//! The shared-memory layout of a running dataplane: a header, per-worker counters and
+//! the tables, each in a named memzone. The primary creates them; secondaries (the
+//! control plane) attach by name and see the same memory at the same addresses.
+
+use crate::clock::Clock;
+use crate::dpdk::memzone::Memzone;
+use anyhow::{bail, Context, Result};
+use siplb_core::config::{Config, MAX_WORKERS};
+use siplb_core::lb::balancer::Tables;
+use siplb_core::lb::counters::WorkerCounters;
+use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
+use siplb_core::lb::snat::{SnatSlot, SnatTable};
+use siplb_core::table::dialog::DialogTable;
+use siplb_core::table::flow::{FlowTable, Slot};
+use siplb_core::table::registration::RegistrationTable;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
+/// Bumped whenever a shared structure's layout changes, so a mismatched control plane
+/// refuses to attach instead of misreading memory.
+const LAYOUT_VERSION: u32 = 1;
+const NEIGHBOUR_SLOTS: usize = 4096;
+/// Probe bound of the flow tables (buckets of 4 slots).
+const MAX_PROBE: usize = 16;
+
+pub const MZ_HEADER: &str = "siplb_header";
+const MZ_COUNTERS: &str = "siplb_counters";
+const MZ_DIALOGS: &str = "siplb_dialogs";
+const MZ_REGS: &str = "siplb_registrations";
+const MZ_SNAT_FWD: &str = "siplb_snat_fwd";
+const MZ_SNAT_REV: &str = "siplb_snat_rev";
+const MZ_NEIGH: &str = "siplb_neighbours";
+
+#[repr(C)]
+pub struct Header {
+    /// Written last by the primary (Release): a secondary that reads it (Acquire) sees
+    /// every other field initialised.
+    magic: AtomicU64,
+    layout_version: u32,
+    pub workers: u32,
+    pub dialog_slots: u64,
+    pub registration_slots: u64,
+    pub snat_slots: u64,
+    pub clock: Clock,
+    /// PID of the dataplane process.
+    pub pid: AtomicU32,
+    /// Bumped by the dataplane's main loop about every 100 ms.
+    pub heartbeat: AtomicU64,
+}
+
+/// Slots for `entries` live entries at a load factor of at most 1/2, a power of two.
+pub fn slots_for(entries: u64) -> u64 {
+    (entries * 2).next_power_of_two()
+}
+
+pub struct Shared {
+    pub header: &'static Header,
+    pub counters: &'static [WorkerCounters],
+    pub tables: &'static Tables<'static>,
+}
+
+impl Shared {
+    /// Creates the shared memory of a new dataplane (primary).
+    pub fn create(cfg: &Config, clock: Clock) -> Result<Shared> {
+        let workers = usize::from(cfg.dataplane.workers);
+        let hdr = Memzone::reserve(MZ_HEADER, std::mem::size_of::<Header>(), 64).context(
+            "reserving the shared header (is another dataplane running with this --file-prefix?)",
+        )?;
+        let dialog_slots = slots_for(cfg.tables.dialogs);
+        let registration_slots = slots_for(cfg.tables.registrations);
+        let snat_slots = slots_for(cfg.tables.snat_sessions);
+        let h = hdr.addr() as *mut Header;
+        // SAFETY: a fresh zero-filled zone of the right size and alignment (all-zero is a
+        // valid Header) that no reference points into yet. Secondaries may look the zone
+        // up at once, so they check `magic`, which is published last.
+        unsafe {
+            (*h).layout_version = LAYOUT_VERSION;
+            (*h).workers = workers as u32;
+            (*h).dialog_slots = dialog_slots;
+            (*h).registration_slots = registration_slots;
+            (*h).snat_slots = snat_slots;
+            (*h).clock = clock;
+        }
+        // SAFETY: initialised above; from here on only atomics are written.
+        let header: &'static Header = unsafe { &*h };
+        header.pid.store(std::process::id(), Ordering::Relaxed);
+        let reserve = |name: &str, bytes: usize| {
+            Memzone::reserve(name, bytes, 64).with_context(|| {
+                format!(
+                    "reserving {} MiB of hugepage memory for {name}: reserve more hugepages or lower [tables] capacities",
+                    bytes.div_ceil(1 << 20)
+                )
+            })
+        };
+        let mz_c = reserve(MZ_COUNTERS, workers * std::mem::size_of::<WorkerCounters>())?;
+        let mz_d = reserve(
+            MZ_DIALOGS,
+            dialog_slots as usize * std::mem::size_of::<Slot>(),
+        )?;
+        let mz_r = reserve(
+            MZ_REGS,
+            registration_slots as usize * std::mem::size_of::<Slot>(),
+        )?;
+        let mz_sf = reserve(
+            MZ_SNAT_FWD,
+            snat_slots as usize * std::mem::size_of::<Slot>(),
+        )?;
+        let mz_sr = reserve(MZ_SNAT_REV, 65536 * std::mem::size_of::<SnatSlot>())?;
+        let mz_n = reserve(
+            MZ_NEIGH,
+            NEIGHBOUR_SLOTS * std::mem::size_of::<NeighbourSlot>(),
+        )?;
+        let shared = Self::view(header, mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n)?;
+        header.magic.store(MAGIC, Ordering::Release);
+        Ok(shared)
+    }
+
+    /// Attaches to the shared memory of a running dataplane (secondary).
+    pub fn attach() -> Result<Shared> {
+        let hdr = Memzone::lookup(MZ_HEADER)
+            .context("no siplb dataplane found with this --file-prefix")?;
+        // SAFETY: the zone holds a Header (checked by magic and version below).
+        let header: &'static Header = unsafe { &*(hdr.addr() as *const Header) };
+        if header.magic.load(Ordering::Acquire) != MAGIC || header.layout_version != LAYOUT_VERSION
+        {
+            bail!(
+                "the dataplane's shared memory has layout {} (this program expects {LAYOUT_VERSION}): use the siplb binaries of the same build",
+                header.layout_version
+            );
+        }
+        let look = |name: &str| Memzone::lookup(name).with_context(|| format!("looking up {name}"));
+        Self::view(
+            header,
+            look(MZ_COUNTERS)?,
+            look(MZ_DIALOGS)?,
+            look(MZ_REGS)?,
+            look(MZ_SNAT_FWD)?,
+            look(MZ_SNAT_REV)?,
+            look(MZ_NEIGH)?,
+        )
+    }
+
+    fn view(
+        header: &'static Header,
+        c: Memzone,
+        d: Memzone,
+        r: Memzone,
+        sf: Memzone,
+        sr: Memzone,
+        n: Memzone,
+    ) -> Result<Shared> {
+        let workers = header.workers as usize;
+        if workers == 0 || workers > MAX_WORKERS {
+            bail!("corrupt shared header: {workers} workers");
+        }
+        // SAFETY: each zone was reserved with exactly these element types and counts
+        // (zero-filled, which is the valid empty state of every one of them: atomics
+        // and counters), aligned to 64 bytes; the memory lives as long as the process.
+        let tables = unsafe {
+            Tables {
+                dialogs: DialogTable::new(FlowTable::new(
+                    d.slice::<Slot>(0, header.dialog_slots as usize),
+                    MAX_PROBE,
+                )),
+                registrations: RegistrationTable::new(FlowTable::new(
+                    r.slice::<Slot>(0, header.registration_slots as usize),
+                    MAX_PROBE,
+                )),
+                neighbours: NeighbourTable::new(n.slice::<NeighbourSlot>(0, NEIGHBOUR_SLOTS)),
+                snat: SnatTable::new(
+                    FlowTable::new(sf.slice::<Slot>(0, header.snat_slots as usize), MAX_PROBE),
+                    sr.slice::<SnatSlot>(0, 65536),
+                ),
+            }
+        };
+        // SAFETY: as above, for the counters.
+        let counters = unsafe { c.slice::<WorkerCounters>(0, workers) };
+        Ok(Shared {
+            header,
+            counters,
+            tables: Box::leak(Box::new(tables)),
+        })
+    }
+}

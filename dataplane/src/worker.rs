@@ -1,0 +1,228 @@
+//! The worker loop: one per RX queue, pinned to its lcore.
+//!
+//! rx burst → prefetch → `balancer::process` → per-port TX buffer → tx burst. Reading it
+//! top to bottom is the whole hot path.
+
+use crate::clock::Clock;
+use crate::dpdk::mbuf::{Burst, Mbuf};
+use crate::dpdk::mempool::Mempool;
+use crate::dpdk::port::{Flushed, Port, TxBuffer};
+use crate::dpdk::ring::Ring;
+use crate::rcu::Published;
+use siplb_core::lb::balancer::{self, Tables, Verdict, WorkerCtx};
+use siplb_core::lb::counters::{DropReason, WorkerCounters};
+use siplb_core::lb::services::Services;
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub const BURST: usize = 32;
+/// How far ahead of the packet being processed its successors are prefetched.
+const PREFETCH_AHEAD: usize = 3;
+
+pub struct Worker {
+    /// Index of this worker = its RX/TX queue on every port.
+    pub index: u16,
+    pub ports: Vec<Port>,
+    pub pool: Mempool,
+    pub services: &'static Published<Services>,
+    pub tables: &'static Tables<'static>,
+    pub counters: &'static WorkerCounters,
+    /// Frames the main lcore wants sent (ARP), with their port in `mbuf.port`.
+    pub inject: Option<Ring>,
+    pub clock: Clock,
+    pub idle_sleep: Duration,
+    pub stop: &'static AtomicBool,
+    pub ctx: WorkerCtx<'static>,
+    /// Room to build one fragment (the largest port MTU plus the Ethernet header).
+    pub scratch: Vec<u8>,
+}
+
+/// The largest frame `port` may send: its MTU plus the Ethernet header.
+#[inline(always)]
+fn egress_limit(svc: &Services, port: u8) -> usize {
+    usize::from(svc.ports[usize::from(port)].mtu) + 14
+}
+
+impl Worker {
+    pub fn run(mut self) -> i32 {
+        let queue = self.index;
+        let mut rx = Burst::<BURST>::default();
+        let mut tx: Vec<TxBuffer> = self.ports.iter().map(|_| TxBuffer::default()).collect();
+        while !self.stop.load(Ordering::Relaxed) {
+            let svc = self.services.read(usize::from(queue));
+            let now = self.clock.now();
+            let mut received = 0;
+            for pi in 0..self.ports.len() {
+                let n = self.ports[pi].rx_burst(queue, &mut rx);
+                received += n;
+                for i in 0..n.min(PREFETCH_AHEAD) {
+                    rx.prefetch(i);
+                }
+                for i in 0..n {
+                    rx.prefetch(i + PREFETCH_AHEAD);
+                    if let Some(m) = rx.take(i) {
+                        self.handle(svc, m, pi as u8, now, &mut tx);
+                    }
+                }
+                rx.clear();
+            }
+            self.drain_injected(&mut tx);
+            for (pi, port) in self.ports.iter().enumerate() {
+                let f = tx[pi].flush(port, queue);
+                self.account(f);
+            }
+            self.counters.polls.inc();
+            if received > 0 {
+                self.counters.busy_polls.inc();
+            } else if !self.idle_sleep.is_zero() {
+                std::thread::sleep(self.idle_sleep);
+            }
+        }
+        self.services.offline(usize::from(queue));
+        0
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, svc: &Services, mut m: Mbuf, in_port: u8, now: u32, tx: &mut [TxBuffer]) {
+        let c = self.counters;
+        c.rx_packets.inc();
+        c.rx_bytes.add(m.pkt_len() as u64);
+        if m.segments() != 1 {
+            c.dropped(DropReason::MultiSegment);
+            return;
+        }
+        match balancer::process(svc, self.tables, &mut self.ctx, m.data_mut(), in_port, now) {
+            Verdict::Forward(p) => {
+                if m.data_len() > egress_limit(svc, p) {
+                    self.send_copies(svc, tx, p, m.data());
+                } else {
+                    self.send(tx, p, m);
+                }
+            }
+            Verdict::Drop(r) => c.dropped(r),
+            Verdict::Consumed => {}
+            Verdict::Reassembled => {
+                drop(m);
+                // Process the whole datagram out of the reassembler's buffer (moved out
+                // and back: no allocation), then send it as fragments again.
+                let (mut buf, len) = self.ctx.reassembly.take_frame();
+                match balancer::process(
+                    svc,
+                    self.tables,
+                    &mut self.ctx,
+                    &mut buf[..len],
+                    in_port,
+                    now,
+                ) {
+                    Verdict::Forward(p) => self.send_copies(svc, tx, p, &buf[..len]),
+                    Verdict::Drop(r) => c.dropped(r),
+                    Verdict::Consumed | Verdict::Reassembled => {}
+                }
+                self.ctx.reassembly.put_back(buf);
+            }
+        }
+        if !self.ctx.arp_requests.is_empty() {
+            self.send_arp_requests(svc, tx);
+        }
+    }
+
+    #[inline(always)]
+    fn send(&self, tx: &mut [TxBuffer], port: u8, m: Mbuf) {
+        let p = usize::from(port);
+        if tx[p].is_full() {
+            let f = tx[p].flush(&self.ports[p], self.index);
+            self.account(f);
+        }
+        tx[p].push(m);
+    }
+
+    /// Sends `frame` on `port` in new mbufs: as it is if it fits the port's MTU, else cut
+    /// into fragments. The copy is the price of the fragment path only.
+    fn send_copies(&mut self, svc: &Services, tx: &mut [TxBuffer], port: u8, frame: &[u8]) {
+        let limit = egress_limit(svc, port);
+        if frame.len() <= limit {
+            if let Some(m) = self.copy_into_mbuf(frame) {
+                self.send(tx, port, m);
+            }
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut out: [Option<Mbuf>; 48] = std::array::from_fn(|_| None);
+        let mut n = 0;
+        let r = siplb_core::lb::reassembly::fragment(frame, limit - 14, &mut scratch, |f| {
+            if n < out.len() {
+                out[n] = self.copy_into_mbuf(f);
+                n += 1;
+            }
+        });
+        self.scratch = scratch;
+        match r {
+            Ok(_) => {
+                for m in out.iter_mut().take(n).filter_map(Option::take) {
+                    self.counters.fragments_out.inc();
+                    self.send(tx, port, m);
+                }
+            }
+            Err(reason) => self.counters.dropped(reason),
+        }
+    }
+
+    fn copy_into_mbuf(&self, frame: &[u8]) -> Option<Mbuf> {
+        let Some(mut m) = self.pool.alloc() else {
+            self.counters.dropped(DropReason::NoMbuf);
+            return None;
+        };
+        if !m.set_len(frame.len()) {
+            self.counters.dropped(DropReason::MtuExceeded);
+            return None;
+        }
+        m.data_mut().copy_from_slice(frame);
+        Some(m)
+    }
+
+    fn account(&self, f: Flushed) {
+        let c = self.counters;
+        if f.sent > 0 {
+            c.tx_packets.add(f.sent as u64);
+            c.tx_bytes.add(f.bytes as u64);
+        }
+        if f.dropped > 0 {
+            c.drops[DropReason::TxFull as usize].add(f.dropped as u64);
+        }
+    }
+
+    fn send_arp_requests(&mut self, svc: &Services, tx: &mut [TxBuffer]) {
+        let mut reqs = std::mem::take(&mut self.ctx.arp_requests);
+        for (port, ip) in reqs.drain() {
+            let Some(mut m) = self.pool.alloc() else {
+                self.counters.dropped(DropReason::NoMbuf);
+                continue;
+            };
+            if !m.set_len(60) {
+                continue;
+            }
+            let n = balancer::write_arp_request(svc, port, ip, m.data_mut());
+            m.set_len(n);
+            self.counters.arp_requests.inc();
+            self.send(tx, port, m);
+        }
+    }
+
+    fn drain_injected(&self, tx: &mut [TxBuffer]) {
+        let Some(ring) = self.inject else { return };
+        let mut objs = [std::ptr::null_mut::<c_void>(); BURST];
+        let n = ring.dequeue_burst(&mut objs);
+        for p in &objs[..n] {
+            let Some(nn) = std::ptr::NonNull::new(*p as *mut dpdk_sys::rte_mbuf) else {
+                continue;
+            };
+            // SAFETY: the main lcore enqueues only mbufs it owns and gives up.
+            let m = unsafe { Mbuf::from_raw(nn) };
+            let port = m.port() as u8;
+            if usize::from(port) < self.ports.len() {
+                self.send(tx, port, m);
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Per-worker counters, laid out for shared memory: each worker writes only its own
+//! block (single writer: relaxed load + store, no locked instruction), other processes
+//! read them without disturbing the worker. Blocks are cache-line aligned so two
+//! workers never write the same line.
+
+use crate::config::MAX_BACKENDS;
+use crate::sip::SipError;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a packet was dropped. Dense, so counters are an array indexed by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Destination MAC is neither ours nor broadcast (af_packet ports are promiscuous).
+    NotOurMac,
+    /// Shorter than an Ethernet header, or a header field disagrees with the length.
+    Truncated,
+    /// Neither IPv4 nor ARP.
+    UnsupportedEthertype,
+    /// Not an Ethernet/IPv4 ARP packet.
+    ArpMalformed,
+    /// ARP that asks for none of our addresses and tells us nothing useful.
+    ArpNotForUs,
+    /// Bad IPv4 header: version, lengths or header checksum.
+    Ipv4Malformed,
+    /// TTL would reach zero on forwarding.
+    TtlExpired,
+    /// A fragment overlapping one already received (RFC 5722 style: the datagram is dropped).
+    FragmentOverlap,
+    /// A datagram whose fragments did not all arrive in time.
+    FragmentTimeout,
+    /// No free reassembly slot.
+    FragmentNoSlot,
+    /// A reassembled datagram would exceed the reassembly buffer.
+    FragmentTooBig,
+    /// Not for a VIP, not from a backend, not for a SNAT session: nothing to balance.
+    NotBalanced,
+    /// For a VIP, but a protocol or port the farm does not serve.
+    VipPortClosed,
+    /// Bad UDP header or checksum.
+    UdpMalformed,
+    /// The SIP message did not scan (the reason is in the SIP error counters).
+    SipMalformed,
+    /// The farm has no available backend.
+    NoBackend,
+    /// The next hop's MAC address is not known yet (an ARP request was sent).
+    NeighbourUnresolved,
+    /// No port reaches the destination.
+    NoRoute,
+    /// A packet to a SNAT address and port that no live session owns.
+    SnatNoSession,
+    /// No free SNAT port for a new client flow.
+    SnatPortsExhausted,
+    /// ICMP that is not an echo request to one of our addresses.
+    IcmpUnsupported,
+    /// TCP is not balanced by this build.
+    TcpUnsupported,
+    /// Larger than the egress MTU with Don't Fragment set.
+    MtuExceeded,
+    /// A frame split over several mbuf segments.
+    MultiSegment,
+    /// The TX queue was full.
+    TxFull,
+    /// No mbuf available for a generated packet (ARP request, fragment).
+    NoMbuf,
+}
+
+impl DropReason {
+    pub const COUNT: usize = DropReason::NoMbuf as usize + 1;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        Self::NotOurMac,
+        Self::Truncated,
+        Self::UnsupportedEthertype,
+        Self::ArpMalformed,
+        Self::ArpNotForUs,
+        Self::Ipv4Malformed,
+        Self::TtlExpired,
+        Self::FragmentOverlap,
+        Self::FragmentTimeout,
+        Self::FragmentNoSlot,
+        Self::FragmentTooBig,
+        Self::NotBalanced,
+        Self::VipPortClosed,
+        Self::UdpMalformed,
+        Self::SipMalformed,
+        Self::NoBackend,
+        Self::NeighbourUnresolved,
+        Self::NoRoute,
+        Self::SnatNoSession,
+        Self::SnatPortsExhausted,
+        Self::IcmpUnsupported,
+        Self::TcpUnsupported,
+        Self::MtuExceeded,
+        Self::MultiSegment,
+        Self::TxFull,
+        Self::NoMbuf,
+    ];
+
+    /// snake_case name, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotOurMac => "not_our_mac",
+            Self::Truncated => "truncated",
+            Self::UnsupportedEthertype => "unsupported_ethertype",
+            Self::ArpMalformed => "arp_malformed",
+            Self::ArpNotForUs => "arp_not_for_us",
+            Self::Ipv4Malformed => "ipv4_malformed",
+            Self::TtlExpired => "ttl_expired",
+            Self::FragmentOverlap => "fragment_overlap",
+            Self::FragmentTimeout => "fragment_timeout",
+            Self::FragmentNoSlot => "fragment_no_slot",
+            Self::FragmentTooBig => "fragment_too_big",
+            Self::NotBalanced => "not_balanced",
+            Self::VipPortClosed => "vip_port_closed",
+            Self::UdpMalformed => "udp_malformed",
+            Self::SipMalformed => "sip_malformed",
+            Self::NoBackend => "no_backend",
+            Self::NeighbourUnresolved => "neighbour_unresolved",
+            Self::NoRoute => "no_route",
+            Self::SnatNoSession => "snat_no_session",
+            Self::SnatPortsExhausted => "snat_ports_exhausted",
+            Self::IcmpUnsupported => "icmp_unsupported",
+            Self::TcpUnsupported => "tcp_unsupported",
+            Self::MtuExceeded => "mtu_exceeded",
+            Self::MultiSegment => "multi_segment",
+            Self::TxFull => "tx_full",
+            Self::NoMbuf => "no_mbuf",
+        }
+    }
+}
+
+/// A counter with one writer: `add` is a relaxed load and store (a plain `add` on x86),
+/// never a locked read-modify-write.
+#[derive(Default)]
+#[repr(transparent)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Packets and bytes in each direction for one backend.
+#[derive(Default)]
+#[repr(C)]
+pub struct BackendCounters {
+    pub to_packets: Counter,
+    pub to_bytes: Counter,
+    pub from_packets: Counter,
+    pub from_bytes: Counter,
+}
+
+/// One worker's counters. `#[repr(C)]` with fixed-size arrays: the layout is the same in
+/// every process of one build.
+#[repr(C, align(64))]
+pub struct WorkerCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    pub polls: Counter,
+    pub busy_polls: Counter,
+    pub arp_replies: Counter,
+    pub arp_requests: Counter,
+    pub arp_learned: Counter,
+    pub icmp_replies: Counter,
+    pub sip_requests: Counter,
+    pub sip_responses: Counter,
+    pub dialogs_created: Counter,
+    pub registrations_created: Counter,
+    pub dialog_table_full: Counter,
+    pub registration_table_full: Counter,
+    pub snat_sessions_created: Counter,
+    pub fragments_in: Counter,
+    pub datagrams_reassembled: Counter,
+    pub fragments_out: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+    pub sip_errors: [Counter; SipError::COUNT],
+    pub backends: [BackendCounters; MAX_BACKENDS],
+}
+
+impl WorkerCounters {
+    #[inline(always)]
+    pub fn dropped(&self, r: DropReason) {
+        self.drops[r as usize].inc();
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        Self {
+            rx_packets: Counter::default(),
+            rx_bytes: Counter::default(),
+            tx_packets: Counter::default(),
+            tx_bytes: Counter::default(),
+            polls: Counter::default(),
+            busy_polls: Counter::default(),
+            arp_replies: Counter::default(),
+            arp_requests: Counter::default(),
+            arp_learned: Counter::default(),
+            icmp_replies: Counter::default(),
+            sip_requests: Counter::default(),
+            sip_responses: Counter::default(),
+            dialogs_created: Counter::default(),
+            registrations_created: Counter::default(),
+            dialog_table_full: Counter::default(),
+            registration_table_full: Counter::default(),
+            snat_sessions_created: Counter::default(),
+            fragments_in: Counter::default(),
+            datagrams_reassembled: Counter::default(),
+            fragments_out: Counter::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+            sip_errors: std::array::from_fn(|_| Counter::default()),
+            backends: std::array::from_fn(|_| BackendCounters::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_dense_and_named_uniquely() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn counters_are_cache_line_aligned_and_count() {
+        assert_eq!(std::mem::align_of::<WorkerCounters>(), 64);
+        let c = Box::<WorkerCounters>::default();
+        c.dropped(DropReason::NoRoute);
+        c.dropped(DropReason::NoRoute);
+        c.rx_packets.add(3);
+        assert_eq!(c.drops[DropReason::NoRoute as usize].get(), 2);
+        assert_eq!(c.total_drops(), 2);
+        assert_eq!(c.rx_packets.get(), 3);
+    }
+}

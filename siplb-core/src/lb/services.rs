@@ -1,0 +1,427 @@
+//! The balancer's view of its configuration at one instant: ports, farms, backends and
+//! their Maglev tables, with the indexes the hot path searches. A `Services` is built off
+//! the hot path (on the dataplane's main lcore) and published whole; workers only read
+//! it, and a change builds a new one.
+
+use crate::config::{Affinity, Config, FarmConfig, Ipv4Net, NatMode, Protocol, MAX_BACKENDS};
+use crate::hash::hash64;
+use crate::maglev::{self, MaglevBackend};
+use crate::table::dialog::Timers;
+use crate::wire::MacAddr;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// What a backend may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes new and existing work.
+    Up,
+    /// Takes no new dialogs or registrations; finishes its own.
+    Drained,
+    /// Failed its health checks: takes nothing new; what happens to its dialogs in
+    /// progress is the farm's `on_backend_down` policy.
+    Down,
+}
+
+impl BackendState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Drained => "drained",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// A port of the balancer, as the hot path needs it.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub name: String,
+    pub mac: MacAddr,
+    pub net: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub state: BackendState,
+    /// Stable slot for counters and table entries (survives reconfiguration).
+    pub slot: u16,
+}
+
+impl Backend {
+    pub fn takes_new_work(&self) -> bool {
+        self.state == BackendState::Up && self.weight > 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Farm {
+    pub id: u8,
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub udp: bool,
+    pub tcp: bool,
+    pub nat: NatMode,
+    pub affinity: Affinity,
+    pub snat_address: Option<Ipv4Addr>,
+    pub move_dialogs_on_down: bool,
+    pub timers: Timers,
+    pub backends: Vec<Backend>,
+    /// Maglev lookup table: entries index `backends`.
+    pub table: Vec<u16>,
+}
+
+impl Farm {
+    /// The backend for a key hash by consistent hashing, if any backend takes work.
+    #[inline]
+    pub fn pick(&self, key: u64) -> Option<usize> {
+        let i = maglev::lookup(&self.table, key);
+        (i != maglev::NO_BACKEND).then_some(usize::from(i))
+    }
+}
+
+/// Live state the operator or the health checker set for one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendOverride {
+    pub state: BackendState,
+    pub weight: Option<u32>,
+}
+
+/// Assigns each (farm, address, port) a stable slot so counters and table entries keep
+/// meaning across reconfigurations. Slots of removed backends are not reused while the
+/// process lives (MAX_BACKENDS bounds the total).
+#[derive(Debug, Default, Clone)]
+pub struct SlotRegistry {
+    slots: HashMap<(String, Ipv4Addr, u16), u16>,
+}
+
+impl SlotRegistry {
+    pub fn slot(&mut self, farm: &str, addr: Ipv4Addr, port: u16) -> Option<u16> {
+        let next = self.slots.len();
+        if let Some(s) = self.slots.get(&(farm.to_owned(), addr, port)) {
+            return Some(*s);
+        }
+        if next >= MAX_BACKENDS {
+            return None;
+        }
+        self.slots
+            .insert((farm.to_owned(), addr, port), next as u16);
+        Some(next as u16)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(String, Ipv4Addr, u16), &u16)> {
+        self.slots.iter()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("more than {MAX_BACKENDS} backends were configured over the process's life; restart the dataplane to renumber them")]
+    TooManyBackends,
+    #[error("{0} ports are configured but the dataplane has {1}")]
+    PortCount(usize, usize),
+}
+
+fn key(ip: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(ip)) << 16) | u64::from(port)
+}
+
+/// Sorted `(key, value)` pairs searched by binary search: small, cache-friendly and
+/// allocation-free to query.
+#[derive(Debug, Clone, Default)]
+struct Index<V: Copy> {
+    entries: Vec<(u64, V)>,
+}
+
+impl<V: Copy> Index<V> {
+    fn build(mut entries: Vec<(u64, V)>) -> Self {
+        entries.sort_by_key(|e| e.0);
+        Self { entries }
+    }
+
+    #[inline]
+    fn get(&self, k: u64) -> Option<V> {
+        self.entries
+            .binary_search_by_key(&k, |e| e.0)
+            .ok()
+            .map(|i| self.entries[i].1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub ports: Vec<PortInfo>,
+    pub farms: Vec<Farm>,
+    /// (vip, port) → farm.
+    vips: Index<u8>,
+    /// vip → farm (any port), for ICMP and ARP.
+    vip_addrs: Index<u8>,
+    /// (backend address, port) → (farm, backend index). A backend in several farms is
+    /// found for the first farm; its answers are rewritten to that farm's VIP.
+    backends: Index<(u8, u16)>,
+    /// Slot → (farm, backend index).
+    slots: Vec<Option<(u8, u16)>>,
+    /// Addresses of ours that are not VIPs: port addresses and SNAT addresses.
+    own: Index<u8>,
+}
+
+impl Services {
+    /// Builds the services from the configuration, the ports' MAC addresses, and the
+    /// live state of backends (absent = up at configured weight).
+    pub fn build(
+        cfg: &Config,
+        macs: &[MacAddr],
+        overrides: &HashMap<(String, Ipv4Addr, u16), BackendOverride>,
+        registry: &mut SlotRegistry,
+    ) -> Result<Services, BuildError> {
+        if macs.len() != cfg.ports.len() {
+            return Err(BuildError::PortCount(cfg.ports.len(), macs.len()));
+        }
+        let ports: Vec<PortInfo> = cfg
+            .ports
+            .iter()
+            .zip(macs)
+            .map(|(p, mac)| PortInfo {
+                name: p.name.clone(),
+                mac: *mac,
+                net: p.address,
+                gateway: p.gateway,
+                mtu: p.mtu,
+            })
+            .collect();
+        let mut farms = Vec::with_capacity(cfg.farms.len());
+        for (id, f) in cfg.farms.iter().enumerate() {
+            farms.push(build_farm(id as u8, f, overrides, registry)?);
+        }
+        Ok(Self::index(ports, farms))
+    }
+
+    fn index(ports: Vec<PortInfo>, farms: Vec<Farm>) -> Services {
+        let mut vips = Vec::new();
+        let mut vip_addrs = Vec::new();
+        let mut backends = Vec::new();
+        let mut slots = vec![None; MAX_BACKENDS];
+        let mut own = Vec::new();
+        for f in &farms {
+            vips.push((key(f.vip, f.port), f.id));
+            if !vip_addrs
+                .iter()
+                .any(|(k, _)| *k == u64::from(u32::from(f.vip)))
+            {
+                vip_addrs.push((u64::from(u32::from(f.vip)), f.id));
+            }
+            for (i, b) in f.backends.iter().enumerate() {
+                let k = key(b.addr, b.port);
+                if !backends.iter().any(|(e, _)| *e == k) {
+                    backends.push((k, (f.id, i as u16)));
+                }
+                slots[usize::from(b.slot)] = Some((f.id, i as u16));
+            }
+            if let Some(a) = f.snat_address {
+                own.push((u64::from(u32::from(a)), 0u8));
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            own.push((u64::from(u32::from(p.net.addr)), i as u8));
+        }
+        own.dedup_by_key(|e| e.0);
+        Services {
+            ports,
+            farms,
+            vips: Index::build(vips),
+            vip_addrs: Index::build(vip_addrs),
+            backends: Index::build(backends),
+            slots,
+            own: Index::build(own),
+        }
+    }
+
+    /// The farm serving `vip:port`.
+    #[inline]
+    pub fn farm_for(&self, vip: Ipv4Addr, port: u16) -> Option<&Farm> {
+        self.vips
+            .get(key(vip, port))
+            .map(|f| &self.farms[usize::from(f)])
+    }
+
+    /// A farm whose VIP is `ip` (any port).
+    #[inline]
+    pub fn farm_with_vip(&self, ip: Ipv4Addr) -> Option<&Farm> {
+        self.vip_addrs
+            .get(u64::from(u32::from(ip)))
+            .map(|f| &self.farms[usize::from(f)])
+    }
+
+    /// The farm and backend index of the backend at `ip:port`.
+    #[inline]
+    pub fn backend_at(&self, ip: Ipv4Addr, port: u16) -> Option<(&Farm, usize)> {
+        self.backends
+            .get(key(ip, port))
+            .map(|(f, i)| (&self.farms[usize::from(f)], usize::from(i)))
+    }
+
+    /// True if `ip` is the address of any backend (any port).
+    #[inline]
+    pub fn is_backend_addr(&self, ip: Ipv4Addr) -> bool {
+        let lo = key(ip, 0);
+        let i = self.backends.entries.partition_point(|e| e.0 < lo);
+        self.backends
+            .entries
+            .get(i)
+            .is_some_and(|e| e.0 >> 16 == u64::from(u32::from(ip)))
+    }
+
+    /// The farm and backend index for a backend slot found in a table entry.
+    #[inline]
+    pub fn backend_by_slot(&self, slot: u16) -> Option<(&Farm, usize)> {
+        self.slots
+            .get(usize::from(slot))
+            .copied()
+            .flatten()
+            .map(|(f, i)| (&self.farms[usize::from(f)], usize::from(i)))
+    }
+
+    /// True if `ip` is one of the balancer's own (non-VIP) addresses.
+    #[inline]
+    pub fn is_own(&self, ip: Ipv4Addr) -> bool {
+        self.own.get(u64::from(u32::from(ip))).is_some()
+    }
+
+    /// The port reaching `dst` and the next hop: a connected subnet first, then the
+    /// first port with a gateway.
+    #[inline]
+    pub fn route(&self, dst: Ipv4Addr) -> Option<(u8, Ipv4Addr)> {
+        if let Some(i) = self.ports.iter().position(|p| p.net.contains(dst)) {
+            return Some((i as u8, dst));
+        }
+        self.ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.gateway.map(|g| (i as u8, g)))
+    }
+
+    /// The source address for SNAT toward a backend reached through `port`.
+    #[inline]
+    pub fn snat_source(&self, farm: &Farm, port: u8) -> Ipv4Addr {
+        farm.snat_address
+            .unwrap_or(self.ports[usize::from(port)].net.addr)
+    }
+
+    /// Every address ARP should answer for on `port`: its own address, SNAT addresses
+    /// and VIPs inside its subnet (VIPs are answered on every port for simplicity when
+    /// no subnet holds them).
+    pub fn answers_arp(&self, port: u8, ip: Ipv4Addr) -> bool {
+        let p = &self.ports[usize::from(port)];
+        if p.net.addr == ip {
+            return true;
+        }
+        let ours = self.farm_with_vip(ip).is_some()
+            || self.farms.iter().any(|f| f.snat_address == Some(ip));
+        ours && (p.net.contains(ip) || !self.ports.iter().any(|q| q.net.contains(ip)))
+    }
+
+    /// The addresses to announce with gratuitous ARP on `port`.
+    pub fn announced(&self, port: u8) -> Vec<Ipv4Addr> {
+        let p = &self.ports[usize::from(port)];
+        let mut v = vec![p.net.addr];
+        for f in &self.farms {
+            for a in std::iter::once(f.vip).chain(f.snat_address) {
+                if self.answers_arp(port, a) && !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+        }
+        v
+    }
+
+    /// Next hops the dataplane keeps resolved: every backend, every gateway.
+    pub fn next_hops(&self) -> Vec<(u8, Ipv4Addr)> {
+        let mut v: Vec<(u8, Ipv4Addr)> = Vec::new();
+        for f in &self.farms {
+            for b in &f.backends {
+                if let Some(r) = self.route(b.addr) {
+                    if !v.contains(&r) {
+                        v.push(r);
+                    }
+                }
+            }
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if let Some(g) = p.gateway {
+                if !v.contains(&(i as u8, g)) {
+                    v.push((i as u8, g));
+                }
+            }
+        }
+        v
+    }
+}
+
+fn build_farm(
+    id: u8,
+    f: &FarmConfig,
+    overrides: &HashMap<(String, Ipv4Addr, u16), BackendOverride>,
+    registry: &mut SlotRegistry,
+) -> Result<Farm, BuildError> {
+    let mut backends = Vec::with_capacity(f.backends.len());
+    for b in &f.backends {
+        let o = overrides.get(&(f.name.clone(), b.address, b.port));
+        backends.push(Backend {
+            addr: b.address,
+            port: b.port,
+            weight: o.and_then(|o| o.weight).unwrap_or(b.weight),
+            state: o.map(|o| o.state).unwrap_or(BackendState::Up),
+            slot: registry
+                .slot(&f.name, b.address, b.port)
+                .ok_or(BuildError::TooManyBackends)?,
+        });
+    }
+    let table = build_table(&backends);
+    Ok(Farm {
+        id,
+        name: f.name.clone(),
+        vip: f.vip,
+        port: f.port,
+        udp: f.protocols.contains(&Protocol::Udp),
+        tcp: f.protocols.iter().any(|p| *p != Protocol::Udp),
+        nat: f.nat,
+        affinity: f.affinity,
+        snat_address: f.snat_address,
+        move_dialogs_on_down: f.on_backend_down == crate::config::DownPolicy::Move,
+        timers: f.timers.clone(),
+        backends,
+        table,
+    })
+}
+
+/// The Maglev table for these backends: every configured backend competes for slots by
+/// weight, then the slots of those that take no new work go to the rest, so a backend
+/// going down or being drained moves only its own keys.
+pub fn build_table(backends: &[Backend]) -> Vec<u16> {
+    let ids: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{}:{}", b.addr, b.port))
+        .collect();
+    let input: Vec<MaglevBackend<'_>> = backends
+        .iter()
+        .zip(&ids)
+        .map(|(b, id)| MaglevBackend {
+            id: id.as_bytes(),
+            weight: b.weight,
+            available: b.takes_new_work(),
+        })
+        .collect();
+    maglev::build(&input, maglev::table_size_for(backends.len()))
+}
+
+/// The hash of a client's source address, for `source` affinity.
+#[inline]
+pub fn source_key(ip: Ipv4Addr) -> u64 {
+    hash64(&u32::from(ip).to_be_bytes())
+}
