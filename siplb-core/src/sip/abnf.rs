@@ -5,25 +5,27 @@
 
 /// `token` characters (RFC 3261 §25.1): alphanum / "-" / "." / "!" / "%" / "*" / "_" /
 /// "+" / "`" / "'" / "~".
-pub(crate) const TOKEN: u8 = 1 << 0;
+pub(crate) const TOKEN: u16 = 1 << 0;
 /// `word` characters (Call-ID, §25.1): token characters plus "(" / ")" / "<" / ">" /
 /// ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}".
-pub(crate) const WORD: u8 = 1 << 1;
+pub(crate) const WORD: u16 = 1 << 1;
 /// Characters a URI may hold (§25.1 `unreserved` / `reserved` / `escaped`, plus the
 /// brackets of IPv6 references).
-pub(crate) const URIC: u8 = 1 << 2;
+pub(crate) const URIC: u16 = 1 << 2;
 /// Host name and IPv4 address characters (§25.1 `hostname`). "_" is accepted too: it
 /// is common in the wild (SRV-style names) and harmless to a balancer.
-pub(crate) const HOSTNAME: u8 = 1 << 3;
+pub(crate) const HOSTNAME: u16 = 1 << 3;
 /// White space inside a header value: SP, HTAB and the CR LF of a folded line. The
 /// header scanner only lets CR LF into a value when white space follows, so inside a
 /// value any run of these bytes is LWS (§25.1).
-pub(crate) const WS: u8 = 1 << 4;
+pub(crate) const WS: u16 = 1 << 4;
 /// Characters of an IPv6 reference between its brackets (§25.1 `IPv6reference`).
-pub(crate) const IPV6: u8 = 1 << 5;
+pub(crate) const IPV6: u16 = 1 << 5;
 /// Characters of a parameter value: token characters plus those of a host (":" and
 /// brackets of IPv6 references), §25.1 `gen-value = token / host / quoted-string`.
-pub(crate) const PVALUE: u8 = 1 << 6;
+pub(crate) const PVALUE: u16 = 1 << 6;
+/// Call-ID characters: `word [ "@" word ]` (§25.1).
+pub(crate) const CALLID: u16 = 1 << 7;
 
 const fn in_set(c: u8, set: &[u8]) -> bool {
     let mut i = 0;
@@ -36,18 +38,21 @@ const fn in_set(c: u8, set: &[u8]) -> bool {
     false
 }
 
-const fn classes() -> [u8; 256] {
-    let mut t = [0u8; 256];
+const fn classes() -> [u16; 256] {
+    let mut t = [0u16; 256];
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
         let alnum = c.is_ascii_alphanumeric();
-        let mut k = 0;
+        let mut k: u16 = 0;
         if alnum || in_set(c, b"-.!%*_+`'~") {
             k |= TOKEN | WORD | PVALUE;
         }
         if in_set(c, b"()<>:\\\"/[]?{}") {
             k |= WORD;
+        }
+        if k & WORD != 0 || c == b'@' {
+            k |= CALLID;
         }
         if alnum || in_set(c, b"-_.!~*'()%;/?:@&=+$,[]") {
             k |= URIC;
@@ -70,33 +75,46 @@ const fn classes() -> [u8; 256] {
     t
 }
 
-static CLASSES: [u8; 256] = classes();
+static CLASSES: [u16; 256] = classes();
 
 /// Whether `c` belongs to one of the classes in `class` (a bit set of the constants).
 #[inline(always)]
-pub(crate) fn is(c: u8, class: u8) -> bool {
+pub(crate) fn is(c: u8, class: u16) -> bool {
     CLASSES[usize::from(c)] & class != 0
+}
+
+/// The classes of `c`.
+#[inline(always)]
+pub(crate) fn class(c: u8) -> u16 {
+    CLASSES[usize::from(c)]
 }
 
 /// The index of the first byte at or after `i` that is not in `class`.
 #[inline]
-pub(crate) fn skip(s: &[u8], mut i: usize, class: u8) -> usize {
-    while let Some(&c) = s.get(i) {
-        if !is(c, class) {
-            break;
+pub(crate) fn skip(s: &[u8], i: usize, class: u16) -> usize {
+    match s.get(i..) {
+        Some(rest) => {
+            i + rest
+                .iter()
+                .position(|&c| !is(c, class))
+                .unwrap_or(rest.len())
         }
-        i += 1;
+        None => i,
     }
-    i
 }
 
 /// The index of the first non-digit at or after `i`.
 #[inline]
-pub(crate) fn skip_digits(s: &[u8], mut i: usize) -> usize {
-    while s.get(i).is_some_and(u8::is_ascii_digit) {
-        i += 1;
+pub(crate) fn skip_digits(s: &[u8], i: usize) -> usize {
+    match s.get(i..) {
+        Some(rest) => {
+            i + rest
+                .iter()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(rest.len())
+        }
+        None => i,
     }
-    i
 }
 
 /// Skips linear white space (`SWS`, §25.1) from `i`.
@@ -116,10 +134,14 @@ pub(crate) fn trim(s: &[u8]) -> &[u8] {
     s.get(start..end).unwrap_or_default()
 }
 
-/// Whether every byte of a non-empty `s` belongs to `class`.
+/// Whether every byte of a non-empty `s` belongs to `class` (a single class bit).
+/// Branch-free over the bytes: the inputs are short and usually valid.
 #[inline]
-pub(crate) fn all(s: &[u8], class: u8) -> bool {
-    !s.is_empty() && s.iter().all(|&c| is(c, class))
+pub(crate) fn all(s: &[u8], class: u16) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .fold(class, |acc, &c| acc & CLASSES[usize::from(c)])
+            != 0
 }
 
 /// The byte at `i`, if any.
@@ -131,18 +153,17 @@ pub(crate) fn at(s: &[u8], i: usize) -> Option<u8> {
 /// Given `s[i] == '"'`, the index just past the closing quote of the `quoted-string`
 /// (§25.1: `quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)`); `None` if unterminated.
 pub(crate) fn quoted_end(s: &[u8], i: usize) -> Option<usize> {
+    // Display names and quoted parameters are short: a plain loop beats memchr2.
     let mut j = i.checked_add(1)?;
     loop {
-        let rest = s.get(j..)?;
-        let k = memchr::memchr2(b'"', b'\\', rest)?;
-        j += k;
-        if at(s, j)? == b'"' {
-            return Some(j + 1);
-        }
-        // A backslash escapes the next byte, except CR and LF.
-        match at(s, j + 1)? {
-            b'\r' | b'\n' => return None,
-            _ => j += 2,
+        match at(s, j)? {
+            b'"' => return Some(j + 1),
+            // A backslash escapes the next byte, except CR and LF.
+            b'\\' => match at(s, j + 1)? {
+                b'\r' | b'\n' => return None,
+                _ => j += 2,
+            },
+            _ => j += 1,
         }
     }
 }

@@ -67,8 +67,8 @@ fn progress(buf: &[u8], limits: &Limits) -> Result<Progress, SipError> {
     let mut content_length = None;
     let body_offset = loop {
         match scan.next()? {
-            Scan::Field { name, value } => {
-                if HeaderName::from_bytes(name) == HeaderName::ContentLength {
+            Scan::Field { name, value, .. } => {
+                if name == HeaderName::ContentLength {
                     message::once(&mut content_length, value)?;
                 }
             }

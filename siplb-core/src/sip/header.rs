@@ -2,6 +2,7 @@
 //! header section into fields (RFC 3261 §7.3), folding included.
 
 use super::abnf::{self, TOKEN};
+use super::caseless::{self, Name};
 use super::error::SipError;
 
 /// The header fields the scanner knows by name. Names compare case-insensitively and
@@ -54,106 +55,138 @@ pub enum HeaderName {
     Other,
 }
 
-/// Long names, one per known variant.
-const LONG_NAMES: [(HeaderName, &str); 22] = [
-    (HeaderName::CallId, "Call-ID"),
-    (HeaderName::CSeq, "CSeq"),
-    (HeaderName::From, "From"),
-    (HeaderName::To, "To"),
-    (HeaderName::Via, "Via"),
-    (HeaderName::Contact, "Contact"),
-    (HeaderName::ContentLength, "Content-Length"),
-    (HeaderName::MaxForwards, "Max-Forwards"),
-    (HeaderName::Expires, "Expires"),
-    (HeaderName::ContentType, "Content-Type"),
-    (HeaderName::ContentEncoding, "Content-Encoding"),
-    (HeaderName::Supported, "Supported"),
-    (HeaderName::Subject, "Subject"),
-    (HeaderName::Event, "Event"),
-    (HeaderName::AllowEvents, "Allow-Events"),
-    (HeaderName::ReferTo, "Refer-To"),
-    (HeaderName::ReferredBy, "Referred-By"),
-    (HeaderName::SessionExpires, "Session-Expires"),
-    (HeaderName::Identity, "Identity"),
-    (HeaderName::AcceptContact, "Accept-Contact"),
-    (HeaderName::RejectContact, "Reject-Contact"),
-    (HeaderName::RequestDisposition, "Request-Disposition"),
+/// Long names of the known variants, in declaration order (indexed by discriminant).
+const LONG_NAMES: [(HeaderName, &str, Name); 22] = [
+    (HeaderName::CallId, "Call-ID", Name::new(b"Call-ID")),
+    (HeaderName::CSeq, "CSeq", Name::new(b"CSeq")),
+    (HeaderName::From, "From", Name::new(b"From")),
+    (HeaderName::To, "To", Name::new(b"To")),
+    (HeaderName::Via, "Via", Name::new(b"Via")),
+    (HeaderName::Contact, "Contact", Name::new(b"Contact")),
+    (
+        HeaderName::ContentLength,
+        "Content-Length",
+        Name::new(b"Content-Length"),
+    ),
+    (
+        HeaderName::MaxForwards,
+        "Max-Forwards",
+        Name::new(b"Max-Forwards"),
+    ),
+    (HeaderName::Expires, "Expires", Name::new(b"Expires")),
+    (
+        HeaderName::ContentType,
+        "Content-Type",
+        Name::new(b"Content-Type"),
+    ),
+    (
+        HeaderName::ContentEncoding,
+        "Content-Encoding",
+        Name::new(b"Content-Encoding"),
+    ),
+    (HeaderName::Supported, "Supported", Name::new(b"Supported")),
+    (HeaderName::Subject, "Subject", Name::new(b"Subject")),
+    (HeaderName::Event, "Event", Name::new(b"Event")),
+    (
+        HeaderName::AllowEvents,
+        "Allow-Events",
+        Name::new(b"Allow-Events"),
+    ),
+    (HeaderName::ReferTo, "Refer-To", Name::new(b"Refer-To")),
+    (
+        HeaderName::ReferredBy,
+        "Referred-By",
+        Name::new(b"Referred-By"),
+    ),
+    (
+        HeaderName::SessionExpires,
+        "Session-Expires",
+        Name::new(b"Session-Expires"),
+    ),
+    (HeaderName::Identity, "Identity", Name::new(b"Identity")),
+    (
+        HeaderName::AcceptContact,
+        "Accept-Contact",
+        Name::new(b"Accept-Contact"),
+    ),
+    (
+        HeaderName::RejectContact,
+        "Reject-Contact",
+        Name::new(b"Reject-Contact"),
+    ),
+    (
+        HeaderName::RequestDisposition,
+        "Request-Disposition",
+        Name::new(b"Request-Disposition"),
+    ),
 ];
+
+/// Compact forms by letter (`a` to `z`).
+const COMPACT: [HeaderName; 26] = {
+    let mut t = [HeaderName::Other; 26];
+    let mut i = 0;
+    while i < LONG_NAMES.len() {
+        if let Some(c) = LONG_NAMES[i].0.compact() {
+            t[(c - b'a') as usize] = LONG_NAMES[i].0;
+        }
+        i += 1;
+    }
+    t
+};
+
+const fn name_hash(len: usize, first: u8, last: u8) -> usize {
+    (len + 11 * (first & 0x1f) as usize + 19 * (last & 0x1f) as usize) % 64
+}
+
+/// Index into `LONG_NAMES` by `name_hash` (out of range: no known name).
+const BY_HASH: [u8; 64] = {
+    let mut t = [u8::MAX; 64];
+    let mut i = 0;
+    while i < LONG_NAMES.len() {
+        let n = LONG_NAMES[i].1.as_bytes();
+        let h = name_hash(n.len(), n[0], n[n.len() - 1]);
+        assert!(t[h] == u8::MAX, "name_hash collides");
+        t[h] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 impl HeaderName {
     /// Classifies a header name as written (any case, long or compact).
-    #[inline]
     pub fn from_bytes(name: &[u8]) -> Self {
-        use HeaderName::*;
-        let Some(&first) = name.first() else {
-            return Other;
+        Self::classify(name, 0, name.len())
+    }
+
+    /// Classifies the name `buf[at..at + len]`; reads whole words of `buf`, so pass
+    /// the message rather than the name alone.
+    #[inline]
+    pub(crate) fn classify(buf: &[u8], at: usize, len: usize) -> Self {
+        let (Some(&first), Some(&last)) = (buf.get(at), buf.get(at + len.max(1) - 1)) else {
+            return HeaderName::Other;
         };
-        if name.len() == 1 {
-            return match first.to_ascii_lowercase() {
-                b'i' => CallId,
-                b'f' => From,
-                b't' => To,
-                b'v' => Via,
-                b'm' => Contact,
-                b'l' => ContentLength,
-                b'c' => ContentType,
-                b'e' => ContentEncoding,
-                b'k' => Supported,
-                b's' => Subject,
-                b'o' => Event,
-                b'u' => AllowEvents,
-                b'r' => ReferTo,
-                b'b' => ReferredBy,
-                b'x' => SessionExpires,
-                b'y' => Identity,
-                b'a' => AcceptContact,
-                b'j' => RejectContact,
-                b'd' => RequestDisposition,
-                _ => Other,
+        if len == 1 {
+            return if first.is_ascii_alphabetic() {
+                COMPACT[usize::from((first | 0x20) - b'a')]
+            } else {
+                HeaderName::Other
             };
         }
-        // Dispatch on length and first letter, then confirm the whole name.
-        let (candidate, long): (Self, &[u8]) = match (name.len(), first.to_ascii_lowercase()) {
-            (2, b't') => (To, b"To"),
-            (3, b'v') => (Via, b"Via"),
-            (4, b'f') => (From, b"From"),
-            (4, b'c') => (CSeq, b"CSeq"),
-            (5, b'e') => (Event, b"Event"),
-            (7, b'c') => match name.get(2) {
-                Some(b'l' | b'L') => (CallId, b"Call-ID"),
-                _ => (Contact, b"Contact"),
-            },
-            (7, b'e') => (Expires, b"Expires"),
-            (7, b's') => (Subject, b"Subject"),
-            (8, b'r') => (ReferTo, b"Refer-To"),
-            (8, b'i') => (Identity, b"Identity"),
-            (9, b's') => (Supported, b"Supported"),
-            (11, b'r') => (ReferredBy, b"Referred-By"),
-            (12, b'a') => (AllowEvents, b"Allow-Events"),
-            (12, b'c') => (ContentType, b"Content-Type"),
-            (12, b'm') => (MaxForwards, b"Max-Forwards"),
-            (14, b'c') => (ContentLength, b"Content-Length"),
-            (14, b'a') => (AcceptContact, b"Accept-Contact"),
-            (14, b'r') => (RejectContact, b"Reject-Contact"),
-            (15, b's') => (SessionExpires, b"Session-Expires"),
-            (16, b'c') => (ContentEncoding, b"Content-Encoding"),
-            (19, b'r') => (RequestDisposition, b"Request-Disposition"),
-            _ => return Other,
-        };
-        if long.eq_ignore_ascii_case(name) {
-            candidate
-        } else {
-            Other
+        // A collision-free hash of the known long names picks the one candidate; the
+        // comparison confirms it.
+        match LONG_NAMES.get(usize::from(BY_HASH[name_hash(len, first, last)])) {
+            Some((h, _, long)) if long.eq_at(buf, at, len) => *h,
+            _ => HeaderName::Other,
         }
     }
 
     /// The long name (`Call-ID`), `None` for `Other`.
     pub fn long_name(self) -> Option<&'static str> {
-        LONG_NAMES.iter().find(|(h, _)| *h == self).map(|(_, n)| *n)
+        LONG_NAMES.get(self as usize).map(|(_, n, _)| *n)
     }
 
     /// The compact form (`i` for Call-ID), if the name has one.
-    pub fn compact(self) -> Option<u8> {
+    pub const fn compact(self) -> Option<u8> {
         use HeaderName::*;
         Some(match self {
             CallId => b'i',
@@ -213,9 +246,13 @@ impl<'a> Iterator for Headers<'a> {
 
     fn next(&mut self) -> Option<Header<'a>> {
         match self.scan.next() {
-            Ok(Scan::Field { name, value }) => Some(Header {
-                name: HeaderName::from_bytes(name),
-                raw_name: name,
+            Ok(Scan::Field {
+                name,
+                raw_name,
+                value,
+            }) => Some(Header {
+                name,
+                raw_name,
                 value: abnf::trim(value),
             }),
             _ => None,
@@ -228,7 +265,11 @@ impl<'a> Iterator for Headers<'a> {
 pub(crate) enum Scan<'a> {
     /// A header field. The value runs from after the colon to the end of its last
     /// (folded) line; it is not trimmed.
-    Field { name: &'a [u8], value: &'a [u8] },
+    Field {
+        name: HeaderName,
+        raw_name: &'a [u8],
+        value: &'a [u8],
+    },
     /// The empty line: the body starts at `body_offset`.
     End { body_offset: usize },
     /// The buffer ends before the empty line.
@@ -261,14 +302,28 @@ pub(crate) fn line_at(
     Ok(Some((pos + nl - 1, pos + nl + 1)))
 }
 
+/// How many line ends the scanner finds ahead of the line it works on.
+const AHEAD: usize = 16;
+
 /// Splits a header section into fields, enforcing the line and field limits.
+///
+/// Line ends are found in batches ahead of use: a tight loop of `memchr` calls fills
+/// `lf`, then the fields are cut from those positions. Work on one field then no longer
+/// waits for the search of the next line, so the processor overlaps the fields.
 #[derive(Debug, Clone)]
 pub(crate) struct Scanner<'a> {
     buf: &'a [u8],
+    /// Start of the next line to cut.
     pos: usize,
     fields: usize,
     max_fields: usize,
     max_line_len: usize,
+    /// LF positions after `pos`, in order: `lf[head..tail]`.
+    lf: [usize; AHEAD],
+    head: usize,
+    tail: usize,
+    /// Where the search for line ends resumes.
+    search: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -279,14 +334,64 @@ impl<'a> Scanner<'a> {
             fields: 0,
             max_fields,
             max_line_len,
+            lf: [0; AHEAD],
+            head: 0,
+            tail: 0,
+            search: pos,
         }
+    }
+
+    /// Finds up to `AHEAD` more line ends, stopping after the empty line that ends the
+    /// header section (the body is never searched).
+    fn refill(&mut self) {
+        let buf = self.buf;
+        let (mut n, mut from) = (0, self.search);
+        while let (Some(slot), Some(rest)) = (self.lf.get_mut(n), buf.get(from..)) {
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                from = buf.len();
+                break;
+            };
+            *slot = from + nl;
+            n += 1;
+            let empty = nl == 1 && rest.first() == Some(&b'\r');
+            from += nl + 1;
+            if empty {
+                break;
+            }
+        }
+        (self.head, self.tail, self.search) = (0, n, from);
+    }
+
+    /// The line that starts at `pos` (the next one): `(end of its content, start of
+    /// the line after)`; `Ok(None)` if no LF follows yet.
+    #[inline]
+    fn line(&mut self, pos: usize) -> Result<Option<(usize, usize)>, SipError> {
+        if self.head == self.tail {
+            self.refill();
+        }
+        let Some(&nl) = self.lf.get(self.head).filter(|_| self.head < self.tail) else {
+            // A partial line already too long can never become valid.
+            return if self.buf.len().saturating_sub(pos) > self.max_line_len.saturating_add(1) {
+                Err(SipError::LineTooLong)
+            } else {
+                Ok(None)
+            };
+        };
+        self.head += 1;
+        if nl <= pos || self.buf.get(nl - 1) != Some(&b'\r') {
+            return Err(SipError::BadLineEnding);
+        }
+        if nl - 1 - pos > self.max_line_len {
+            return Err(SipError::LineTooLong);
+        }
+        Ok(Some((nl - 1, nl + 1)))
     }
 
     /// The next field, the end of the section, or `Incomplete`.
     #[inline]
     pub(crate) fn next(&mut self) -> Result<Scan<'a>, SipError> {
         let buf = self.buf;
-        let Some((mut end, mut next)) = line_at(buf, self.pos, self.max_line_len)? else {
+        let Some((mut end, mut next)) = self.line(self.pos)? else {
             return Ok(Scan::Incomplete);
         };
         let line = buf.get(self.pos..end).unwrap_or_default();
@@ -300,12 +405,15 @@ impl<'a> Scanner<'a> {
         if first == b' ' || first == b'\t' {
             return Err(SipError::BadHeaderLine);
         }
-        let name_end = abnf::skip(line, 0, TOKEN);
-        let mut colon = name_end;
-        while matches!(line.get(colon), Some(b' ' | b'\t')) {
-            colon += 1;
+        let colon = caseless::find(line, 0, b':').ok_or(SipError::BadHeaderLine)?;
+        let mut name_end = colon;
+        while name_end > 0 && matches!(line.get(name_end - 1), Some(b' ' | b'\t')) {
+            name_end -= 1;
         }
-        if name_end == 0 || line.get(colon) != Some(&b':') {
+        let raw_name = line.get(..name_end).unwrap_or_default();
+        let name = HeaderName::classify(buf, self.pos, name_end);
+        // A known name matched exactly, so only other names need checking.
+        if name == HeaderName::Other && !abnf::all(raw_name, TOKEN) {
             return Err(SipError::BadHeaderLine);
         }
         self.fields += 1;
@@ -316,7 +424,7 @@ impl<'a> Scanner<'a> {
         // Folded continuation lines (§7.3.1).
         loop {
             match buf.get(next) {
-                Some(b' ' | b'\t') => match line_at(buf, next, self.max_line_len)? {
+                Some(b' ' | b'\t') => match self.line(next)? {
                     Some((e, n)) => (end, next) = (e, n),
                     None => return Ok(Scan::Incomplete),
                 },
@@ -325,10 +433,13 @@ impl<'a> Scanner<'a> {
                 None => return Ok(Scan::Incomplete),
             }
         }
-        let name = line.get(..name_end).unwrap_or_default();
         let value = buf.get(value_start..end).unwrap_or_default();
         self.pos = next;
-        Ok(Scan::Field { name, value })
+        Ok(Scan::Field {
+            name,
+            raw_name,
+            value,
+        })
     }
 }
 
@@ -338,7 +449,8 @@ mod tests {
 
     #[test]
     fn compact_forms_map_to_long_forms() {
-        for (h, long) in LONG_NAMES {
+        for (i, (h, long, _)) in LONG_NAMES.into_iter().enumerate() {
+            assert_eq!(h as usize, i);
             assert_eq!(HeaderName::from_bytes(long.as_bytes()), h);
             assert_eq!(HeaderName::from_bytes(long.to_uppercase().as_bytes()), h);
             assert_eq!(HeaderName::from_bytes(long.to_lowercase().as_bytes()), h);
@@ -347,7 +459,10 @@ mod tests {
                 assert_eq!(HeaderName::from_bytes(&[c.to_ascii_uppercase()]), h);
             }
         }
-        let compact: Vec<u8> = LONG_NAMES.iter().filter_map(|(h, _)| h.compact()).collect();
+        let compact: Vec<u8> = LONG_NAMES
+            .iter()
+            .filter_map(|(h, _, _)| h.compact())
+            .collect();
         for c in b"ivftlmceksourbxy" {
             assert!(compact.contains(c), "{}", *c as char);
         }
@@ -370,8 +485,10 @@ mod tests {
         let mut v = Vec::new();
         loop {
             match sc.next()? {
-                Scan::Field { name, value } => v.push((
-                    String::from_utf8_lossy(name).into_owned(),
+                Scan::Field {
+                    raw_name, value, ..
+                } => v.push((
+                    String::from_utf8_lossy(raw_name).into_owned(),
                     String::from_utf8_lossy(value).into_owned(),
                 )),
                 Scan::End { body_offset } => {

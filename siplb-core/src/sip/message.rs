@@ -2,7 +2,7 @@
 //! fields the balancer needs, validated once in [`SipMessage::parse`] and borrowed
 //! from the buffer.
 
-use super::abnf::{self, at, TOKEN, WORD};
+use super::abnf::{self, at, CALLID, TOKEN};
 use super::error::SipError;
 use super::header::{self, HeaderName, Headers, Scan, Scanner};
 use super::limits::Limits;
@@ -63,21 +63,35 @@ pub struct SipMessage<'a> {
     body_offset: usize,
 }
 
-/// Raw values of the fields of interest, as found by the header scan.
-#[derive(Default)]
-struct Found<'a> {
-    call_id: Option<&'a [u8]>,
-    cseq: Option<&'a [u8]>,
-    from: Option<&'a [u8]>,
-    to: Option<&'a [u8]>,
-    via: Option<&'a [u8]>,
-    contact: Option<&'a [u8]>,
-    max_forwards: Option<&'a [u8]>,
-    expires: Option<&'a [u8]>,
-    content_length: Option<&'a [u8]>,
+/// Raw values of the fields of interest, as found by the header scan, indexed by
+/// `HeaderName` (its first nine variants are exactly these fields).
+struct Found<'a>([Option<&'a [u8]>; 9]);
+
+impl<'a> Found<'a> {
+    /// Via and Contact may repeat (the first counts); the others may not (RFC 4475
+    /// `multi01`, `mcl01`).
+    const REPEATABLE: u32 = 1 << HeaderName::Via as u32 | 1 << HeaderName::Contact as u32;
+
+    #[inline(always)]
+    fn add(&mut self, name: HeaderName, value: &'a [u8]) -> Result<(), SipError> {
+        let i = name as usize;
+        if let Some(slot) = self.0.get_mut(i) {
+            if slot.is_none() {
+                *slot = Some(value);
+            } else if Self::REPEATABLE & (1 << i) == 0 {
+                return Err(SipError::DuplicateHeader);
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn get(&self, name: HeaderName) -> Option<&'a [u8]> {
+        self.0.get(name as usize).copied().flatten()
+    }
 }
 
-/// Stores a single-valued field, refusing a second one (RFC 4475 `multi01`, `mcl01`).
+/// Stores a single-valued field, refusing a second one (RFC 4475 `mcl01`).
 #[inline(always)]
 pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Result<(), SipError> {
     if slot.replace(value).is_some() {
@@ -106,33 +120,18 @@ impl<'a> SipMessage<'a> {
             header::line_at(buf, 0, limits.max_line_len)?.ok_or(SipError::IncompleteHeaders)?;
         let start_line = parse_start_line(buf.get(..line_end).unwrap_or_default())?;
 
-        let mut f = Found::default();
+        let mut f = Found([None; 9]);
         let mut scan = Scanner::new(buf, headers_offset, limits.max_headers, limits.max_line_len);
         let body_offset = loop {
             match scan.next()? {
-                Scan::Field { name, value } => match HeaderName::from_bytes(name) {
-                    HeaderName::Via => {
-                        f.via.get_or_insert(value);
-                    }
-                    HeaderName::CallId => once(&mut f.call_id, value)?,
-                    HeaderName::CSeq => once(&mut f.cseq, value)?,
-                    HeaderName::From => once(&mut f.from, value)?,
-                    HeaderName::To => once(&mut f.to, value)?,
-                    HeaderName::Contact => {
-                        f.contact.get_or_insert(value);
-                    }
-                    HeaderName::MaxForwards => once(&mut f.max_forwards, value)?,
-                    HeaderName::Expires => once(&mut f.expires, value)?,
-                    HeaderName::ContentLength => once(&mut f.content_length, value)?,
-                    _ => {}
-                },
+                Scan::Field { name, value, .. } => f.add(name, value)?,
                 Scan::End { body_offset } => break body_offset,
                 Scan::Incomplete => return Err(SipError::IncompleteHeaders),
             }
         };
 
         let available = buf.len() - body_offset;
-        let content_length = match f.content_length {
+        let content_length = match f.get(HeaderName::ContentLength) {
             Some(v) => {
                 let n = content_length(v)?;
                 if n > available {
@@ -143,18 +142,21 @@ impl<'a> SipMessage<'a> {
             None => None,
         };
 
-        let call_id = abnf::trim(f.call_id.ok_or(SipError::MissingCallId)?);
-        if !call_id.iter().all(|&c| abnf::is(c, WORD) || c == b'@') || call_id.is_empty() {
+        let call_id = abnf::trim(f.get(HeaderName::CallId).ok_or(SipError::MissingCallId)?);
+        if !abnf::all(call_id, CALLID) {
             return Err(SipError::BadCallId);
         }
-        let cseq = parse_cseq(f.cseq.ok_or(SipError::MissingCSeq)?).ok_or(SipError::BadCSeq)?;
-        let from = from_to(f.from.ok_or(SipError::MissingFrom)?).ok_or(SipError::BadFrom)?;
-        let to = from_to(f.to.ok_or(SipError::MissingTo)?).ok_or(SipError::BadTo)?;
-        let via = match f.via {
+        let cseq = parse_cseq(f.get(HeaderName::CSeq).ok_or(SipError::MissingCSeq)?)
+            .ok_or(SipError::BadCSeq)?;
+        let from = from_to(f.get(HeaderName::From).ok_or(SipError::MissingFrom)?)
+            .ok_or(SipError::BadFrom)?;
+        let to =
+            from_to(f.get(HeaderName::To).ok_or(SipError::MissingTo)?).ok_or(SipError::BadTo)?;
+        let via = match f.get(HeaderName::Via) {
             Some(v) => Some(via::parse_top(v).ok_or(SipError::BadVia)?),
             None => None,
         };
-        let max_forwards = match f.max_forwards {
+        let max_forwards = match f.get(HeaderName::MaxForwards) {
             Some(v) => Some(
                 abnf::decimal(abnf::trim(v), 255)
                     .and_then(|n| u32::try_from(n).ok())
@@ -162,12 +164,12 @@ impl<'a> SipMessage<'a> {
             ),
             None => None,
         };
-        let expires = match f.expires {
+        let expires = match f.get(HeaderName::Expires) {
             Some(v) => Some(abnf::delta_seconds(abnf::trim(v)).ok_or(SipError::BadExpires)?),
             None => None,
         };
         // The Contact `expires` parameter only means something in REGISTER (§10.2.1.1).
-        let contact_expires = match f.contact {
+        let contact_expires = match f.get(HeaderName::Contact) {
             Some(v) if cseq.method == Method::Register => contact_expires(v)?,
             _ => None,
         };
@@ -282,6 +284,7 @@ impl<'a> SipMessage<'a> {
 /// `Request-Line = Method SP Request-URI SP SIP-Version` or `Status-Line = SIP-Version
 /// SP Status-Code SP Reason-Phrase` (RFC 3261 §7.1, §7.2): single spaces, nothing
 /// trailing (RFC 4475 `lwsruri`, `lwsstart`, `trws`).
+#[inline]
 fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, SipError> {
     let sp1 = memchr::memchr(b' ', line).ok_or(SipError::BadRequestLine)?;
     let first = line.get(..sp1).unwrap_or_default();
@@ -337,6 +340,7 @@ fn is_sip_2_0(v: &[u8]) -> bool {
 }
 
 /// `CSeq = 1*DIGIT LWS Method`.
+#[inline]
 fn parse_cseq(v: &[u8]) -> Option<CSeq<'_>> {
     let start = abnf::skip_ws(v, 0);
     let digits = abnf::skip_digits(v, start);
@@ -355,6 +359,7 @@ fn parse_cseq(v: &[u8]) -> Option<CSeq<'_>> {
 }
 
 /// From and To hold exactly one value.
+#[inline]
 fn from_to(v: &[u8]) -> Option<NameAddr<'_>> {
     let p = name_addr::parse(v, false)?;
     (p.end == v.len()).then_some(p.addr)

@@ -13,6 +13,7 @@
 //! Full SIP types (building, rewriting every header) are rsip's job, off the hot path.
 
 mod abnf;
+mod caseless;
 mod error;
 mod framing;
 mod header;

@@ -2,6 +2,7 @@
 //! §20.10, §20.20, §20.39, grammar §25.1).
 
 use super::abnf::{self, at, TOKEN, WS};
+use super::caseless::{self, Name};
 use super::params;
 use super::uri::SipUri;
 
@@ -30,6 +31,7 @@ pub(crate) struct Parsed<'a> {
 /// its URI at the first `;`, `,` or white space and may not carry URI headers (§20,
 /// RFC 4475 `regbadct`). With `want_expires`, an `expires` parameter must be
 /// `delta-seconds`.
+#[inline]
 pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
     let start = abnf::skip_ws(s, 0);
     let (display, uri, after) = match at(s, start)? {
@@ -65,15 +67,16 @@ pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
     };
     let mut tag = None;
     let mut expires = None;
-    let end = params::parse(s, after, |name, value| {
-        if name.eq_ignore_ascii_case(b"tag") {
-            let v = value?;
-            if !abnf::all(v, TOKEN) {
+    const TAG: Name = Name::new(b"tag");
+    const EXPIRES: Name = Name::new(b"expires");
+    let end = params::parse(s, after, |p| {
+        if p.is(&TAG) {
+            if !p.token {
                 return None;
             }
-            tag.get_or_insert(v);
-        } else if want_expires && name.eq_ignore_ascii_case(b"expires") {
-            expires.get_or_insert(abnf::delta_seconds(value?)?);
+            tag.get_or_insert(p.value?);
+        } else if want_expires && p.is(&EXPIRES) {
+            expires.get_or_insert(abnf::delta_seconds(p.value?)?);
         }
         Some(())
     })?;
@@ -89,10 +92,10 @@ pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
 
 /// Given `s[lt] == '<'`, the URI up to `>` (no white space inside, RFC 4475
 /// `badaspec`) and the index after `>`.
+#[inline]
 fn bracketed(s: &[u8], lt: usize) -> Option<(SipUri<'_>, usize)> {
-    let inner = s.get(lt + 1..)?;
-    let gt = memchr::memchr(b'>', inner)?;
-    Some((SipUri::parse(inner.get(..gt)?)?, lt + 1 + gt + 1))
+    let gt = caseless::find(s, lt + 1, b'>')?;
+    Some((SipUri::parse(s.get(lt + 1..gt)?)?, gt + 1))
 }
 
 #[cfg(test)]

@@ -3,16 +3,39 @@
 //! allowed around `;` and `=` (RFC 4475 `wsinv`).
 
 use super::abnf::{self, at, PVALUE, TOKEN};
+use super::caseless::Name;
 
-/// Parses parameters starting at `i` and hands each `(name, value)` to `each`, which
-/// may reject it by returning `None`. A quoted value keeps its quotes. Returns the
-/// index of the first byte after the parameters and the white space that follows them,
-/// or `None` if a parameter is malformed (an empty one like `;;` included).
+/// One parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Param<'a> {
+    pub name: &'a [u8],
+    /// The value the parameter is in, and where the name starts in it (for `is`).
+    src: &'a [u8],
+    at: usize,
+    /// As written; a quoted value keeps its quotes.
+    pub value: Option<&'a [u8]>,
+    /// Whether the value is a `token` (not a quoted string or a host with ":" or
+    /// brackets): `tag` and `branch` must be.
+    pub token: bool,
+}
+
+impl Param<'_> {
+    /// Whether the parameter is called `name` (any case).
+    #[inline(always)]
+    pub(crate) fn is(&self, name: &Name) -> bool {
+        name.eq_at(self.src, self.at, self.name.len())
+    }
+}
+
+/// Parses parameters starting at `i` and hands each to `each`, which may reject it by
+/// returning `None`. Returns the index of the first byte after the parameters and the
+/// white space that follows them, or `None` if a parameter is malformed (an empty one
+/// like `;;` included).
 #[inline]
 pub(crate) fn parse<'a>(
     s: &'a [u8],
     mut i: usize,
-    mut each: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Option<()>,
+    mut each: impl FnMut(Param<'a>) -> Option<()>,
 ) -> Option<usize> {
     loop {
         i = abnf::skip_ws(s, i);
@@ -26,22 +49,45 @@ pub(crate) fn parse<'a>(
         }
         let name = s.get(start..end)?;
         let eq = abnf::skip_ws(s, end);
-        if at(s, eq) == Some(b'=') {
-            let vstart = abnf::skip_ws(s, eq + 1);
-            let vend = if at(s, vstart) == Some(b'"') {
-                abnf::quoted_end(s, vstart)?
-            } else {
-                abnf::skip(s, vstart, PVALUE)
-            };
-            if vend == vstart {
-                return None;
-            }
-            each(name, Some(s.get(vstart..vend)?))?;
-            i = vend;
-        } else {
-            each(name, None)?;
+        if at(s, eq) != Some(b'=') {
+            each(Param {
+                name,
+                src: s,
+                at: start,
+                value: None,
+                token: false,
+            })?;
             i = end;
+            continue;
         }
+        let vstart = abnf::skip_ws(s, eq + 1);
+        let (vend, token) = if at(s, vstart) == Some(b'"') {
+            (abnf::quoted_end(s, vstart)?, false)
+        } else {
+            // One pass: the extent of the value and whether it is all token.
+            let mut j = vstart;
+            let mut all = TOKEN;
+            while let Some(&c) = s.get(j) {
+                let k = abnf::class(c);
+                if k & PVALUE == 0 {
+                    break;
+                }
+                all &= k;
+                j += 1;
+            }
+            (j, all != 0)
+        };
+        if vend == vstart {
+            return None;
+        }
+        each(Param {
+            name,
+            src: s,
+            at: start,
+            value: Some(s.get(vstart..vend)?),
+            token,
+        })?;
+        i = vend;
     }
 }
 
@@ -53,10 +99,10 @@ mod tests {
 
     fn collect(s: &str) -> Option<(Pairs, usize)> {
         let mut v = Vec::new();
-        let end = parse(s.as_bytes(), 0, |n, val| {
+        let end = parse(s.as_bytes(), 0, |p| {
             v.push((
-                String::from_utf8_lossy(n).into_owned(),
-                val.map(|x| String::from_utf8_lossy(x).into_owned()),
+                String::from_utf8_lossy(p.name).into_owned(),
+                p.value.map(|x| String::from_utf8_lossy(x).into_owned()),
             ));
             Some(())
         })?;
@@ -85,6 +131,13 @@ mod tests {
         assert_eq!(collect(";tag="), None);
         assert_eq!(collect(";tag=\"open"), None);
         assert_eq!(collect("; =x"), None);
-        assert!(parse(b";a;b", 0, |n, _| (n != b"b").then_some(())).is_none());
+        assert!(parse(b";a;b", 0, |p| (p.name != b"b").then_some(())).is_none());
+        let mut tokens = Vec::new();
+        parse(b";a=x;b=[::1];c=\"q\";d=1.2", 0, |p| {
+            tokens.push(p.token);
+            Some(())
+        })
+        .unwrap();
+        assert_eq!(tokens, [true, false, false, true]);
     }
 }

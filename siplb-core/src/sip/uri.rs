@@ -1,6 +1,7 @@
 //! SIP and SIPS URIs (RFC 3261 §19.1, grammar §25.1), borrowed from the message.
 
 use super::abnf::{self, at, URIC};
+use super::caseless::{self, Name};
 
 /// A URI as the balancer needs it. For `sip:`/`sips:` the parts follow RFC 3261 §19.1;
 /// any other scheme (`tel:`, `urn:`, an unknown one, RFC 4475 `unkscm`) is opaque: `user`
@@ -28,65 +29,77 @@ impl<'a> SipUri<'a> {
     /// Parses `s`, which must be exactly one URI (no surrounding white space or
     /// brackets). `None` if it is malformed.
     pub fn parse(s: &'a [u8]) -> Option<Self> {
-        if !abnf::all(s, URIC) {
-            return None;
-        }
-        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
-        if !at(s, 0)?.is_ascii_alphabetic() {
-            return None;
-        }
-        let colon = s
-            .iter()
-            .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))?;
-        if at(s, colon)? != b':' {
-            return None;
-        }
+        const SIP: Name = Name::new(b"sip:");
+        const SIPS: Name = Name::new(b"sips:");
+        let (colon, sip) = if SIP.is_prefix_of(s) {
+            (3, true)
+        } else if SIPS.is_prefix_of(s) {
+            (4, true)
+        } else {
+            // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+            if !at(s, 0)?.is_ascii_alphabetic() {
+                return None;
+            }
+            let c = s
+                .iter()
+                .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))?;
+            ((at(s, c)? == b':').then_some(c)?, false)
+        };
         let scheme = s.get(..colon)?;
         let rest = s.get(colon + 1..)?;
-        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-            Self::parse_sip(scheme, rest)
-        } else {
-            let end = memchr::memchr2(b';', b'?', rest).unwrap_or(rest.len());
+        if !sip {
+            // Opaque: checked as URI characters, split at the first ";" or "?".
+            if !abnf::all(rest, URIC) {
+                return None;
+            }
+            let end = rest
+                .iter()
+                .position(|&c| c == b';' || c == b'?')
+                .unwrap_or(rest.len());
             let host = rest.get(..end)?;
             if host.is_empty() {
                 return None;
             }
             let (params, headers) = split_params(rest.get(end..)?);
-            Some(Self {
+            return Some(Self {
                 scheme,
                 user: None,
                 host,
                 port: None,
                 params,
                 headers,
-            })
+            });
         }
-    }
 
-    /// `[ userinfo ] hostport uri-parameters [ headers ]` after `sip:`.
-    fn parse_sip(scheme: &'a [u8], rest: &'a [u8]) -> Option<Self> {
-        // `user` may hold ";", "?" and "/" (RFC 4475 `semiuri`) but never "@", which
-        // appears nowhere after userinfo either: the first "@" ends userinfo.
-        let (user, hostport) = match memchr::memchr(b'@', rest) {
+        // `[ userinfo ] hostport uri-parameters [ headers ]`. `user` may hold ";", "?"
+        // and "/" (RFC 4475 `semiuri`) but never "@", which appears nowhere after
+        // userinfo either: the first "@" ends userinfo. Each part is looked at once.
+        let (user, host_start) = match caseless::find(rest, 0, b'@') {
             Some(a) => {
                 let userinfo = rest.get(..a)?;
-                let user = userinfo.get(..memchr::memchr(b':', userinfo).unwrap_or(a))?;
+                if !abnf::all(userinfo, URIC) {
+                    return None;
+                }
+                let end = userinfo.iter().position(|&c| c == b':').unwrap_or(a);
+                let user = userinfo.get(..end)?;
                 if user.is_empty() {
                     return None;
                 }
-                (Some(user), rest.get(a + 1..)?)
+                (Some(user), a + 1)
             }
-            None => (None, rest),
+            None => (None, 0),
         };
-        let (host, mut i) = abnf::host(hostport, 0)?;
+        let (host, mut i) = abnf::host(rest, host_start)?;
         let mut port = None;
-        if at(hostport, i) == Some(b':') {
-            let end = abnf::skip_digits(hostport, i + 1);
-            port = Some(abnf::port(hostport.get(i + 1..end)?)?);
+        if at(rest, i) == Some(b':') {
+            let end = abnf::skip_digits(rest, i + 1);
+            port = Some(abnf::port(rest.get(i + 1..end)?)?);
             i = end;
         }
-        let tail = hostport.get(i..)?;
-        if !matches!(at(tail, 0), None | Some(b';' | b'?')) {
+        let tail = rest.get(i..)?;
+        if !matches!(tail.first(), None | Some(b';' | b'?'))
+            || !tail.iter().all(|&c| abnf::is(c, URIC))
+        {
             return None;
         }
         let (params, headers) = split_params(tail);
@@ -108,7 +121,7 @@ impl<'a> SipUri<'a> {
 
 /// Splits `;params?headers` at the first `?`.
 fn split_params(tail: &[u8]) -> (&[u8], &[u8]) {
-    let q = memchr::memchr(b'?', tail).unwrap_or(tail.len());
+    let q = tail.iter().position(|&c| c == b'?').unwrap_or(tail.len());
     tail.split_at(q)
 }
 

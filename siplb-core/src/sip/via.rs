@@ -2,6 +2,7 @@
 //! §20.42, grammar §25.1), with `received` and `rport` (RFC 3581).
 
 use super::abnf::{self, at, TOKEN};
+use super::caseless::Name;
 use super::params;
 
 /// The top Via: where responses go (RFC 3261 §18.2.2) and the transaction's branch.
@@ -23,6 +24,7 @@ pub struct Via<'a> {
 
 /// Parses the first value of a Via header field; a `,` may follow it (several values on
 /// one line, §7.3.1). `None` if that first value is malformed.
+#[inline]
 pub(crate) fn parse_top(s: &[u8]) -> Option<Via<'_>> {
     // sent-protocol = protocol-name SLASH protocol-version SLASH transport, with LWS
     // around the slashes (RFC 4475 `wsinv`).
@@ -56,21 +58,23 @@ pub(crate) fn parse_top(s: &[u8]) -> Option<Via<'_>> {
         rport: None,
         received: None,
     };
-    let end = params::parse(s, i, |name, value| {
-        if name.eq_ignore_ascii_case(b"branch") {
-            let v = value?;
-            if !abnf::all(v, TOKEN) {
+    const BRANCH: Name = Name::new(b"branch");
+    const RPORT: Name = Name::new(b"rport");
+    const RECEIVED: Name = Name::new(b"received");
+    let end = params::parse(s, i, |p| {
+        if p.is(&BRANCH) {
+            if !p.token {
                 return None;
             }
-            via.branch.get_or_insert(v);
-        } else if name.eq_ignore_ascii_case(b"rport") {
-            let p = match value {
+            via.branch.get_or_insert(p.value?);
+        } else if p.is(&RPORT) {
+            let port = match p.value {
                 Some(v) => Some(abnf::port(v)?),
                 None => None,
             };
-            via.rport.get_or_insert(p);
-        } else if name.eq_ignore_ascii_case(b"received") {
-            via.received.get_or_insert(value?);
+            via.rport.get_or_insert(port);
+        } else if p.is(&RECEIVED) {
+            via.received.get_or_insert(p.value?);
         }
         Some(())
     })?;

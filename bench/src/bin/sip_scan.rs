@@ -1,0 +1,124 @@
+//! The SIP scanner against rsip on a typical INVITE with SDP (~600 bytes) and the
+//! 200 OK to a REGISTER (~400 bytes), both from the scanner's test corpus.
+//!
+//!   cargo run --release -p bench --bin sip_scan [-- ROUNDS]
+//!
+//! Three parsers per message: `siplb_core::sip::SipMessage::parse` (validates and
+//! extracts every field the balancer uses); rsip's `SipMessage::try_from` (tokenises
+//! the message into untyped headers, no field validated); and rsip parse + typed
+//! extraction of the same fields as the scanner (the fair comparison). Each round
+//! times a batch of parses; the best and median round are printed. Figures move with
+//! other load on the machine: run it several times.
+
+use rsip::prelude::*;
+use siplb_core::sip::{Limits, SipMessage};
+use std::hint::black_box;
+use std::time::Instant;
+
+const INVITE: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/invite_sdp.sip");
+const OK_200: &[u8] =
+    include_bytes!("../../../siplb-core/tests/corpus/valid/register_200_ok.sip");
+
+/// What each parser returns for the benchmark to keep: enough to stop the optimiser
+/// from dropping the work.
+fn scanner(buf: &[u8], limits: &Limits) -> usize {
+    let m = SipMessage::parse(buf, limits).expect("corpus message parses");
+    m.call_id().len()
+        + m.via().map_or(0, |v| v.branch.map_or(0, <[u8]>::len))
+        + m.to().uri.host.len()
+        + m.cseq().seq as usize
+        + m.contact_expires().unwrap_or(0) as usize
+        + m.body_offset()
+}
+
+fn rsip_parse(buf: &[u8]) -> usize {
+    let m = rsip::SipMessage::try_from(buf).expect("rsip parses");
+    m.headers().iter().count() + m.body().len()
+}
+
+fn rsip_fields(buf: &[u8]) -> usize {
+    let m = rsip::SipMessage::try_from(buf).expect("rsip parses");
+    let via = m.via_header().and_then(|h| h.typed()).expect("Via");
+    let from = m.from_header().and_then(|h| h.typed()).expect("From");
+    let to = m.to_header().and_then(|h| h.typed()).expect("To");
+    let cseq = m.cseq_header().and_then(|h| h.typed()).expect("CSeq");
+    let call_id = m.call_id_header().expect("Call-ID").value().len();
+    let max_forwards = m.max_forwards_header().map_or(0, |h| h.num().unwrap_or(0));
+    let expires = m.expires_header().map_or(0, |h| h.seconds().unwrap_or(0));
+    let contact = if cseq.method == rsip::Method::Register {
+        m.contact_header()
+            .and_then(|h| h.typed())
+            .map_or(0, |c| c.expires().map_or(0, |e| e.to_string().len()))
+    } else {
+        0
+    };
+    let length = m.headers().iter().find_map(|h| match h {
+        rsip::Header::ContentLength(l) => l.length().ok(),
+        _ => None,
+    });
+    call_id
+        + via.branch().map_or(0, |b| b.to_string().len())
+        + from.tag().map_or(0, |t| t.to_string().len())
+        + to.uri.host_with_port.to_string().len()
+        + cseq.seq as usize
+        + (max_forwards + expires) as usize
+        + contact
+        + length.unwrap_or(0) as usize
+}
+
+/// Best and median ns per call over `rounds` rounds of `batch` calls.
+fn time(rounds: usize, batch: usize, mut f: impl FnMut() -> usize) -> (f64, f64) {
+    for _ in 0..batch {
+        black_box(f());
+    }
+    let mut per: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..batch {
+                black_box(f());
+            }
+            t.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    (per[0], per[rounds / 2])
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map_or(21, |a| a.parse().expect("ROUNDS is a number"));
+    let limits = Limits::default();
+    println!(
+        "{:<22} {:>5}  {:<26} {:>9} {:>9} {:>9} {:>7}",
+        "message", "bytes", "parser", "best ns", "median ns", "Mmsg/s", "GB/s"
+    );
+    for (name, buf) in [("INVITE with SDP", INVITE), ("200 OK (REGISTER)", OK_200)] {
+        let scan = time(rounds, 200_000, || scanner(black_box(buf), &limits));
+        let parse = time(rounds, 5_000, || rsip_parse(black_box(buf)));
+        let fields = time(rounds, 5_000, || rsip_fields(black_box(buf)));
+        for (parser, (best, median)) in [
+            ("siplb scanner", scan),
+            ("rsip parse", parse),
+            ("rsip parse + same fields", fields),
+        ] {
+            println!(
+                "{:<22} {:>5}  {:<26} {:>9.1} {:>9.1} {:>9.2} {:>7.2}",
+                name,
+                buf.len(),
+                parser,
+                best,
+                median,
+                1e3 / best,
+                buf.len() as f64 / best
+            );
+        }
+        println!(
+            "{:<22} {:>5}  speed-up (median): {:.0}x rsip parse, {:.0}x rsip parse + same fields\n",
+            name,
+            "",
+            parse.1 / scan.1,
+            fields.1 / scan.1
+        );
+    }
+}
