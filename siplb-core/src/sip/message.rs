@@ -67,6 +67,20 @@ pub struct SipMessage<'a> {
 /// `HeaderName` (its first nine variants are exactly these fields).
 struct Found<'a>([Option<&'a [u8]>; 9]);
 
+const _: () = assert!(
+    HeaderName::CallId as usize == 0
+        && HeaderName::CSeq as usize == 1
+        && HeaderName::From as usize == 2
+        && HeaderName::To as usize == 3
+        && HeaderName::Via as usize == 4
+        && HeaderName::Contact as usize == 5
+        && HeaderName::ContentLength as usize == 6
+        && HeaderName::MaxForwards as usize == 7
+        && HeaderName::Expires as usize == 8
+        && HeaderName::ContentType as usize == 9,
+    "Found relies on the order of HeaderName"
+);
+
 impl<'a> Found<'a> {
     /// Via and Contact may repeat (the first counts); the others may not (RFC 4475
     /// `multi01`, `mcl01`).
@@ -130,7 +144,7 @@ impl<'a> SipMessage<'a> {
             }
         };
 
-        let available = buf.len() - body_offset;
+        let available = buf.len().saturating_sub(body_offset);
         let content_length = match f.get(HeaderName::ContentLength) {
             Some(v) => {
                 let n = content_length(v)?;
