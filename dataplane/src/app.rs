@@ -30,8 +30,8 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Packet buffer size: 2048 bytes of data after DPDK's 128-byte headroom.
-const MBUF_DATA_ROOM: u16 = 2048 + 128;
+/// DPDK's headroom in front of packet data in every mbuf.
+const MBUF_HEADROOM: u16 = 128;
 const RX_TX_DESCRIPTORS: u16 = 1024;
 /// Fragmented datagrams in progress per worker (64 KiB each) and their time limit.
 const REASSEMBLY_SLOTS: usize = 32;
@@ -85,7 +85,8 @@ pub fn run(opts: Options) -> Result<()> {
             lcores.len()
         );
     }
-    let pool = Mempool::create("siplb_pkt", cfg.dataplane.mbufs, 256, MBUF_DATA_ROOM, -1)
+    let data_room = cfg.dataplane.mbuf_data_size + MBUF_HEADROOM;
+    let pool = Mempool::create("siplb_pkt", cfg.dataplane.mbufs, 256, data_room, -1)
         .context("creating the packet pool: reserve more hugepages or lower [dataplane] mbufs")?;
     let mut ports = Vec::with_capacity(nports);
     for (i, pc) in cfg.ports.iter().enumerate() {
@@ -323,6 +324,24 @@ impl StatsPrinter {
             sum(&|c| c.registrations_created.get()),
             tables.registrations.count_live(now),
         ));
+        let frags = (
+            sum(&|c| c.fragments_in.get()),
+            sum(&|c| c.datagrams_reassembled.get()),
+            sum(&|c| c.fragments_out.get()),
+        );
+        if frags != (0, 0, 0) {
+            line.push_str(&format!(
+                " fragments in={} reassembled={} out={}",
+                frags.0, frags.1, frags.2
+            ));
+        }
+        let snat = sum(&|c| c.snat_sessions_created.get());
+        if snat > 0 {
+            line.push_str(&format!(
+                " snat_sessions={snat} live={}",
+                tables.snat.count_live(now)
+            ));
+        }
         for f in &svc.farms {
             for b in &f.backends {
                 let s = usize::from(b.slot);

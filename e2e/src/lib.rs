@@ -2,6 +2,7 @@
 //! 198.18.0.0/15, the real binaries started in them, real SIPp peers, and parsers for
 //! what SIPp logged. Everything made here is removed on drop, also when a test panics.
 
+pub mod bed;
 pub mod bins;
 pub mod netns;
 pub mod process;

@@ -98,6 +98,12 @@ pub struct UacRun {
 impl Uac<'_> {
     /// Runs the UAC to completion (bounded by `-m` and `-timeout`).
     pub fn run(&self, dir: &Path) -> Result<UacRun> {
+        let mut running = self.spawn(dir)?;
+        running.wait(self.timeout + Duration::from_secs(10))
+    }
+
+    /// Starts the UAC and returns at once.
+    pub fn spawn(&self, dir: &Path) -> Result<RunningUac> {
         let stats = dir.join(format!("{}.csv", self.name));
         let messages = dir.join(format!("{}.msg", self.name));
         let mut cmd = self.ns.command("sipp");
@@ -120,22 +126,42 @@ impl Uac<'_> {
         if self.trace {
             cmd.arg("-trace_msg").arg("-message_file").arg(&messages);
         }
-        let mut proc = Proc::spawn(&self.name, cmd, &dir.join(format!("{}.out", self.name)))?;
-        let status = proc
-            .wait_timeout(self.timeout + Duration::from_secs(10))
+        let proc = Proc::spawn(&self.name, cmd, &dir.join(format!("{}.out", self.name)))?;
+        Ok(RunningUac {
+            proc,
+            stats,
+            messages: self.trace.then_some(messages),
+        })
+    }
+}
+
+/// A UAC started with `Uac::spawn`.
+pub struct RunningUac {
+    pub proc: Proc,
+    stats: PathBuf,
+    messages: Option<PathBuf>,
+}
+
+impl RunningUac {
+    /// Waits for the UAC to end by itself (its `-m` and `-timeout` bound it).
+    pub fn wait(&mut self, limit: Duration) -> Result<UacRun> {
+        let status = self
+            .proc
+            .wait_timeout(limit)
             .context("sipp uac did not stop after its -timeout")?;
-        let (successful, failed) = read_stats(&stats)
-            .with_context(|| format!("reading {}:\n{}", stats.display(), proc.output()))?;
+        let (successful, failed) = read_stats(&self.stats).with_context(|| {
+            format!("reading {}:\n{}", self.stats.display(), self.proc.output())
+        })?;
         Ok(UacRun {
             status,
             successful,
             failed,
-            output: proc.output(),
-            messages: if self.trace {
-                parse_trace(&messages)
-            } else {
-                Vec::new()
-            },
+            output: self.proc.output(),
+            messages: self
+                .messages
+                .as_deref()
+                .map(parse_trace)
+                .unwrap_or_default(),
         })
     }
 }
@@ -149,7 +175,11 @@ pub fn read_stats(path: &Path) -> Result<(u64, u64)> {
         .context("empty stats file")?
         .split(';')
         .collect();
-    let last: Vec<&str> = lines.next_back().context("no stats rows")?.split(';').collect();
+    let last: Vec<&str> = lines
+        .next_back()
+        .context("no stats rows")?
+        .split(';')
+        .collect();
     let col = |name: &str| -> Result<u64> {
         let i = header
             .iter()
@@ -164,6 +194,11 @@ pub fn read_stats(path: &Path) -> Result<(u64, u64)> {
 #[derive(Debug, Clone)]
 pub struct Traced {
     pub sent: bool,
+    /// Bytes, as SIPp logged them.
+    pub size: usize,
+    /// User parts of the From and To URIs.
+    pub from_user: String,
+    pub to_user: String,
     /// `INVITE`, `ACK`, ... for requests, the status code (`"200"`) for responses.
     pub kind: String,
     pub call_id: String,
@@ -188,6 +223,11 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
         if !sent && !dir_line.contains("message received") {
             continue;
         }
+        let size = dir_line
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|t| !t.is_empty())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
         let mut lines = lines.skip_while(|l| l.trim().is_empty());
         let Some(first) = lines.next() else { continue };
         let kind = if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
@@ -197,6 +237,8 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
         };
         let mut call_id = String::new();
         let mut cseq_method = String::new();
+        let mut from_user = String::new();
+        let mut to_user = String::new();
         for l in lines {
             if l.trim().is_empty() {
                 break;
@@ -210,16 +252,32 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
                 call_id = value.trim().to_string();
             } else if name == "cseq" {
                 cseq_method = value.split_whitespace().nth(1).unwrap_or("").to_string();
+            } else if name == "from" || name == "f" {
+                from_user = uri_user(value);
+            } else if name == "to" || name == "t" {
+                to_user = uri_user(value);
             }
         }
         out.push(Traced {
             sent,
+            size,
+            from_user,
+            to_user,
             kind,
             call_id,
             cseq_method,
         });
     }
     out
+}
+
+/// The user part of the first `sip:user@host` in a header value.
+fn uri_user(value: &str) -> String {
+    value
+        .split_once("sip:")
+        .and_then(|(_, r)| r.split_once('@'))
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default()
 }
 
 /// What each backend saw, by Call-ID, and whether any call was split.

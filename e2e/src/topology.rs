@@ -99,9 +99,9 @@ impl Topology {
             "--file-prefix".into(),
             self.tag.clone(),
             "--vdev".into(),
-            format!("net_af_packet0,iface=lbf,qpairs={q}"),
+            format!("net_af_packet0,iface=lbf,qpairs={q},framesz=4096"),
             "--vdev".into(),
-            format!("net_af_packet1,iface=lbb,qpairs={q}"),
+            format!("net_af_packet1,iface=lbb,qpairs={q},framesz=4096"),
         ]
     }
 
@@ -112,6 +112,8 @@ impl Topology {
 workers = {w}
 idle_sleep_us = 200
 mbufs = 8191
+# af_packet's kernel side reassembles IP fragments: frames up to 4 KiB (framesz=4096).
+mbuf_data_size = 4096
 arp_refresh_s = 5
 
 [tables]

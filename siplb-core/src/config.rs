@@ -44,6 +44,11 @@ pub struct DataplaneConfig {
     pub idle_sleep_us: u32,
     /// Mbufs in the packet pool.
     pub mbufs: u32,
+    /// Data bytes per mbuf (after DPDK's 128-byte headroom). The largest frame a port
+    /// receives must fit: 2048 for 1500-byte MTUs; more for jumbo frames or for the
+    /// af_packet PMD, whose kernel side reassembles IP fragments before DPDK sees them
+    /// (give it `framesz=` of this size plus 32 or less).
+    pub mbuf_data_size: u16,
     /// Seconds between ARP refreshes of backends and gateways, and gratuitous ARPs
     /// for the VIPs.
     pub arp_refresh_s: u32,
@@ -56,6 +61,7 @@ impl Default for DataplaneConfig {
             workers: 1,
             idle_sleep_us: 0,
             mbufs: 16383,
+            mbuf_data_size: 2048,
             arp_refresh_s: 30,
         }
     }
@@ -394,6 +400,12 @@ impl Config {
                     "expected 1 to {MAX_WORKERS} worker lcores, got {}",
                     d.workers
                 ),
+            ));
+        }
+        if !(1024..=16384).contains(&d.mbuf_data_size) {
+            return Err((
+                vec![Key("dataplane"), Key("mbuf_data_size")],
+                format!("expected 1024 to 16384 bytes, got {}", d.mbuf_data_size),
             ));
         }
         if d.mbufs < 1024 {

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub enum DropReason {
     /// Destination MAC is neither ours nor broadcast (af_packet ports are promiscuous).
     NotOurMac,
-    /// Shorter than an Ethernet header, or a header field disagrees with the length.
+    /// Shorter than an Ethernet header, or an IPv4/UDP length longer than the frame (a
+    /// PMD that cut the frame: for af_packet, raise `framesz=` and `mbuf_data_size`).
     Truncated,
     /// Neither IPv4 nor ARP.
     UnsupportedEthertype,

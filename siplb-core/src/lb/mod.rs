@@ -7,4 +7,5 @@ pub mod counters;
 pub mod neighbour;
 pub mod reassembly;
 pub mod services;
+pub mod sim;
 pub mod snat;

@@ -1,0 +1,132 @@
+//! An in-process balancer: the real `process` over tables in plain memory, for unit
+//! tests and the per-packet benchmark. Frames are built here byte by byte (no I/O).
+
+use super::balancer::{process, ArpRequests, Tables, Verdict, WorkerCtx};
+use super::counters::WorkerCounters;
+use super::neighbour::{NeighbourSlot, NeighbourTable};
+use super::reassembly::Reassembler;
+use super::services::{Services, SlotRegistry};
+use super::snat::{SnatAllocator, SnatSlot, SnatTable};
+use crate::config::Config;
+use crate::sip::Limits;
+use crate::table::dialog::DialogTable;
+use crate::table::flow::{FlowTable, Slot};
+use crate::table::registration::RegistrationTable;
+use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
+use crate::wire::ipv4;
+use crate::wire::udp::{self, UdpPacket};
+use crate::wire::MacAddr;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// The memory behind a `Tables`.
+pub struct SimMemory {
+    dialogs: Vec<Slot>,
+    registrations: Vec<Slot>,
+    snat_forward: Vec<Slot>,
+    snat_reverse: Vec<SnatSlot>,
+    neighbours: Vec<NeighbourSlot>,
+}
+
+impl SimMemory {
+    pub fn new(dialog_slots: usize) -> Self {
+        let slots = |n: usize| (0..n).map(|_| Slot::default()).collect::<Vec<_>>();
+        Self {
+            dialogs: slots(dialog_slots),
+            registrations: slots(1 << 16),
+            snat_forward: slots(1 << 16),
+            snat_reverse: (0..65536).map(|_| SnatSlot::default()).collect(),
+            neighbours: (0..4096).map(|_| NeighbourSlot::default()).collect(),
+        }
+    }
+
+    pub fn tables(&self) -> Tables<'_> {
+        Tables {
+            dialogs: DialogTable::new(FlowTable::new(&self.dialogs, 16)),
+            registrations: RegistrationTable::new(FlowTable::new(&self.registrations, 16)),
+            neighbours: NeighbourTable::new(&self.neighbours),
+            snat: SnatTable::new(FlowTable::new(&self.snat_forward, 16), &self.snat_reverse),
+        }
+    }
+}
+
+/// MAC address of port `i` in the simulation.
+pub fn port_mac(i: u8) -> MacAddr {
+    MacAddr([0x02, 0x5b, 0, 0, 0, i])
+}
+
+/// MAC address given to a simulated host.
+pub fn host_mac(ip: Ipv4Addr) -> MacAddr {
+    let o = ip.octets();
+    MacAddr([0x02, 0x48, o[0], o[1], o[2], o[3]])
+}
+
+pub fn services(cfg_toml: &str) -> Services {
+    let cfg = Config::parse(cfg_toml, Path::new("sim.toml")).expect("simulation config");
+    let macs: Vec<MacAddr> = (0..cfg.ports.len()).map(|i| port_mac(i as u8)).collect();
+    Services::build(&cfg, &macs, &HashMap::new(), &mut SlotRegistry::default()).expect("services")
+}
+
+pub fn worker(counters: &WorkerCounters) -> WorkerCtx<'_> {
+    WorkerCtx {
+        counters,
+        limits: Limits::default(),
+        snat_ports: SnatAllocator::for_worker(0, 1),
+        arp_requests: ArpRequests::default(),
+        reassembly: Reassembler::new(8, 5),
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame from `src` to `dst` (MACs from the addresses; the
+/// destination MAC is `to_mac`), with a correct UDP checksum.
+pub fn udp_frame(
+    to_mac: MacAddr,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + payload.len()];
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst(to_mac);
+        eth.set_src(host_mac(src.0));
+        eth.set_ethertype(ETHERTYPE_IPV4);
+    }
+    ipv4::write_header(
+        &mut f[14..34],
+        (20 + 8 + payload.len()) as u16,
+        0x4242,
+        false,
+        0,
+        64,
+        ipv4::PROTO_UDP,
+        src.0,
+        dst.0,
+    );
+    udp::write_header(&mut f[34..42], src.1, dst.1, payload.len());
+    f[42..].copy_from_slice(payload);
+    UdpPacket::new_unchecked(&mut f[34..]).fill_checksum(src.0, dst.0);
+    f
+}
+
+/// Runs one frame through `process`, and a completed reassembly through it again,
+/// as the dataplane worker does. Returns the verdict and the frame as it would leave.
+pub fn run(
+    svc: &Services,
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    frame: &mut Vec<u8>,
+    in_port: u8,
+    now: u32,
+) -> Verdict {
+    let v = process(svc, t, w, frame, in_port, now);
+    if v != Verdict::Reassembled {
+        return v;
+    }
+    let (mut buf, len) = w.reassembly.take_frame();
+    let v = process(svc, t, w, &mut buf[..len], in_port, now);
+    *frame = buf[..len].to_vec();
+    w.reassembly.put_back(buf);
+    v
+}
