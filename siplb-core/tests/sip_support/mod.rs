@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod fuzz_checks;
+
 use rsip::prelude::*;
 use siplb_core::sip::{NameAddr, SipMessage, SipUri, StartLine, Via};
 use std::path::{Path, PathBuf};
