@@ -10,6 +10,21 @@
 //! [`next_frame`] cuts a TCP byte stream into messages by Content-Length and
 //! recognises CRLF keep-alives; [`StreamFramer`] reassembles segments on top of it.
 //!
+//! Decisions where RFC 3261 leaves room or real traffic bends it:
+//! - Bytes after Content-Length in a datagram are ignored (§18.3); a Content-Length
+//!   beyond the datagram is an error. Without Content-Length the body is the rest of
+//!   the datagram; on a stream Content-Length is required.
+//! - Parsing is eager: a malformed required field (or Via, Max-Forwards, Expires,
+//!   Content-Length when present) fails `parse`, so accessors cannot fail. Via is
+//!   optional; only its first value is read.
+//! - Hosts are returned as written, IPv6 references with their brackets; escapes stay
+//!   escaped. Non-SIP URIs (`tel:`, unknown schemes) are opaque (see [`SipUri`]).
+//! - Header names are case-insensitive and every compact form is known
+//!   ([`HeaderName`]); method names are case-sensitive (§7.1), so the CSeq method must
+//!   match the request's byte for byte.
+//! - Max-Forwards above 255, Expires and `expires` above 2³²−1 are errors (RFC 4475
+//!   `scalar02`); a CSeq number is any 32-bit value.
+//!
 //! Full SIP types (building, rewriting every header) are rsip's job, off the hot path.
 
 mod abnf;
