@@ -121,3 +121,118 @@ fn dnat_equal_weights_spread_calls_and_keep_each_call_on_one_backend() {
 fn dnat_weights_3_to_1_spread_calls_and_keep_each_call_on_one_backend() {
     run(&[3, 1]);
 }
+
+/// Garbage, truncated and hostile SIP sent to the VIP is dropped and counted by reason;
+/// the dataplane keeps balancing real calls afterwards.
+#[test]
+fn bad_input_is_counted_and_calls_still_work() {
+    e2e::require_root();
+    let topo = Topology::up(Spec {
+        backends: 2,
+        workers: 1,
+    })
+    .expect("topology");
+    let cfg = topo.base_config()
+        + "\n[sip]\nmax_line_len = 1024\n"
+        + &topo.farm_config("dnat", "call-id", &[1, 1], "");
+    let mut dp = topo.start_dataplane(&cfg, &[]).expect("dataplane");
+    // Random bytes, every prefix of an INVITE, no Call-ID, a lying Content-Length, a
+    // header line over the configured 1024-byte limit, a NUL in a header, 80 Vias.
+    let script = r#"
+import random, socket
+random.seed(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.18.0.10", 5099))
+vip = ("198.18.0.2", 5060)
+inv = (b"INVITE sip:b@198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5099;branch=z9hG4bKx\r\n"
+       b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: bad-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+msgs = [bytes(random.getrandbits(8) for _ in range(random.randint(1, 1400))) for _ in range(600)]
+msgs += [inv[:n] for n in range(1, len(inv), 1)]
+msgs.append(inv.replace(b"Call-ID: bad-1\r\n", b""))
+msgs.append(inv.replace(b"Content-Length: 0", b"Content-Length: 900"))
+msgs.append(inv.replace(b"To: <sip:b@x>", b"To: <sip:" + b"b" * 2000 + b"@x>"))
+msgs.append(inv.replace(b"CSeq: 1 INVITE", b"CSeq: 1 IN\x00VITE"))
+msgs.append(inv.replace(b"Via:", b"Via: SIP/2.0/UDP 198.18.0.10\r\nVia:" * 80, 1))
+for m in msgs[:1000]:
+    s.sendto(m, vip)
+print(len(msgs[:1000]))
+"#;
+    let sent: u64 = topo
+        .client
+        .run("python3", &["-c", script])
+        .expect("garbage sender")
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        dp.proc.running(),
+        "the dataplane died on bad input:\n{}",
+        dp.proc.output()
+    );
+    let uas: Vec<_> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+            .unwrap()
+        })
+        .collect();
+    let uac = Uac {
+        ns: &topo.client,
+        local_ip: CLIENT_IP,
+        local_port: 5060,
+        target: format!("{VIP}:5060"),
+        calls: 50,
+        rate: 50,
+        limit: 50,
+        scenario: None,
+        extra: vec![],
+        timeout: Duration::from_secs(30),
+        name: "uac".into(),
+        trace: false,
+    }
+    .run(&topo.dir)
+    .unwrap();
+    let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
+    let out = dp.stop();
+    let fin = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("final"))
+        .unwrap_or("");
+    println!("{fin}");
+    assert_eq!((uac.successful, uac.failed), (50, 0), "{}", uac.output);
+    assert!(stickiness(&traces).split.is_empty());
+    let malformed = e2e::bed::stat(fin, "sip_malformed");
+    // Every garbage datagram is a counted drop (a few random ones may parse as
+    // something the balancer rejects for another reason, e.g. a response to nobody).
+    let other: u64 = ["no_backend", "not_balanced", "vip_port_closed", "truncated"]
+        .iter()
+        .map(|r| e2e::bed::stat(fin, r))
+        .sum();
+    assert!(
+        malformed + other >= sent - 5 && malformed >= sent - 50,
+        "sent {sent}, counted {malformed} malformed: {fin}"
+    );
+    for reason in [
+        "sip_missing_call_id",
+        "sip_content_length_exceeds_datagram",
+        "sip_line_too_long",
+        "sip_too_many_headers",
+    ] {
+        assert!(
+            e2e::bed::stat(fin, reason) >= 1,
+            "no {reason} counted: {fin}"
+        );
+    }
+}
