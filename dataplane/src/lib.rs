@@ -6,6 +6,7 @@
 pub mod app;
 pub mod clock;
 pub mod dpdk;
+pub mod housekeeping;
 pub mod preflight;
 pub mod rcu;
 pub mod shm;

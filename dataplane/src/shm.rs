@@ -5,7 +5,7 @@
 use crate::clock::Clock;
 use crate::dpdk::memzone::Memzone;
 use anyhow::{bail, Context, Result};
-use siplb_core::config::{Config, MAX_WORKERS};
+use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::balancer::Tables;
 use siplb_core::lb::counters::WorkerCounters;
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -30,6 +30,7 @@ const MZ_REGS: &str = "siplb_registrations";
 const MZ_SNAT_FWD: &str = "siplb_snat_fwd";
 const MZ_SNAT_REV: &str = "siplb_snat_rev";
 const MZ_NEIGH: &str = "siplb_neighbours";
+const MZ_DIRECTORY: &str = "siplb_directory";
 
 #[repr(C)]
 pub struct Header {
@@ -57,6 +58,61 @@ pub struct Shared {
     pub header: &'static Header,
     pub counters: &'static [WorkerCounters],
     pub tables: &'static Tables<'static>,
+    /// Which backend each counter/table slot stands for.
+    pub directory: &'static [DirEntry],
+}
+
+/// The identity of one backend slot (`SlotRegistry`): written once by the dataplane
+/// when the slot is assigned, never changed while it runs, then published by `used`.
+#[repr(C, align(64))]
+pub struct DirEntry {
+    used: AtomicU32,
+    identity: std::cell::UnsafeCell<SlotIdentity>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SlotIdentity {
+    addr: u32,
+    port: u16,
+    farm_len: u8,
+    farm: [u8; 41],
+}
+
+// SAFETY: `identity` is written once before `used` is set (Release) and only read after
+// `used` is seen set (Acquire), so no access races.
+unsafe impl Sync for DirEntry {}
+
+impl DirEntry {
+    /// (farm, address, port) of the slot, once assigned.
+    pub fn get(&self) -> Option<(String, std::net::Ipv4Addr, u16)> {
+        if self.used.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        // SAFETY: published (see the Sync impl).
+        let id = unsafe { *self.identity.get() };
+        let farm =
+            String::from_utf8_lossy(&id.farm[..usize::from(id.farm_len).min(41)]).into_owned();
+        Some((farm, id.addr.into(), id.port))
+    }
+
+    /// Records the slot's identity (the dataplane's main lcore, once per slot).
+    pub fn set(&self, farm: &str, addr: std::net::Ipv4Addr, port: u16) {
+        if self.used.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let mut id = SlotIdentity {
+            addr: addr.into(),
+            port,
+            farm_len: farm.len().min(41) as u8,
+            farm: [0; 41],
+        };
+        id.farm[..usize::from(id.farm_len)]
+            .copy_from_slice(&farm.as_bytes()[..usize::from(id.farm_len)]);
+        // SAFETY: not yet published; only the dataplane's main lcore writes.
+        unsafe { *self.identity.get() = id };
+        self.used.store(1, Ordering::Release);
+    }
 }
 
 impl Shared {
@@ -110,7 +166,8 @@ impl Shared {
             MZ_NEIGH,
             NEIGHBOUR_SLOTS * std::mem::size_of::<NeighbourSlot>(),
         )?;
-        let shared = Self::view(header, mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n)?;
+        let mz_dir = reserve(MZ_DIRECTORY, MAX_BACKENDS * std::mem::size_of::<DirEntry>())?;
+        let shared = Self::view(header, [mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir])?;
         header.magic.store(MAGIC, Ordering::Release);
         Ok(shared)
     }
@@ -131,24 +188,20 @@ impl Shared {
         let look = |name: &str| Memzone::lookup(name).with_context(|| format!("looking up {name}"));
         Self::view(
             header,
-            look(MZ_COUNTERS)?,
-            look(MZ_DIALOGS)?,
-            look(MZ_REGS)?,
-            look(MZ_SNAT_FWD)?,
-            look(MZ_SNAT_REV)?,
-            look(MZ_NEIGH)?,
+            [
+                look(MZ_COUNTERS)?,
+                look(MZ_DIALOGS)?,
+                look(MZ_REGS)?,
+                look(MZ_SNAT_FWD)?,
+                look(MZ_SNAT_REV)?,
+                look(MZ_NEIGH)?,
+                look(MZ_DIRECTORY)?,
+            ],
         )
     }
 
-    fn view(
-        header: &'static Header,
-        c: Memzone,
-        d: Memzone,
-        r: Memzone,
-        sf: Memzone,
-        sr: Memzone,
-        n: Memzone,
-    ) -> Result<Shared> {
+    fn view(header: &'static Header, zones: [Memzone; 7]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir] = zones;
         let workers = header.workers as usize;
         if workers == 0 || workers > MAX_WORKERS {
             bail!("corrupt shared header: {workers} workers");
@@ -175,10 +228,13 @@ impl Shared {
         };
         // SAFETY: as above, for the counters.
         let counters = unsafe { c.slice::<WorkerCounters>(0, workers) };
+        // SAFETY: as above; all-zero DirEntry values are unused slots.
+        let directory = unsafe { dir.slice::<DirEntry>(0, MAX_BACKENDS) };
         Ok(Shared {
             header,
             counters,
             tables: Box::leak(Box::new(tables)),
+            directory,
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod bed;
 pub mod bins;
 pub mod netns;
 pub mod process;
+pub mod siplb;
 pub mod sipp;
 pub mod topology;
 

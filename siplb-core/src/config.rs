@@ -3,7 +3,7 @@
 //! and the field, and says what is expected.
 
 use crate::table::dialog::Timers;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ pub const MAX_BACKENDS: usize = 1024;
 pub const MAX_PORTS: usize = 8;
 pub const MAX_WORKERS: usize = 32;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -25,13 +25,15 @@ pub struct Config {
     pub tables: TableConfig,
     #[serde(default)]
     pub sip: SipLimitsConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "farm", default)]
     pub farms: Vec<FarmConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneConfig {
     /// EAL arguments (`-l`, `--vdev`, `-a`, `--file-prefix` ...); command-line
@@ -67,7 +69,30 @@ impl Default for DataplaneConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The control plane (`siplb run`): where it listens.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// HTTP listener for Prometheus metrics (`/metrics`) and JSON (`/status`,
+    /// `/stats`); loopback by default, `""` turns it off, port 0 picks a free port.
+    pub http: String,
+    /// Directory of the control socket and lock (`<dir>/<file-prefix>.sock`).
+    pub run_dir: String,
+    /// Seconds between counter samples (rates in `siplb stats` are over this).
+    pub sample_interval_s: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            http: "127.0.0.1:9060".into(),
+            run_dir: "/run/siplb".into(),
+            sample_interval_s: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableConfig {
     /// Dialog table capacity in entries (rounded up to a power of two of slots).
@@ -90,14 +115,14 @@ impl Default for TableConfig {
 
 /// Bounds on the work spent per SIP message; unset fields keep the scanner's defaults
 /// (`sip::Limits::default()`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipLimitsConfig {
     pub max_headers: Option<usize>,
     pub max_line_len: Option<usize>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     pub name: String,
@@ -115,7 +140,7 @@ fn default_mtu() -> u16 {
     1500
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum NatMode {
     /// Destination VIP → backend; the client's address is kept; the balancer is the
@@ -125,7 +150,7 @@ pub enum NatMode {
     Snat,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Affinity {
     /// New out-of-dialog work placed by the hash of its Call-ID.
@@ -136,7 +161,7 @@ pub enum Affinity {
     Source,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Udp,
@@ -144,7 +169,7 @@ pub enum Protocol {
     Tls,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FarmConfig {
     pub name: String,
@@ -170,7 +195,7 @@ pub struct FarmConfig {
     pub backends: Vec<BackendConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DownPolicy {
     Keep,
@@ -194,7 +219,7 @@ fn default_affinity() -> Affinity {
     Affinity::CallId
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: Ipv4Addr,
@@ -209,8 +234,8 @@ fn default_weight() -> u32 {
 }
 
 /// An IPv4 address with a prefix length, written `a.b.c.d/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Ipv4Net {
     pub addr: Ipv4Addr,
     pub prefix: u8,
@@ -252,6 +277,12 @@ impl TryFrom<String> for Ipv4Net {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         s.parse()
+    }
+}
+
+impl From<Ipv4Net> for String {
+    fn from(n: Ipv4Net) -> String {
+        n.to_string()
     }
 }
 
@@ -390,8 +421,41 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Validates a configuration that did not come from a file (e.g. one edited by
+    /// the control plane); errors name the field.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate().map_err(|(path, message)| ConfigError {
+            file: PathBuf::from("(running configuration)"),
+            line: None,
+            field: path_string(&path),
+            message,
+        })
+    }
+
+    /// The configuration as TOML text (what `siplb` shows and hands to the dataplane).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises")
+    }
+
     fn validate(&self) -> Result<(), (Vec<Seg>, String)> {
         use Seg::{Index, Key};
+        if !self.control.http.is_empty()
+            && self.control.http.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err((
+                vec![Key("control"), Key("http")],
+                format!(
+                    "`{}` is not an address:port (e.g. 127.0.0.1:9060), or \"\" to turn HTTP off",
+                    self.control.http
+                ),
+            ));
+        }
+        if self.control.sample_interval_s == 0 {
+            return Err((
+                vec![Key("control"), Key("sample_interval_s")],
+                "expected at least 1 second".into(),
+            ));
+        }
         let d = &self.dataplane;
         if d.workers == 0 || usize::from(d.workers) > MAX_WORKERS {
             return Err((
@@ -581,6 +645,31 @@ impl Config {
 }
 
 #[cfg(test)]
+mod round_trip {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_keeps_everything() {
+        let src = r#"
+[[port]]
+name = "p"
+address = "198.18.0.1/24"
+[[farm]]
+name = "f"
+vip = "198.18.0.2"
+nat = "snat"
+affinity = "registrar"
+timers = { linger = 10 }
+backends = [ { address = "198.18.0.11", weight = 5 } ]
+"#;
+        let c = Config::parse(src, Path::new("x")).unwrap();
+        let again = Config::parse(&c.to_toml(), Path::new("y")).unwrap();
+        assert_eq!(c, again);
+        assert_eq!(again.farms[0].timers.linger, 10);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -675,5 +764,33 @@ backends = [
         assert!(!n.contains(Ipv4Addr::new(198, 18, 1, 0)));
         let all: Ipv4Net = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(198, 19, 1, 1)));
+    }
+}
+
+/// The DPDK file prefix siplb uses when the EAL arguments name none: the dataplane
+/// and the control plane of one balancer share it.
+pub const DEFAULT_FILE_PREFIX: &str = "siplb";
+
+/// The `--file-prefix` value in EAL arguments (`--file-prefix X` or `--file-prefix=X`).
+pub fn file_prefix_arg(eal_args: &[String]) -> Option<String> {
+    let mut it = eal_args.iter();
+    while let Some(a) = it.next() {
+        if a == "--file-prefix" {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix("--file-prefix=") {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+impl Config {
+    /// The DPDK file prefix of this balancer: from `[dataplane] eal_args` plus `extra`,
+    /// or the default.
+    pub fn file_prefix(&self, extra: &[String]) -> String {
+        let mut all = self.dataplane.eal_args.clone();
+        all.extend(extra.iter().cloned());
+        file_prefix_arg(&all).unwrap_or_else(|| DEFAULT_FILE_PREFIX.to_string())
     }
 }

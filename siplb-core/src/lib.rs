@@ -3,6 +3,7 @@
 //! benchmarked without a NIC. The `dataplane` crate wraps it around mbufs.
 
 pub mod config;
+pub mod control;
 pub mod hash;
 pub mod lb;
 pub mod maglev;

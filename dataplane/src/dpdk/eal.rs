@@ -62,6 +62,13 @@ impl Eal {
         }
     }
 
+    /// The runtime directory of this process group (`/var/run/dpdk/<file-prefix>`).
+    pub fn runtime_dir(&self) -> std::path::PathBuf {
+        // SAFETY: valid after init; a static NUL-terminated string.
+        let p = unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_eal_get_runtime_dir()) };
+        std::path::PathBuf::from(p.to_string_lossy().into_owned())
+    }
+
     /// Number of Ethernet ports the EAL probed.
     pub fn port_count(&self) -> u16 {
         // SAFETY: valid after init.

@@ -2,13 +2,16 @@
 //! block says why it is sound. Above this layer code handles `Mbuf`s, `Port`s, `Ring`s
 //! and `Memzone`s and never a raw pointer.
 
+pub mod channel;
 pub mod eal;
 pub mod lcore;
 pub mod mbuf;
 pub mod mempool;
 pub mod memzone;
+pub mod pdump;
 pub mod port;
 pub mod ring;
+pub mod telemetry;
 
 use std::ffi::CStr;
 

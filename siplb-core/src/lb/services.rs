@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// What a backend may receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// Takes new and existing work.
     Up,

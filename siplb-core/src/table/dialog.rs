@@ -4,10 +4,10 @@
 
 use super::flow::{Entry, FlowTable, TableFull};
 use crate::sip::Method;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Dialog timers, in seconds (per farm, `[farm.timers]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timers {
     /// A request sent, no answer yet (Timer B/F: 64×T1 = 32 s covers a transaction).
@@ -233,6 +233,14 @@ impl<'m> DialogTable<'m> {
         self.flow
             .for_each_live(now, |_, e| c[Dialog::unpack(e.payload).state as usize] += 1);
         c
+    }
+}
+
+impl DialogTable<'_> {
+    /// Calls `f` with every live dialog and its deadline (a scan; for stats).
+    pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u64, Dialog, u32)) {
+        self.flow
+            .for_each_live(now, |k, e| f(k, Dialog::unpack(e.payload), e.deadline));
     }
 }
 

@@ -91,6 +91,15 @@ impl<'m> RegistrationTable<'m> {
     }
 }
 
+impl RegistrationTable<'_> {
+    /// Calls `f` with every live registration and its deadline (a scan; for stats).
+    pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u64, Registration, u32)) {
+        self.flow.for_each_live(now, |k, e| {
+            f(k, Registration::unpack(e.payload), e.deadline)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

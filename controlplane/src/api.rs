@@ -1,0 +1,159 @@
+//! What the CLI asks the control daemon over its Unix socket (one JSON request per
+//! line, one JSON response per line), and the views it gets back. The HTTP API serves
+//! the same views.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// A backend as the operator names it: `farm` and `address[:port]` (port 5060).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendRef {
+    pub farm: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+}
+
+impl std::fmt::Display for BackendRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} in farm {}", self.address, self.port, self.farm)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stats,
+    BackendAdd { backend: BackendRef, weight: u32 },
+    BackendRemove { backend: BackendRef, force: bool },
+    BackendWeight { backend: BackendRef, weight: u32 },
+    BackendDrain { backend: BackendRef },
+    BackendUndrain { backend: BackendRef },
+    Reload,
+    Dialog { call_id: String },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    Done { message: String },
+    Error { message: String },
+    Status(StatusView),
+    Stats(StatsView),
+    Dialog(DialogView),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub file_prefix: String,
+    pub config_file: String,
+    pub dataplane_pid: u32,
+    pub control_pid: u32,
+    pub workers: u32,
+    /// Generation of the state in force in the dataplane.
+    pub generation: u64,
+    pub http: Option<String>,
+    pub farms: Vec<FarmStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FarmStatus {
+    pub name: String,
+    pub vip: String,
+    pub nat: String,
+    pub affinity: String,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    /// up, drained or down, as the dataplane applies it.
+    pub state: String,
+    pub drained: bool,
+    /// Health as the checks see it ("unchecked" when no check is configured).
+    pub health: String,
+    /// The last check's result, for operators.
+    pub last_check: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Seconds since the Unix epoch when sampled.
+    pub time: f64,
+    /// Seconds the rates below are computed over.
+    pub interval: f64,
+    pub totals: Traffic,
+    pub workers: Vec<WorkerStats>,
+    pub farms: Vec<FarmStats>,
+    /// Drops by reason (including `sip_*` scanner errors), only non-zero ones.
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Traffic {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+    pub rx_pps: f64,
+    pub tx_pps: f64,
+    pub rx_bps: f64,
+    pub tx_bps: f64,
+    pub sip_requests: u64,
+    pub sip_responses: u64,
+    pub dialogs_created: u64,
+    pub registrations_created: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    pub traffic: Traffic,
+    /// Share of polls that found packets.
+    pub busy: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FarmStats {
+    pub name: String,
+    pub vip: String,
+    pub dialogs_active: u64,
+    pub registrations_active: u64,
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackendStats {
+    pub address: String,
+    pub port: u16,
+    pub state: String,
+    pub to_packets: u64,
+    pub to_bytes: u64,
+    pub from_packets: u64,
+    pub from_bytes: u64,
+    pub to_pps: f64,
+    pub from_pps: f64,
+    pub to_bps: f64,
+    pub from_bps: f64,
+    /// Dialogs not yet ending (trying, early, confirmed).
+    pub dialogs_active: u64,
+    pub registrations_active: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DialogView {
+    pub call_id: String,
+    pub farm: String,
+    pub backend: String,
+    pub state: String,
+    /// Seconds since its last message.
+    pub idle_s: u32,
+    /// Seconds until it is forgotten without news.
+    pub expires_in_s: u32,
+}

@@ -1,0 +1,455 @@
+//! `siplb run`: the control daemon. It starts the dataplane (or attaches to the one
+//! running for the file prefix), attaches to its shared memory as a DPDK secondary,
+//! keeps the desired state and applies every change over the command ring, samples
+//! counters, and serves the CLI (Unix socket) and HTTP.
+//!
+//! Killing it changes nothing in the dataplane, which keeps forwarding with its last
+//! state; started again, it reads that state back and carries on.
+
+pub mod dataplane;
+pub mod http;
+pub mod sampler;
+pub mod socket;
+pub mod state;
+
+use crate::api::{BackendStatus, DialogView, FarmStatus, Request, Response, StatsView, StatusView};
+use anyhow::{bail, Context, Result};
+use dataplane::Attached;
+use sampler::Sampler;
+use siplb_core::config::Config;
+use siplb_core::control::{Command, Reply};
+use siplb_core::hash::hash64;
+use state::ControlState;
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// What reaches the main loop from other threads.
+pub enum Event {
+    Api(Request, Sender<Response>),
+}
+
+pub struct Options {
+    pub config: PathBuf,
+    pub eal_extra: Vec<String>,
+    pub dataplane_bin: Option<PathBuf>,
+    pub dataplane_log: Option<PathBuf>,
+    /// Refuse to start a dataplane; only attach.
+    pub attach_only: bool,
+}
+
+/// Holds `<run_dir>/<prefix>.lock` for the life of the daemon: one `siplb run` per
+/// prefix.
+struct InstanceLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl InstanceLock {
+    fn acquire(path: PathBuf) -> Result<InstanceLock> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another `siplb run` (pid {}) already manages this balancer ({}): use `siplb status` to talk to it",
+                owner.trim(),
+                path.display()
+            );
+        }
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(InstanceLock { _file: file, path })
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, "");
+    }
+}
+
+fn dataplane_bin(opts: &Options) -> PathBuf {
+    if let Some(b) = &opts.dataplane_bin {
+        return b.clone();
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("siplb-dataplane")));
+    match beside {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("siplb-dataplane"),
+    }
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    let cfg = Config::load(&opts.config)?;
+    let prefix = cfg.file_prefix(&opts.eal_extra);
+    let run_dir = PathBuf::from(&cfg.control.run_dir);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let _lock = InstanceLock::acquire(run_dir.join(format!("{prefix}.lock")))?;
+
+    let mut child = None;
+    match dataplane::running(&prefix) {
+        Some(pid) => println!(
+            "siplb: attaching to the running dataplane (pid {pid}, file prefix `{prefix}`)"
+        ),
+        None if opts.attach_only => {
+            bail!("no siplb dataplane is running with file prefix `{prefix}`")
+        }
+        None => {
+            let log = opts
+                .dataplane_log
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("/var/log/siplb/{prefix}-dataplane.log")));
+            let c = dataplane::start(
+                &dataplane_bin(&opts),
+                &opts.config,
+                &opts.eal_extra,
+                &prefix,
+                &log,
+            )?;
+            println!(
+                "siplb: started the dataplane (pid {}, file prefix `{prefix}`, log {})",
+                c.id(),
+                log.display()
+            );
+            child = Some(c);
+        }
+    }
+    let mut att = Attached::attach(&prefix)?;
+    let mut state = match att.call(Command::GetState, Duration::from_secs(5))? {
+        Reply::State { state, .. } => ControlState::from_desired(*state),
+        other => bail!("unexpected reply from the dataplane: {other:?}"),
+    };
+    let mut applied = state.generation;
+    if state.config != cfg {
+        println!(
+            "siplb: the running configuration differs from {}; `siplb reload` applies the file",
+            opts.config.display()
+        );
+    }
+
+    // SAFETY: async-signal-safe handlers storing an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let (tx, rx) = channel();
+    let socket_path = run_dir.join(format!("{prefix}.sock"));
+    socket::serve(&socket_path, tx)?;
+    let views: http::Views = Default::default();
+    let http_addr = if state.config.control.http.is_empty() {
+        None
+    } else {
+        let a = http::serve(&state.config.control.http, views.clone())?;
+        println!("siplb: metrics on http://{a}/metrics, JSON on /status and /stats");
+        Some(a)
+    };
+    println!(
+        "siplb: control socket {} (pid {})",
+        socket_path.display(),
+        std::process::id()
+    );
+
+    let mut sampler = Sampler::new(&att.shared);
+    let mut stats = StatsView::default();
+    let mut next_sample = Instant::now();
+    let ctx = Ctx {
+        prefix,
+        config_file: opts.config.clone(),
+        http: http_addr,
+    };
+    let exit = loop {
+        if STOP.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(Event::Api(req, reply)) => {
+                let shutdown = matches!(req, Request::Shutdown);
+                let resp = handle(&ctx, &mut att, &mut state, &mut applied, &stats, req);
+                let _ = reply.send(resp);
+                if shutdown {
+                    break Ok(());
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+        }
+        if Instant::now() >= next_sample {
+            stats = sampler.sample(&att.shared, &state);
+            *views.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((status_view(&ctx, &att, &state, applied), stats.clone()));
+            next_sample = Instant::now()
+                + Duration::from_secs(u64::from(state.config.control.sample_interval_s));
+            let gone = match child.as_mut() {
+                Some(c) => c.try_wait().ok().flatten().is_some(),
+                // SAFETY: signal 0 only checks that the process exists.
+                None => (unsafe { libc::kill(att.dataplane_pid() as i32, 0) }) != 0,
+            };
+            if gone {
+                break Err(anyhow::anyhow!(
+                    "the dataplane (pid {}) has exited",
+                    att.dataplane_pid()
+                ));
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&socket_path);
+    exit
+}
+
+struct Ctx {
+    prefix: String,
+    config_file: PathBuf,
+    http: Option<String>,
+}
+
+/// Sends the state to the dataplane; on refusal the previous state is restored.
+fn apply(
+    att: &mut Attached,
+    state: &mut ControlState,
+    before: ControlState,
+    applied: &mut u64,
+    what: String,
+) -> Response {
+    match att.call(
+        Command::Apply {
+            state: Box::new(state.desired()),
+        },
+        Duration::from_secs(10),
+    ) {
+        Ok(Reply::Applied { generation }) => {
+            *applied = generation;
+            println!("siplb: {what} (generation {generation})");
+            Response::Done { message: what }
+        }
+        Ok(Reply::Rejected { reason }) => {
+            *state = before;
+            Response::Error {
+                message: format!("the dataplane refused the change: {reason}"),
+            }
+        }
+        Ok(other) => {
+            *state = before;
+            Response::Error {
+                message: format!("unexpected reply from the dataplane: {other:?}"),
+            }
+        }
+        Err(e) => {
+            *state = before;
+            Response::Error {
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+fn handle(
+    ctx: &Ctx,
+    att: &mut Attached,
+    state: &mut ControlState,
+    applied: &mut u64,
+    stats: &StatsView,
+    req: Request,
+) -> Response {
+    let before = state.clone();
+    let edit = |r: Result<()>,
+                what: String,
+                att: &mut Attached,
+                state: &mut ControlState,
+                applied: &mut u64| match r {
+        Ok(()) => apply(att, state, before.clone(), applied, what),
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    };
+    match req {
+        Request::Status => Response::Status(status_view(ctx, att, state, *applied)),
+        Request::Stats => Response::Stats(stats.clone()),
+        Request::BackendAdd { backend, weight } => {
+            let r = state.add_backend(&backend, weight);
+            edit(
+                r,
+                format!("added {backend} with weight {weight}"),
+                att,
+                state,
+                applied,
+            )
+        }
+        Request::BackendRemove { backend, force } => {
+            let active = stats
+                .farms
+                .iter()
+                .filter(|f| f.name == backend.farm)
+                .flat_map(|f| &f.backends)
+                .filter(|b| b.address == backend.address.to_string() && b.port == backend.port)
+                .map(|b| b.dialogs_active)
+                .sum();
+            let r = state.remove_backend(&backend, active, force);
+            edit(r, format!("removed {backend}"), att, state, applied)
+        }
+        Request::BackendWeight { backend, weight } => {
+            let r = state.set_weight(&backend, weight);
+            edit(
+                r,
+                format!("{backend} now has weight {weight}"),
+                att,
+                state,
+                applied,
+            )
+        }
+        Request::BackendDrain { backend } => {
+            let r = state.set_drained(&backend, true);
+            edit(
+                r,
+                format!("drained {backend}: no new dialogs or registrations"),
+                att,
+                state,
+                applied,
+            )
+        }
+        Request::BackendUndrain { backend } => {
+            let r = state.set_drained(&backend, false);
+            edit(
+                r,
+                format!("{backend} takes new work again"),
+                att,
+                state,
+                applied,
+            )
+        }
+        Request::Reload => match Config::load(&ctx.config_file) {
+            Ok(cfg) => {
+                state.reload(cfg);
+                apply(
+                    att,
+                    state,
+                    before,
+                    applied,
+                    format!("reloaded {}", ctx.config_file.display()),
+                )
+            }
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
+        },
+        Request::Dialog { call_id } => dialog_view(att, state, &call_id),
+        Request::Shutdown => match att.call(Command::Shutdown, Duration::from_secs(5)) {
+            Ok(_) => Response::Done {
+                message: format!(
+                    "the dataplane (pid {}) is shutting down; the control daemon exits",
+                    att.dataplane_pid()
+                ),
+            },
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
+        },
+    }
+}
+
+fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) -> StatusView {
+    StatusView {
+        file_prefix: ctx.prefix.clone(),
+        config_file: ctx.config_file.display().to_string(),
+        dataplane_pid: att.dataplane_pid(),
+        control_pid: std::process::id(),
+        workers: att.shared.header.workers,
+        generation: applied,
+        http: ctx.http.clone(),
+        farms: state
+            .config
+            .farms
+            .iter()
+            .map(|f| FarmStatus {
+                name: f.name.clone(),
+                vip: format!("{}:{}", f.vip, f.port),
+                nat: format!("{:?}", f.nat).to_lowercase(),
+                affinity: match f.affinity {
+                    siplb_core::config::Affinity::CallId => "call-id",
+                    siplb_core::config::Affinity::Registrar => "registrar",
+                    siplb_core::config::Affinity::Source => "source",
+                }
+                .into(),
+                backends: f
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let flags = state
+                            .flags
+                            .get(&(f.name.clone(), b.address, b.port))
+                            .cloned()
+                            .unwrap_or_default();
+                        BackendStatus {
+                            address: b.address,
+                            port: b.port,
+                            weight: b.weight,
+                            state: state
+                                .backend_state(&f.name, b.address, b.port)
+                                .name()
+                                .into(),
+                            drained: flags.drained,
+                            health: if flags.down {
+                                "down".into()
+                            } else {
+                                "unchecked".into()
+                            },
+                            last_check: flags.reason.clone(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn dialog_view(att: &Attached, state: &ControlState, call_id: &str) -> Response {
+    let now = att.shared.header.clock.now();
+    let Some((d, deadline)) = att
+        .shared
+        .tables
+        .dialogs
+        .get_entry(hash64(call_id.as_bytes()), now)
+    else {
+        return Response::Error {
+            message: format!(
+                "no dialog with Call-ID `{call_id}` (unknown, or ended and forgotten)"
+            ),
+        };
+    };
+    let backend = att
+        .shared
+        .directory
+        .get(usize::from(d.backend))
+        .and_then(|e| e.get())
+        .map(|(_, a, p)| format!("{a}:{p}"))
+        .unwrap_or_else(|| format!("slot {}", d.backend));
+    let farm = state.config.farms.get(usize::from(d.farm));
+    let lifetime = farm.map(|f| d.state.lifetime(&f.timers)).unwrap_or(0);
+    let left = deadline.saturating_sub(now);
+    Response::Dialog(DialogView {
+        call_id: call_id.to_string(),
+        farm: farm
+            .map(|f| f.name.clone())
+            .unwrap_or_else(|| format!("#{}", d.farm)),
+        backend,
+        state: d.state.name().into(),
+        idle_s: lifetime.saturating_sub(left),
+        expires_in_s: left,
+    })
+}

@@ -1,0 +1,229 @@
+//! Reads the workers' counters and the tables from shared memory (plain loads: the
+//! workers are never disturbed) and turns two successive samples into rates.
+
+use crate::api::{BackendStats, FarmStats, StatsView, Traffic, WorkerStats};
+use crate::daemon::state::ControlState;
+use dataplane::shm::Shared;
+use siplb_core::config::MAX_BACKENDS;
+use siplb_core::lb::counters::{DropReason, WorkerCounters};
+use siplb_core::sip::SipError;
+use siplb_core::table::DialogState;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Default)]
+struct Raw {
+    time: f64,
+    workers: Vec<[u64; 6]>,
+    backends: Vec<[u64; 4]>,
+}
+
+fn read(shared: &Shared) -> Raw {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let workers = shared
+        .counters
+        .iter()
+        .map(|c: &WorkerCounters| {
+            [
+                c.rx_packets.get(),
+                c.tx_packets.get(),
+                c.rx_bytes.get(),
+                c.tx_bytes.get(),
+                c.polls.get(),
+                c.busy_polls.get(),
+            ]
+        })
+        .collect();
+    let backends = (0..MAX_BACKENDS)
+        .map(|s| {
+            let mut v = [0u64; 4];
+            for c in shared.counters {
+                let b = &c.backends[s];
+                v[0] += b.to_packets.get();
+                v[1] += b.to_bytes.get();
+                v[2] += b.from_packets.get();
+                v[3] += b.from_bytes.get();
+            }
+            v
+        })
+        .collect();
+    Raw {
+        time,
+        workers,
+        backends,
+    }
+}
+
+pub struct Sampler {
+    last: Raw,
+}
+
+impl Sampler {
+    pub fn new(shared: &Shared) -> Self {
+        Self { last: read(shared) }
+    }
+
+    /// A new sample, with rates since the previous one.
+    pub fn sample(&mut self, shared: &Shared, state: &ControlState) -> StatsView {
+        let now = read(shared);
+        let dt = (now.time - self.last.time).max(1e-3);
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        let clock_now = shared.header.clock.now();
+
+        let mut workers = Vec::new();
+        let mut totals = Traffic::default();
+        for (i, (w, l)) in now
+            .workers
+            .iter()
+            .zip(self.last.workers.iter().chain(std::iter::repeat(&[0; 6])))
+            .enumerate()
+        {
+            let c = &shared.counters[i];
+            let t = Traffic {
+                rx_packets: w[0],
+                tx_packets: w[1],
+                rx_bytes: w[2],
+                tx_bytes: w[3],
+                drops: c.total_drops(),
+                rx_pps: rate(w[0], l[0]),
+                tx_pps: rate(w[1], l[1]),
+                rx_bps: 8.0 * rate(w[2], l[2]),
+                tx_bps: 8.0 * rate(w[3], l[3]),
+                sip_requests: c.sip_requests.get(),
+                sip_responses: c.sip_responses.get(),
+                dialogs_created: c.dialogs_created.get(),
+                registrations_created: c.registrations_created.get(),
+            };
+            totals.rx_packets += t.rx_packets;
+            totals.tx_packets += t.tx_packets;
+            totals.rx_bytes += t.rx_bytes;
+            totals.tx_bytes += t.tx_bytes;
+            totals.drops += t.drops;
+            totals.rx_pps += t.rx_pps;
+            totals.tx_pps += t.tx_pps;
+            totals.rx_bps += t.rx_bps;
+            totals.tx_bps += t.tx_bps;
+            totals.sip_requests += t.sip_requests;
+            totals.sip_responses += t.sip_responses;
+            totals.dialogs_created += t.dialogs_created;
+            totals.registrations_created += t.registrations_created;
+            let polls = w[4].saturating_sub(l[4]);
+            let busy = w[5].saturating_sub(l[5]);
+            workers.push(WorkerStats {
+                worker: i,
+                traffic: t,
+                busy: if polls == 0 {
+                    0.0
+                } else {
+                    busy as f64 / polls as f64
+                },
+            });
+        }
+
+        // Active dialogs and registrations per backend slot, from one scan of each table.
+        let mut dialogs = vec![0u64; MAX_BACKENDS];
+        shared.tables.dialogs.for_each_live(clock_now, |_, d, _| {
+            if d.state != DialogState::Terminating {
+                if let Some(n) = dialogs.get_mut(usize::from(d.backend)) {
+                    *n += 1;
+                }
+            }
+        });
+        let mut regs = vec![0u64; MAX_BACKENDS];
+        shared
+            .tables
+            .registrations
+            .for_each_live(clock_now, |_, r, _| {
+                if let Some(n) = regs.get_mut(usize::from(r.backend)) {
+                    *n += 1;
+                }
+            });
+        let slots: HashMap<(String, std::net::Ipv4Addr, u16), usize> = shared
+            .directory
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.get().map(|id| (id, i)))
+            .collect();
+        let farms = state
+            .config
+            .farms
+            .iter()
+            .map(|f| {
+                let backends: Vec<BackendStats> = f
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let slot = slots.get(&(f.name.clone(), b.address, b.port)).copied();
+                        let (n, l) = match slot {
+                            Some(s) => (
+                                now.backends[s],
+                                self.last.backends.get(s).copied().unwrap_or_default(),
+                            ),
+                            None => ([0; 4], [0; 4]),
+                        };
+                        BackendStats {
+                            address: b.address.to_string(),
+                            port: b.port,
+                            state: state
+                                .backend_state(&f.name, b.address, b.port)
+                                .name()
+                                .into(),
+                            to_packets: n[0],
+                            to_bytes: n[1],
+                            from_packets: n[2],
+                            from_bytes: n[3],
+                            to_pps: rate(n[0], l[0]),
+                            from_pps: rate(n[2], l[2]),
+                            to_bps: 8.0 * rate(n[1], l[1]),
+                            from_bps: 8.0 * rate(n[3], l[3]),
+                            dialogs_active: slot.map_or(0, |s| dialogs[s]),
+                            registrations_active: slot.map_or(0, |s| regs[s]),
+                        }
+                    })
+                    .collect();
+                FarmStats {
+                    name: f.name.clone(),
+                    vip: format!("{}:{}", f.vip, f.port),
+                    dialogs_active: backends.iter().map(|b| b.dialogs_active).sum(),
+                    registrations_active: backends.iter().map(|b| b.registrations_active).sum(),
+                    backends,
+                }
+            })
+            .collect();
+
+        let mut drops = BTreeMap::new();
+        for r in DropReason::ALL {
+            let n: u64 = shared
+                .counters
+                .iter()
+                .map(|c| c.drops[r as usize].get())
+                .sum();
+            if n > 0 {
+                drops.insert(r.name().to_string(), n);
+            }
+        }
+        for e in SipError::ALL {
+            let n: u64 = shared
+                .counters
+                .iter()
+                .map(|c| c.sip_errors[e.index()].get())
+                .sum();
+            if n > 0 {
+                drops.insert(format!("sip_{}", e.name()), n);
+            }
+        }
+        let view = StatsView {
+            time: now.time,
+            interval: dt,
+            totals,
+            workers,
+            farms,
+            drops,
+        };
+        self.last = now;
+        view
+    }
+}

@@ -1,0 +1,128 @@
+//! Text output of the CLI: what an operator reads in a terminal.
+
+use crate::api::{DialogView, StatsView, StatusView};
+use std::fmt::Write;
+
+fn rate(bps: f64) -> String {
+    match bps {
+        b if b >= 1e9 => format!("{:.2} Gbit/s", b / 1e9),
+        b if b >= 1e6 => format!("{:.2} Mbit/s", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kbit/s", b / 1e3),
+        b => format!("{b:.0} bit/s"),
+    }
+}
+
+pub fn status(s: &StatusView) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "siplb: dataplane pid {} ({} worker{}), control pid {}, file prefix `{}`",
+        s.dataplane_pid,
+        s.workers,
+        if s.workers == 1 { "" } else { "s" },
+        s.control_pid,
+        s.file_prefix
+    );
+    let _ = writeln!(
+        o,
+        "config {} (generation {} applied){}",
+        s.config_file,
+        s.generation,
+        s.http
+            .as_ref()
+            .map(|h| format!(", http://{h}/"))
+            .unwrap_or_default()
+    );
+    for f in &s.farms {
+        let _ = writeln!(
+            o,
+            "\nfarm {}  vip {}  {}  affinity {}",
+            f.name, f.vip, f.nat, f.affinity
+        );
+        let _ = writeln!(
+            o,
+            "  {:<22} {:>6}  {:<8} {:<9} LAST CHECK",
+            "BACKEND", "WEIGHT", "STATE", "HEALTH"
+        );
+        for b in &f.backends {
+            let _ = writeln!(
+                o,
+                "  {:<22} {:>6}  {:<8} {:<9} {}",
+                format!("{}:{}", b.address, b.port),
+                b.weight,
+                b.state,
+                b.health,
+                b.last_check
+            );
+        }
+    }
+    o
+}
+
+pub fn stats(s: &StatsView) -> String {
+    let mut o = String::new();
+    let t = &s.totals;
+    let _ = writeln!(
+        o,
+        "total    rx {:>9.0} pps {:>13}   tx {:>9.0} pps {:>13}   drops {}   (over {:.1} s)",
+        t.rx_pps,
+        rate(t.rx_bps),
+        t.tx_pps,
+        rate(t.tx_bps),
+        t.drops,
+        s.interval
+    );
+    let _ = writeln!(
+        o,
+        "         {} packets in, {} out; SIP {} requests, {} responses; {} dialogs, {} registrations recorded",
+        t.rx_packets, t.tx_packets, t.sip_requests, t.sip_responses, t.dialogs_created, t.registrations_created
+    );
+    for w in &s.workers {
+        let _ = writeln!(
+            o,
+            "worker {} rx {:>9.0} pps   tx {:>9.0} pps   busy {:>5.1}%",
+            w.worker,
+            w.traffic.rx_pps,
+            w.traffic.tx_pps,
+            100.0 * w.busy
+        );
+    }
+    for f in &s.farms {
+        let _ = writeln!(
+            o,
+            "\nfarm {}  vip {}  dialogs {}  registrations {}",
+            f.name, f.vip, f.dialogs_active, f.registrations_active
+        );
+        let _ = writeln!(
+            o,
+            "  {:<22} {:<8} {:>10} {:>13} {:>10} {:>13} {:>8} {:>6}",
+            "BACKEND", "STATE", "TO pps", "TO", "FROM pps", "FROM", "DIALOGS", "REGS"
+        );
+        for b in &f.backends {
+            let _ = writeln!(
+                o,
+                "  {:<22} {:<8} {:>10.0} {:>13} {:>10.0} {:>13} {:>8} {:>6}",
+                format!("{}:{}", b.address, b.port),
+                b.state,
+                b.to_pps,
+                rate(b.to_bps),
+                b.from_pps,
+                rate(b.from_bps),
+                b.dialogs_active,
+                b.registrations_active
+            );
+        }
+    }
+    if !s.drops.is_empty() {
+        let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(o, "\ndrops: {}", d.join(" "));
+    }
+    o
+}
+
+pub fn dialog(d: &DialogView) -> String {
+    format!(
+        "dialog {}\n  farm {}  backend {}  state {}\n  last message {} s ago, forgotten in {} s without news\n",
+        d.call_id, d.farm, d.backend, d.state, d.idle_s, d.expires_in_s
+    )
+}

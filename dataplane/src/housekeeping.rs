@@ -1,0 +1,382 @@
+//! The main lcore's loop: commands from the control plane (apply a new state, report
+//! the state, shut down), ARP refresh and gratuitous ARP, the heartbeat, stats lines,
+//! and freeing retired service snapshots. Nothing here is on the packet path.
+
+use crate::app::{sip_limits, STOP};
+use crate::clock::Clock;
+use crate::dpdk::channel::Channel;
+use crate::dpdk::mbuf::Mbuf;
+use crate::dpdk::mempool::Mempool;
+use crate::dpdk::ring::Ring;
+use crate::dpdk::telemetry;
+use crate::rcu::Published;
+use crate::shm::Shared;
+use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
+use siplb_core::lb::balancer::{self, Tables};
+use siplb_core::lb::counters::{DropReason, WorkerCounters};
+use siplb_core::lb::services::{BackendOverride, Services, SlotRegistry};
+use siplb_core::sip::SipError;
+use siplb_core::wire::MacAddr;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::raw::c_void;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub struct Housekeeping<'a> {
+    /// The state in force (what `GetState` returns).
+    pub state: DesiredState,
+    /// The services published to the workers, as built from `state`.
+    pub svc: Services,
+    pub registry: SlotRegistry,
+    pub macs: Vec<MacAddr>,
+    pub published: &'static Published<Services>,
+    pub pool: Mempool,
+    pub inject: Ring,
+    pub channel: Channel,
+    pub shared: &'a Shared,
+    pub clock: Clock,
+    pub stats: StatsPrinter,
+}
+
+impl Housekeeping<'_> {
+    pub fn run(&mut self, stats_every: Option<Duration>, duration: Option<Duration>) {
+        let start = Instant::now();
+        let mut next_arp = start;
+        let mut arp_rounds = 0u32;
+        let mut next_stats = stats_every.map(|d| start + d);
+        while !STOP.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if duration.is_some_and(|d| now - start >= d) {
+                break;
+            }
+            self.shared.header.heartbeat.fetch_add(1, Ordering::Relaxed);
+            while let Some(msg) = self.channel.try_recv() {
+                self.command(&msg);
+            }
+            self.published.reclaim();
+            if now >= next_arp {
+                self.announce();
+                arp_rounds += 1;
+                // A few quick rounds at start (ports may drop the first frames), then
+                // the configured refresh.
+                let gap = if arp_rounds < 3 {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(u64::from(self.state.config.dataplane.arp_refresh_s.max(1)))
+                };
+                next_arp = now + gap;
+            }
+            if let (Some(at), Some(every)) = (next_stats, stats_every) {
+                if now >= at {
+                    self.stats.print(
+                        &self.svc,
+                        self.shared.counters,
+                        self.shared.tables,
+                        self.clock.now(),
+                        false,
+                    );
+                    next_stats = Some(at + every);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn command(&mut self, msg: &[u8]) {
+        let env = match Envelope::<Command>::decode(msg) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("siplb-dataplane: ignoring a control message: {e}");
+                return;
+            }
+        };
+        let reply = match env.body {
+            Command::Apply { state } => self.apply(*state),
+            Command::GetState => Reply::State {
+                state: Box::new(self.state.clone()),
+                pid: std::process::id(),
+            },
+            Command::Shutdown => {
+                STOP.store(true, Ordering::SeqCst);
+                Reply::ShuttingDown
+            }
+        };
+        let out = Envelope {
+            id: env.id,
+            body: reply,
+        }
+        .encode();
+        if let Err(e) = self.channel.send(&out) {
+            eprintln!("siplb-dataplane: cannot reply to the control plane: {e}");
+        }
+    }
+
+    /// Builds services from `state` and publishes them; the old state stays in force on
+    /// any error.
+    fn apply(&mut self, state: DesiredState) -> Reply {
+        if let Some(why) = needs_restart(&self.state.config, &state.config) {
+            return Reply::Rejected { reason: why };
+        }
+        if let Err(e) = state.config.check() {
+            return Reply::Rejected {
+                reason: e.to_string(),
+            };
+        }
+        if sip_limits(&state.config) != sip_limits(&self.state.config) {
+            return Reply::Rejected {
+                reason: "[sip] limits are fixed while the dataplane runs".into(),
+            };
+        }
+        let overrides: HashMap<_, _> = state
+            .overrides
+            .iter()
+            .map(|o| {
+                (
+                    (o.farm.clone(), o.address, o.port),
+                    BackendOverride {
+                        state: o.state,
+                        weight: o.weight,
+                    },
+                )
+            })
+            .collect();
+        // Build on a copy of the slot registry so a failed build assigns nothing.
+        let mut registry = self.registry.clone();
+        match Services::build(&state.config, &self.macs, &overrides, &mut registry) {
+            Ok(svc) => {
+                publish_directory(self.shared, &registry);
+                self.published.publish(svc.clone());
+                self.svc = svc;
+                self.registry = registry;
+                let generation = state.generation;
+                self.state = state;
+                println!("siplb-dataplane: applied configuration generation {generation}");
+                let _ = std::io::stdout().flush();
+                self.announce();
+                Reply::Applied { generation }
+            }
+            Err(e) => Reply::Rejected {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// ARP requests for every backend and gateway, gratuitous ARP for our addresses,
+    /// handed to worker 0 through the inject ring.
+    fn announce(&self) {
+        let mut frames: Vec<*mut c_void> = Vec::new();
+        let mut build = |port: u8, f: &dyn Fn(&mut [u8]) -> usize| {
+            if let Some(mut m) = self.pool.alloc() {
+                if m.set_len(60) {
+                    let n = f(m.data_mut());
+                    m.set_len(n);
+                    m.set_port(u16::from(port));
+                    frames.push(m.into_raw() as *mut c_void);
+                }
+            }
+        };
+        for (port, hop) in self.svc.next_hops() {
+            build(port, &|b| {
+                balancer::write_arp_request(&self.svc, port, hop, b)
+            });
+        }
+        for port in 0..self.svc.ports.len() as u8 {
+            for a in self.svc.announced(port) {
+                build(port, &|b| {
+                    balancer::write_gratuitous_arp(&self.svc, port, a, b)
+                });
+            }
+        }
+        let n = self.inject.enqueue_burst(&frames);
+        for p in &frames[n..] {
+            // SAFETY: not enqueued, so still ours.
+            drop(unsafe {
+                Mbuf::from_raw(std::ptr::NonNull::new_unchecked(
+                    *p as *mut dpdk_sys::rte_mbuf,
+                ))
+            });
+        }
+    }
+}
+
+/// Writes newly assigned backend slots into the shared directory.
+pub fn publish_directory(shared: &Shared, registry: &SlotRegistry) {
+    for ((farm, addr, port), slot) in registry.iter() {
+        if let Some(e) = shared.directory.get(usize::from(*slot)) {
+            e.set(farm, *addr, *port);
+        }
+    }
+}
+
+/// Totals over all workers.
+pub fn totals(counters: &[WorkerCounters], f: impl Fn(&WorkerCounters) -> u64) -> u64 {
+    counters.iter().map(f).sum()
+}
+
+/// Registers `/siplb/stats` and `/siplb/drops` with DPDK telemetry.
+pub fn register_telemetry(shared: &Shared) {
+    let c: &'static [WorkerCounters] = shared.counters;
+    let t: &'static Tables<'static> = shared.tables;
+    let clock = shared.header.clock;
+    let stats: telemetry::Source = Box::new(move || {
+        let s = |f: &dyn Fn(&WorkerCounters) -> u64| totals(c, f);
+        let now = clock.now();
+        vec![
+            ("rx_packets".into(), s(&|w| w.rx_packets.get())),
+            ("rx_bytes".into(), s(&|w| w.rx_bytes.get())),
+            ("tx_packets".into(), s(&|w| w.tx_packets.get())),
+            ("tx_bytes".into(), s(&|w| w.tx_bytes.get())),
+            ("drops".into(), s(&|w| w.total_drops())),
+            ("sip_requests".into(), s(&|w| w.sip_requests.get())),
+            ("sip_responses".into(), s(&|w| w.sip_responses.get())),
+            ("dialogs_created".into(), s(&|w| w.dialogs_created.get())),
+            ("dialogs_live".into(), t.dialogs.count_live(now) as u64),
+            (
+                "registrations_created".into(),
+                s(&|w| w.registrations_created.get()),
+            ),
+            (
+                "registrations_live".into(),
+                t.registrations.count_live(now) as u64,
+            ),
+        ]
+    });
+    let drops: telemetry::Source = Box::new(move || {
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    totals(c, |w| w.drops[*r as usize].get()),
+                )
+            })
+            .chain(SipError::ALL.iter().map(|e| {
+                (
+                    format!("sip_{}", e.name()),
+                    totals(c, |w| w.sip_errors[e.index()].get()),
+                )
+            }))
+            .collect()
+    });
+    for (cmd, help, src) in [
+        (
+            "/siplb/stats",
+            "siplb totals: packets, bytes, SIP messages, dialogs, registrations",
+            stats,
+        ),
+        (
+            "/siplb/drops",
+            "siplb drops by reason, SIP scanner errors by reason",
+            drops,
+        ),
+    ] {
+        if let Err(e) = telemetry::register(cmd, help, src) {
+            eprintln!("siplb-dataplane: telemetry unavailable: {e}");
+        }
+    }
+}
+
+/// Prints one line of totals per interval (and a final summary): what the demo shows.
+pub struct StatsPrinter {
+    last: Instant,
+    last_rx: u64,
+    last_tx: u64,
+}
+
+impl Default for StatsPrinter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StatsPrinter {
+    pub fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            last_rx: 0,
+            last_tx: 0,
+        }
+    }
+
+    pub fn print(
+        &mut self,
+        svc: &Services,
+        counters: &[WorkerCounters],
+        tables: &Tables<'_>,
+        now: u32,
+        final_summary: bool,
+    ) {
+        let sum = |f: &dyn Fn(&WorkerCounters) -> u64| totals(counters, f);
+        let rx = sum(&|c| c.rx_packets.get());
+        let tx = sum(&|c| c.tx_packets.get());
+        let dt = self.last.elapsed().as_secs_f64().max(1e-3);
+        let mut line = if final_summary {
+            format!("siplb-dataplane: final rx={rx} tx={tx}")
+        } else {
+            format!(
+                "stats: rx={rx} ({:.0}/s) tx={tx} ({:.0}/s)",
+                (rx - self.last_rx) as f64 / dt,
+                (tx - self.last_tx) as f64 / dt
+            )
+        };
+        self.last = Instant::now();
+        self.last_rx = rx;
+        self.last_tx = tx;
+        line.push_str(&format!(
+            " sip req={} resp={} dialogs={} live={} registrations={} live={}",
+            sum(&|c| c.sip_requests.get()),
+            sum(&|c| c.sip_responses.get()),
+            sum(&|c| c.dialogs_created.get()),
+            tables.dialogs.count_live(now),
+            sum(&|c| c.registrations_created.get()),
+            tables.registrations.count_live(now),
+        ));
+        let frags = (
+            sum(&|c| c.fragments_in.get()),
+            sum(&|c| c.datagrams_reassembled.get()),
+            sum(&|c| c.fragments_out.get()),
+        );
+        if frags != (0, 0, 0) {
+            line.push_str(&format!(
+                " fragments in={} reassembled={} out={}",
+                frags.0, frags.1, frags.2
+            ));
+        }
+        let snat = sum(&|c| c.snat_sessions_created.get());
+        if snat > 0 {
+            line.push_str(&format!(
+                " snat_sessions={snat} live={}",
+                tables.snat.count_live(now)
+            ));
+        }
+        for f in &svc.farms {
+            for b in &f.backends {
+                let s = usize::from(b.slot);
+                line.push_str(&format!(
+                    " | {}:{} to={} from={}",
+                    b.addr,
+                    b.port,
+                    sum(&|c| c.backends[s].to_packets.get()),
+                    sum(&|c| c.backends[s].from_packets.get())
+                ));
+            }
+        }
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .filter_map(|r| {
+                let n = sum(&|c| c.drops[*r as usize].get());
+                (n > 0).then(|| format!("{}={n}", r.name()))
+            })
+            .chain(SipError::ALL.iter().filter_map(|e| {
+                let n = sum(&|c| c.sip_errors[e.index()].get());
+                (n > 0).then(|| format!("sip_{}={n}", e.name()))
+            }))
+            .collect();
+        if !drops.is_empty() {
+            line.push_str(&format!(" | drops {}", drops.join(" ")));
+        }
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    }
+}
