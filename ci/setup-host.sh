@@ -5,7 +5,7 @@ set -euo pipefail
 
 HUGEPAGES="${SIPLB_HUGEPAGES:-1024}"   # 2 MiB pages: 2 GiB by default
 PACKAGES=(
-  libdpdk-dev dpdk            # DPDK 22.11 headers, libraries, PMDs, dpdk-testpmd, dpdk-dumpcap
+  libdpdk-dev dpdk dpdk-dev   # DPDK 22.11: headers, libraries, PMDs; dpdk-testpmd, dpdk-dumpcap, dpdk-telemetry.py
   clang libclang-dev pkg-config build-essential   # bindgen and the C shim
   sip-tester                  # SIPp: real SIP clients and servers for the tests
   iproute2 ethtool iputils-ping procps psmisc     # namespaces, veth, offloads
