@@ -29,6 +29,7 @@ pub fn start_uas(
 ) -> Result<Uas> {
     let messages = dir.join(format!("{name}.msg"));
     let mut cmd = ns.command("sipp");
+    cmd.env("TZ", "UTC");
     match scenario {
         Some(s) => cmd.arg("-sf").arg(s),
         None => cmd.args(["-sn", "uas"]),
@@ -107,6 +108,7 @@ impl Uac<'_> {
         let stats = dir.join(format!("{}.csv", self.name));
         let messages = dir.join(format!("{}.msg", self.name));
         let mut cmd = self.ns.command("sipp");
+        cmd.env("TZ", "UTC");
         match &self.scenario {
             Some(s) => cmd.arg("-sf").arg(s),
             None => cmd.args(["-sn", "uac"]),
@@ -193,6 +195,8 @@ pub fn read_stats(path: &Path) -> Result<(u64, u64)> {
 /// One message from a SIPp `-trace_msg` log.
 #[derive(Debug, Clone)]
 pub struct Traced {
+    /// When SIPp logged it, in seconds since the Unix epoch (SIPp runs with TZ=UTC).
+    pub time: f64,
     pub sent: bool,
     /// Bytes, as SIPp logged them.
     pub size: usize,
@@ -215,6 +219,7 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
         .split("----------------------------------------------- ")
         .skip(1)
     {
+        let time = block.lines().next().map(parse_utc).unwrap_or(0.0);
         let mut lines = block.lines().skip(1);
         let Some(dir_line) = lines.next() else {
             continue;
@@ -259,6 +264,7 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
             }
         }
         out.push(Traced {
+            time,
             sent,
             size,
             from_user,
@@ -271,6 +277,31 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
     out
 }
 
+/// `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) as seconds since the Unix epoch.
+fn parse_utc(s: &str) -> f64 {
+    let parse = || -> Option<f64> {
+        let (date, time) = s.trim().split_once(' ')?;
+        let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+        let mut t = time.split(':');
+        let (hh, mm) = (
+            t.next()?.parse::<f64>().ok()?,
+            t.next()?.parse::<f64>().ok()?,
+        );
+        let ss: f64 = t.next()?.parse().ok()?;
+        // Days from the civil date (proleptic Gregorian), H. Hinnant's algorithm.
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146097 + doe - 719468;
+        Some(days as f64 * 86400.0 + hh * 3600.0 + mm * 60.0 + ss)
+    };
+    parse().unwrap_or(0.0)
+}
+
 /// The user part of the first `sip:user@host` in a header value.
 fn uri_user(value: &str) -> String {
     value
@@ -281,6 +312,19 @@ fn uri_user(value: &str) -> String {
 }
 
 /// What each backend saw, by Call-ID, and whether any call was split.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sipp_timestamps_are_utc_epoch_seconds() {
+        assert_eq!(super::parse_utc("1970-01-01 00:00:01.5"), 1.5);
+        assert_eq!(
+            super::parse_utc("2026-11-25 03:37:07.000000"),
+            1_795_577_827.0
+        );
+        assert_eq!(super::parse_utc("garbage"), 0.0);
+    }
+}
+
 #[derive(Debug)]
 pub struct Stickiness {
     /// Calls (distinct Call-IDs) per backend.

@@ -2,7 +2,7 @@
 //! lookup, live backend changes under load, control-plane restart, observability
 //! (Prometheus, JSON, DPDK telemetry, dpdk-dumpcap) and bad input.
 
-use e2e::sipp::{self, Uac};
+use e2e::sipp::{self, stickiness, Uac};
 use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
 use std::time::Duration;
 
@@ -96,4 +96,425 @@ fn status_stats_dialog_and_shutdown() {
         missing.stderr
     );
     assert!(siplb.ok(&["shutdown"]).unwrap().contains("shutting down"));
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A UAC placing `calls` calls of `hold_ms` at `rate` per second, started in the
+/// background.
+fn load<'a>(topo: &'a Topology, calls: u32, rate: u32, hold_ms: u32) -> Uac<'a> {
+    Uac {
+        ns: &topo.client,
+        local_ip: CLIENT_IP,
+        local_port: 5060,
+        target: format!("{VIP}:5060"),
+        calls,
+        rate,
+        limit: 300,
+        scenario: None,
+        extra: vec!["-d".into(), hold_ms.to_string()],
+        timeout: Duration::from_secs(120),
+        name: "load".into(),
+        trace: false,
+    }
+}
+
+fn active_dialogs(siplb: &e2e::siplb::Siplb, backend: &str) -> u64 {
+    let s = siplb.ok(&["stats", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    v["farms"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == backend)
+        .map(|b| b["dialogs_active"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn live_changes_under_load_lose_nothing() {
+    e2e::require_root();
+    let topo = Topology::up(Spec {
+        backends: 3,
+        workers: 1,
+    })
+    .unwrap();
+    let mut cfg = topo.siplb_config(&farm(&[1, 1]));
+    let siplb = topo.start_siplb(&cfg).unwrap();
+    let uas: Vec<_> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+            .unwrap()
+        })
+        .collect();
+    // 20 calls/s of 3 s each for 25 s: about 60 dialogs in progress at any time.
+    let mut calls = load(&topo, 500, 20, 3000).spawn(&topo.dir).unwrap();
+    let b1 = backend_ip(1).to_string();
+    let b2 = backend_ip(2).to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    println!("{}", siplb.ok(&["backend", "add", "pbx", &b2]).unwrap());
+    std::thread::sleep(Duration::from_secs(3));
+    println!(
+        "{}",
+        siplb
+            .ok(&["backend", "weight", "pbx", &backend_ip(0).to_string(), "3"])
+            .unwrap()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let drained_at = now();
+    println!("{}", siplb.ok(&["backend", "drain", "pbx", &b1]).unwrap());
+    // Removal is refused while its dialogs run ...
+    let early = siplb.cli(&["backend", "remove", "pbx", &b1]);
+    assert!(
+        !early.ok && early.stderr.contains("dialogs in progress"),
+        "{}",
+        early.stderr
+    );
+    // ... and accepted once they have ended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while active_dialogs(&siplb, &b1) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drained backend's dialogs never ended"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("{}", siplb.ok(&["backend", "remove", "pbx", &b1]).unwrap());
+    // The operator edits the file: backend 2 stays, backend 0 back to weight 1.
+    cfg = cfg.replace(
+        &farm(&[1, 1]),
+        &format!(
+            "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nbackends = [ {{ address = \"{}\" }}, {{ address = \"{b2}\", weight = 2 }} ]\n",
+            backend_ip(0)
+        ),
+    );
+    std::fs::write(&siplb.config, &cfg).unwrap();
+    println!("{}", siplb.ok(&["reload"]).unwrap());
+    let status = siplb.ok(&["status"]).unwrap();
+    println!("{status}");
+    assert!(!status.contains(&format!("{b1}:5060")) && status.contains(&format!("{b2}:5060")));
+    let run = calls.wait(Duration::from_secs(120)).unwrap();
+    let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
+    assert_eq!((run.successful, run.failed), (500, 0), "{}", run.output);
+    let s = stickiness(&traces);
+    println!("calls per backend {:?}", s.calls_per_backend);
+    assert!(s.split.is_empty(), "dialogs changed backend: {:?}", s.split);
+    for (b, calls) in s.by_call.iter().enumerate() {
+        for (cid, kinds) in calls {
+            for k in ["INVITE", "ACK", "BYE", "200/BYE"] {
+                assert!(
+                    kinds.iter().any(|x| x == k),
+                    "backend {b} call {cid}: no {k} in {kinds:?}"
+                );
+            }
+        }
+    }
+    let late: Vec<_> = traces[1]
+        .iter()
+        .filter(|m| !m.sent && m.kind == "INVITE" && m.time > drained_at + 0.5)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the drained backend got {} new calls",
+        late.len()
+    );
+    assert!(
+        s.calls_per_backend[2] > 50,
+        "the added backend got few calls: {:?}",
+        s.calls_per_backend
+    );
+}
+
+#[test]
+fn control_plane_restart_under_load_loses_nothing() {
+    e2e::require_root();
+    let topo = Topology::up(Spec {
+        backends: 2,
+        workers: 1,
+    })
+    .unwrap();
+    let mut siplb = topo
+        .start_siplb(&topo.siplb_config(&farm(&[1, 1])))
+        .unwrap();
+    let uas: Vec<_> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut calls = load(&topo, 300, 20, 1000).spawn(&topo.dir).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let rx = |s: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        v["totals"]["rx_packets"].as_u64().unwrap()
+    };
+    let before = rx(&siplb.ok(&["stats", "--json"]).unwrap());
+    let dataplane = siplb.dataplane_pid().unwrap();
+    siplb.daemon.signal(libc::SIGKILL);
+    siplb
+        .daemon
+        .wait_timeout(Duration::from_secs(5))
+        .expect("the control daemon died");
+    assert!(
+        !siplb.cli(&["status"]).ok,
+        "no daemon answers while it is down"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    siplb.start_daemon(&topo.lb).unwrap();
+    assert!(siplb
+        .daemon
+        .output()
+        .contains("attaching to the running dataplane"));
+    assert_eq!(
+        siplb.dataplane_pid(),
+        Some(dataplane),
+        "the same dataplane carried on"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = rx(&siplb.ok(&["stats", "--json"]).unwrap());
+    assert!(
+        after > before + 200,
+        "the new control process sees live counters: {before} then {after}"
+    );
+    let run = calls.wait(Duration::from_secs(120)).unwrap();
+    let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
+    assert_eq!((run.successful, run.failed), (300, 0), "{}", run.output);
+    assert!(stickiness(&traces).split.is_empty());
+}
+
+#[test]
+fn metrics_json_telemetry_and_capture() {
+    e2e::require_root();
+    let topo = Topology::up(Spec {
+        backends: 2,
+        workers: 1,
+    })
+    .unwrap();
+    let siplb = topo
+        .start_siplb(&topo.siplb_config(&farm(&[1, 1])))
+        .unwrap();
+    let uas: Vec<_> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+            .unwrap()
+        })
+        .collect();
+    // A capture of the front port by dpdk-dumpcap (a DPDK secondary) while calls run.
+    let pcap = topo.dir.join("front.pcapng");
+    let mut dumpcap_cmd = std::process::Command::new("timeout");
+    dumpcap_cmd
+        .args([
+            "30",
+            "dpdk-dumpcap",
+            &format!("--file-prefix={}", siplb.prefix),
+            "-i",
+            "0",
+            "-c",
+            "20",
+            "-q",
+            "-w",
+        ])
+        .arg(&pcap);
+    let mut dumpcap =
+        e2e::process::Proc::spawn("dpdk-dumpcap", dumpcap_cmd, &topo.dir.join("dumpcap.log"))
+            .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let run = load(&topo, 40, 20, 100).run(&topo.dir).unwrap();
+    assert_eq!((run.successful, run.failed), (40, 0));
+    let status = dumpcap
+        .wait_timeout(Duration::from_secs(20))
+        .expect("dumpcap stops after 20 packets");
+    assert!(status.success(), "dpdk-dumpcap: {}", dumpcap.output());
+    let size = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 20 * 60,
+        "capture of {size} bytes:\n{}",
+        dumpcap.output()
+    );
+    let text = std::fs::read(&pcap).unwrap();
+    assert!(
+        text.windows(6).any(|w| w == b"INVITE"),
+        "the capture holds SIP"
+    );
+    drop(uas);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let metrics = siplb.http_get(&topo.lb, "/metrics").unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(value("siplb_rx_packets_total") > 200.0, "{metrics}");
+    assert!(value("siplb_sip_requests_total") >= 120.0, "{metrics}");
+    assert!(metrics.contains(
+        "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"}"
+    ));
+    assert!(metrics.contains("# TYPE siplb_drops_total counter"));
+    let status: serde_json::Value =
+        serde_json::from_str(&siplb.http_get(&topo.lb, "/status").unwrap()).unwrap();
+    assert_eq!(status["farms"][0]["backends"].as_array().unwrap().len(), 2);
+    let stats: serde_json::Value =
+        serde_json::from_str(&siplb.http_get(&topo.lb, "/stats").unwrap()).unwrap();
+    assert!(stats["totals"]["sip_requests"].as_u64().unwrap() >= 120);
+
+    // DPDK's own telemetry client lists and reads siplb's counters.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '/\\n/siplb/stats\\n/siplb/drops\\n' | dpdk-telemetry.py -f {}",
+            siplb.prefix
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/siplb/stats") && text.contains("\"sip_requests\""),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"not_our_mac\"") || text.contains("\"sip_bad_via\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    e2e::require_root();
+    let topo = Topology::up(Spec {
+        backends: 2,
+        workers: 1,
+    })
+    .unwrap();
+    let cfg = topo.siplb_config(&farm(&[1, 1]));
+    // No daemon yet: the CLI says so.
+    std::fs::write(topo.dir.join("siplb.toml"), &cfg).unwrap();
+    let no_daemon = std::process::Command::new(e2e::bins::path("siplb"))
+        .arg("-c")
+        .arg(topo.dir.join("siplb.toml"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!no_daemon.status.success());
+    assert!(String::from_utf8_lossy(&no_daemon.stderr).contains("no siplb control daemon"));
+    // --attach with no dataplane running.
+    let attach = topo
+        .lb
+        .command(e2e::bins::path("siplb"))
+        .arg("-c")
+        .arg(topo.dir.join("siplb.toml"))
+        .args(["run", "--attach"])
+        .output()
+        .unwrap();
+    assert!(!attach.status.success());
+    assert!(String::from_utf8_lossy(&attach.stderr).contains("no siplb dataplane is running"));
+    // A malformed configuration names the file, line and field.
+    let bad = topo.dir.join("bad.toml");
+    std::fs::write(&bad, cfg.replace("weight = 1", "weight = \"heavy\"")).unwrap();
+    let o = topo
+        .lb
+        .command(e2e::bins::path("siplb"))
+        .arg("-c")
+        .arg(&bad)
+        .arg("run")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("bad.toml:") && err.contains("weight"),
+        "{err}"
+    );
+
+    let siplb = topo.start_siplb(&cfg).unwrap();
+    let generation = |s: &e2e::siplb::Siplb| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["status", "--json"]).unwrap()).unwrap();
+        v["generation"].as_u64().unwrap()
+    };
+    let g = generation(&siplb);
+    // A second `siplb run` for the same balancer.
+    let second = topo
+        .lb
+        .command(e2e::bins::path("siplb"))
+        .arg("-c")
+        .arg(&siplb.config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already manages this balancer"));
+    // Unknown backends and farms, bad addresses, an invalid backend.
+    for (args, want) in [
+        (
+            vec!["backend", "drain", "pbx", "198.18.1.99"],
+            "has no backend 198.18.1.99:5060",
+        ),
+        (
+            vec!["backend", "weight", "voicemail", "198.18.1.11", "2"],
+            "no farm named `voicemail`",
+        ),
+        (
+            vec!["backend", "add", "pbx", "not-an-ip"],
+            "not an IPv4 address",
+        ),
+        (
+            vec!["backend", "add", "pbx", "198.19.7.7"],
+            "no port's subnet",
+        ),
+        (
+            vec!["backend", "remove", "pbx", "198.18.1.11:5099"],
+            "has no backend",
+        ),
+    ] {
+        let o = siplb.cli(&args);
+        assert!(!o.ok, "{args:?} succeeded");
+        assert!(o.stderr.contains(want), "{args:?}: {}", o.stderr);
+    }
+    // A reload of a broken file is refused and the running state stays.
+    std::fs::write(&siplb.config, cfg.replace("vip = ", "vip = 42 #")).unwrap();
+    let o = siplb.cli(&["reload"]);
+    assert!(!o.ok && o.stderr.contains("siplb.toml:"), "{}", o.stderr);
+    assert_eq!(generation(&siplb), g, "nothing changed");
+    assert!(siplb.daemon.output().contains("control socket"));
 }

@@ -405,10 +405,15 @@ impl Config {
     pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(src).map_err(|e| {
             let line = e.span().map(|s| line_at(src, s.start));
+            // The offending line itself names the field for the operator.
+            let text = line
+                .and_then(|l| src.lines().nth(l - 1))
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty());
             ConfigError {
                 file: file.to_owned(),
                 line,
-                field: "(syntax)".into(),
+                field: text.map_or_else(|| "(syntax)".into(), |t| format!("`{t}`")),
                 message: e.message().trim().to_string(),
             }
         })?;
