@@ -2,6 +2,7 @@
 //! backends, tables and timers. Every error a user can make names the file, the line
 //! and the field, and says what is expected.
 
+use crate::health::HealthConfig;
 use crate::table::dialog::Timers;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -54,6 +55,10 @@ pub struct DataplaneConfig {
     /// Seconds between ARP refreshes of backends and gateways, and gratuitous ARPs
     /// for the VIPs.
     pub arp_refresh_s: u32,
+    /// Give each port a kernel interface (TAP) with the port's address: traffic to the
+    /// balancer's own address that is not balanced (ARP answers, ICMP, SSH, health
+    /// checks) goes to the kernel, and what the kernel sends leaves by the port.
+    pub exception_path: bool,
 }
 
 impl Default for DataplaneConfig {
@@ -65,6 +70,7 @@ impl Default for DataplaneConfig {
             mbufs: 16383,
             mbuf_data_size: 2048,
             arp_refresh_s: 30,
+            exception_path: true,
         }
     }
 }
@@ -134,10 +140,23 @@ pub struct PortConfig {
     pub gateway: Option<Ipv4Addr>,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Name of the kernel interface that carries this port's own traffic (exception
+    /// path); default `siplb<N>`.
+    #[serde(default)]
+    pub kernel_iface: Option<String>,
 }
 
 fn default_mtu() -> u16 {
     1500
+}
+
+impl PortConfig {
+    /// The kernel interface of port `index` on the exception path.
+    pub fn kernel_iface_name(&self, index: usize) -> String {
+        self.kernel_iface
+            .clone()
+            .unwrap_or_else(|| format!("siplb{index}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -191,6 +210,9 @@ pub struct FarmConfig {
     pub on_backend_down: DownPolicy,
     #[serde(default)]
     pub timers: Timers,
+    /// How backends are checked (`[farm.health]`); none by default.
+    #[serde(default)]
+    pub health: HealthConfig,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
@@ -527,6 +549,14 @@ impl Config {
                     ));
                 }
             }
+            if let Some(k) = &p.kernel_iface {
+                if k.is_empty() || k.len() > 15 || k.contains(['/', ' ', ',', '=']) {
+                    return Err((
+                        vec![Key("port"), Index(i), Key("kernel_iface")],
+                        format!("`{k}` is not an interface name (1-15 characters, no '/', ' ', ',' or '=')"),
+                    ));
+                }
+            }
             if self.ports[..i].iter().any(|q| q.name == p.name) {
                 return Err((
                     vec![Key("port"), Index(i), Key("name")],
@@ -617,6 +647,12 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            if let Some((field, message)) = f.health.problem() {
+                return Err((
+                    vec![Key("farm"), Index(i), Key("health"), Key(field)],
+                    message,
+                ));
             }
             if f.backends.iter().all(|b| b.weight == 0) {
                 return Err((

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod control;
 pub mod hash;
+pub mod health;
 pub mod lb;
 pub mod maglev;
 pub mod sip;
