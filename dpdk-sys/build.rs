@@ -35,6 +35,10 @@ fn main() {
         })
         .unwrap_or_default();
 
+    // rte_vdev_init (creating TAP ports at run time) lives in the vdev bus driver,
+    // which pkg-config does not list among the libraries to link.
+    println!("cargo:rustc-link-lib=dylib=rte_bus_vdev");
+
     let mut shim = cc::Build::new();
     shim.file("shim.c").include(".").opt_level(3).warnings(true);
     for f in &cflags {

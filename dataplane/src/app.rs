@@ -109,6 +109,24 @@ pub fn run(opts: Options) -> Result<()> {
             .with_context(|| format!("starting port {i} (`{}`)", pc.name))?;
         ports.push(p);
     }
+    let mut kernel = Vec::new();
+    if cfg.dataplane.exception_path {
+        for (i, pc) in cfg.ports.iter().enumerate() {
+            let iface = pc.kernel_iface_name(i);
+            let tap = Port::create_tap(&format!("net_tap_siplb{i}"), &iface)?;
+            let tap = Port::start(tap.id(), workers as u16, RX_TX_DESCRIPTORS, pool, pc.mtu)
+                .with_context(|| {
+                    format!(
+                        "starting the kernel interface `{iface}` of port `{}`",
+                        pc.name
+                    )
+                })?;
+            // The kernel's interface answers for the port's address with the port's MAC.
+            tap.set_mac(ports[i].mac())?;
+            configure_kernel_iface(&iface, pc)?;
+            kernel.push(tap);
+        }
+    }
     if let Err(e) = pdump::enable() {
         eprintln!("siplb-dataplane: packet capture unavailable: {e}");
     }
@@ -136,6 +154,7 @@ pub fn run(opts: Options) -> Result<()> {
         let w = Worker {
             index: i as u16,
             ports: ports.clone(),
+            kernel: kernel.clone(),
             pool,
             services: published,
             tables: shared.tables,
@@ -192,10 +211,44 @@ pub fn run(opts: Options) -> Result<()> {
     eal.wait_all();
     hk.stats
         .print(&hk.svc, shared.counters, shared.tables, clock.now(), true);
-    for p in &ports {
+    for p in ports.iter().chain(&kernel) {
         p.stop();
     }
     eal.cleanup();
+    Ok(())
+}
+
+/// Gives a port's kernel interface the port's address (and default route), up.
+fn configure_kernel_iface(iface: &str, pc: &siplb_core::config::PortConfig) -> Result<()> {
+    let ip = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .context("running ip (iproute2) to configure the kernel interface")?;
+        if !out.status.success() {
+            bail!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    // Router solicitations and the like would only be noise on the ports.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6"), "1");
+    ip(&["addr", "replace", &pc.address.to_string(), "dev", iface])?;
+    ip(&["link", "set", "dev", iface, "up"])?;
+    if let Some(gw) = pc.gateway {
+        ip(&[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &gw.to_string(),
+            "dev",
+            iface,
+        ])?;
+    }
     Ok(())
 }
 

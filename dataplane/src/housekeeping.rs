@@ -343,6 +343,10 @@ impl StatsPrinter {
                 frags.0, frags.1, frags.2
             ));
         }
+        let kernel = (sum(&|c| c.to_kernel.get()), sum(&|c| c.from_kernel.get()));
+        if kernel != (0, 0) {
+            line.push_str(&format!(" kernel to={} from={}", kernel.0, kernel.1));
+        }
         let snat = sum(&|c| c.snat_sessions_created.get());
         if snat > 0 {
             line.push_str(&format!(

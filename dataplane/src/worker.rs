@@ -19,11 +19,16 @@ use std::time::Duration;
 pub const BURST: usize = 32;
 /// How far ahead of the packet being processed its successors are prefetched.
 const PREFETCH_AHEAD: usize = 3;
+/// The kernel interfaces are polled once every this many loops: reading a TAP is a
+/// system call, and the host's own traffic is light.
+const KERNEL_POLL_EVERY: u32 = 16;
 
 pub struct Worker {
     /// Index of this worker = its RX/TX queue on every port.
     pub index: u16,
     pub ports: Vec<Port>,
+    /// The kernel (TAP) interface of each port, when the exception path is on.
+    pub kernel: Vec<Port>,
     pub pool: Mempool,
     pub services: &'static Published<Services>,
     pub tables: &'static Tables<'static>,
@@ -48,7 +53,10 @@ impl Worker {
     pub fn run(mut self) -> i32 {
         let queue = self.index;
         let mut rx = Burst::<BURST>::default();
-        let mut tx: Vec<TxBuffer> = self.ports.iter().map(|_| TxBuffer::default()).collect();
+        let mut tx: Vec<TxBuffer> = (0..self.ports.len() + self.kernel.len())
+            .map(|_| TxBuffer::default())
+            .collect();
+        let mut loops = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             let svc = self.services.read(usize::from(queue));
             let now = self.clock.now();
@@ -67,9 +75,13 @@ impl Worker {
                 }
                 rx.clear();
             }
+            loops = loops.wrapping_add(1);
+            if loops.is_multiple_of(KERNEL_POLL_EVERY) {
+                received += self.forward_kernel_traffic(&mut rx, &mut tx);
+            }
             self.drain_injected(&mut tx);
-            for (pi, port) in self.ports.iter().enumerate() {
-                let f = tx[pi].flush(port, queue);
+            for (i, b) in tx.iter_mut().enumerate() {
+                let f = b.flush(&self.port_at(i), queue);
                 self.account(f);
             }
             self.counters.polls.inc();
@@ -81,6 +93,33 @@ impl Worker {
         }
         self.services.offline(usize::from(queue));
         0
+    }
+
+    /// The port behind TX buffer `i`: physical ports first, then their kernel
+    /// interfaces in the same order.
+    #[inline(always)]
+    fn port_at(&self, i: usize) -> Port {
+        match self.ports.get(i) {
+            Some(p) => *p,
+            None => self.kernel[i - self.ports.len()],
+        }
+    }
+
+    /// What the kernel sends leaves by the port its interface stands for, unchanged.
+    fn forward_kernel_traffic(&mut self, rx: &mut Burst<BURST>, tx: &mut [TxBuffer]) -> usize {
+        let mut total = 0;
+        for k in 0..self.kernel.len() {
+            let n = self.kernel[k].rx_burst(self.index, rx);
+            total += n;
+            for i in 0..n {
+                if let Some(m) = rx.take(i) {
+                    self.counters.from_kernel.inc();
+                    self.send(tx, k, m);
+                }
+            }
+            rx.clear();
+        }
+        total
     }
 
     #[inline(always)]
@@ -97,9 +136,10 @@ impl Worker {
                 if m.data_len() > egress_limit(svc, p) {
                     self.send_copies(svc, tx, p, m.data());
                 } else {
-                    self.send(tx, p, m);
+                    self.send(tx, usize::from(p), m);
                 }
             }
+            Verdict::ToKernel => self.to_kernel(tx, in_port, m),
             Verdict::Drop(r) => c.dropped(r),
             Verdict::Consumed => {}
             Verdict::Reassembled => {
@@ -116,6 +156,11 @@ impl Worker {
                     now,
                 ) {
                     Verdict::Forward(p) => self.send_copies(svc, tx, p, &buf[..len]),
+                    Verdict::ToKernel => {
+                        if let Some(m) = self.copy_into_mbuf(&buf[..len]) {
+                            self.to_kernel(tx, in_port, m);
+                        }
+                    }
                     Verdict::Drop(r) => c.dropped(r),
                     Verdict::Consumed | Verdict::Reassembled => {}
                 }
@@ -127,14 +172,24 @@ impl Worker {
         }
     }
 
+    /// Queues `m` on TX buffer `i` (see `port_at`).
     #[inline(always)]
-    fn send(&self, tx: &mut [TxBuffer], port: u8, m: Mbuf) {
-        let p = usize::from(port);
-        if tx[p].is_full() {
-            let f = tx[p].flush(&self.ports[p], self.index);
+    fn send(&self, tx: &mut [TxBuffer], i: usize, m: Mbuf) {
+        if tx[i].is_full() {
+            let f = tx[i].flush(&self.port_at(i), self.index);
             self.account(f);
         }
-        tx[p].push(m);
+        tx[i].push(m);
+    }
+
+    /// Hands `m`, which arrived on `port`, to that port's kernel interface.
+    fn to_kernel(&self, tx: &mut [TxBuffer], port: u8, m: Mbuf) {
+        if usize::from(port) >= self.kernel.len() {
+            self.counters.dropped(DropReason::NotBalanced);
+            return;
+        }
+        self.counters.to_kernel.inc();
+        self.send(tx, self.ports.len() + usize::from(port), m);
     }
 
     /// Sends `frame` on `port` in new mbufs: as it is if it fits the port's MTU, else cut
@@ -143,7 +198,7 @@ impl Worker {
         let limit = egress_limit(svc, port);
         if frame.len() <= limit {
             if let Some(m) = self.copy_into_mbuf(frame) {
-                self.send(tx, port, m);
+                self.send(tx, usize::from(port), m);
             }
             return;
         }
@@ -161,7 +216,7 @@ impl Worker {
             Ok(_) => {
                 for m in out.iter_mut().take(n).filter_map(Option::take) {
                     self.counters.fragments_out.inc();
-                    self.send(tx, port, m);
+                    self.send(tx, usize::from(port), m);
                 }
             }
             Err(reason) => self.counters.dropped(reason),
@@ -205,7 +260,7 @@ impl Worker {
             let n = balancer::write_arp_request(svc, port, ip, m.data_mut());
             m.set_len(n);
             self.counters.arp_requests.inc();
-            self.send(tx, port, m);
+            self.send(tx, usize::from(port), m);
         }
     }
 
@@ -219,8 +274,8 @@ impl Worker {
             };
             // SAFETY: the main lcore enqueues only mbufs it owns and gives up.
             let m = unsafe { Mbuf::from_raw(nn) };
-            let port = m.port() as u8;
-            if usize::from(port) < self.ports.len() {
+            let port = usize::from(m.port());
+            if port < self.ports.len() {
                 self.send(tx, port, m);
             }
         }

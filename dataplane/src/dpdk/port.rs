@@ -4,7 +4,7 @@ use super::mbuf::{Burst, Mbuf};
 use super::mempool::Mempool;
 use super::{DpdkError, Result};
 use siplb_core::wire::MacAddr;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 const RSS_IPV4: u64 = 1 << 2;
 const RSS_FRAG_IPV4: u64 = 1 << 3;
@@ -129,6 +129,49 @@ impl Port {
         // SAFETY: started port.
         unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
         Ok(Port { id })
+    }
+
+    /// Creates a TAP device (a kernel interface named `iface`, DPDK's `net_tap` PMD)
+    /// and returns its port, not yet configured.
+    pub fn create_tap(vdev_name: &str, iface: &str) -> Result<Port> {
+        let name = CString::new(vdev_name).expect("vdev name without NUL");
+        let args = CString::new(format!("iface={iface}")).map_err(|_| DpdkError {
+            what: format!("TAP interface `{iface}`"),
+            code: libc::EINVAL,
+            reason: "the name contains a NUL byte".into(),
+        })?;
+        // SAFETY: valid NUL-terminated strings; DPDK copies them.
+        let rc = unsafe { dpdk_sys::rte_vdev_init(name.as_ptr(), args.as_ptr()) };
+        if rc != 0 {
+            return Err(DpdkError::new(
+                format!("creating TAP interface `{iface}` (rte_vdev_init {vdev_name}; is /dev/net/tun there?)"),
+                rc,
+            ));
+        }
+        let mut id = 0u16;
+        // SAFETY: valid name and out-parameter.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(name.as_ptr(), &mut id) };
+        if rc != 0 {
+            return Err(DpdkError::new(
+                format!("finding the port of {vdev_name}"),
+                rc,
+            ));
+        }
+        Ok(Port { id })
+    }
+
+    /// Sets the port's MAC address.
+    pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
+        let mut a = dpdk_sys::rte_ether_addr { addr_bytes: mac.0 };
+        // SAFETY: valid address struct for the duration of the call.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(self.id, &mut a) };
+        if rc != 0 {
+            return Err(DpdkError::new(
+                format!("setting the MAC of port {}", self.id),
+                rc,
+            ));
+        }
+        Ok(())
     }
 
     pub fn mac(&self) -> MacAddr {

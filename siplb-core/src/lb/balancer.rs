@@ -41,6 +41,9 @@ pub enum Verdict {
     Consumed,
     /// The frame completed a fragmented datagram: process `ctx.reassembly`'s frame.
     Reassembled,
+    /// For the balancer host itself: hand it to the kernel interface of the port it
+    /// came in on (the exception path).
+    ToKernel,
 }
 
 /// The shared tables, laid over shared memory by the dataplane (or a Vec in tests).
@@ -145,7 +148,12 @@ fn arp_in(
         return Verdict::Forward(in_port);
     }
     if a.operation() == arp::OP_REPLY && target == port.net.addr {
-        return Verdict::Consumed;
+        // The kernel asked (its own traffic, e.g. health checks): it needs the answer.
+        return if svc.exception_path {
+            Verdict::ToKernel
+        } else {
+            Verdict::Consumed
+        };
     }
     Verdict::Drop(DropReason::ArpNotForUs)
 }
@@ -214,12 +222,23 @@ fn ipv4_in(
         };
     }
     if svc.is_own(dst) {
+        // SNAT sessions own some of our ports; everything else for our own addresses
+        // is the host's (ICMP, SSH, health-check answers...).
+        if proto == ipv4::PROTO_UDP {
+            match udp_ports(frame, l4) {
+                Some((_, dport)) if t.snat.by_port(dport, now).is_some() => {
+                    return snat_backend_to_client(svc, t, w, frame, l4, dport, now)
+                }
+                Some(_) => {}
+                None => return Verdict::Drop(DropReason::UdpMalformed),
+            }
+        }
+        if svc.exception_path {
+            return Verdict::ToKernel;
+        }
         return match proto {
-            ipv4::PROTO_UDP => match udp_ports(frame, l4) {
-                Some((_, dport)) => snat_backend_to_client(svc, t, w, frame, l4, dport, now),
-                None => Verdict::Drop(DropReason::UdpMalformed),
-            },
             ipv4::PROTO_ICMP => echo_reply(w, frame, l4, in_port),
+            ipv4::PROTO_UDP => Verdict::Drop(DropReason::SnatNoSession),
             _ => Verdict::Drop(DropReason::NotBalanced),
         };
     }
@@ -1218,5 +1237,57 @@ backends = [
                 assert!(units[1..].iter().all(|u| u.farms[0].pick(key) == first));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod exception_path_tests {
+    use super::*;
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+
+    #[test]
+    fn the_hosts_own_traffic_goes_to_the_kernel() {
+        let cfg = "[[port]]\nname='back'\naddress='198.18.1.1/24'\n[[farm]]\nname='f'\nvip='198.18.0.2'\nnat='snat'\nbackends=[{address='198.18.1.11'}]\n";
+        let svc = sim::services(cfg);
+        assert!(svc.exception_path, "on by default");
+        let mem = SimMemory::new(1 << 10);
+        let t = mem.tables();
+        let c: Box<WorkerCounters> = Box::default();
+        let mut w = sim::worker(&c);
+        let own = Ipv4Addr::new(198, 18, 1, 1);
+        let b = Ipv4Addr::new(198, 18, 1, 11);
+        // A health-check answer to a kernel socket's port.
+        let mut f = sim::udp_frame(
+            port_mac(0),
+            (b, 5060),
+            (own, 40000),
+            b"SIP/2.0 200 OK\r\n\r\n",
+        );
+        assert_eq!(process(&svc, &t, &mut w, &mut f, 0, 10), Verdict::ToKernel);
+        // The answer to the kernel's ARP request.
+        let mut a = vec![0u8; 60];
+        arp::write_frame(
+            &mut a,
+            arp::OP_REPLY,
+            host_mac(b),
+            b,
+            port_mac(0),
+            port_mac(0),
+            own,
+        );
+        assert_eq!(process(&svc, &t, &mut w, &mut a, 0, 10), Verdict::ToKernel);
+        // Without the exception path they are dropped or answered here.
+        let mut off = svc.clone();
+        off.exception_path = false;
+        let mut f = sim::udp_frame(
+            port_mac(0),
+            (b, 5060),
+            (own, 40000),
+            b"SIP/2.0 200 OK\r\n\r\n",
+        );
+        assert_eq!(
+            process(&off, &t, &mut w, &mut f, 0, 10),
+            Verdict::Drop(DropReason::SnatNoSession)
+        );
     }
 }

@@ -186,6 +186,9 @@ pub struct WorkerCounters {
     pub fragments_in: Counter,
     pub datagrams_reassembled: Counter,
     pub fragments_out: Counter,
+    /// Frames handed to the kernel interfaces (exception path) and taken from them.
+    pub to_kernel: Counter,
+    pub from_kernel: Counter,
     pub drops: [Counter; DropReason::COUNT],
     pub sip_errors: [Counter; SipError::COUNT],
     pub backends: [BackendCounters; MAX_BACKENDS],
@@ -225,6 +228,8 @@ impl Default for WorkerCounters {
             fragments_in: Counter::default(),
             datagrams_reassembled: Counter::default(),
             fragments_out: Counter::default(),
+            to_kernel: Counter::default(),
+            from_kernel: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             sip_errors: std::array::from_fn(|_| Counter::default()),
             backends: std::array::from_fn(|_| BackendCounters::default()),

@@ -170,6 +170,8 @@ pub struct Services {
     slots: Vec<Option<(u8, u16)>>,
     /// Addresses of ours that are not VIPs: port addresses and SNAT addresses.
     own: Index<u8>,
+    /// Each port has a kernel interface for the host's own traffic.
+    pub exception_path: bool,
 }
 
 impl Services {
@@ -200,10 +202,10 @@ impl Services {
         for (id, f) in cfg.farms.iter().enumerate() {
             farms.push(build_farm(id as u8, f, overrides, registry)?);
         }
-        Ok(Self::index(ports, farms))
+        Ok(Self::index(ports, farms, cfg.dataplane.exception_path))
     }
 
-    fn index(ports: Vec<PortInfo>, farms: Vec<Farm>) -> Services {
+    fn index(ports: Vec<PortInfo>, farms: Vec<Farm>, exception_path: bool) -> Services {
         let mut vips = Vec::new();
         let mut vip_addrs = Vec::new();
         let mut backends = Vec::new();
@@ -240,6 +242,7 @@ impl Services {
             backends: Index::build(backends),
             slots,
             own: Index::build(own),
+            exception_path,
         }
     }
 

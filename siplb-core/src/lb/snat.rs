@@ -12,8 +12,11 @@ use crate::table::flow::{Entry, FlowTable};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Ports below this are never used for SNAT.
+/// SNAT ports of each source address: 1024-32767. The kernel's ephemeral range
+/// (32768-60999 by default on Linux) stays free for the host's own sockets on the same
+/// address (health checks through the exception path).
 pub const FIRST_PORT: u16 = 1024;
+pub const LAST_PORT: u16 = 32767;
 const VALID: u64 = 1;
 
 /// The reverse entry of one SNAT port. 16 bytes.
@@ -63,9 +66,9 @@ pub struct SnatAllocator {
 }
 
 impl SnatAllocator {
-    /// Worker `id` of `workers` gets an equal, disjoint slice of ports 1024-65535.
+    /// Worker `id` of `workers` gets an equal, disjoint slice of ports 1024-32767.
     pub fn for_worker(id: u16, workers: u16) -> Self {
-        let span = (65536 - u32::from(FIRST_PORT)) / u32::from(workers.max(1));
+        let span = (u32::from(LAST_PORT) + 1 - u32::from(FIRST_PORT)) / u32::from(workers.max(1));
         let first = u32::from(FIRST_PORT) + span * u32::from(id);
         let last = first + span - 1;
         Self {
@@ -222,7 +225,7 @@ mod tests {
         let b = SnatAllocator::for_worker(1, 2);
         assert_eq!(a.first, FIRST_PORT);
         assert_eq!(a.last + 1, b.first);
-        assert!(b.last >= 65534);
+        assert!(b.last >= LAST_PORT - 1 && b.last <= LAST_PORT);
         assert_eq!(a.len(), b.len());
     }
 
