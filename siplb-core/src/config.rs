@@ -835,3 +835,18 @@ impl Config {
         file_prefix_arg(&all).unwrap_or_else(|| DEFAULT_FILE_PREFIX.to_string())
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_valid_and_sets_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../siplb.example.toml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.farms[0].backends.len(), 2);
+        assert_eq!(c.farms[0].health.check, crate::health::CheckKind::Options);
+        assert_eq!(c.file_prefix(&[]), "siplb");
+    }
+}

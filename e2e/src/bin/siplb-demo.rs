@@ -1,15 +1,13 @@
-//! `siplb-demo`: siplb's main job on an embedded default topology. A SIPp client calls
-//! the VIP; the balancer spreads the calls over two SIPp backends by weight and keeps
-//! every message of a call on one backend; live dataplane stats scroll by; at the end
-//! each backend's share and the dataplane's counters are printed and everything is
-//! removed.
+//! `siplb-demo`: siplb's main job on an embedded default topology. `siplb run` starts
+//! the dataplane and the control daemon; a SIPp client calls the VIP; the balancer
+//! spreads the calls over two SIPp backends by weight and keeps every message of a call
+//! on one backend; `siplb stats` shows the traffic live; at the end each backend's
+//! share is printed from its own message log and everything is removed.
 
 use clap::Parser;
 use e2e::sipp::{self, stickiness, Uac};
 use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::Write;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -57,55 +55,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for (i, w) in cli.weights.iter().enumerate() {
         println!("      backend {i}: {}:5060 weight {w}", backend_ip(i));
     }
-    let cfg = topo.base_config() + &topo.farm_config(&cli.nat, "call-id", &cli.weights, "");
-    let mut dp = topo.start_dataplane(&cfg, &["--stats-interval", "1"])?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tail = {
-        let (log, stop) = (dp.proc.log.clone(), stop.clone());
-        std::thread::spawn(move || follow(&log, &stop))
-    };
+    let backends: Vec<String> = cli
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("  {{ address = \"{}\", weight = {w} }},", backend_ip(i)))
+        .collect();
+    let farm = format!(
+        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nnat = \"{}\"\nbackends = [\n{}\n]\n",
+        cli.nat,
+        backends.join("\n")
+    );
+    let siplb = topo.start_siplb(&topo.siplb_config(&farm))?;
+    println!("\n$ siplb status");
+    print!("{}", siplb.ok(&["status"])?);
     let uas: Vec<_> = topo
         .backends
         .iter()
         .enumerate()
         .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
+            sipp::start_uas(ns, backend_ip(i), 5060, &topo.dir, &format!("uas{i}"), None, &[])
         })
         .collect::<Result<_, _>>()?;
     println!(
-        "placing {} calls at {}/s (about {} s)...",
+        "\nplacing {} calls at {}/s (about {} s); `siplb stats` every 3 s:",
         cli.calls,
         cli.rate,
         cli.calls / cli.rate.max(1)
     );
-    let uac = Uac {
+    let mut calls = Uac {
         ns: &topo.client,
         local_ip: CLIENT_IP,
         local_port: 5060,
         target: format!("{VIP}:5060"),
         calls: cli.calls,
         rate: cli.rate,
-        limit: 200,
+        limit: 400,
         scenario: None,
-        extra: vec![],
+        // Calls last 2 s, so dialogs are in progress while stats are shown.
+        extra: vec!["-d".into(), "2000".into()],
         timeout: Duration::from_secs(u64::from(cli.calls / cli.rate.max(1)) + 60),
         name: "uac".into(),
         trace: false,
     }
-    .run(&topo.dir)?;
-    std::thread::sleep(Duration::from_millis(1200));
-    stop.store(true, Ordering::Relaxed);
-    let _ = tail.join();
+    .spawn(&topo.dir)?;
+    while calls.proc.wait_timeout(Duration::from_secs(3)).is_none() {
+        println!("\n$ siplb stats");
+        print!("{}", siplb.ok(&["stats"])?);
+        let _ = std::io::stdout().flush();
+    }
+    let uac = calls.wait(Duration::from_secs(1))?;
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
-    let out = dp.stop();
+    std::thread::sleep(Duration::from_millis(1200));
+    println!("\n$ siplb stats   (after the last call)");
+    print!("{}", siplb.ok(&["stats"])?);
     let s = stickiness(&traces);
     println!("\nresults");
     println!(
@@ -115,7 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let total: usize = s.calls_per_backend.iter().sum();
     for (i, n) in s.calls_per_backend.iter().enumerate() {
         println!(
-            "  backend {i} ({}, weight {}): {n} calls ({:.1}%), {} SIP messages",
+            "  backend {i} ({}, weight {}): {n} calls ({:.1}%), {} SIP messages in its own log",
             backend_ip(i),
             cli.weights[i],
             100.0 * *n as f64 / total.max(1) as f64,
@@ -126,36 +129,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "  calls whose messages reached more than one backend: {}",
         s.split.len()
     );
-    if let Some(l) = out.lines().rev().find(|l| l.contains("final")) {
-        println!(
-            "  dataplane counters: {}",
-            l.trim_start_matches("siplb-dataplane: final ")
-        );
-    }
+    println!("\n$ siplb shutdown");
+    print!("{}", siplb.ok(&["shutdown"])?);
+    drop(siplb);
     println!("topology removed.");
     anyhow::ensure!(
         uac.failed == 0 && s.split.is_empty(),
         "the demo saw failed or split calls"
     );
     Ok(())
-}
-
-/// Prints the dataplane's stats lines as they are written.
-fn follow(path: &std::path::Path, stop: &AtomicBool) {
-    let mut pos = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut f) = std::fs::File::open(path) {
-            if f.seek(SeekFrom::Start(pos)).is_ok() {
-                let mut s = String::new();
-                if f.read_to_string(&mut s).is_ok() {
-                    pos += s.len() as u64;
-                    for l in s.lines().filter(|l| l.starts_with("stats:")) {
-                        println!("  {l}");
-                    }
-                    let _ = std::io::stdout().flush();
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
