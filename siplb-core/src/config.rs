@@ -661,6 +661,26 @@ impl Config {
                 ));
             }
         }
+        // In dnat mode a backend's answers are told apart by its address and port only.
+        for (i, f) in self.farms.iter().enumerate() {
+            for (j, b) in f.backends.iter().enumerate() {
+                let shared = self.farms[..i].iter().find(|g| {
+                    (g.nat == NatMode::Dnat || f.nat == NatMode::Dnat)
+                        && g.backends
+                            .iter()
+                            .any(|c| c.address == b.address && c.port == b.port)
+                });
+                if let Some(g) = shared {
+                    return Err((
+                        vec![Key("farm"), Index(i), Key("backends"), Index(j), Key("address")],
+                        format!(
+                            "{}:{} is also a backend of farm `{}`: in dnat mode its answers could not be told apart; give it another port per farm or use snat in both",
+                            b.address, b.port, g.name
+                        ),
+                    ));
+                }
+            }
+        }
         if total_backends > MAX_BACKENDS {
             return Err((
                 vec![Key("farm")],
@@ -796,6 +816,20 @@ backends = [
         assert!(e.to_string().contains("vip"), "{e}");
         let e = err("this is not toml");
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn a_backend_in_two_dnat_farms_is_refused() {
+        let two = format!(
+            "{GOOD}\n[[farm]]\nname = \"pbx2\"\nvip = \"198.18.0.3\"\nbackends = [ {{ address = \"198.18.1.12\" }} ]\n"
+        );
+        let e = err(&two);
+        assert_eq!(e.field, "farm[1].backends[0].address");
+        assert!(e.message.contains("also a backend of farm `pbx`"), "{e}");
+        let snat = two
+            .replace("nat = \"dnat\"", "nat = \"snat\"")
+            .replace("name = \"pbx2\"", "name = \"pbx2\"\nnat = \"snat\"");
+        Config::parse(&snat, Path::new("x")).unwrap();
     }
 
     #[test]
