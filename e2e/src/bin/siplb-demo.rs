@@ -74,7 +74,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, ns)| {
-            sipp::start_uas(ns, backend_ip(i), 5060, &topo.dir, &format!("uas{i}"), None, &[])
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
         })
         .collect::<Result<_, _>>()?;
     println!(
