@@ -110,7 +110,19 @@ pub fn run(opts: Options) -> Result<()> {
         ports.push(p);
     }
     let mut kernel = Vec::new();
+    let mut isolated = Vec::new();
     if cfg.dataplane.exception_path {
+        // An af_packet port's kernel interface sees every frame too; with our own
+        // addresses now local to this namespace (on the TAPs), the kernel would answer
+        // them a second time (RSTs, ICMP unreachables, ARP). Keep it out.
+        for p in &ports {
+            if let Some(iface) = p.af_packet_iface() {
+                isolate_af_packet_iface(&iface).with_context(|| {
+                    format!("keeping the kernel off af_packet interface `{iface}`")
+                })?;
+                isolated.push(iface);
+            }
+        }
         for (i, pc) in cfg.ports.iter().enumerate() {
             let iface = pc.kernel_iface_name(i);
             let tap = Port::create_tap(&format!("net_tap_siplb{i}"), &iface)?;
@@ -214,8 +226,73 @@ pub fn run(opts: Options) -> Result<()> {
     for p in ports.iter().chain(&kernel) {
         p.stop();
     }
+    for iface in &isolated {
+        release_af_packet_iface(iface);
+    }
     eal.cleanup();
     Ok(())
+}
+
+fn run_ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Policy-routing preference of the rules that drop what arrives on af_packet ports;
+/// the `local` table rule moves from 0 to `LOCAL_RULE_PREF` to come after them.
+const ISOLATE_RULE_PREF: &str = "10";
+const LOCAL_RULE_PREF: &str = "100";
+
+/// Stops the kernel's own IP and ARP processing of frames arriving on `iface` (its
+/// packet sockets, DPDK's, still get them): `arp_ignore=8`, and an `iif <iface>
+/// blackhole` rule ahead of the `local` table.
+fn isolate_af_packet_iface(iface: &str) -> Result<()> {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{iface}/arp_ignore"), "8");
+    let rules = std::process::Command::new("ip")
+        .args(["rule", "show"])
+        .output()
+        .context("running ip rule")?;
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    if !rules
+        .lines()
+        .any(|l| l.starts_with(&format!("{LOCAL_RULE_PREF}:")) && l.ends_with("lookup local"))
+    {
+        run_ip(&["rule", "add", "pref", LOCAL_RULE_PREF, "lookup", "local"])?;
+    }
+    if rules
+        .lines()
+        .any(|l| l.starts_with("0:") && l.ends_with("lookup local"))
+    {
+        run_ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
+    }
+    let _ = run_ip(&["rule", "del", "pref", ISOLATE_RULE_PREF, "iif", iface]);
+    run_ip(&[
+        "rule",
+        "add",
+        "pref",
+        ISOLATE_RULE_PREF,
+        "iif",
+        iface,
+        "blackhole",
+    ])?;
+    println!(
+        "siplb-dataplane: kernel IP and ARP processing on af_packet interface {iface} turned off"
+    );
+    Ok(())
+}
+
+fn release_af_packet_iface(iface: &str) {
+    let _ = run_ip(&["rule", "del", "pref", ISOLATE_RULE_PREF, "iif", iface]);
 }
 
 /// Gives a port's kernel interface the port's address (and default route), up.

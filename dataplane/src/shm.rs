@@ -10,6 +10,7 @@ use siplb_core::lb::balancer::Tables;
 use siplb_core::lb::counters::WorkerCounters;
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
 use siplb_core::lb::snat::{SnatSlot, SnatTable};
+use siplb_core::table::connection::ConnectionTable;
 use siplb_core::table::dialog::DialogTable;
 use siplb_core::table::flow::{FlowTable, Slot};
 use siplb_core::table::registration::RegistrationTable;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 3;
+const LAYOUT_VERSION: u32 = 4;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -31,6 +32,7 @@ const MZ_SNAT_FWD: &str = "siplb_snat_fwd";
 const MZ_SNAT_REV: &str = "siplb_snat_rev";
 const MZ_NEIGH: &str = "siplb_neighbours";
 const MZ_DIRECTORY: &str = "siplb_directory";
+const MZ_CONNS: &str = "siplb_connections";
 
 #[repr(C)]
 pub struct Header {
@@ -42,6 +44,7 @@ pub struct Header {
     pub dialog_slots: u64,
     pub registration_slots: u64,
     pub snat_slots: u64,
+    pub connection_slots: u64,
     pub clock: Clock,
     /// PID of the dataplane process.
     pub pid: AtomicU32,
@@ -125,6 +128,7 @@ impl Shared {
         let dialog_slots = slots_for(cfg.tables.dialogs);
         let registration_slots = slots_for(cfg.tables.registrations);
         let snat_slots = slots_for(cfg.tables.snat_sessions);
+        let connection_slots = slots_for(cfg.tables.tcp_connections);
         let h = hdr.addr() as *mut Header;
         // SAFETY: a fresh zero-filled zone of the right size and alignment (all-zero is a
         // valid Header) that no reference points into yet. Secondaries may look the zone
@@ -135,6 +139,7 @@ impl Shared {
             (*h).dialog_slots = dialog_slots;
             (*h).registration_slots = registration_slots;
             (*h).snat_slots = snat_slots;
+            (*h).connection_slots = connection_slots;
             (*h).clock = clock;
         }
         // SAFETY: initialised above; from here on only atomics are written.
@@ -167,7 +172,14 @@ impl Shared {
             NEIGHBOUR_SLOTS * std::mem::size_of::<NeighbourSlot>(),
         )?;
         let mz_dir = reserve(MZ_DIRECTORY, MAX_BACKENDS * std::mem::size_of::<DirEntry>())?;
-        let shared = Self::view(header, [mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir])?;
+        let mz_conn = reserve(
+            MZ_CONNS,
+            connection_slots as usize * std::mem::size_of::<Slot>(),
+        )?;
+        let shared = Self::view(
+            header,
+            [mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn],
+        )?;
         header.magic.store(MAGIC, Ordering::Release);
         Ok(shared)
     }
@@ -196,12 +208,13 @@ impl Shared {
                 look(MZ_SNAT_REV)?,
                 look(MZ_NEIGH)?,
                 look(MZ_DIRECTORY)?,
+                look(MZ_CONNS)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 7]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 8]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn] = zones;
         let workers = header.workers as usize;
         if workers == 0 || workers > MAX_WORKERS {
             bail!("corrupt shared header: {workers} workers");
@@ -213,6 +226,10 @@ impl Shared {
             Tables {
                 dialogs: DialogTable::new(FlowTable::new(
                     d.slice::<Slot>(0, header.dialog_slots as usize),
+                    MAX_PROBE,
+                )),
+                connections: ConnectionTable::new(FlowTable::new(
+                    conn.slice::<Slot>(0, header.connection_slots as usize),
                     MAX_PROBE,
                 )),
                 registrations: RegistrationTable::new(FlowTable::new(

@@ -107,6 +107,8 @@ pub struct TableConfig {
     pub registrations: u64,
     /// SNAT sessions (client flows) capacity in entries.
     pub snat_sessions: u64,
+    /// TCP/TLS connections through the VIPs, capacity in entries.
+    pub tcp_connections: u64,
 }
 
 impl Default for TableConfig {
@@ -115,6 +117,7 @@ impl Default for TableConfig {
             dialogs: 1 << 20,
             registrations: 1 << 18,
             snat_sessions: 1 << 16,
+            tcp_connections: 1 << 16,
         }
     }
 }
@@ -197,6 +200,10 @@ pub struct FarmConfig {
     pub port: u16,
     #[serde(default = "default_protocols")]
     pub protocols: Vec<Protocol>,
+    /// The VIP's port for SIP over TLS (`protocols` with "tls"), passed through to the
+    /// backends' `tls_port` untouched.
+    #[serde(default = "default_tls_port")]
+    pub tls_port: u16,
     #[serde(default = "default_nat")]
     pub nat: NatMode,
     #[serde(default = "default_affinity")]
@@ -231,6 +238,9 @@ fn default_down_policy() -> DownPolicy {
 fn default_sip_port() -> u16 {
     5060
 }
+fn default_tls_port() -> u16 {
+    5061
+}
 fn default_protocols() -> Vec<Protocol> {
     vec![Protocol::Udp]
 }
@@ -245,8 +255,12 @@ fn default_affinity() -> Affinity {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: Ipv4Addr,
+    /// SIP over UDP and TCP.
     #[serde(default = "default_sip_port")]
     pub port: u16,
+    /// SIP over TLS.
+    #[serde(default = "default_tls_port")]
+    pub tls_port: u16,
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
@@ -509,6 +523,7 @@ impl Config {
             ("dialogs", self.tables.dialogs),
             ("registrations", self.tables.registrations),
             ("snat_sessions", self.tables.snat_sessions),
+            ("tcp_connections", self.tables.tcp_connections),
         ] {
             if !(1024..=(1u64 << 30)).contains(&v) {
                 return Err((
@@ -584,6 +599,12 @@ impl Config {
             }
             if f.port == 0 {
                 return Err((at("port"), "expected a port number 1-65535".into()));
+            }
+            if f.protocols.contains(&Protocol::Tls) && f.tls_port == f.port {
+                return Err((
+                    at("tls_port"),
+                    format!("TLS needs a port of its own, not {} (usually 5061)", f.port),
+                ));
             }
             if f.protocols.is_empty() {
                 return Err((

@@ -157,6 +157,7 @@ impl ControlState {
             c.farms[fi].backends.push(BackendConfig {
                 address: b.address,
                 port: b.port,
+                tls_port: 5061,
                 weight,
             });
             Ok(())

@@ -160,6 +160,35 @@ impl Port {
         Ok(Port { id })
     }
 
+    /// The kernel interface behind an af_packet port (whose kernel side also sees every
+    /// frame the port receives), `None` for other drivers.
+    pub fn af_packet_iface(&self) -> Option<String> {
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid out-parameter.
+        if unsafe { dpdk_sys::rte_eth_dev_info_get(self.id, &mut info) } != 0
+            || info.driver_name.is_null()
+        {
+            return None;
+        }
+        // SAFETY: DPDK's static, NUL-terminated driver name.
+        let driver = unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy();
+        if driver != "net_af_packet" || info.if_index == 0 {
+            return None;
+        }
+        let mut name = [0 as std::os::raw::c_char; libc::IF_NAMESIZE];
+        // SAFETY: the buffer has IF_NAMESIZE bytes as if_indextoname requires.
+        let p = unsafe { libc::if_indextoname(info.if_index, name.as_mut_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: if_indextoname wrote a NUL-terminated name.
+        Some(
+            unsafe { CStr::from_ptr(name.as_ptr()) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+
     /// Sets the port's MAC address.
     pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
         let mut a = dpdk_sys::rte_ether_addr { addr_bytes: mac.0 };

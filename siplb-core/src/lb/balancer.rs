@@ -13,6 +13,7 @@ use super::snat::{SnatAllocator, SnatTable};
 use crate::config::{Affinity, NatMode};
 use crate::hash::hash64;
 use crate::sip::{Method, SipMessage, SipUri, StartLine};
+use crate::table::connection::ConnectionTable;
 use crate::table::dialog::{Dialog, DialogState, DialogTable};
 use crate::table::registration::{Registration, RegistrationTable};
 use crate::wire::arp::{self, ArpPacket};
@@ -49,6 +50,7 @@ pub enum Verdict {
 /// The shared tables, laid over shared memory by the dataplane (or a Vec in tests).
 pub struct Tables<'m> {
     pub dialogs: DialogTable<'m>,
+    pub connections: ConnectionTable<'m>,
     pub registrations: RegistrationTable<'m>,
     pub neighbours: NeighbourTable<'m>,
     pub snat: SnatTable<'m>,
@@ -217,7 +219,14 @@ fn ipv4_in(
                 None => Verdict::Drop(DropReason::UdpMalformed),
             },
             ipv4::PROTO_ICMP => echo_reply(w, frame, l4, in_port),
-            ipv4::PROTO_TCP if farm.tcp => Verdict::Drop(DropReason::TcpUnsupported),
+            ipv4::PROTO_TCP => match super::tcp::ports(frame, l4) {
+                Some((_, dport)) => match svc.tcp_farm_for(dst, dport) {
+                    Some((f, tls)) => super::tcp::client_to_vip(svc, t, w, frame, l4, f, tls, now),
+                    None if farm.tcp || farm.tls => Verdict::Drop(DropReason::VipPortClosed),
+                    None => Verdict::Drop(DropReason::TcpUnsupported),
+                },
+                None => Verdict::Drop(DropReason::TcpMalformed),
+            },
             _ => Verdict::Drop(DropReason::VipPortClosed),
         };
     }
@@ -231,6 +240,18 @@ fn ipv4_in(
                 }
                 Some(_) => {}
                 None => return Verdict::Drop(DropReason::UdpMalformed),
+            }
+        }
+        if proto == ipv4::PROTO_TCP {
+            match super::tcp::ports(frame, l4) {
+                Some((_, dport)) => {
+                    if let Some(session) = t.snat.by_port(dport, now) {
+                        return super::tcp::snat_backend_to_client(
+                            svc, t, w, frame, l4, session, now,
+                        );
+                    }
+                }
+                None => return Verdict::Drop(DropReason::TcpMalformed),
             }
         }
         if svc.exception_path {
@@ -247,6 +268,17 @@ fn ipv4_in(
             if let Some((farm, idx)) = svc.backend_at(src, sport) {
                 if farm.nat == NatMode::Dnat {
                     return dnat_backend_to_client(svc, t, w, frame, l4, farm, idx, now);
+                }
+            }
+        }
+    }
+    if proto == ipv4::PROTO_TCP {
+        if let Some((sport, _)) = super::tcp::ports(frame, l4) {
+            if let Some((farm, idx, tls)) = svc.tcp_backend_at(src, sport) {
+                if farm.nat == NatMode::Dnat {
+                    return super::tcp::dnat_backend_to_client(
+                        svc, t, w, frame, l4, farm, idx, tls, now,
+                    );
                 }
             }
         }
@@ -306,7 +338,7 @@ fn aor_key(uri: &SipUri<'_>) -> u64 {
 }
 
 /// A backend slot from a table entry, if it still belongs to `farm`, with its index.
-fn slot_in_farm(svc: &Services, farm: &Farm, slot: u16) -> Option<usize> {
+pub(super) fn slot_in_farm(svc: &Services, farm: &Farm, slot: u16) -> Option<usize> {
     match svc.backend_by_slot(slot) {
         Some((f, i)) if f.id == farm.id => Some(i),
         _ => None,
@@ -685,6 +717,18 @@ fn rewrite(
     src: Option<(Ipv4Addr, u16)>,
     dst: Option<(Ipv4Addr, u16)>,
 ) -> Result<(), DropReason> {
+    rewrite_l4(frame, l4, false, src, dst)
+}
+
+/// Rewrites IPv4 addresses and UDP (`tcp` false) or TCP ports with incremental
+/// checksums, and decrements the TTL.
+pub(super) fn rewrite_l4(
+    frame: &mut [u8],
+    l4: usize,
+    tcp: bool,
+    src: Option<(Ipv4Addr, u16)>,
+    dst: Option<(Ipv4Addr, u16)>,
+) -> Result<(), DropReason> {
     let (old_src, old_dst) = {
         let mut ip = Ipv4Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
         if !ip.decrement_ttl() {
@@ -699,6 +743,18 @@ fn rewrite(
         }
         old
     };
+    if tcp {
+        let mut t = crate::wire::tcp::TcpSegment::new_unchecked(&mut frame[l4..]);
+        if let Some((a, p)) = src {
+            t.pseudo_addr_changed(old_src, a);
+            t.set_src_port(p);
+        }
+        if let Some((a, p)) = dst {
+            t.pseudo_addr_changed(old_dst, a);
+            t.set_dst_port(p);
+        }
+        return Ok(());
+    }
     let mut u = UdpPacket::new_unchecked(&mut frame[l4..]);
     if let Some((a, p)) = src {
         u.pseudo_addr_changed(old_src, a);
@@ -712,7 +768,7 @@ fn rewrite(
 }
 
 /// Sets the Ethernet addresses for the next hop toward `dst`, or asks ARP for it.
-fn to_next_hop(
+pub(super) fn to_next_hop(
     svc: &Services,
     t: &Tables<'_>,
     w: &mut WorkerCtx<'_>,

@@ -54,8 +54,10 @@ pub enum DropReason {
     SnatPortsExhausted,
     /// ICMP that is not an echo request to one of our addresses.
     IcmpUnsupported,
-    /// TCP is not balanced by this build.
+    /// TCP to a VIP whose farm serves no TCP or TLS.
     TcpUnsupported,
+    /// A TCP header shorter than its data offset says.
+    TcpMalformed,
     /// Larger than the egress MTU with Don't Fragment set.
     MtuExceeded,
     /// A frame split over several mbuf segments.
@@ -91,6 +93,7 @@ impl DropReason {
         Self::SnatPortsExhausted,
         Self::IcmpUnsupported,
         Self::TcpUnsupported,
+        Self::TcpMalformed,
         Self::MtuExceeded,
         Self::MultiSegment,
         Self::TxFull,
@@ -122,6 +125,7 @@ impl DropReason {
             Self::SnatPortsExhausted => "snat_ports_exhausted",
             Self::IcmpUnsupported => "icmp_unsupported",
             Self::TcpUnsupported => "tcp_unsupported",
+            Self::TcpMalformed => "tcp_malformed",
             Self::MtuExceeded => "mtu_exceeded",
             Self::MultiSegment => "multi_segment",
             Self::TxFull => "tx_full",
@@ -183,6 +187,8 @@ pub struct WorkerCounters {
     pub dialog_table_full: Counter,
     pub registration_table_full: Counter,
     pub snat_sessions_created: Counter,
+    pub tcp_connections_created: Counter,
+    pub connection_table_full: Counter,
     pub fragments_in: Counter,
     pub datagrams_reassembled: Counter,
     pub fragments_out: Counter,
@@ -225,6 +231,8 @@ impl Default for WorkerCounters {
             dialog_table_full: Counter::default(),
             registration_table_full: Counter::default(),
             snat_sessions_created: Counter::default(),
+            tcp_connections_created: Counter::default(),
+            connection_table_full: Counter::default(),
             fragments_in: Counter::default(),
             datagrams_reassembled: Counter::default(),
             fragments_out: Counter::default(),

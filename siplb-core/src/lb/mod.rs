@@ -9,3 +9,4 @@ pub mod reassembly;
 pub mod services;
 pub mod sim;
 pub mod snat;
+pub mod tcp;

@@ -48,6 +48,7 @@ pub struct PortInfo {
 pub struct Backend {
     pub addr: Ipv4Addr,
     pub port: u16,
+    pub tls_port: u16,
     pub weight: u32,
     pub state: BackendState,
     /// Stable slot for counters and table entries (survives reconfiguration).
@@ -68,6 +69,8 @@ pub struct Farm {
     pub port: u16,
     pub udp: bool,
     pub tcp: bool,
+    pub tls: bool,
+    pub tls_port: u16,
     pub nat: NatMode,
     pub affinity: Affinity,
     pub snat_address: Option<Ipv4Addr>,
@@ -168,6 +171,10 @@ pub struct Services {
     backends: Index<(u8, u16)>,
     /// Slot → (farm, backend index).
     slots: Vec<Option<(u8, u16)>>,
+    /// (vip, port) → (farm, is TLS) for TCP and TLS listeners.
+    tcp_vips: Index<(u8, bool)>,
+    /// (backend address, TCP or TLS port) → (farm, backend index, is TLS).
+    tcp_backends: Index<(u8, u16, bool)>,
     /// Addresses of ours that are not VIPs: port addresses and SNAT addresses.
     own: Index<u8>,
     /// Each port has a kernel interface for the host's own traffic.
@@ -211,7 +218,23 @@ impl Services {
         let mut backends = Vec::new();
         let mut slots = vec![None; MAX_BACKENDS];
         let mut own = Vec::new();
+        let mut tcp_vips = Vec::new();
+        let mut tcp_backends = Vec::new();
         for f in &farms {
+            if f.tcp {
+                tcp_vips.push((key(f.vip, f.port), (f.id, false)));
+            }
+            if f.tls {
+                tcp_vips.push((key(f.vip, f.tls_port), (f.id, true)));
+            }
+            for (i, b) in f.backends.iter().enumerate() {
+                if f.tcp {
+                    tcp_backends.push((key(b.addr, b.port), (f.id, i as u16, false)));
+                }
+                if f.tls {
+                    tcp_backends.push((key(b.addr, b.tls_port), (f.id, i as u16, true)));
+                }
+            }
             vips.push((key(f.vip, f.port), f.id));
             if !vip_addrs
                 .iter()
@@ -242,6 +265,8 @@ impl Services {
             backends: Index::build(backends),
             slots,
             own: Index::build(own),
+            tcp_vips: Index::build(tcp_vips),
+            tcp_backends: Index::build(tcp_backends),
             exception_path,
         }
     }
@@ -268,6 +293,22 @@ impl Services {
         self.backends
             .get(key(ip, port))
             .map(|(f, i)| (&self.farms[usize::from(f)], usize::from(i)))
+    }
+
+    /// The farm listening for TCP (or TLS) on `vip:port`, and whether it is TLS.
+    #[inline]
+    pub fn tcp_farm_for(&self, vip: Ipv4Addr, port: u16) -> Option<(&Farm, bool)> {
+        self.tcp_vips
+            .get(key(vip, port))
+            .map(|(f, tls)| (&self.farms[usize::from(f)], tls))
+    }
+
+    /// The farm, backend index and TLS flag of a backend's TCP or TLS port.
+    #[inline]
+    pub fn tcp_backend_at(&self, ip: Ipv4Addr, port: u16) -> Option<(&Farm, usize, bool)> {
+        self.tcp_backends
+            .get(key(ip, port))
+            .map(|(f, i, tls)| (&self.farms[usize::from(f)], usize::from(i), tls))
     }
 
     /// True if `ip` is the address of any backend (any port).
@@ -379,6 +420,7 @@ fn build_farm(
         backends.push(Backend {
             addr: b.address,
             port: b.port,
+            tls_port: b.tls_port,
             weight: o.and_then(|o| o.weight).unwrap_or(b.weight),
             state: o.map(|o| o.state).unwrap_or(BackendState::Up),
             slot: registry
@@ -393,7 +435,9 @@ fn build_farm(
         vip: f.vip,
         port: f.port,
         udp: f.protocols.contains(&Protocol::Udp),
-        tcp: f.protocols.iter().any(|p| *p != Protocol::Udp),
+        tcp: f.protocols.contains(&Protocol::Tcp),
+        tls: f.protocols.contains(&Protocol::Tls),
+        tls_port: f.tls_port,
         nat: f.nat,
         affinity: f.affinity,
         snat_address: f.snat_address,

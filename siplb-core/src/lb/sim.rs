@@ -9,6 +9,7 @@ use super::services::{Services, SlotRegistry};
 use super::snat::{SnatAllocator, SnatSlot, SnatTable};
 use crate::config::Config;
 use crate::sip::Limits;
+use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
 use crate::table::flow::{FlowTable, Slot};
 use crate::table::registration::RegistrationTable;
@@ -23,6 +24,7 @@ use std::path::Path;
 /// The memory behind a `Tables`.
 pub struct SimMemory {
     dialogs: Vec<Slot>,
+    connections: Vec<Slot>,
     registrations: Vec<Slot>,
     snat_forward: Vec<Slot>,
     snat_reverse: Vec<SnatSlot>,
@@ -34,6 +36,7 @@ impl SimMemory {
         let slots = |n: usize| (0..n).map(|_| Slot::default()).collect::<Vec<_>>();
         Self {
             dialogs: slots(dialog_slots),
+            connections: slots(1 << 14),
             registrations: slots(1 << 16),
             snat_forward: slots(1 << 16),
             snat_reverse: (0..65536).map(|_| SnatSlot::default()).collect(),
@@ -44,6 +47,7 @@ impl SimMemory {
     pub fn tables(&self) -> Tables<'_> {
         Tables {
             dialogs: DialogTable::new(FlowTable::new(&self.dialogs, 16)),
+            connections: ConnectionTable::new(FlowTable::new(&self.connections, 16)),
             registrations: RegistrationTable::new(FlowTable::new(&self.registrations, 16)),
             neighbours: NeighbourTable::new(&self.neighbours),
             snat: SnatTable::new(FlowTable::new(&self.snat_forward, 16), &self.snat_reverse),
@@ -129,4 +133,37 @@ pub fn run(
     *frame = buf[..len].to_vec();
     w.reassembly.put_back(buf);
     v
+}
+
+/// An Ethernet + IPv4 + TCP frame with `flags` and `payload`, correct checksums.
+pub fn tcp_frame(
+    to_mac: MacAddr,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use crate::wire::tcp::{self, TcpSegment};
+    let mut f = vec![0u8; 14 + 20 + 20 + payload.len()];
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst(to_mac);
+        eth.set_src(host_mac(src.0));
+        eth.set_ethertype(ETHERTYPE_IPV4);
+    }
+    ipv4::write_header(
+        &mut f[14..34],
+        (20 + 20 + payload.len()) as u16,
+        0x4243,
+        false,
+        0,
+        64,
+        ipv4::PROTO_TCP,
+        src.0,
+        dst.0,
+    );
+    tcp::write_header(&mut f[34..54], src.1, dst.1, 1000, 0, flags);
+    f[54..].copy_from_slice(payload);
+    TcpSegment::new_unchecked(&mut f[34..]).fill_checksum(src.0, dst.0);
+    f
 }

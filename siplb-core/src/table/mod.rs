@@ -2,10 +2,12 @@
 //! laid over caller-provided memory (a DPDK memzone in the dataplane, a Vec in tests),
 //! bounded work per operation, no allocation, no locks.
 
+pub mod connection;
 pub mod dialog;
 pub mod flow;
 pub mod registration;
 
+pub use connection::{ConnState, Connection, ConnectionTable};
 pub use dialog::{Dialog, DialogState, DialogTable, Timers};
 pub use flow::{Entry, FlowTable, Slot, TableFull};
 pub use registration::{Registration, RegistrationTable};

@@ -1,0 +1,351 @@
+//! SIP over TCP and TLS: balanced per connection. The first segment of a connection
+//! (normally the SYN) picks the backend, and the connection table keeps every later
+//! segment, both ways, on it; the byte stream is never read, so TLS passes through
+//! untouched. `source` and `registrar` affinity place by the client's address alone, so
+//! a phone that reconnects (from a new port) meets the same registrar; `call-id`
+//! affinity places by address and port. Because placement is a pure function of the
+//! client, a segment of a connection the table does not know (after a restart, or on
+//! another unit) lands where the connection began.
+
+use super::balancer::{rewrite_l4, slot_in_farm, to_next_hop, Tables, Verdict, WorkerCtx};
+use super::counters::DropReason;
+use super::services::{source_key, BackendState, Farm, Services};
+use super::snat::SnatSession;
+use crate::config::{Affinity, NatMode};
+use crate::hash::hash64;
+use crate::table::connection::{ConnState, Connection};
+use crate::wire::ethernet;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::tcp::{self, TcpSegment};
+use std::net::Ipv4Addr;
+
+/// The TCP ports, if the TCP header is sound.
+pub(super) fn ports(frame: &[u8], l4: usize) -> Option<(u16, u16)> {
+    let ip = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+    let t = TcpSegment::new_checked(ip.payload()).ok()?;
+    Some((t.src_port(), t.dst_port())).filter(|_| l4 > 0)
+}
+
+fn flags(frame: &[u8], l4: usize) -> u8 {
+    TcpSegment::new_unchecked(&frame[l4..]).flags()
+}
+
+/// The connection's key: client address and port, VIP and port.
+fn conn_key(client: Ipv4Addr, cport: u16, vip: Ipv4Addr, vport: u16) -> u64 {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&u32::from(client).to_be_bytes());
+    b[4..6].copy_from_slice(&cport.to_be_bytes());
+    b[6..10].copy_from_slice(&u32::from(vip).to_be_bytes());
+    b[10..12].copy_from_slice(&vport.to_be_bytes());
+    hash64(&b)
+}
+
+/// The state after a segment with `flags`.
+fn next_state(old: Option<ConnState>, flags: u8) -> ConnState {
+    if flags & (tcp::FIN | tcp::RST) != 0 {
+        ConnState::Closing
+    } else if flags & tcp::SYN != 0 && flags & tcp::ACK == 0 {
+        ConnState::Opening
+    } else {
+        match old {
+            Some(ConnState::Closing) => ConnState::Closing,
+            _ => ConnState::Established,
+        }
+    }
+}
+
+fn placement_key(farm: &Farm, client: Ipv4Addr, cport: u16) -> u64 {
+    match farm.affinity {
+        Affinity::Source | Affinity::Registrar => source_key(client),
+        Affinity::CallId => {
+            let mut b = [0u8; 6];
+            b[..4].copy_from_slice(&u32::from(client).to_be_bytes());
+            b[4..].copy_from_slice(&cport.to_be_bytes());
+            hash64(&b)
+        }
+    }
+}
+
+/// Records the connection's state; counts new connections and a full table.
+fn record(t: &Tables<'_>, w: &mut WorkerCtx<'_>, key: u64, c: Connection, farm: &Farm, now: u32) {
+    match t.connections.record(key, now, c, &farm.timers) {
+        Ok(true) => w.counters.tcp_connections_created.inc(),
+        Ok(false) => {}
+        Err(_) => w.counters.connection_table_full.inc(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn client_to_vip(
+    svc: &Services,
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    frame: &mut [u8],
+    l4: usize,
+    farm: &Farm,
+    tls: bool,
+    now: u32,
+) -> Verdict {
+    let (client, vip) = {
+        let ip = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+        (ip.src(), ip.dst())
+    };
+    let (cport, vport) = ports(frame, l4).unwrap_or_default();
+    let fl = flags(frame, l4);
+    let key = conn_key(client, cport, vip, vport);
+    let known = t.connections.get(key, now);
+    let kept = known
+        .and_then(|c| slot_in_farm(svc, farm, c.backend))
+        .filter(|i| farm.backends[*i].state != BackendState::Down || !farm.move_dialogs_on_down);
+    let Some(idx) = kept.or_else(|| farm.pick(placement_key(farm, client, cport))) else {
+        return Verdict::Drop(DropReason::NoBackend);
+    };
+    let b = &farm.backends[idx];
+    let conn = Connection {
+        backend: b.slot,
+        farm: farm.id,
+        state: next_state(known.map(|c| c.state), fl),
+    };
+    record(t, w, key, conn, farm, now);
+    let Some((out_port, _)) = svc.route(b.addr) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let new_src = match farm.nat {
+        NatMode::Dnat => None,
+        NatMode::Snat => {
+            let lifetime = conn.state.lifetime(&farm.timers);
+            match t
+                .snat
+                .session(&mut w.snat_ports, client, cport, farm.id, now, lifetime)
+            {
+                Some((s, created)) => {
+                    if created {
+                        w.counters.snat_sessions_created.inc();
+                    }
+                    Some((svc.snat_source(farm, out_port), s.port))
+                }
+                None => return Verdict::Drop(DropReason::SnatPortsExhausted),
+            }
+        }
+    };
+    let bport = if tls { b.tls_port } else { b.port };
+    if let Err(r) = rewrite_l4(frame, l4, true, new_src, Some((b.addr, bport))) {
+        return Verdict::Drop(r);
+    }
+    let c = &w.counters.backends[usize::from(b.slot)];
+    c.to_packets.inc();
+    c.to_bytes.add(frame.len() as u64);
+    to_next_hop(svc, t, w, frame, b.addr, now)
+}
+
+/// A backend's segment toward a client, in dnat mode: it comes from the VIP.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dnat_backend_to_client(
+    svc: &Services,
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    frame: &mut [u8],
+    l4: usize,
+    farm: &Farm,
+    idx: usize,
+    tls: bool,
+    now: u32,
+) -> Verdict {
+    let client = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).dst();
+    let (_, cport) = ports(frame, l4).unwrap_or_default();
+    let vport = if tls { farm.tls_port } else { farm.port };
+    backend_segment(t, w, frame, l4, farm, idx, client, cport, vport, now);
+    if let Err(r) = rewrite_l4(frame, l4, true, Some((farm.vip, vport)), None) {
+        return Verdict::Drop(r);
+    }
+    count_from(w, farm, idx, frame.len());
+    to_next_hop(svc, t, w, frame, client, now)
+}
+
+/// A backend's segment to a SNAT port: back to the client, from the VIP.
+pub(super) fn snat_backend_to_client(
+    svc: &Services,
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    frame: &mut [u8],
+    l4: usize,
+    session: SnatSession,
+    now: u32,
+) -> Verdict {
+    let src = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).src();
+    let (sport, _) = ports(frame, l4).unwrap_or_default();
+    let found = svc
+        .tcp_backend_at(src, sport)
+        .filter(|(f, _, _)| f.id == session.farm);
+    let Some((farm, idx, tls)) = found else {
+        // Only the farm's backends may use a client's session.
+        return Verdict::Drop(DropReason::NotBalanced);
+    };
+    let vport = if tls { farm.tls_port } else { farm.port };
+    let state = backend_segment(
+        t,
+        w,
+        frame,
+        l4,
+        farm,
+        idx,
+        session.client,
+        session.client_port,
+        vport,
+        now,
+    );
+    t.snat.extend(
+        session.port,
+        now.saturating_add(state.lifetime(&farm.timers)),
+    );
+    if let Err(r) = rewrite_l4(
+        frame,
+        l4,
+        true,
+        Some((farm.vip, vport)),
+        Some((session.client, session.client_port)),
+    ) {
+        return Verdict::Drop(r);
+    }
+    count_from(w, farm, idx, frame.len());
+    to_next_hop(svc, t, w, frame, session.client, now)
+}
+
+/// Notes a backend's segment in the connection table; returns the new state.
+#[allow(clippy::too_many_arguments)]
+fn backend_segment(
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    frame: &[u8],
+    l4: usize,
+    farm: &Farm,
+    idx: usize,
+    client: Ipv4Addr,
+    cport: u16,
+    vport: u16,
+    now: u32,
+) -> ConnState {
+    let key = conn_key(client, cport, farm.vip, vport);
+    let known = t.connections.get(key, now);
+    let state = next_state(known.map(|c| c.state), flags(frame, l4) & !tcp::SYN);
+    let conn = Connection {
+        backend: farm.backends[idx].slot,
+        farm: farm.id,
+        state,
+    };
+    record(t, w, key, conn, farm, now);
+    state
+}
+
+fn count_from(w: &mut WorkerCtx<'_>, farm: &Farm, idx: usize, len: usize) {
+    let c = &w.counters.backends[usize::from(farm.backends[idx].slot)];
+    c.from_packets.inc();
+    c.from_bytes.add(len as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::counters::WorkerCounters;
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+    fn cfg(nat: &str) -> String {
+        format!(
+            "[[port]]\nname='f'\naddress='198.18.0.1/24'\n[[port]]\nname='b'\naddress='198.18.1.1/24'\n[[farm]]\nname='pbx'\nvip='198.18.0.2'\nnat='{nat}'\naffinity='call-id'\nprotocols=['udp','tcp','tls']\nbackends=[{{address='198.18.1.11'}},{{address='198.18.1.12'}},{{address='198.18.1.13'}}]\n"
+        )
+    }
+
+    /// (src, dst) of a TCP frame after checking its checksums.
+    fn addrs(f: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        let t = TcpSegment::new_checked(ip.payload()).unwrap();
+        assert!(t.verify(ip.src(), ip.dst()), "TCP checksum");
+        ((ip.src(), t.src_port()), (ip.dst(), t.dst_port()))
+    }
+
+    fn run(nat: &str) {
+        let svc = sim::services(&cfg(nat));
+        let mem = SimMemory::new(1 << 10);
+        let t = mem.tables();
+        for i in 0..3 {
+            let b = Ipv4Addr::new(198, 18, 1, 11 + i);
+            t.neighbours.learn(b, host_mac(b), 1, 1);
+        }
+        t.neighbours.learn(CLIENT, host_mac(CLIENT), 0, 1);
+        let c: Box<WorkerCounters> = Box::default();
+        let mut w = sim::worker(&c);
+        for (vport, tls) in [(5060u16, false), (5061, true)] {
+            for cport in 40000..40020u16 {
+                let mut syn =
+                    sim::tcp_frame(port_mac(0), (CLIENT, cport), (VIP, vport), tcp::SYN, b"");
+                assert_eq!(
+                    sim::run(&svc, &t, &mut w, &mut syn, 0, 10),
+                    Verdict::Forward(1)
+                );
+                let (src, backend) = addrs(&syn);
+                assert_eq!(backend.1, vport, "TLS goes to the backends' TLS port");
+                // Everything later on the connection goes to the same backend.
+                for fl in [tcp::ACK, tcp::ACK | 0x08, tcp::FIN | tcp::ACK] {
+                    let mut seg = sim::tcp_frame(
+                        port_mac(0),
+                        (CLIENT, cport),
+                        (VIP, vport),
+                        fl,
+                        b"REGISTER sip:x SIP/2.0\r\n",
+                    );
+                    sim::run(&svc, &t, &mut w, &mut seg, 0, 11);
+                    assert_eq!(addrs(&seg).1, backend);
+                }
+                // The backend's answer reaches the client from the VIP.
+                let mut ack = sim::tcp_frame(port_mac(1), backend, src, tcp::SYN | tcp::ACK, b"");
+                assert_eq!(
+                    sim::run(&svc, &t, &mut w, &mut ack, 1, 11),
+                    Verdict::Forward(0)
+                );
+                assert_eq!(addrs(&ack), ((VIP, vport), (CLIENT, cport)));
+                let _ = tls;
+            }
+        }
+        assert_eq!(c.tcp_connections_created.get(), 40);
+    }
+
+    #[test]
+    fn dnat_tcp_and_tls_connections_stay_on_one_backend() {
+        run("dnat");
+    }
+
+    #[test]
+    fn snat_tcp_and_tls_connections_stay_on_one_backend() {
+        run("snat");
+    }
+
+    #[test]
+    fn a_connection_unknown_to_the_table_lands_where_it_began() {
+        // After a restart (empty tables) a mid-connection segment is placed by the
+        // same hash as its SYN was.
+        let svc = sim::services(&cfg("dnat"));
+        let c: Box<WorkerCounters> = Box::default();
+        let mut places = Vec::new();
+        for _ in 0..2 {
+            let mem = SimMemory::new(1 << 10);
+            let t = mem.tables();
+            for i in 0..3 {
+                let b = Ipv4Addr::new(198, 18, 1, 11 + i);
+                t.neighbours.learn(b, host_mac(b), 1, 1);
+            }
+            let mut w = sim::worker(&c);
+            let fl = if places.is_empty() {
+                tcp::SYN
+            } else {
+                tcp::ACK
+            };
+            let mut seg = sim::tcp_frame(port_mac(0), (CLIENT, 41000), (VIP, 5060), fl, b"");
+            sim::run(&svc, &t, &mut w, &mut seg, 0, 10);
+            places.push(addrs(&seg).1);
+        }
+        assert_eq!(places[0], places[1]);
+    }
+}
