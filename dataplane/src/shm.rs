@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 4;
+const LAYOUT_VERSION: u32 = 5;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -33,6 +33,7 @@ const MZ_SNAT_REV: &str = "siplb_snat_rev";
 const MZ_NEIGH: &str = "siplb_neighbours";
 const MZ_DIRECTORY: &str = "siplb_directory";
 const MZ_CONNS: &str = "siplb_connections";
+const MZ_RATES: &str = "siplb_rates";
 
 #[repr(C)]
 pub struct Header {
@@ -45,6 +46,7 @@ pub struct Header {
     pub registration_slots: u64,
     pub snat_slots: u64,
     pub connection_slots: u64,
+    pub rate_slots: u64,
     pub clock: Clock,
     /// PID of the dataplane process.
     pub pid: AtomicU32,
@@ -129,6 +131,7 @@ impl Shared {
         let registration_slots = slots_for(cfg.tables.registrations);
         let snat_slots = slots_for(cfg.tables.snat_sessions);
         let connection_slots = slots_for(cfg.tables.tcp_connections);
+        let rate_slots = slots_for(cfg.tables.rate_sources);
         let h = hdr.addr() as *mut Header;
         // SAFETY: a fresh zero-filled zone of the right size and alignment (all-zero is a
         // valid Header) that no reference points into yet. Secondaries may look the zone
@@ -140,6 +143,7 @@ impl Shared {
             (*h).registration_slots = registration_slots;
             (*h).snat_slots = snat_slots;
             (*h).connection_slots = connection_slots;
+            (*h).rate_slots = rate_slots;
             (*h).clock = clock;
         }
         // SAFETY: initialised above; from here on only atomics are written.
@@ -176,9 +180,12 @@ impl Shared {
             MZ_CONNS,
             connection_slots as usize * std::mem::size_of::<Slot>(),
         )?;
+        let mz_rate = reserve(MZ_RATES, rate_slots as usize * std::mem::size_of::<Slot>())?;
         let shared = Self::view(
             header,
-            [mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn],
+            [
+                mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate,
+            ],
         )?;
         header.magic.store(MAGIC, Ordering::Release);
         Ok(shared)
@@ -209,12 +216,13 @@ impl Shared {
                 look(MZ_NEIGH)?,
                 look(MZ_DIRECTORY)?,
                 look(MZ_CONNS)?,
+                look(MZ_RATES)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 8]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 9]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate] = zones;
         let workers = header.workers as usize;
         if workers == 0 || workers > MAX_WORKERS {
             bail!("corrupt shared header: {workers} workers");
@@ -228,6 +236,7 @@ impl Shared {
                     d.slice::<Slot>(0, header.dialog_slots as usize),
                     MAX_PROBE,
                 )),
+                rates: FlowTable::new(rate.slice::<Slot>(0, header.rate_slots as usize), MAX_PROBE),
                 connections: ConnectionTable::new(FlowTable::new(
                     conn.slice::<Slot>(0, header.connection_slots as usize),
                     MAX_PROBE,

@@ -28,6 +28,8 @@ pub struct Config {
     pub sip: SipLimitsConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "farm", default)]
@@ -75,6 +77,98 @@ impl Default for DataplaneConfig {
     }
 }
 
+/// Defence against abuse of the VIPs (`[security]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Sources whose packets to the VIPs are dropped (addresses or prefixes).
+    pub deny: Vec<Prefix>,
+    /// More of them, one per line (`#` comments), e.g. a blocklist feed; read at start
+    /// and on every `siplb reload`.
+    pub deny_file: String,
+    /// If not empty, only these sources reach the VIPs.
+    pub allow: Vec<Prefix>,
+    /// User-Agent substrings of SIP scanners (case-insensitive): their requests to the
+    /// VIPs are dropped.
+    pub scanner_user_agents: Vec<String>,
+    /// New dialogs and registrations per second from one source address; more are
+    /// dropped (0 = no limit).
+    pub max_new_per_source: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            deny: Vec::new(),
+            deny_file: String::new(),
+            allow: Vec::new(),
+            scanner_user_agents: [
+                "friendly-scanner",
+                "sipvicious",
+                "sipcli",
+                "sip-scan",
+                "sundayddr",
+                "iwar",
+                "vaxsipuseragent",
+                "pplsip",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            max_new_per_source: 0,
+        }
+    }
+}
+
+/// An IPv4 address or prefix: `198.18.5.7` or `198.18.5.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Prefix {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn mask(&self) -> u32 {
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len))
+        }
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let len = l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl TryFrom<String> for Prefix {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Prefix> for String {
+    fn from(p: Prefix) -> String {
+        format!("{}/{}", p.addr, p.len)
+    }
+}
+
 /// The control plane (`siplb run`): where it listens.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +203,8 @@ pub struct TableConfig {
     pub snat_sessions: u64,
     /// TCP/TLS connections through the VIPs, capacity in entries.
     pub tcp_connections: u64,
+    /// Sources tracked at once by the per-source rate limit.
+    pub rate_sources: u64,
 }
 
 impl Default for TableConfig {
@@ -118,6 +214,7 @@ impl Default for TableConfig {
             registrations: 1 << 18,
             snat_sessions: 1 << 16,
             tcp_connections: 1 << 16,
+            rate_sources: 1 << 16,
         }
     }
 }
@@ -524,6 +621,7 @@ impl Config {
             ("registrations", self.tables.registrations),
             ("snat_sessions", self.tables.snat_sessions),
             ("tcp_connections", self.tables.tcp_connections),
+            ("rate_sources", self.tables.rate_sources),
         ] {
             if !(1024..=(1u64 << 30)).contains(&v) {
                 return Err((

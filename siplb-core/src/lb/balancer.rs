@@ -15,6 +15,7 @@ use crate::hash::hash64;
 use crate::sip::{Method, SipMessage, SipUri, StartLine};
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::{Dialog, DialogState, DialogTable};
+use crate::table::flow::FlowTable;
 use crate::table::registration::{Registration, RegistrationTable};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
@@ -50,6 +51,8 @@ pub enum Verdict {
 /// The shared tables, laid over shared memory by the dataplane (or a Vec in tests).
 pub struct Tables<'m> {
     pub dialogs: DialogTable<'m>,
+    /// New work per source in the current second (`[security] max_new_per_source`).
+    pub rates: FlowTable<'m>,
     pub connections: ConnectionTable<'m>,
     pub registrations: RegistrationTable<'m>,
     pub neighbours: NeighbourTable<'m>,
@@ -210,6 +213,9 @@ fn ipv4_in(
     }
     let l4 = l3 + hl;
     if let Some(farm) = svc.farm_with_vip(dst) {
+        if !svc.security.admits(src) {
+            return Verdict::Drop(DropReason::Denied);
+        }
         return match proto {
             ipv4::PROTO_UDP => match udp_ports(frame, l4) {
                 Some((_, dport)) => match svc.farm_for(dst, dport) {
@@ -419,6 +425,22 @@ fn place_client_message(
     match *msg.start_line() {
         StartLine::Request { method, .. } => {
             w.counters.sip_requests.inc();
+            let new_work = method == Method::Register
+                || (msg.to().tag.is_none()
+                    && !matches!(method, Method::Ack | Method::Cancel | Method::Bye)
+                    && t.dialogs.get(call_key, now).is_none());
+            if new_work {
+                let ua = msg
+                    .headers()
+                    .find(|h| h.raw_name.eq_ignore_ascii_case(b"user-agent"))
+                    .map(|h| h.value);
+                if ua.is_some_and(|ua| svc.security.is_scanner(ua)) {
+                    return Err(DropReason::Scanner);
+                }
+                if !svc.security.within_rate(&t.rates, client, now) {
+                    return Err(DropReason::Flood);
+                }
+            }
             if method == Method::Register {
                 return place_register(svc, t, w, farm, msg, now);
             }
@@ -1344,6 +1366,75 @@ mod exception_path_tests {
         assert_eq!(
             process(&off, &t, &mut w, &mut f, 0, 10),
             Verdict::Drop(DropReason::SnatNoSession)
+        );
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+
+    fn invite(cid: &str, ua: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:b@198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK{cid}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn deny_scanners_and_floods_are_dropped_and_counted() {
+        let cfg = "[security]\ndeny = ['198.18.0.66']\nmax_new_per_source = 5\n[[port]]\nname='f'\naddress='198.18.0.1/24'\n[[port]]\nname='b'\naddress='198.18.1.1/24'\n[[farm]]\nname='pbx'\nvip='198.18.0.2'\nbackends=[{address='198.18.1.11'}]\n";
+        let svc = sim::services(cfg);
+        let mem = SimMemory::new(1 << 10);
+        let t = mem.tables();
+        let b = Ipv4Addr::new(198, 18, 1, 11);
+        t.neighbours.learn(b, host_mac(b), 1, 1);
+        let c: Box<WorkerCounters> = Box::default();
+        let mut w = sim::worker(&c);
+        let vip = (Ipv4Addr::new(198, 18, 0, 2), 5060);
+        let client = (Ipv4Addr::new(198, 18, 0, 10), 5060);
+        let mut send = |src, payload: &[u8], now| {
+            let mut f = sim::udp_frame(port_mac(0), src, vip, payload);
+            sim::run(&svc, &t, &mut w, &mut f, 0, now)
+        };
+        assert_eq!(
+            send(
+                (Ipv4Addr::new(198, 18, 0, 66), 5060),
+                &invite("d1", "x"),
+                10
+            ),
+            Verdict::Drop(DropReason::Denied)
+        );
+        assert_eq!(
+            send(client, &invite("s1", "friendly-scanner"), 10),
+            Verdict::Drop(DropReason::Scanner)
+        );
+        let verdicts: Vec<Verdict> = (0..8)
+            .map(|i| send(client, &invite(&format!("c{i}"), "Linphone"), 11))
+            .collect();
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::Forward(1))
+                .count(),
+            5
+        );
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::Drop(DropReason::Flood))
+                .count(),
+            3
+        );
+        // Messages of admitted dialogs are never limited, and a new second has room.
+        assert_eq!(
+            send(client, &invite("c0", "Linphone"), 11),
+            Verdict::Forward(1)
+        );
+        assert_eq!(
+            send(client, &invite("c9", "Linphone"), 12),
+            Verdict::Forward(1)
         );
     }
 }

@@ -62,6 +62,12 @@ pub enum DropReason {
     MtuExceeded,
     /// A frame split over several mbuf segments.
     MultiSegment,
+    /// A source on the deny list, or not on the allow list (`[security]`).
+    Denied,
+    /// A request from a SIP scanner (its User-Agent).
+    Scanner,
+    /// More new dialogs or registrations per second from one source than allowed.
+    Flood,
     /// The TX queue was full.
     TxFull,
     /// No mbuf available for a generated packet (ARP request, fragment).
@@ -96,6 +102,9 @@ impl DropReason {
         Self::TcpMalformed,
         Self::MtuExceeded,
         Self::MultiSegment,
+        Self::Denied,
+        Self::Scanner,
+        Self::Flood,
         Self::TxFull,
         Self::NoMbuf,
     ];
@@ -128,6 +137,9 @@ impl DropReason {
             Self::TcpMalformed => "tcp_malformed",
             Self::MtuExceeded => "mtu_exceeded",
             Self::MultiSegment => "multi_segment",
+            Self::Denied => "denied",
+            Self::Scanner => "scanner",
+            Self::Flood => "flood",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
         }

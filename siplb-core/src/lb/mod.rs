@@ -6,6 +6,7 @@ pub mod balancer;
 pub mod counters;
 pub mod neighbour;
 pub mod reassembly;
+pub mod security;
 pub mod services;
 pub mod sim;
 pub mod snat;

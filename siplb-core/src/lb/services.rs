@@ -3,6 +3,7 @@
 //! the hot path (on the dataplane's main lcore) and published whole; workers only read
 //! it, and a change builds a new one.
 
+use super::security::Policy;
 use crate::config::{Affinity, Config, FarmConfig, Ipv4Net, NatMode, Protocol, MAX_BACKENDS};
 use crate::hash::hash64;
 use crate::maglev::{self, MaglevBackend};
@@ -130,6 +131,8 @@ pub enum BuildError {
     TooManyBackends,
     #[error("{0} ports are configured but the dataplane has {1}")]
     PortCount(usize, usize),
+    #[error("[security] deny_file: {0}")]
+    Security(String),
 }
 
 fn key(ip: Ipv4Addr, port: u16) -> u64 {
@@ -179,6 +182,8 @@ pub struct Services {
     own: Index<u8>,
     /// Each port has a kernel interface for the host's own traffic.
     pub exception_path: bool,
+    /// Deny/allow lists, scanner User-Agents, per-source limits.
+    pub security: Policy,
 }
 
 impl Services {
@@ -209,10 +214,21 @@ impl Services {
         for (id, f) in cfg.farms.iter().enumerate() {
             farms.push(build_farm(id as u8, f, overrides, registry)?);
         }
-        Ok(Self::index(ports, farms, cfg.dataplane.exception_path))
+        let security = Policy::build(&cfg.security).map_err(BuildError::Security)?;
+        Ok(Self::index(
+            ports,
+            farms,
+            cfg.dataplane.exception_path,
+            security,
+        ))
     }
 
-    fn index(ports: Vec<PortInfo>, farms: Vec<Farm>, exception_path: bool) -> Services {
+    fn index(
+        ports: Vec<PortInfo>,
+        farms: Vec<Farm>,
+        exception_path: bool,
+        security: Policy,
+    ) -> Services {
         let mut vips = Vec::new();
         let mut vip_addrs = Vec::new();
         let mut backends = Vec::new();
@@ -268,6 +284,7 @@ impl Services {
             tcp_vips: Index::build(tcp_vips),
             tcp_backends: Index::build(tcp_backends),
             exception_path,
+            security,
         }
     }
 

@@ -24,6 +24,7 @@ use std::path::Path;
 /// The memory behind a `Tables`.
 pub struct SimMemory {
     dialogs: Vec<Slot>,
+    rates: Vec<Slot>,
     connections: Vec<Slot>,
     registrations: Vec<Slot>,
     snat_forward: Vec<Slot>,
@@ -36,6 +37,7 @@ impl SimMemory {
         let slots = |n: usize| (0..n).map(|_| Slot::default()).collect::<Vec<_>>();
         Self {
             dialogs: slots(dialog_slots),
+            rates: slots(1 << 12),
             connections: slots(1 << 14),
             registrations: slots(1 << 16),
             snat_forward: slots(1 << 16),
@@ -47,6 +49,7 @@ impl SimMemory {
     pub fn tables(&self) -> Tables<'_> {
         Tables {
             dialogs: DialogTable::new(FlowTable::new(&self.dialogs, 16)),
+            rates: FlowTable::new(&self.rates, 16),
             connections: ConnectionTable::new(FlowTable::new(&self.connections, 16)),
             registrations: RegistrationTable::new(FlowTable::new(&self.registrations, 16)),
             neighbours: NeighbourTable::new(&self.neighbours),

@@ -94,6 +94,9 @@ pub(super) fn client_to_vip(
     let fl = flags(frame, l4);
     let key = conn_key(client, cport, vip, vport);
     let known = t.connections.get(key, now);
+    if known.is_none() && fl & tcp::SYN != 0 && !svc.security.within_rate(&t.rates, client, now) {
+        return Verdict::Drop(DropReason::Flood);
+    }
     let kept = known
         .and_then(|c| slot_in_farm(svc, farm, c.backend))
         .filter(|i| farm.backends[*i].state != BackendState::Down || !farm.move_dialogs_on_down);
