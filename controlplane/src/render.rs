@@ -74,8 +74,15 @@ pub fn stats(s: &StatsView) -> String {
     );
     let _ = writeln!(
         o,
-        "         {} packets in, {} out; SIP {} requests, {} responses; {} dialogs, {} registrations recorded",
-        t.rx_packets, t.tx_packets, t.sip_requests, t.sip_responses, t.dialogs_created, t.registrations_created
+        "         {} packets in, {} out; SIP {} requests, {} responses; {} dialogs ({} expired), {} registrations ({} expired) recorded",
+        t.rx_packets,
+        t.tx_packets,
+        t.sip_requests,
+        t.sip_responses,
+        t.dialogs_created,
+        s.dialogs_expired,
+        t.registrations_created,
+        s.registrations_expired
     );
     for w in &s.workers {
         let _ = writeln!(

@@ -221,8 +221,14 @@ pub fn run(opts: Options) -> Result<()> {
     let _ = std::fs::remove_file(&ready);
     STOP.store(true, Ordering::SeqCst);
     eal.wait_all();
-    hk.stats
-        .print(&hk.svc, shared.counters, shared.tables, clock.now(), true);
+    hk.stats.print(
+        &hk.svc,
+        shared.counters,
+        shared.tables,
+        Some(shared.header),
+        clock.now(),
+        true,
+    );
     for p in ports.iter().chain(&kernel) {
         p.stop();
     }

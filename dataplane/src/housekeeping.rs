@@ -45,6 +45,7 @@ impl Housekeeping<'_> {
         let mut next_arp = start;
         let mut arp_rounds = 0u32;
         let mut next_stats = stats_every.map(|d| start + d);
+        let mut swept_until = self.clock.now();
         while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             if duration.is_some_and(|d| now - start >= d) {
@@ -55,6 +56,11 @@ impl Housekeeping<'_> {
                 self.command(&msg);
             }
             self.published.reclaim();
+            let now_s = self.clock.now();
+            if now_s > swept_until {
+                self.count_expired(swept_until, now_s);
+                swept_until = now_s;
+            }
             if now >= next_arp {
                 self.announce();
                 arp_rounds += 1;
@@ -73,6 +79,7 @@ impl Housekeeping<'_> {
                         &self.svc,
                         self.shared.counters,
                         self.shared.tables,
+                        Some(self.shared.header),
                         self.clock.now(),
                         false,
                     );
@@ -81,6 +88,27 @@ impl Housekeeping<'_> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Counts the dialogs and registrations whose deadline fell in `(from, to]`: each
+    /// entry expires once (a revived one is counted again when it expires again).
+    fn count_expired(&self, from: u32, to: u32) {
+        let h = self.shared.header;
+        let t = self.shared.tables;
+        let mut d = 0u64;
+        t.dialogs.flow().for_each_live(from, |_, e| {
+            if e.deadline <= to {
+                d += 1;
+            }
+        });
+        let mut r = 0u64;
+        t.registrations.flow().for_each_live(from, |_, e| {
+            if e.deadline <= to {
+                r += 1;
+            }
+        });
+        h.dialogs_expired.fetch_add(d, Ordering::Relaxed);
+        h.registrations_expired.fetch_add(r, Ordering::Relaxed);
     }
 
     fn command(&mut self, msg: &[u8]) {
@@ -299,11 +327,13 @@ impl StatsPrinter {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn print(
         &mut self,
         svc: &Services,
         counters: &[WorkerCounters],
         tables: &Tables<'_>,
+        expired: Option<&crate::shm::Header>,
         now: u32,
         final_summary: bool,
     ) {
@@ -332,6 +362,13 @@ impl StatsPrinter {
             sum(&|c| c.registrations_created.get()),
             tables.registrations.count_live(now),
         ));
+        if let Some(h) = expired {
+            line.push_str(&format!(
+                " expired dialogs={} registrations={}",
+                h.dialogs_expired.load(Ordering::Relaxed),
+                h.registrations_expired.load(Ordering::Relaxed)
+            ));
+        }
         let frags = (
             sum(&|c| c.fragments_in.get()),
             sum(&|c| c.datagrams_reassembled.get()),

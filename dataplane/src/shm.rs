@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 5;
+const LAYOUT_VERSION: u32 = 6;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -52,6 +52,9 @@ pub struct Header {
     pub pid: AtomicU32,
     /// Bumped by the dataplane's main loop about every 100 ms.
     pub heartbeat: AtomicU64,
+    /// Counted by the main lcore's once-a-second sweep: entries whose deadline passed.
+    pub dialogs_expired: AtomicU64,
+    pub registrations_expired: AtomicU64,
 }
 
 /// Slots for `entries` live entries at a load factor of at most 1/2, a power of two.

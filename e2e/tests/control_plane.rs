@@ -518,3 +518,41 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(generation(&siplb), g, "nothing changed");
     assert!(siplb.daemon.output().contains("control socket"));
 }
+
+#[test]
+fn ended_dialogs_expire_and_are_counted() {
+    e2e::require_root();
+    let topo = Topology::up(Spec {
+        backends: 2,
+        workers: 1,
+    })
+    .unwrap();
+    let farm = farm(&[1, 1]).replace("backends = [", "timers = { linger = 1 }\nbackends = [");
+    let siplb = topo.start_siplb(&topo.siplb_config(&farm)).unwrap();
+    let uas: Vec<_> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            sipp::start_uas(
+                ns,
+                backend_ip(i),
+                5060,
+                &topo.dir,
+                &format!("uas{i}"),
+                None,
+                &[],
+            )
+            .unwrap()
+        })
+        .collect();
+    let run = load(&topo, 20, 20, 0).run(&topo.dir).unwrap();
+    assert_eq!((run.successful, run.failed), (20, 0));
+    drop(uas);
+    std::thread::sleep(Duration::from_secs(4));
+    let v: serde_json::Value =
+        serde_json::from_str(&siplb.ok(&["stats", "--json"]).unwrap()).unwrap();
+    assert_eq!(v["totals"]["dialogs_created"], 20);
+    assert_eq!(v["dialogs_expired"], 20, "{v}");
+    assert_eq!(v["farms"][0]["dialogs_active"], 0);
+}

@@ -222,6 +222,14 @@ impl Sampler {
             workers,
             farms,
             drops,
+            dialogs_expired: shared
+                .header
+                .dialogs_expired
+                .load(std::sync::atomic::Ordering::Relaxed),
+            registrations_expired: shared
+                .header
+                .registrations_expired
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         self.last = now;
         view
