@@ -55,6 +55,8 @@ pub struct StatusView {
     /// Generation of the state in force in the dataplane.
     pub generation: u64,
     pub http: Option<String>,
+    /// The HA role and the peer's state, when HA is on.
+    pub ha: Option<String>,
     pub farms: Vec<FarmStatus>,
 }
 

@@ -33,6 +33,9 @@ pub fn status(s: &StatusView) -> String {
             .map(|h| format!(", http://{h}/"))
             .unwrap_or_default()
     );
+    if let Some(ha) = &s.ha {
+        let _ = writeln!(o, "HA: this unit is {ha}");
+    }
     for f in &s.farms {
         let _ = writeln!(
             o,

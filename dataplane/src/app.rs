@@ -202,6 +202,7 @@ pub fn run(opts: Options) -> Result<()> {
     let mut hk = Housekeeping {
         state: DesiredState {
             generation: 0,
+            active: !cfg.ha.enabled,
             config: cfg,
             overrides: Vec::new(),
         },

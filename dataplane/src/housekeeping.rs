@@ -171,7 +171,9 @@ impl Housekeeping<'_> {
             .collect();
         // Build on a copy of the slot registry so a failed build assigns nothing.
         let mut registry = self.registry.clone();
-        match Services::build(&state.config, &self.macs, &overrides, &mut registry) {
+        match Services::build(&state.config, &self.macs, &overrides, &mut registry)
+            .map(|s| s.with_active(state.active))
+        {
             Ok(svc) => {
                 publish_directory(self.shared, &registry);
                 self.published.publish(svc.clone());

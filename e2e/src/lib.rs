@@ -5,6 +5,7 @@
 pub mod bed;
 pub mod bins;
 pub mod netns;
+pub mod pair;
 pub mod process;
 pub mod siplb;
 pub mod sipp;

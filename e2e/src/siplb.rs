@@ -5,7 +5,7 @@ use crate::netns::Netns;
 use crate::process::Proc;
 use crate::topology::{remove_dpdk_files, Topology};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -44,22 +44,34 @@ impl Topology {
 
     /// Writes `config` and starts `siplb run` in the balancer's namespace.
     pub fn start_siplb(&self, config: &str) -> Result<Siplb> {
-        let path = self.dir.join("siplb.toml");
-        std::fs::write(&path, config)?;
-        let mut s = Siplb {
-            daemon: Proc::spawn("siplb", Command::new("true"), &self.dir.join("unused.log"))?,
-            config: path,
-            prefix: self.tag.clone(),
-            run_dir: self.dir.join("run"),
-            dataplane_log: self.dir.join("dataplane.log"),
-            starts: 0,
-        };
-        s.start_daemon(&self.lb)?;
-        Ok(s)
+        Siplb::launch(&self.lb, &self.dir, "siplb", config, &self.tag)
     }
 }
 
 impl Siplb {
+    /// Writes `config` as `<dir>/<name>.toml` and starts `siplb run` in `ns`; the config
+    /// must use file prefix `prefix` and run directory `<dir>/run` (or `<dir>/run-<name>`
+    /// for a name other than "siplb").
+    pub fn launch(ns: &Netns, dir: &Path, name: &str, config: &str, prefix: &str) -> Result<Siplb> {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config)?;
+        let run_dir = if name == "siplb" {
+            dir.join("run")
+        } else {
+            dir.join(format!("run-{name}"))
+        };
+        let mut s = Siplb {
+            daemon: Proc::spawn("siplb", Command::new("true"), &dir.join("unused.log"))?,
+            config: path,
+            prefix: prefix.to_string(),
+            dataplane_log: dir.join(format!("{name}-dataplane.log")),
+            run_dir,
+            starts: 0,
+        };
+        s.start_daemon(ns)?;
+        Ok(s)
+    }
+
     /// Starts (again) the control daemon in `lb`; it starts or reattaches to the
     /// dataplane.
     pub fn start_daemon(&mut self, lb: &Netns) -> Result<()> {

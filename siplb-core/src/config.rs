@@ -30,6 +30,8 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub ha: HaConfig,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "farm", default)]
@@ -73,6 +75,42 @@ impl Default for DataplaneConfig {
             mbuf_data_size: 2048,
             arp_refresh_s: 30,
             exception_path: true,
+        }
+    }
+}
+
+/// Two units sharing the VIPs (`[ha]`): the active one owns the VIPs, SNAT addresses
+/// and floating addresses; the standby receives the active unit's tables and takes
+/// over when the active unit's heartbeats stop.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    pub enabled: bool,
+    /// The other unit's own address (a port address of the peer, in one of our ports'
+    /// subnets): heartbeats and table sync go there, through the exception path.
+    pub peer: Option<Ipv4Addr>,
+    /// UDP port of heartbeats and table sync, on both units.
+    pub port: u16,
+    /// The unit with the higher priority is active while both are alive (ties: the
+    /// lower own address).
+    pub priority: u8,
+    pub heartbeat_ms: u64,
+    /// Heartbeats missed before the peer is taken for dead.
+    pub dead_after: u32,
+    /// How often the active unit sends the peer what changed in its tables.
+    pub sync_ms: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            peer: None,
+            port: 5999,
+            priority: 100,
+            heartbeat_ms: 200,
+            dead_after: 3,
+            sync_ms: 300,
         }
     }
 }
@@ -244,6 +282,10 @@ pub struct PortConfig {
     /// path); default `siplb<N>`.
     #[serde(default)]
     pub kernel_iface: Option<String>,
+    /// Addresses on this port that move with the active unit of an HA pair, like the
+    /// VIPs (e.g. the backends' default gateway in dnat mode).
+    #[serde(default)]
+    pub floating: Vec<Ipv4Addr>,
 }
 
 fn default_mtu() -> u16 {
@@ -638,6 +680,26 @@ impl Config {
                 "max_headers must be at least 8 and max_line_len at least 128".into(),
             ));
         }
+        if self.ha.enabled {
+            let Some(peer) = self.ha.peer else {
+                return Err((
+                    vec![Key("ha"), Key("peer")],
+                    "HA needs the peer unit's address".into(),
+                ));
+            };
+            if !self.ports.iter().any(|p| p.address.contains(peer)) {
+                return Err((
+                    vec![Key("ha"), Key("peer")],
+                    format!("{peer} is in no port's subnet: the peer must be reachable on a port"),
+                ));
+            }
+            if self.ha.heartbeat_ms < 20 || self.ha.dead_after == 0 || self.ha.sync_ms < 20 {
+                return Err((
+                    vec![Key("ha"), Key("heartbeat_ms")],
+                    "heartbeat_ms and sync_ms must be at least 20 ms, dead_after at least 1".into(),
+                ));
+            }
+        }
         if self.ports.is_empty() {
             return Err((
                 vec![Key("port")],
@@ -669,6 +731,19 @@ impl Config {
                         format!("`{k}` is not an interface name (1-15 characters, no '/', ' ', ',' or '=')"),
                     ));
                 }
+            }
+            if let Some(f) = p
+                .floating
+                .iter()
+                .find(|f| !p.address.contains(**f) || **f == p.address.addr)
+            {
+                return Err((
+                    vec![Key("port"), Index(i), Key("floating")],
+                    format!(
+                        "{f} must be another address of the port's subnet {}",
+                        p.address
+                    ),
+                ));
             }
             if self.ports[..i].iter().any(|q| q.name == p.name) {
                 return Err((

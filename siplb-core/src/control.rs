@@ -32,6 +32,13 @@ pub struct DesiredState {
     pub generation: u64,
     pub config: Config,
     pub overrides: Vec<Override>,
+    /// This unit owns the VIPs, SNAT and floating addresses (always, without HA).
+    #[serde(default = "active_by_default")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +124,7 @@ mod tests {
                 state: Box::new(DesiredState {
                     generation: 3,
                     config: cfg.clone(),
+                    active: true,
                     overrides: vec![Override {
                         farm: "f".into(),
                         address: "198.18.0.11".parse().unwrap(),

@@ -7,6 +7,7 @@
 //! state; started again, it reads that state back and carries on.
 
 pub mod dataplane;
+pub mod ha;
 pub mod http;
 pub mod sampler;
 pub mod socket;
@@ -36,6 +37,8 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// What reaches the main loop from other threads.
 pub enum Event {
     Api(Request, Sender<Response>),
+    /// The HA thread decided this unit's role (true = active).
+    HaRole(bool),
 }
 
 pub struct Options {
@@ -150,6 +153,31 @@ pub fn run(opts: Options) -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let (tx, rx) = channel();
+    let ha_status = if state.config.ha.enabled {
+        let peer = state.config.ha.peer.expect("validated: HA has a peer");
+        let own = state
+            .config
+            .ports
+            .iter()
+            .find(|p| p.address.contains(peer))
+            .map(|p| p.address.addr)
+            .expect("validated: the peer is in a port's subnet");
+        let s = ha::Ha::start(
+            state.config.ha.clone(),
+            own,
+            att.shared.tables,
+            att.shared.header.clock,
+            state.active,
+            tx.clone(),
+        )?;
+        println!(
+            "siplb: HA with peer {peer} from {own}: this unit starts {}",
+            if state.active { "active" } else { "standby" }
+        );
+        Some(s)
+    } else {
+        None
+    };
     let socket_path = run_dir.join(format!("{prefix}.sock"));
     socket::serve(&socket_path, tx)?;
     let views: http::Views = Default::default();
@@ -173,6 +201,7 @@ pub fn run(opts: Options) -> Result<()> {
         prefix,
         config_file: opts.config.clone(),
         http: http_addr,
+        ha: ha_status,
     };
     let exit = loop {
         if STOP.load(Ordering::Relaxed) {
@@ -185,6 +214,26 @@ pub fn run(opts: Options) -> Result<()> {
                 let _ = reply.send(resp);
                 if shutdown {
                     break Ok(());
+                }
+            }
+            Ok(Event::HaRole(active)) => {
+                if state.active != active {
+                    let before = state.clone();
+                    state.active = active;
+                    state.generation += 1;
+                    let what = if active {
+                        "active: owning the VIPs"
+                    } else {
+                        "standby"
+                    }
+                    .to_string();
+                    apply(
+                        &mut att,
+                        &mut state,
+                        before,
+                        &mut applied,
+                        format!("HA role {what}"),
+                    );
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -217,6 +266,7 @@ struct Ctx {
     prefix: String,
     config_file: PathBuf,
     http: Option<String>,
+    ha: Option<std::sync::Arc<ha::HaStatus>>,
 }
 
 /// Sends the state to the dataplane; on refusal the previous state is restored.
@@ -372,6 +422,21 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
         workers: att.shared.header.workers,
         generation: applied,
         http: ctx.http.clone(),
+        ha: ctx.ha.as_ref().map(|h| {
+            format!(
+                "{} (peer {})",
+                if h.active.load(Ordering::SeqCst) {
+                    "active"
+                } else {
+                    "standby"
+                },
+                if h.peer_alive.load(Ordering::SeqCst) {
+                    "alive"
+                } else {
+                    "not answering"
+                }
+            )
+        }),
         farms: state
             .config
             .farms

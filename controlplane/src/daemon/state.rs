@@ -27,6 +27,8 @@ pub struct ControlState {
     pub config: Config,
     pub flags: BTreeMap<Key, Flags>,
     pub generation: u64,
+    /// This unit owns the VIPs (HA role; always true without HA).
+    pub active: bool,
 }
 
 fn key(b: &BackendRef) -> Key {
@@ -37,6 +39,7 @@ impl ControlState {
     #[cfg(test)]
     pub fn new(config: Config, generation: u64) -> Self {
         Self {
+            active: !config.ha.enabled,
             config,
             flags: BTreeMap::new(),
             generation,
@@ -61,6 +64,7 @@ impl ControlState {
             config: d.config,
             flags,
             generation: d.generation,
+            active: d.active,
         }
     }
 
@@ -90,6 +94,7 @@ impl ControlState {
             generation: self.generation,
             config: self.config.clone(),
             overrides,
+            active: self.active,
         }
     }
 

@@ -213,6 +213,9 @@ fn ipv4_in(
     }
     let l4 = l3 + hl;
     if let Some(farm) = svc.farm_with_vip(dst) {
+        if !svc.active {
+            return Verdict::Drop(DropReason::Standby);
+        }
         if !svc.security.admits(src) {
             return Verdict::Drop(DropReason::Denied);
         }
@@ -239,9 +242,17 @@ fn ipv4_in(
     if svc.is_own(dst) {
         // SNAT sessions own some of our ports; everything else for our own addresses
         // is the host's (ICMP, SSH, health-check answers...).
+        // A session's port belongs to it only on the address its farm translates to.
+        let session = |dport: u16| {
+            t.snat.by_port(dport, now).filter(|s| {
+                svc.farms
+                    .get(usize::from(s.farm))
+                    .is_some_and(|f| svc.snat_source(f, in_port) == dst)
+            })
+        };
         if proto == ipv4::PROTO_UDP {
             match udp_ports(frame, l4) {
-                Some((_, dport)) if t.snat.by_port(dport, now).is_some() => {
+                Some((_, dport)) if session(dport).is_some() => {
                     return snat_backend_to_client(svc, t, w, frame, l4, dport, now)
                 }
                 Some(_) => {}
@@ -251,10 +262,8 @@ fn ipv4_in(
         if proto == ipv4::PROTO_TCP {
             match super::tcp::ports(frame, l4) {
                 Some((_, dport)) => {
-                    if let Some(session) = t.snat.by_port(dport, now) {
-                        return super::tcp::snat_backend_to_client(
-                            svc, t, w, frame, l4, session, now,
-                        );
+                    if let Some(s) = session(dport) {
+                        return super::tcp::snat_backend_to_client(svc, t, w, frame, l4, s, now);
                     }
                 }
                 None => return Verdict::Drop(DropReason::TcpMalformed),

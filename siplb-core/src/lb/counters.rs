@@ -68,6 +68,8 @@ pub enum DropReason {
     Scanner,
     /// More new dialogs or registrations per second from one source than allowed.
     Flood,
+    /// For a VIP or floating address while this unit is the standby of an HA pair.
+    Standby,
     /// The TX queue was full.
     TxFull,
     /// No mbuf available for a generated packet (ARP request, fragment).
@@ -105,6 +107,7 @@ impl DropReason {
         Self::Denied,
         Self::Scanner,
         Self::Flood,
+        Self::Standby,
         Self::TxFull,
         Self::NoMbuf,
     ];
@@ -140,6 +143,7 @@ impl DropReason {
             Self::Denied => "denied",
             Self::Scanner => "scanner",
             Self::Flood => "flood",
+            Self::Standby => "standby",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
         }

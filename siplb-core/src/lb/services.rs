@@ -43,6 +43,8 @@ pub struct PortInfo {
     pub net: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
+    /// Addresses owned by the active unit of an HA pair.
+    pub floating: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,9 @@ pub struct Services {
     pub exception_path: bool,
     /// Deny/allow lists, scanner User-Agents, per-source limits.
     pub security: Policy,
+    /// This unit owns the VIPs, SNAT and floating addresses (the active unit of an HA
+    /// pair; always without HA).
+    pub active: bool,
 }
 
 impl Services {
@@ -208,6 +213,7 @@ impl Services {
                 net: p.address,
                 gateway: p.gateway,
                 mtu: p.mtu,
+                floating: p.floating.clone(),
             })
             .collect();
         let mut farms = Vec::with_capacity(cfg.farms.len());
@@ -215,12 +221,15 @@ impl Services {
             farms.push(build_farm(id as u8, f, overrides, registry)?);
         }
         let security = Policy::build(&cfg.security).map_err(BuildError::Security)?;
-        Ok(Self::index(
-            ports,
-            farms,
-            cfg.dataplane.exception_path,
-            security,
-        ))
+        let mut s = Self::index(ports, farms, cfg.dataplane.exception_path, security);
+        s.active = !cfg.ha.enabled;
+        Ok(s)
+    }
+
+    /// The same services with the HA role set.
+    pub fn with_active(mut self, active: bool) -> Self {
+        self.active = active;
+        self
     }
 
     fn index(
@@ -271,6 +280,9 @@ impl Services {
         }
         for (i, p) in ports.iter().enumerate() {
             own.push((u64::from(u32::from(p.net.addr)), i as u8));
+            for f in &p.floating {
+                own.push((u64::from(u32::from(*f)), i as u8));
+            }
         }
         own.dedup_by_key(|e| e.0);
         Services {
@@ -285,6 +297,7 @@ impl Services {
             tcp_backends: Index::build(tcp_backends),
             exception_path,
             security,
+            active: true,
         }
     }
 
@@ -383,6 +396,13 @@ impl Services {
         if p.net.addr == ip {
             return true;
         }
+        if !self.active {
+            // The standby of an HA pair owns only its own port addresses.
+            return false;
+        }
+        if p.floating.contains(&ip) {
+            return true;
+        }
         let ours = self.farm_with_vip(ip).is_some()
             || self.farms.iter().any(|f| f.snat_address == Some(ip));
         ours && (p.net.contains(ip) || !self.ports.iter().any(|q| q.net.contains(ip)))
@@ -392,6 +412,9 @@ impl Services {
     pub fn announced(&self, port: u8) -> Vec<Ipv4Addr> {
         let p = &self.ports[usize::from(port)];
         let mut v = vec![p.net.addr];
+        if self.active {
+            v.extend(p.floating.iter().copied());
+        }
         for f in &self.farms {
             for a in std::iter::once(f.vip).chain(f.snat_address) {
                 if self.answers_arp(port, a) && !v.contains(&a) {

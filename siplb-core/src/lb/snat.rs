@@ -198,6 +198,33 @@ impl<'m> SnatTable<'m> {
         }
     }
 
+    /// The forward table (client flow → port), for replication.
+    pub fn forward(&self) -> &FlowTable<'m> {
+        &self.forward
+    }
+
+    /// Calls `f(port, client word, deadline)` for every port that ever had a session
+    /// (for replication to the other unit of an HA pair).
+    pub fn for_each_port(&self, mut f: impl FnMut(u16, u64, u32)) {
+        for (port, s) in self.reverse.iter().enumerate() {
+            let c = s.client.load(Ordering::Acquire);
+            if c & VALID != 0 {
+                f(port as u16, c, s.deadline.load(Ordering::Acquire));
+            }
+        }
+    }
+
+    /// Stores a replicated session: port `port` belongs to `client` (a word from
+    /// `for_each_port`) until `deadline`.
+    pub fn import(&self, port: u16, client: u64, deadline: u32) {
+        if client & VALID == 0 {
+            return;
+        }
+        let s = &self.reverse[usize::from(port)];
+        s.client.store(client, Ordering::Release);
+        s.deadline.store(deadline, Ordering::Release);
+    }
+
     /// Live sessions (a scan; for stats).
     pub fn count_live(&self, now: u32) -> usize {
         self.reverse

@@ -66,6 +66,10 @@ impl<'m> ConnectionTable<'m> {
         Self { flow }
     }
 
+    pub fn flow(&self) -> &FlowTable<'m> {
+        &self.flow
+    }
+
     #[inline]
     pub fn get(&self, key: u64, now: u32) -> Option<Connection> {
         self.flow

@@ -278,6 +278,30 @@ impl<'m> FlowTable<'m> {
         }
     }
 
+    /// Calls `f(index, key, raw value)` for every slot that ever held a key (for table
+    /// replication: the index lets a reader keep a shadow copy to find changes).
+    pub fn for_each_slot(&self, mut f: impl FnMut(usize, u64, u64)) {
+        for (i, s) in self.slots.iter().enumerate() {
+            let k = s.key.load(Acquire);
+            if k != 0 {
+                let v = s.val.load(Acquire);
+                if v != RESERVED && s.key.load(Acquire) == k {
+                    f(i, k, v);
+                }
+            }
+        }
+    }
+
+    /// Stores a replicated entry (the raw value another unit's table holds for `key`),
+    /// replacing what is there.
+    pub fn import(&self, key: u64, raw: u64, now: u32) -> Result<(), TableFull> {
+        if key == 0 || raw == RESERVED {
+            return Ok(());
+        }
+        let e = Entry::unpack(raw);
+        self.upsert(key, now, |_| Some(e)).map(|_| ())
+    }
+
     pub fn count_live(&self, now: u32) -> usize {
         let mut n = 0;
         self.for_each_live(now, |_, _| n += 1);
@@ -324,6 +348,26 @@ mod tests {
         t.remove(7, 32);
         assert_eq!(t.lookup(7, 32), None);
         assert_eq!(t.count_live(32), 0);
+    }
+
+    #[test]
+    fn replication_round_trip() {
+        let a_mem = slots(64);
+        let b_mem = slots(64);
+        let a = FlowTable::new(&a_mem, 4);
+        let b = FlowTable::new(&b_mem, 4);
+        for k in 1..=20u64 {
+            a.upsert(k, 0, |_| e(k as u32, 100)).unwrap();
+        }
+        let mut n = 0;
+        a.for_each_slot(|_, k, v| {
+            b.import(k, v, 0).unwrap();
+            n += 1;
+        });
+        assert_eq!(n, 20);
+        for k in 1..=20u64 {
+            assert_eq!(b.lookup(k, 1), e(k as u32, 100));
+        }
     }
 
     #[test]
