@@ -458,7 +458,15 @@ fn place_client_message(
             if let Some(d) = t.dialogs.get(call_key, now) {
                 if let Some(i) = slot_in_farm(svc, farm, d.backend) {
                     let b = &farm.backends[i];
-                    if b.state != BackendState::Down || !farm.move_dialogs_on_down {
+                    // An INVITE (or other dialog-creating request) resent to a backend
+                    // that went down before answering anything is placed anew: the
+                    // call is not lost with the backend that never saw it through.
+                    let unanswered = d.state == DialogState::Trying
+                        && msg.to().tag.is_none()
+                        && !matches!(method, Method::Ack | Method::Cancel | Method::Bye);
+                    let moves =
+                        b.state == BackendState::Down && (farm.move_dialogs_on_down || unanswered);
+                    if !moves {
                         let keep = t.dialogs.on_request(call_key, now, timers, method);
                         return Ok(Placement {
                             backend: i,
@@ -978,6 +986,48 @@ backends = [ {{ address = "198.18.1.11" }}, {{ address = "198.18.1.12" }} ]
         assert_eq!(addrs(&back), ((VIP, 5060), (CLIENT, 5060)));
         let d = bed.mem.tables().dialogs.get(hash64(b"c1@x"), 100).unwrap();
         assert_eq!(d.state, DialogState::Confirmed);
+    }
+
+    #[test]
+    fn an_unanswered_invite_resent_after_its_backend_went_down_finds_a_live_one() {
+        // on_backend_down = keep (the default): answered dialogs stay, unanswered move.
+        let mut bed = Bed::new("dnat", "call-id");
+        let (_, first) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("t1@x", "alice", 0));
+        let dead = addrs(&first).1;
+        let (other, _) = (0..64)
+            .map(|i| {
+                let cid = format!("t2-{i}@x");
+                let (_, f) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite(&cid, "alice", 0));
+                (cid, f)
+            })
+            .find(|(_, f)| addrs(f).1 == dead)
+            .expect("some call lands on the same backend");
+        // That second call was answered (180): it is an early dialog, not `trying`.
+        bed.send(
+            1,
+            dead,
+            (CLIENT, 5060),
+            &response(180, "1 INVITE", &other, "bob", ""),
+        );
+        let fi = bed.svc.farms[0]
+            .backends
+            .iter()
+            .position(|b| b.addr == dead.0)
+            .unwrap();
+        bed.svc.farms[0].backends[fi].state = BackendState::Down;
+        bed.svc.farms[0].table = crate::lb::services::build_table(&bed.svc.farms[0].backends);
+
+        let (_, again) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("t1@x", "alice", 0));
+        let live = addrs(&again).1;
+        assert_ne!(live, dead, "the retransmission is placed on a live backend");
+        let (_, later) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("t1@x", "alice", 0));
+        assert_eq!(addrs(&later).1, live, "and stays there");
+        let (_, kept) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite(&other, "alice", 0));
+        assert_eq!(
+            addrs(&kept).1,
+            dead,
+            "an answered dialog is kept (keep mode)"
+        );
     }
 
     #[test]
