@@ -77,10 +77,17 @@ pub struct BackendStatus {
     /// up, drained or down, as the dataplane applies it.
     pub state: String,
     pub drained: bool,
-    /// Health as the checks see it ("unchecked" when no check is configured).
+    /// Health as the checks see it: up, down, pending (no check finished yet) or
+    /// unchecked (the farm has no checks).
     pub health: String,
     /// The last check's result, for operators.
     pub last_check: String,
+    /// Why the checks took it down (empty while it is not down).
+    #[serde(default)]
+    pub down_reason: String,
+    /// The checks' counters and last result (absent when unchecked).
+    #[serde(default)]
+    pub checks: Option<crate::daemon::health::CheckStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -189,6 +189,55 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
         "gauge",
         "Configured weight of each backend.",
     );
+    o.family(
+        "siplb_health_checks_total",
+        "counter",
+        "Health checks run per backend, by result (ok, failed).",
+    );
+    o.family(
+        "siplb_health_transitions_total",
+        "counter",
+        "State changes decided by the health checks, by the state entered (down, up).",
+    );
+    o.family(
+        "siplb_health_last_check_seconds",
+        "gauge",
+        "How long the last health check of each backend took.",
+    );
+    for f in &status.farms {
+        for b in &f.backends {
+            let Some(c) = &b.checks else { continue };
+            let be = format!("{}:{}", b.address, b.port);
+            let l = |k: &'static str, v: &'static str| {
+                [("farm", f.name.as_str()), ("backend", be.as_str()), (k, v)]
+            };
+            o.sample(
+                "siplb_health_checks_total",
+                &l("result", "ok"),
+                (c.checks - c.failed) as f64,
+            );
+            o.sample(
+                "siplb_health_checks_total",
+                &l("result", "failed"),
+                c.failed as f64,
+            );
+            o.sample(
+                "siplb_health_transitions_total",
+                &l("to", "down"),
+                c.went_down as f64,
+            );
+            o.sample(
+                "siplb_health_transitions_total",
+                &l("to", "up"),
+                c.came_up as f64,
+            );
+            o.sample(
+                "siplb_health_last_check_seconds",
+                &[("farm", &f.name), ("backend", &be)],
+                c.last_took_ms as f64 / 1000.0,
+            );
+        }
+    }
     for f in &status.farms {
         for b in &f.backends {
             let be = format!("{}:{}", b.address, b.port);

@@ -57,6 +57,9 @@ pub fn status(s: &StatusView) -> String {
                 b.health,
                 b.last_check
             );
+            if !b.down_reason.is_empty() {
+                let _ = writeln!(o, "  {:<22} down since {}", "", b.down_reason);
+            }
         }
     }
     o

@@ -71,6 +71,9 @@ pub struct CallCheck {
     pub duration_ms: u64,
     /// Raw PCMU (G.711 µ-law, 8 kHz) to send as RTP; empty = a generated tone.
     pub rtp_file: String,
+    /// Fail the check unless RTP comes back from the backend during the call (an
+    /// echo, an announcement): proves the media path, not only signalling.
+    pub expect_rtp: bool,
 }
 
 impl Default for CallCheck {
@@ -82,6 +85,7 @@ impl Default for CallCheck {
             to_user: "siplb-check".into(),
             duration_ms: 1000,
             rtp_file: String::new(),
+            expect_rtp: false,
         }
     }
 }
@@ -110,6 +114,12 @@ impl HealthConfig {
             return Some((
                 "reply_codes",
                 "expected codes like \"200\" or classes like \"2xx\" (100-699)".into(),
+            ));
+        }
+        if self.check == CheckKind::Call && self.call.register && self.call.password.is_empty() {
+            return Some((
+                "call",
+                "register = true needs the digest `password` (and `user`)".into(),
             ));
         }
         if self.check == CheckKind::Command && !self.command.contains("HOST") {

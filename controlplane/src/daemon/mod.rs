@@ -8,6 +8,7 @@
 
 pub mod dataplane;
 pub mod ha;
+pub mod health;
 pub mod http;
 pub mod sampler;
 pub mod socket;
@@ -39,6 +40,14 @@ pub enum Event {
     Api(Request, Sender<Response>),
     /// The HA thread decided this unit's role (true = active).
     HaRole(bool),
+    /// A backend's health checks changed their verdict.
+    Health {
+        farm: String,
+        address: std::net::Ipv4Addr,
+        port: u16,
+        up: bool,
+        reason: String,
+    },
 }
 
 pub struct Options {
@@ -178,6 +187,8 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         None
     };
+    let mut checkers = health::Checkers::new(tx.clone());
+    sync_health(&mut checkers, &mut att, &mut state, &mut applied);
     let socket_path = run_dir.join(format!("{prefix}.sock"));
     socket::serve(&socket_path, tx)?;
     let views: http::Views = Default::default();
@@ -202,6 +213,7 @@ pub fn run(opts: Options) -> Result<()> {
         config_file: opts.config.clone(),
         http: http_addr,
         ha: ha_status,
+        health: checkers.board.clone(),
     };
     let exit = loop {
         if STOP.load(Ordering::Relaxed) {
@@ -212,6 +224,7 @@ pub fn run(opts: Options) -> Result<()> {
                 let shutdown = matches!(req, Request::Shutdown);
                 let resp = handle(&ctx, &mut att, &mut state, &mut applied, &stats, req);
                 let _ = reply.send(resp);
+                sync_health(&mut checkers, &mut att, &mut state, &mut applied);
                 if shutdown {
                     break Ok(());
                 }
@@ -234,6 +247,26 @@ pub fn run(opts: Options) -> Result<()> {
                         &mut applied,
                         format!("HA role {what}"),
                     );
+                }
+            }
+            Ok(Event::Health {
+                farm,
+                address,
+                port,
+                up,
+                reason,
+            }) => {
+                let before = state.clone();
+                if state.set_down(&farm, address, port, !up, &reason) {
+                    let what = format!(
+                        "health: {farm} {address}:{port} is {} after {reason}",
+                        if up { "up" } else { "down" }
+                    );
+                    if let Response::Error { message } =
+                        apply(&mut att, &mut state, before, &mut applied, what)
+                    {
+                        eprintln!("siplb: health: {farm} {address}:{port}: {message}");
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -267,6 +300,43 @@ struct Ctx {
     config_file: PathBuf,
     http: Option<String>,
     ha: Option<std::sync::Arc<ha::HaStatus>>,
+    health: health::Board,
+}
+
+/// Keeps the checkers in line with the configuration, and clears the "down" mark of
+/// backends that are no longer checked (their farm's checks were turned off).
+fn sync_health(
+    checkers: &mut health::Checkers,
+    att: &mut Attached,
+    state: &mut ControlState,
+    applied: &mut u64,
+) {
+    checkers.sync(&state.config, |k| {
+        state.flags.get(k).is_some_and(|f| f.down)
+    });
+    let stale: Vec<health::Key> = state
+        .flags
+        .iter()
+        .filter(|(k, f)| f.down && !checkers.checked(k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let before = state.clone();
+    for (farm, address, port) in &stale {
+        state.set_down(farm, *address, *port, false, "health checks are off");
+    }
+    let _ = apply(
+        att,
+        state,
+        before,
+        applied,
+        format!(
+            "health: {} backend(s) no longer checked are up",
+            stale.len()
+        ),
+    );
 }
 
 /// Sends the state to the dataplane; on refusal the previous state is restored.
@@ -414,6 +484,11 @@ fn handle(
 }
 
 fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) -> StatusView {
+    let board = ctx.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     StatusView {
         file_prefix: ctx.prefix.clone(),
         config_file: ctx.config_file.display().to_string(),
@@ -460,6 +535,23 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
                             .get(&(f.name.clone(), b.address, b.port))
                             .cloned()
                             .unwrap_or_default();
+                        let checks = board.get(&(f.name.clone(), b.address, b.port));
+                        let health = match checks {
+                            _ if flags.down => "down",
+                            None => "unchecked",
+                            Some(c) if c.checks == 0 => "pending",
+                            Some(_) => "up",
+                        };
+                        let last_check = match checks {
+                            Some(c) if c.checks > 0 => format!(
+                                "{} {}: {} ({:.1} s ago)",
+                                c.check,
+                                if c.last_ok { "ok" } else { "failed" },
+                                c.last_result,
+                                now_ms.saturating_sub(c.last_at_ms) as f64 / 1000.0
+                            ),
+                            _ => flags.reason.clone(),
+                        };
                         BackendStatus {
                             address: b.address,
                             port: b.port,
@@ -469,12 +561,14 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
                                 .name()
                                 .into(),
                             drained: flags.drained,
-                            health: if flags.down {
-                                "down".into()
+                            health: health.into(),
+                            last_check,
+                            down_reason: if flags.down {
+                                flags.reason.clone()
                             } else {
-                                "unchecked".into()
+                                String::new()
                             },
-                            last_check: flags.reason.clone(),
+                            checks: checks.cloned(),
                         }
                     })
                     .collect(),

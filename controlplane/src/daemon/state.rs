@@ -213,7 +213,6 @@ impl ControlState {
     }
 
     /// Health checks' verdict; returns true if it changed anything.
-    #[allow(dead_code)] // the health checker (next) is its caller
     pub fn set_down(
         &mut self,
         farm: &str,
