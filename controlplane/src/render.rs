@@ -58,7 +58,7 @@ pub fn status(s: &StatusView) -> String {
                 b.last_check
             );
             if !b.down_reason.is_empty() {
-                let _ = writeln!(o, "  {:<22} down since {}", "", b.down_reason);
+                let _ = writeln!(o, "  {:<22} down after {}", "", b.down_reason);
             }
         }
     }

@@ -232,14 +232,15 @@ impl Checkers {
     pub fn sync(&mut self, config: &Config, down: impl Fn(&Key) -> bool) {
         let want = targets(config);
         let board = self.board.clone();
-        self.running.retain(|k, r| {
+        self.running.retain(|_, r| {
             let keep = want.contains(&r.target);
             if !keep {
                 r.stop.store(true, Ordering::SeqCst);
-                lock(&board).remove(k);
             }
             keep
         });
+        // Counters live as long as the backend stays checked, across check changes.
+        lock(&board).retain(|k, _| want.iter().any(|t| &t.key() == k));
         for (i, t) in want.into_iter().enumerate() {
             let key = t.key();
             if self.running.contains_key(&key) {
@@ -247,14 +248,17 @@ impl Checkers {
             }
             let stop = Arc::new(AtomicBool::new(false));
             let up = !down(&key);
-            lock(&board).insert(
-                key.clone(),
-                CheckStatus {
-                    check: kind_name(t.cfg.check).into(),
-                    up,
-                    ..Default::default()
-                },
-            );
+            {
+                let mut b = lock(&board);
+                let entry = b.entry(key.clone()).or_default();
+                if entry.check != kind_name(t.cfg.check) {
+                    // A new kind of check: the last result was another check's. The
+                    // counters go on (they are Prometheus counters).
+                    entry.last_result.clear();
+                }
+                entry.check = kind_name(t.cfg.check).into();
+                entry.up = up;
+            }
             let (s, tx, b, tt) = (stop.clone(), self.tx.clone(), board.clone(), t.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("health {}:{}", t.address, t.port))
