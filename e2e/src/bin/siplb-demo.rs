@@ -62,7 +62,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(i, w)| format!("  {{ address = \"{}\", weight = {w} }},", backend_ip(i)))
         .collect();
     let farm = format!(
-        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nnat = \"{}\"\nbackends = [\n{}\n]\n",
+        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nnat = \"{}\"\n\
+         health = {{ check = \"options\", interval_ms = 1000, timeout_ms = 500, rise = 2, fall = 2 }}\n\
+         backends = [\n{}\n]\n",
         cli.nat,
         backends.join("\n")
     );
@@ -81,10 +83,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &topo.dir,
                 &format!("uas{i}"),
                 None,
-                &[],
+                // -aa: SIPp answers the health checks' OPTIONS.
+                &["-aa"],
             )
         })
         .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_millis(2500));
+    println!("\n$ siplb status   (the SIPp backends answer the OPTIONS health checks)");
+    print!("{}", siplb.ok(&["status"])?);
     println!(
         "\nplacing {} calls at {}/s (about {} s); `siplb stats` every 3 s:",
         cli.calls,
