@@ -2,6 +2,7 @@
 //! 200 OK to a REGISTER (~400 bytes), both from the scanner's test corpus.
 //!
 //!   cargo run --release -p bench --bin sip_scan [-- ROUNDS]
+//!   valgrind --tool=callgrind sip_scan count N   # N scanner parses of each message
 //!
 //! A floor (a bare `memchr` line scan of the header section, no parsing) calibrates
 //! the machine. Then three parsers per message: `siplb_core::sip::SipMessage::parse` (validates and
@@ -98,10 +99,32 @@ fn time(rounds: usize, batch: usize, mut f: impl FnMut() -> usize) -> (f64, f64)
     (per[0], per[rounds / 2])
 }
 
+/// `count N`: parse each message N times, untimed, for instruction counts under
+/// callgrind (`--toggle-collect` on the two `count_*` functions).
+fn count(n: usize, limits: &Limits) {
+    #[inline(never)]
+    fn count_invite(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| scanner(black_box(INVITE), limits)).sum()
+    }
+    #[inline(never)]
+    fn count_ok_200(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| scanner(black_box(OK_200), limits)).sum()
+    }
+    black_box(count_invite(n, limits));
+    black_box(count_ok_200(n, limits));
+}
+
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .map_or(21, |a| a.parse().expect("ROUNDS is a number"));
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some("count") {
+        let n = args
+            .next()
+            .map_or(1000, |a| a.parse().expect("N is a number"));
+        count(n, &Limits::default());
+        return;
+    }
+    let rounds: usize = first.map_or(21, |a| a.parse().expect("ROUNDS is a number"));
     let limits = Limits::default();
     println!(
         "{:<22} {:>5}  {:<26} {:>9} {:>9} {:>9} {:>7}",

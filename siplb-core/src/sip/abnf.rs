@@ -26,6 +26,9 @@ pub(crate) const IPV6: u16 = 1 << 5;
 pub(crate) const PVALUE: u16 = 1 << 6;
 /// Call-ID characters: `word [ "@" word ]` (§25.1).
 pub(crate) const CALLID: u16 = 1 << 7;
+/// URI characters after the host of a canonical SIP URI (its parameters): URI
+/// characters but "@" (which would make the part before it userinfo) and "?" (headers).
+pub(crate) const URI_PARAM: u16 = 1 << 8;
 
 const fn in_set(c: u8, set: &[u8]) -> bool {
     let mut i = 0;
@@ -68,6 +71,9 @@ const fn classes() -> [u16; 256] {
         }
         if in_set(c, b":[]") {
             k |= PVALUE;
+        }
+        if k & URIC != 0 && c != b'@' && c != b'?' {
+            k |= URI_PARAM;
         }
         t[i] = k;
         i += 1;
@@ -115,6 +121,16 @@ pub(crate) fn skip_digits(s: &[u8], i: usize) -> usize {
         }
         None => i,
     }
+}
+
+/// The index of the first byte at or after `i` that is not a space (SP only: the
+/// canonical spellings use no other white space).
+#[inline(always)]
+pub(crate) fn skip_sp(s: &[u8], mut i: usize) -> usize {
+    while s.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    i
 }
 
 /// Skips linear white space (`SWS`, §25.1) from `i`.

@@ -324,6 +324,8 @@ pub(crate) struct Scanner<'a> {
     tail: usize,
     /// Where the search for line ends resumes.
     search: usize,
+    /// How many line ends one refill finds (at most `AHEAD`).
+    batch: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -338,15 +340,37 @@ impl<'a> Scanner<'a> {
             head: 0,
             tail: 0,
             search: pos,
+            batch: AHEAD,
         }
+    }
+
+    /// A scanner for the one field at `pos`: finds line ends one at a time, since the
+    /// caller reads the lines after it another way.
+    pub(crate) fn one_field(
+        buf: &'a [u8],
+        pos: usize,
+        max_fields: usize,
+        max_line_len: usize,
+    ) -> Self {
+        Self {
+            batch: 1,
+            ..Self::new(buf, pos, max_fields, max_line_len)
+        }
+    }
+
+    /// Where the next line starts.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
     /// Finds up to `AHEAD` more line ends, stopping after the empty line that ends the
     /// header section (the body is never searched).
     fn refill(&mut self) {
-        let buf = self.buf;
+        let (buf, batch) = (self.buf, self.batch);
         let (mut n, mut from) = (0, self.search);
-        while let (Some(slot), Some(rest)) = (self.lf.get_mut(n), buf.get(from..)) {
+        while let (Some(slot), Some(rest)) =
+            (self.lf.get_mut(n).filter(|_| n < batch), buf.get(from..))
+        {
             let Some(nl) = memchr::memchr(b'\n', rest) else {
                 from = buf.len();
                 break;

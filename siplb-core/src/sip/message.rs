@@ -3,6 +3,7 @@
 //! from the buffer.
 
 use super::abnf::{self, at, CALLID, TOKEN};
+use super::caseless;
 use super::error::SipError;
 use super::header::{self, HeaderName, Headers, Scan, Scanner};
 use super::limits::Limits;
@@ -46,7 +47,7 @@ pub struct CSeq<'a> {
 /// are not looked at); Max-Forwards, Expires, Content-Length (optional, one each); and
 /// for REGISTER transactions (CSeq method REGISTER) the first Contact value. Other
 /// fields only need a well-formed `name:` line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipMessage<'a> {
     buf: &'a [u8],
     start_line: StartLine<'a>,
@@ -63,9 +64,24 @@ pub struct SipMessage<'a> {
     body_offset: usize,
 }
 
-/// Raw values of the fields of interest, as found by the header scan, indexed by
-/// `HeaderName` (its first nine variants are exactly these fields).
-struct Found<'a>([Option<&'a [u8]>; 9]);
+/// The fields of interest as the header scan found them: raw values indexed by
+/// `HeaderName` (its first nine variants are exactly these fields), and what the
+/// canonical fast paths already parsed of them.
+#[derive(Default)]
+struct Found<'a> {
+    raw: [Option<&'a [u8]>; 9],
+    call_id: Option<&'a [u8]>,
+    cseq: Option<CSeq<'a>>,
+    from: Option<NameAddr<'a>>,
+    to: Option<NameAddr<'a>>,
+    via: Option<Via<'a>>,
+    content_length: Option<u64>,
+    max_forwards: Option<u64>,
+    expires: Option<u64>,
+    /// Where the first Contact value starts, if it is on one line (with `raw`, for the
+    /// canonical parse of a REGISTER's Contact).
+    contact_start: Option<usize>,
+}
 
 const _: () = assert!(
     HeaderName::CallId as usize == 0
@@ -81,6 +97,18 @@ const _: () = assert!(
     "Found relies on the order of HeaderName"
 );
 
+/// A field of interest parsed by its canonical fast path.
+enum Canonical<'a> {
+    CallId(&'a [u8]),
+    CSeq(CSeq<'a>),
+    From(NameAddr<'a>),
+    To(NameAddr<'a>),
+    Via(Via<'a>),
+    ContentLength(u64),
+    MaxForwards(u64),
+    Expires(u64),
+}
+
 impl<'a> Found<'a> {
     /// Via and Contact may repeat (the first counts); the others may not (RFC 4475
     /// `multi01`, `mcl01`).
@@ -89,7 +117,7 @@ impl<'a> Found<'a> {
     #[inline(always)]
     fn add(&mut self, name: HeaderName, value: &'a [u8]) -> Result<(), SipError> {
         let i = name as usize;
-        if let Some(slot) = self.0.get_mut(i) {
+        if let Some(slot) = self.raw.get_mut(i) {
             if slot.is_none() {
                 *slot = Some(value);
             } else if Self::REPEATABLE & (1 << i) == 0 {
@@ -101,7 +129,88 @@ impl<'a> Found<'a> {
 
     #[inline(always)]
     fn get(&self, name: HeaderName) -> Option<&'a [u8]> {
-        self.0.get(name as usize).copied().flatten()
+        self.raw.get(name as usize).copied().flatten()
+    }
+
+    /// Reads the field at `pos` if it is spelled plainly: a known name or a token, a
+    /// colon, and a value on one line within `max_line_len`, followed by a line that
+    /// does not continue it. A field of interest in its canonical spelling is parsed
+    /// in the same pass over its bytes; other values are only searched for their line
+    /// end. Returns where the next line starts, or `None` (nothing recorded) when the
+    /// general scanner must read the field: folding, white space before the colon, the
+    /// end of the buffer, and every malformed line, so errors and their order stay the
+    /// general scanner's.
+    #[inline(always)]
+    fn canonical_field(
+        &mut self,
+        buf: &'a [u8],
+        pos: usize,
+        max_line_len: usize,
+    ) -> Result<Option<usize>, SipError> {
+        let Some(colon) = caseless::find(buf, pos, b':') else {
+            return Ok(None);
+        };
+        let name = HeaderName::classify(buf, pos, colon - pos);
+        // A known name matched exactly; anything else must be a token (which also
+        // keeps the colon on this line).
+        if name == HeaderName::Other && !abnf::all(buf.get(pos..colon).unwrap_or_default(), TOKEN) {
+            return Ok(None);
+        }
+        let v = colon + 1;
+        let first = self.get(name).is_none();
+        let parsed = match name {
+            HeaderName::Via if first => {
+                via::parse_top_canonical(buf, v).map(|(via, e)| (Canonical::Via(via), e))
+            }
+            HeaderName::From => {
+                name_addr::parse_canonical(buf, v, false).map(|p| (Canonical::From(p.addr), p.end))
+            }
+            HeaderName::To => {
+                name_addr::parse_canonical(buf, v, false).map(|p| (Canonical::To(p.addr), p.end))
+            }
+            HeaderName::CallId => canonical_call_id(buf, v).map(|(c, e)| (Canonical::CallId(c), e)),
+            HeaderName::CSeq => canonical_cseq(buf, v).map(|(c, e)| (Canonical::CSeq(c), e)),
+            HeaderName::ContentLength => canonical_number(buf, v, u64::from(u32::MAX))
+                .map(|(n, e)| (Canonical::ContentLength(n), e)),
+            HeaderName::MaxForwards => {
+                canonical_number(buf, v, 255).map(|(n, e)| (Canonical::MaxForwards(n), e))
+            }
+            HeaderName::Expires => canonical_number(buf, v, u64::from(u32::MAX))
+                .map(|(n, e)| (Canonical::Expires(n), e)),
+            _ => None,
+        };
+        let (parsed, end) = match parsed {
+            Some((p, e)) if buf.get(e..e + 2) == Some(b"\r\n") => (Some(p), e),
+            _ => {
+                let Some(nl) = buf.get(v..).and_then(|r| memchr::memchr(b'\n', r)) else {
+                    return Ok(None);
+                };
+                // `v + nl - 1` is at least the colon, so it is never read as the CR.
+                if buf.get(v + nl - 1) != Some(&b'\r') {
+                    return Ok(None);
+                }
+                (None, v + nl - 1)
+            }
+        };
+        if end - pos > max_line_len
+            || !matches!(buf.get(end + 2), Some(c) if *c != b' ' && *c != b'\t')
+        {
+            return Ok(None);
+        }
+        self.add(name, buf.get(v..end).unwrap_or_default())?;
+        match parsed {
+            Some(Canonical::CallId(c)) => self.call_id = Some(c),
+            Some(Canonical::CSeq(c)) => self.cseq = Some(c),
+            Some(Canonical::From(a)) => self.from = Some(a),
+            Some(Canonical::To(a)) => self.to = Some(a),
+            Some(Canonical::Via(a)) => self.via = Some(a),
+            Some(Canonical::ContentLength(n)) => self.content_length = Some(n),
+            Some(Canonical::MaxForwards(n)) => self.max_forwards = Some(n),
+            Some(Canonical::Expires(n)) => self.expires = Some(n),
+            None if name == HeaderName::Contact && first => self.contact_start = Some(v),
+            None => {}
+        }
+        Ok(Some(end + 2))
     }
 }
 
@@ -123,68 +232,140 @@ impl<'a> SipMessage<'a> {
     /// line is [`SipError::ContentLengthExceedsDatagram`]; bytes beyond the body are
     /// ignored ("MUST be discarded", RFC 4475 `dblreq`) — [`body`](Self::body) ends
     /// where Content-Length says.
+    ///
+    /// Plainly spelled fields (one line, canonical forms such as `SIP/2.0/UDP
+    /// host:port;branch=...` or `"Name" <sip:user@host>;tag=...`) take fast paths that
+    /// parse them while finding their line end; everything else goes through the
+    /// general grammar. Both give the same result (see [`parse_general`]).
+    ///
+    /// [`parse_general`]: Self::parse_general
     pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Self, SipError> {
+        Self::scan(buf, limits, true)
+    }
+
+    /// [`parse`](Self::parse) with the general grammar alone, no fast path: the same
+    /// result, more slowly. For differential tests and fuzzing.
+    #[doc(hidden)]
+    pub fn parse_general(buf: &'a [u8], limits: &Limits) -> Result<Self, SipError> {
+        Self::scan(buf, limits, false)
+    }
+
+    #[inline(always)]
+    fn scan(buf: &'a [u8], limits: &Limits, canonical: bool) -> Result<Self, SipError> {
         if buf.len() > limits.max_message_len {
             return Err(SipError::MessageTooLarge);
         }
         if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
             return Err(SipError::Empty);
         }
-        let (line_end, headers_offset) =
-            header::line_at(buf, 0, limits.max_line_len)?.ok_or(SipError::IncompleteHeaders)?;
-        let start_line = parse_start_line(buf.get(..line_end).unwrap_or_default())?;
+        let request = match canonical {
+            true => canonical_request_line(buf, limits.max_line_len),
+            false => None,
+        };
+        let (start_line, headers_offset) = match request {
+            Some(r) => r,
+            None => {
+                let (line_end, headers_offset) = header::line_at(buf, 0, limits.max_line_len)?
+                    .ok_or(SipError::IncompleteHeaders)?;
+                let line = buf.get(..line_end).unwrap_or_default();
+                (parse_start_line(line)?, headers_offset)
+            }
+        };
 
-        let mut f = Found([None; 9]);
-        let mut scan = Scanner::new(buf, headers_offset, limits.max_headers, limits.max_line_len);
+        let mut f = Found::default();
+        let (mut pos, mut fields) = (headers_offset, 0);
         let body_offset = loop {
+            if canonical {
+                if buf.get(pos..pos + 2) == Some(b"\r\n") {
+                    break pos + 2;
+                }
+                if fields < limits.max_headers {
+                    if let Some(next) = f.canonical_field(buf, pos, limits.max_line_len)? {
+                        (pos, fields) = (next, fields + 1);
+                        continue;
+                    }
+                }
+            }
+            let mut scan =
+                Scanner::one_field(buf, pos, limits.max_headers - fields, limits.max_line_len);
             match scan.next()? {
                 Scan::Field { name, value, .. } => f.add(name, value)?,
                 Scan::End { body_offset } => break body_offset,
                 Scan::Incomplete => return Err(SipError::IncompleteHeaders),
             }
+            (pos, fields) = (scan.pos(), fields + 1);
         };
 
         let available = buf.len().saturating_sub(body_offset);
-        let content_length = match f.get(HeaderName::ContentLength) {
-            Some(v) => {
-                let n = content_length(v)?;
-                if n > available {
-                    return Err(SipError::ContentLengthExceedsDatagram);
-                }
-                Some(n)
-            }
-            None => None,
+        let content_length = match (f.content_length, f.get(HeaderName::ContentLength)) {
+            (Some(n), _) => Some(usize::try_from(n).map_err(|_| SipError::BadContentLength)?),
+            (None, Some(v)) => Some(content_length(v)?),
+            (None, None) => None,
         };
-
-        let call_id = abnf::trim(f.get(HeaderName::CallId).ok_or(SipError::MissingCallId)?);
-        if !abnf::all(call_id, CALLID) {
-            return Err(SipError::BadCallId);
+        if content_length.is_some_and(|n| n > available) {
+            return Err(SipError::ContentLengthExceedsDatagram);
         }
-        let cseq = parse_cseq(f.get(HeaderName::CSeq).ok_or(SipError::MissingCSeq)?)
-            .ok_or(SipError::BadCSeq)?;
-        let from = from_to(f.get(HeaderName::From).ok_or(SipError::MissingFrom)?)
-            .ok_or(SipError::BadFrom)?;
-        let to =
-            from_to(f.get(HeaderName::To).ok_or(SipError::MissingTo)?).ok_or(SipError::BadTo)?;
-        let via = match f.get(HeaderName::Via) {
-            Some(v) => Some(via::parse_top(v).ok_or(SipError::BadVia)?),
-            None => None,
+
+        let call_id = match (f.call_id, f.get(HeaderName::CallId)) {
+            (Some(c), _) => c,
+            (None, Some(v)) => {
+                let c = abnf::trim(v);
+                if !abnf::all(c, CALLID) {
+                    return Err(SipError::BadCallId);
+                }
+                c
+            }
+            (None, None) => return Err(SipError::MissingCallId),
         };
-        let max_forwards = match f.get(HeaderName::MaxForwards) {
-            Some(v) => Some(
-                abnf::decimal(abnf::trim(v), 255)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or(SipError::BadMaxForwards)?,
-            ),
-            None => None,
+        let cseq = match (f.cseq, f.get(HeaderName::CSeq)) {
+            (Some(c), _) => c,
+            (None, Some(v)) => parse_cseq(v).ok_or(SipError::BadCSeq)?,
+            (None, None) => return Err(SipError::MissingCSeq),
         };
-        let expires = match f.get(HeaderName::Expires) {
-            Some(v) => Some(abnf::delta_seconds(abnf::trim(v)).ok_or(SipError::BadExpires)?),
-            None => None,
+        let from = match (f.from, f.get(HeaderName::From)) {
+            (Some(a), _) => a,
+            (None, Some(v)) => from_to(v).ok_or(SipError::BadFrom)?,
+            (None, None) => return Err(SipError::MissingFrom),
+        };
+        let to = match (f.to, f.get(HeaderName::To)) {
+            (Some(a), _) => a,
+            (None, Some(v)) => from_to(v).ok_or(SipError::BadTo)?,
+            (None, None) => return Err(SipError::MissingTo),
+        };
+        let via = match (f.via, f.get(HeaderName::Via)) {
+            (Some(v), _) => Some(v),
+            (None, Some(v)) => Some(via::parse_top(v).ok_or(SipError::BadVia)?),
+            (None, None) => None,
+        };
+        let max_forwards = match (f.max_forwards, f.get(HeaderName::MaxForwards)) {
+            (Some(n), _) => Some(n),
+            (None, Some(v)) => {
+                Some(abnf::decimal(abnf::trim(v), 255).ok_or(SipError::BadMaxForwards)?)
+            }
+            (None, None) => None,
+        };
+        let max_forwards = max_forwards
+            .map(|n| u32::try_from(n).map_err(|_| SipError::BadMaxForwards))
+            .transpose()?;
+        let expires = match (f.expires, f.get(HeaderName::Expires)) {
+            (Some(n), _) => Some(u32::try_from(n).map_err(|_| SipError::BadExpires)?),
+            (None, Some(v)) => {
+                Some(abnf::delta_seconds(abnf::trim(v)).ok_or(SipError::BadExpires)?)
+            }
+            (None, None) => None,
         };
         // The Contact `expires` parameter only means something in REGISTER (§10.2.1.1).
         let contact_expires = match f.get(HeaderName::Contact) {
-            Some(v) if cseq.method == Method::Register => contact_expires(v)?,
+            Some(v) if cseq.method == Method::Register => {
+                let fast = f
+                    .contact_start
+                    .and_then(|at| name_addr::parse_canonical(buf, at, true))
+                    .filter(|p| f.contact_start.map(|at| at + v.len()) == Some(p.end));
+                match fast {
+                    Some(p) => p.expires,
+                    None => contact_expires(v)?,
+                }
+            }
             _ => None,
         };
         if let StartLine::Request { method_raw, .. } = start_line {
@@ -293,6 +474,65 @@ impl<'a> SipMessage<'a> {
     pub fn headers(&self) -> Headers<'a> {
         Headers::new(self.buf, self.headers_offset)
     }
+}
+
+/// The canonical spelling of a Request-Line (a method, a canonical SIP URI,
+/// `SIP/2.0` in upper case, CRLF, within `max_line_len`): the start line and where
+/// the header section starts; `None` for anything else, which the general path reads.
+#[inline(always)]
+fn canonical_request_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<'_>, usize)> {
+    let m = abnf::skip(buf, 0, TOKEN);
+    if m == 0 || at(buf, m) != Some(b' ') {
+        return None;
+    }
+    let (uri, u) = SipUri::parse_canonical(buf, m + 1)?;
+    if buf.get(u..u + 10)? != b" SIP/2.0\r\n" || u + 8 > max_line_len {
+        return None;
+    }
+    let method_raw = buf.get(..m)?;
+    let line = StartLine::Request {
+        method: Method::from_bytes(method_raw),
+        method_raw,
+        uri,
+    };
+    Some((line, u + 10))
+}
+
+/// A canonical Call-ID value from `v`: spaces, then Call-ID characters; the value and
+/// the index after it.
+#[inline(always)]
+fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> {
+    let start = abnf::skip_sp(buf, v);
+    let end = abnf::skip(buf, start, CALLID);
+    Some((buf.get(start..end).filter(|c| !c.is_empty())?, end))
+}
+
+/// A canonical CSeq value from `v`: spaces, digits, spaces, a method.
+#[inline(always)]
+fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> {
+    let start = abnf::skip_sp(buf, v);
+    let digits = abnf::skip_digits(buf, start);
+    let seq = abnf::decimal(buf.get(start..digits)?, u64::from(u32::MAX))?;
+    let m = abnf::skip_sp(buf, digits);
+    let m_end = abnf::skip(buf, m, TOKEN);
+    if m == digits || m_end == m {
+        return None;
+    }
+    let method_raw = buf.get(m..m_end)?;
+    let cseq = CSeq {
+        seq: u32::try_from(seq).ok()?,
+        method: Method::from_bytes(method_raw),
+        method_raw,
+    };
+    Some((cseq, m_end))
+}
+
+/// A canonical number from `v`: spaces, then digits making at most `max`.
+#[inline(always)]
+fn canonical_number(buf: &[u8], v: usize, max: u64) -> Option<(u64, usize)> {
+    let start = abnf::skip_sp(buf, v);
+    let end = abnf::skip_digits(buf, start);
+    Some((abnf::decimal(buf.get(start..end)?, max)?, end))
 }
 
 /// `Request-Line = Method SP Request-URI SP SIP-Version` or `Status-Line = SIP-Version

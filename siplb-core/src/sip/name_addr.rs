@@ -3,7 +3,7 @@
 
 use super::abnf::{self, at, TOKEN, WS};
 use super::caseless::{self, Name};
-use super::params;
+use super::params::{self, Param};
 use super::uri::SipUri;
 
 /// An address with its display name and tag.
@@ -65,29 +65,106 @@ pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
             }
         }
     };
-    let mut tag = None;
-    let mut expires = None;
-    const TAG: Name = Name::new(b"tag");
-    const EXPIRES: Name = Name::new(b"expires");
-    let end = params::parse(s, after, |p| {
-        if p.is(&TAG) {
-            if !p.token {
-                return None;
-            }
-            tag.get_or_insert(p.value?);
-        } else if want_expires && p.is(&EXPIRES) {
-            expires.get_or_insert(abnf::delta_seconds(p.value?)?);
-        }
-        Some(())
-    })?;
+    let mut found = Found::default();
+    let end = params::parse(s, after, |p| found.param(p, want_expires))?;
     if !matches!(at(s, end), None | Some(b',')) {
         return None;
     }
     Some(Parsed {
-        addr: NameAddr { display, uri, tag },
-        expires,
+        addr: NameAddr {
+            display,
+            uri,
+            tag: found.tag,
+        },
+        expires: found.expires,
         end,
     })
+}
+
+/// The canonical spellings of a value in `s` from `i`: `<uri>`, `"Display" <uri>` (no
+/// backslash in the quotes) or `Display Name <uri>`, after optional spaces; the URI in
+/// its canonical spelling ([`SipUri::parse_canonical`]) and parameters without white
+/// space or quotes. `Parsed::end` is the index of the first byte after the value (the
+/// caller checks it ends the field). `None` for anything else (addr-spec form,
+/// folding, tabs, ...), which [`parse`] then reads; where it returns `Some`, `parse` of
+/// `s[i..end]` returns the same.
+#[inline]
+pub(crate) fn parse_canonical(s: &[u8], i: usize, want_expires: bool) -> Option<Parsed<'_>> {
+    let start = abnf::skip_sp(s, i);
+    let (display, lt) = match at(s, start)? {
+        b'<' => (None, start),
+        b'"' => {
+            // Stops at the closing quote, or at what only the general grammar reads.
+            let len = s
+                .get(start + 1..)?
+                .iter()
+                .position(|&c| matches!(c, b'"' | b'\\' | b'\r' | b'\n'))?;
+            let q = start + 1 + len;
+            if at(s, q)? != b'"' {
+                return None;
+            }
+            (Some(s.get(start..=q)?), abnf::skip_sp(s, q + 1))
+        }
+        _ => {
+            let mut stop = start;
+            while let Some(&c) = s.get(stop) {
+                if !(c == b' ' || abnf::is(c, TOKEN)) {
+                    break;
+                }
+                stop += 1;
+            }
+            let mut end = stop;
+            while end > start && at(s, end - 1) == Some(b' ') {
+                end -= 1;
+            }
+            (Some(s.get(start..end)?).filter(|d| !d.is_empty()), stop)
+        }
+    };
+    if at(s, lt)? != b'<' {
+        return None;
+    }
+    let (uri, gt) = SipUri::parse_canonical(s, lt + 1)?;
+    if at(s, gt)? != b'>' {
+        return None;
+    }
+    let mut found = Found::default();
+    let end = params::parse_canonical(s, gt + 1, |p| found.param(p, want_expires))?;
+    Some(Parsed {
+        addr: NameAddr {
+            display,
+            uri,
+            tag: found.tag,
+        },
+        expires: found.expires,
+        end,
+    })
+}
+
+/// The parameters of a value the balancer reads.
+#[derive(Default)]
+struct Found<'a> {
+    tag: Option<&'a [u8]>,
+    expires: Option<u32>,
+}
+
+impl<'a> Found<'a> {
+    /// Takes in one parameter; `None` if it is malformed. Every `expires` must be
+    /// valid; the first counts.
+    #[inline(always)]
+    fn param(&mut self, p: Param<'a>, want_expires: bool) -> Option<()> {
+        const TAG: Name = Name::new(b"tag");
+        const EXPIRES: Name = Name::new(b"expires");
+        if p.is(&TAG) {
+            if !p.token {
+                return None;
+            }
+            self.tag.get_or_insert(p.value?);
+        } else if want_expires && p.is(&EXPIRES) {
+            let v = abnf::delta_seconds(p.value?)?;
+            self.expires.get_or_insert(v);
+        }
+        Some(())
+    }
 }
 
 /// Given `s[lt] == '<'`, the URI up to `>` (no white space inside, RFC 4475

@@ -64,18 +64,7 @@ pub(crate) fn parse<'a>(
         let (vend, token) = if at(s, vstart) == Some(b'"') {
             (abnf::quoted_end(s, vstart)?, false)
         } else {
-            // One pass: the extent of the value and whether it is all token.
-            let mut j = vstart;
-            let mut all = TOKEN;
-            while let Some(&c) = s.get(j) {
-                let k = abnf::class(c);
-                if k & PVALUE == 0 {
-                    break;
-                }
-                all &= k;
-                j += 1;
-            }
-            (j, all != 0)
+            unquoted_value(s, vstart)
         };
         if vend == vstart {
             return None;
@@ -89,6 +78,62 @@ pub(crate) fn parse<'a>(
         })?;
         i = vend;
     }
+}
+
+/// The end of a `token / host` value starting at `i`, and whether it is all token,
+/// in one pass.
+#[inline(always)]
+fn unquoted_value(s: &[u8], i: usize) -> (usize, bool) {
+    let mut j = i;
+    let mut all = TOKEN;
+    while let Some(&c) = s.get(j) {
+        let k = abnf::class(c);
+        if k & PVALUE == 0 {
+            break;
+        }
+        all &= k;
+        j += 1;
+    }
+    (j, all != 0)
+}
+
+/// [`parse`] for the canonical spelling only (`;name` or `;name=value`, no white space,
+/// no quoted value): returns the index of the first byte after the parameters, or
+/// `None` where [`parse`] might read the bytes differently (it then decides). Where it
+/// returns `Some` and the parameters end the value, [`parse`] would hand `each` the same
+/// parameters.
+#[inline]
+pub(crate) fn parse_canonical<'a>(
+    s: &'a [u8],
+    mut i: usize,
+    mut each: impl FnMut(Param<'a>) -> Option<()>,
+) -> Option<usize> {
+    while at(s, i) == Some(b';') {
+        let start = i + 1;
+        let end = abnf::skip(s, start, TOKEN);
+        if end == start {
+            return None;
+        }
+        let name = s.get(start..end)?;
+        let (value, token, next) = if at(s, end) == Some(b'=') {
+            let (vend, token) = unquoted_value(s, end + 1);
+            if vend == end + 1 {
+                return None;
+            }
+            (Some(s.get(end + 1..vend)?), token, vend)
+        } else {
+            (None, false, end)
+        };
+        each(Param {
+            name,
+            src: s,
+            at: start,
+            value,
+            token,
+        })?;
+        i = next;
+    }
+    Some(i)
 }
 
 #[cfg(test)]

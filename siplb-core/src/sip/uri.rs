@@ -1,6 +1,6 @@
 //! SIP and SIPS URIs (RFC 3261 §19.1, grammar §25.1), borrowed from the message.
 
-use super::abnf::{self, at, URIC};
+use super::abnf::{self, at, HOSTNAME, URIC, URI_PARAM};
 use super::caseless::{self, Name};
 
 /// A URI as the balancer needs it. For `sip:`/`sips:` the parts follow RFC 3261 §19.1;
@@ -111,6 +111,61 @@ impl<'a> SipUri<'a> {
             params,
             headers,
         })
+    }
+
+    /// The canonical spelling of a SIP URI in `s` from `i`: `sip:` or `sips:`, an
+    /// optional user of host-name characters and `@`, a host name or IPv4 address, an
+    /// optional port and parameters; no password, IPv6 reference or headers. Returns
+    /// the URI and the index of the first byte after it (the caller checks that byte:
+    /// SP after a Request-URI, `>` in brackets); `None` for anything else, which
+    /// [`parse`](Self::parse) then reads. Where it returns `Some`, `parse` of
+    /// `s[i..end]` returns the same URI: the user holds no "@" or ":", and nothing
+    /// after the host holds an "@" that would make the part before it userinfo.
+    #[inline]
+    pub(crate) fn parse_canonical(s: &'a [u8], i: usize) -> Option<(Self, usize)> {
+        const SIP: Name = Name::new(b"sip:");
+        const SIPS: Name = Name::new(b"sips:");
+        let colon = if SIP.eq_at(s, i, 4) {
+            i + 3
+        } else if SIPS.eq_at(s, i, 5) {
+            i + 4
+        } else {
+            return None;
+        };
+        let scheme = s.get(i..colon)?;
+        let first = colon + 1;
+        let first_end = abnf::skip(s, first, HOSTNAME);
+        let (user, host_start, host_end) = if at(s, first_end) == Some(b'@') {
+            let host_start = first_end + 1;
+            let user = s.get(first..first_end).filter(|u| !u.is_empty())?;
+            (Some(user), host_start, abnf::skip(s, host_start, HOSTNAME))
+        } else {
+            (None, first, first_end)
+        };
+        if host_end == host_start {
+            return None;
+        }
+        let host = s.get(host_start..host_end)?;
+        let mut j = host_end;
+        let mut port = None;
+        if at(s, j) == Some(b':') {
+            let end = abnf::skip_digits(s, j + 1);
+            port = Some(abnf::port(s.get(j + 1..end)?)?);
+            j = end;
+        }
+        let params_start = j;
+        if at(s, j) == Some(b';') {
+            j = abnf::skip(s, j, URI_PARAM);
+        }
+        let uri = Self {
+            scheme,
+            user,
+            host,
+            port,
+            params: s.get(params_start..j)?,
+            headers: s.get(j..j)?,
+        };
+        Some((uri, j))
     }
 
     /// Whether the scheme is `sip` or `sips` (any case).

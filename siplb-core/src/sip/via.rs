@@ -1,9 +1,9 @@
 //! The top Via value: `sent-protocol LWS sent-by *( SEMI via-params )` (RFC 3261
 //! §20.42, grammar §25.1), with `received` and `rport` (RFC 3581).
 
-use super::abnf::{self, at, TOKEN};
+use super::abnf::{self, at, HOSTNAME, TOKEN};
 use super::caseless::Name;
-use super::params;
+use super::params::{self, Param};
 
 /// The top Via: where responses go (RFC 3261 §18.2.2) and the transaction's branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,27 +58,74 @@ pub(crate) fn parse_top(s: &[u8]) -> Option<Via<'_>> {
         rport: None,
         received: None,
     };
-    const BRANCH: Name = Name::new(b"branch");
-    const RPORT: Name = Name::new(b"rport");
-    const RECEIVED: Name = Name::new(b"received");
-    let end = params::parse(s, i, |p| {
+    let end = params::parse(s, i, |p| via.param(p))?;
+    matches!(at(s, end), None | Some(b',')).then_some(via)
+}
+
+/// The canonical spelling of a top Via in `s` from `i`: spaces, `SIP/2.0/` and a transport, one
+/// space, a host name or IPv4 address, an optional `:port`, then parameters without
+/// white space or quotes. Returns the Via and the index of the first byte after it
+/// (the caller checks it ends the value); `None` for anything else (IPv6, white space
+/// around `/` or `;`, several values, ...), which [`parse_top`] then reads. Where it
+/// returns `Some`, `parse_top` of `s[i..end]` returns the same Via.
+#[inline]
+pub(crate) fn parse_top_canonical(s: &[u8], i: usize) -> Option<(Via<'_>, usize)> {
+    let i = abnf::skip_sp(s, i);
+    if s.get(i..i + 8)? != b"SIP/2.0/" {
+        return None;
+    }
+    let t = i + 8;
+    let t_end = abnf::skip(s, t, TOKEN);
+    if t_end == t || at(s, t_end) != Some(b' ') {
+        return None;
+    }
+    let h = t_end + 1;
+    let h_end = abnf::skip(s, h, HOSTNAME);
+    if h_end == h {
+        return None;
+    }
+    let mut j = h_end;
+    let mut port = None;
+    if at(s, j) == Some(b':') {
+        let end = abnf::skip_digits(s, j + 1);
+        port = Some(abnf::port(s.get(j + 1..end)?)?);
+        j = end;
+    }
+    let mut via = Via {
+        transport: s.get(t..t_end)?,
+        host: s.get(h..h_end)?,
+        port,
+        branch: None,
+        rport: None,
+        received: None,
+    };
+    let end = params::parse_canonical(s, j, |p| via.param(p))?;
+    Some((via, end))
+}
+
+impl<'a> Via<'a> {
+    /// Takes in one Via parameter; `None` if it is malformed.
+    #[inline(always)]
+    fn param(&mut self, p: Param<'a>) -> Option<()> {
+        const BRANCH: Name = Name::new(b"branch");
+        const RPORT: Name = Name::new(b"rport");
+        const RECEIVED: Name = Name::new(b"received");
         if p.is(&BRANCH) {
             if !p.token {
                 return None;
             }
-            via.branch.get_or_insert(p.value?);
+            self.branch.get_or_insert(p.value?);
         } else if p.is(&RPORT) {
             let port = match p.value {
                 Some(v) => Some(abnf::port(v)?),
                 None => None,
             };
-            via.rport.get_or_insert(port);
+            self.rport.get_or_insert(port);
         } else if p.is(&RECEIVED) {
-            via.received.get_or_insert(p.value?);
+            self.received.get_or_insert(p.value?);
         }
         Some(())
-    })?;
-    matches!(at(s, end), None | Some(b',')).then_some(via)
+    }
 }
 
 /// A token after optional LWS, and the index after it.

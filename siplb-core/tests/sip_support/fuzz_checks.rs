@@ -2,8 +2,10 @@
 //! cargo-fuzz target (`fuzz/fuzz_targets/sip_scan.rs`, which includes this file) and
 //! the CI test `sip_fuzz.rs`, which runs it over the corpus and random mutations.
 //!
-//! Beyond "never panics": `SipMessage::parse` under default and tight limits returns
-//! slices that lie in the input, a body that fits, and the same view without the bytes
+//! Beyond "never panics": `SipMessage::parse` under default and tight limits gives
+//! exactly what the general grammar alone gives (`parse_general`, no fast path for
+//! canonical spellings), the same message or the same error; it returns slices that
+//! lie in the input, a body that fits, and the same view without the bytes
 //! after the body; `next_frame` cuts a stream into frames that parse without panic;
 //! `StreamFramer` fed the same bytes in two segments cuts the same messages.
 
@@ -56,7 +58,9 @@ fn within(outer: &[u8], inner: &[u8]) -> bool {
 }
 
 fn check_message(data: &[u8], limits: &Limits) {
-    let Ok(m) = SipMessage::parse(data, limits) else {
+    let parsed = SipMessage::parse(data, limits);
+    assert_eq!(parsed, SipMessage::parse_general(data, limits));
+    let Ok(m) = parsed else {
         return;
     };
     assert!(m.body_offset() <= data.len());
