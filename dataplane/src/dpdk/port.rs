@@ -251,6 +251,15 @@ impl Port {
         }
     }
 
+    /// Whether the link is up, without waiting (a vhost-user port is up once its
+    /// virtio-user peer has connected and started its queues).
+    pub fn link_up(&self) -> bool {
+        let mut l = dpdk_sys::rte_eth_link::default();
+        // SAFETY: valid out-parameter; the nowait variant does not block.
+        let rc = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l) };
+        rc == 0 && l.link_status() != 0
+    }
+
     /// Stops and closes the port (releases the kernel socket of af_packet, the TAP...).
     pub fn stop(&self) {
         // SAFETY: no worker uses the port any more (the caller joined them).

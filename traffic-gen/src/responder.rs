@@ -1,0 +1,456 @@
+//! The stateless UAS that answers as N backends: 100/180/200 to INVITE, nothing to
+//! ACK, 200 to the rest, optionally a 401 (REGISTER) / 407 (INVITE) challenge first.
+//!
+//! A response goes back to the request's source IP, port and MAC, and copies every
+//! Via in order, From, To (with a tag added), Call-ID and CSeq, so it works behind a
+//! balancer in dnat or snat mode as well as behind a proxy that forwards from its own
+//! socket. Each request is also recorded in the stickiness account.
+
+use crate::frame::{self, Endpoint, Incoming};
+use crate::request::Kind;
+use crate::stickiness::Stickiness;
+use crate::text::Out;
+use siplb_core::hash::hash64;
+use siplb_core::sip::{HeaderName, Limits, Method, SipMessage};
+use siplb_core::wire::arp;
+use siplb_core::wire::MacAddr;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResponderConfig {
+    /// Backend i answers at `first_backend + i`.
+    pub first_backend: Ipv4Addr,
+    pub backends: u16,
+    /// The UDP port the backends listen on.
+    pub sip_port: u16,
+    pub challenge: bool,
+}
+
+/// Counters of the responder.
+#[derive(Debug, Clone, Default)]
+pub struct ResponderStats {
+    /// Requests received, by `Kind` (index), and other methods.
+    pub received: [u64; 5],
+    pub received_other: u64,
+    /// Datagrams to a backend that did not parse as a SIP request.
+    pub malformed: u64,
+    pub responses: u64,
+    pub challenges: u64,
+    /// Requests received per backend.
+    pub per_backend: Vec<u64>,
+}
+
+const INVITE_CODES: &[u16] = &[100, 180, 200];
+const OK: &[u16] = &[200];
+const UNAUTHORIZED: &[u16] = &[401];
+const PROXY_AUTH: &[u16] = &[407];
+const NONE: &[u16] = &[];
+
+/// What to do with a frame that arrived at the backends' port. It lives on the stack
+/// for one frame; boxing the large variant would allocate per packet.
+#[allow(clippy::large_enum_variant)]
+pub enum Action<'a> {
+    Ignore,
+    /// Answer an ARP request for a backend address.
+    ArpReply {
+        ip: Ipv4Addr,
+        asker_mac: MacAddr,
+        asker_ip: Ipv4Addr,
+    },
+    /// Send these responses, in order (possibly none: ACK).
+    Answer(Answer<'a>),
+}
+
+/// A parsed request and the responses it gets.
+pub struct Answer<'a> {
+    req: SipMessage<'a>,
+    client: Endpoint,
+    backend: Endpoint,
+    backend_index: u16,
+    call_hash: u64,
+    pub codes: &'static [u16],
+}
+
+pub struct Responder {
+    cfg: ResponderConfig,
+    limits: Limits,
+    pub stats: ResponderStats,
+    pub stickiness: Stickiness,
+}
+
+impl Responder {
+    /// `calls` sizes the stickiness table (calls in flight, with a large margin).
+    pub fn new(cfg: ResponderConfig, calls: usize) -> Self {
+        Responder {
+            cfg,
+            limits: Limits::default(),
+            stats: ResponderStats {
+                per_backend: vec![0; usize::from(cfg.backends)],
+                ..Default::default()
+            },
+            stickiness: Stickiness::new((calls * 64).clamp(1 << 16, 1 << 22)),
+        }
+    }
+
+    pub fn config(&self) -> &ResponderConfig {
+        &self.cfg
+    }
+
+    /// The index of the backend at `ip`, if it is one of ours.
+    pub fn backend_index(&self, ip: Ipv4Addr) -> Option<u16> {
+        let i = u32::from(ip).wrapping_sub(u32::from(self.cfg.first_backend));
+        (i < u32::from(self.cfg.backends)).then_some(i as u16)
+    }
+
+    pub fn backend_ip(&self, i: u16) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cfg.first_backend) + u32::from(i))
+    }
+
+    /// Whether a frame is for the backends (an ARP for one of them, or a datagram to
+    /// one of them).
+    pub fn wants(&self, incoming: &Incoming<'_>) -> bool {
+        match incoming {
+            Incoming::Arp { target_ip, .. } => self.backend_index(*target_ip).is_some(),
+            Incoming::Udp { dst, .. } => self.backend_index(dst.ip).is_some(),
+            Incoming::Other => false,
+        }
+    }
+
+    /// Decides the answer to one frame and accounts for it.
+    pub fn handle<'a>(&mut self, incoming: Incoming<'a>) -> Action<'a> {
+        match incoming {
+            Incoming::Arp {
+                op: arp::OP_REQUEST,
+                sender_mac,
+                sender_ip,
+                target_ip,
+            } if self.backend_index(target_ip).is_some() && sender_ip != target_ip => {
+                Action::ArpReply {
+                    ip: target_ip,
+                    asker_mac: sender_mac,
+                    asker_ip: sender_ip,
+                }
+            }
+            Incoming::Udp { src, dst, payload } if dst.port == self.cfg.sip_port => {
+                let Some(bi) = self.backend_index(dst.ip) else {
+                    return Action::Ignore;
+                };
+                let req = match SipMessage::parse(payload, &self.limits) {
+                    Ok(m) if m.is_request() => m,
+                    _ => {
+                        self.stats.malformed += 1;
+                        return Action::Ignore;
+                    }
+                };
+                self.stats.per_backend[usize::from(bi)] += 1;
+                let call_hash = hash64(req.call_id());
+                self.stickiness.record(call_hash, bi);
+                let method = req.method().unwrap_or(Method::Other);
+                let kind = match method {
+                    Method::Register => Some(Kind::Register),
+                    Method::Invite => Some(Kind::Invite),
+                    Method::Ack => Some(Kind::Ack),
+                    Method::Bye => Some(Kind::Bye),
+                    Method::Options => Some(Kind::Options),
+                    _ => None,
+                };
+                match kind {
+                    Some(k) => self.stats.received[k as usize] += 1,
+                    None => self.stats.received_other += 1,
+                }
+                let codes = match method {
+                    Method::Ack => NONE,
+                    Method::Invite if self.cfg.challenge && !has_credentials(&req) => PROXY_AUTH,
+                    Method::Invite => INVITE_CODES,
+                    Method::Register if self.cfg.challenge && !has_credentials(&req) => {
+                        UNAUTHORIZED
+                    }
+                    _ => OK,
+                };
+                if matches!(codes.first(), Some(401 | 407)) {
+                    self.stats.challenges += 1;
+                }
+                self.stats.responses += codes.len() as u64;
+                Action::Answer(Answer {
+                    req,
+                    client: src,
+                    backend: dst,
+                    backend_index: bi,
+                    call_hash,
+                    codes,
+                })
+            }
+            _ => Action::Ignore,
+        }
+    }
+}
+
+fn has_credentials(m: &SipMessage<'_>) -> bool {
+    m.headers().any(|h| {
+        h.name == HeaderName::Other
+            && (h.raw_name.eq_ignore_ascii_case(b"Authorization")
+                || h.raw_name.eq_ignore_ascii_case(b"Proxy-Authorization"))
+    })
+}
+
+fn reason(code: u16) -> &'static [u8] {
+    match code {
+        100 => b"Trying",
+        180 => b"Ringing",
+        200 => b"OK",
+        401 => b"Unauthorized",
+        407 => b"Proxy Authentication Required",
+        _ => b"Response",
+    }
+}
+
+impl Answer<'_> {
+    /// Writes the whole frame of response `code` from a backend port with MAC
+    /// `our_mac`; returns its length, `None` if `out` is too small.
+    pub fn write(&self, code: u16, our_mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+        let sip = out.get_mut(frame::HEADERS_LEN..)?;
+        let mut o = Out::new(sip);
+        o.put(b"SIP/2.0 ")
+            .dec(code.into())
+            .byte(b' ')
+            .put(reason(code))
+            .put(b"\r\n");
+        for h in self.req.headers() {
+            let name: &[u8] = match h.name {
+                HeaderName::Via => b"Via: ",
+                HeaderName::From => b"From: ",
+                HeaderName::To => b"To: ",
+                HeaderName::CallId => b"Call-ID: ",
+                HeaderName::CSeq => b"CSeq: ",
+                _ => continue,
+            };
+            o.put(name).put(h.value);
+            if h.name == HeaderName::To && self.req.to().tag.is_none() {
+                // The tag names the backend that answered and the call.
+                o.put(b";tag=b")
+                    .dec(self.backend_index.into())
+                    .byte(b'x')
+                    .hex(self.call_hash, 8);
+            }
+            o.put(b"\r\n");
+        }
+        if code == 200 && self.req.method() == Some(Method::Invite) {
+            o.put(b"Contact: <sip:")
+                .ip(self.backend.ip)
+                .byte(b':')
+                .dec(self.backend.port.into())
+                .put(b">\r\n");
+        }
+        if code == 401 || code == 407 {
+            o.put(if code == 401 {
+                b"WWW-Authenticate: " as &[u8]
+            } else {
+                b"Proxy-Authenticate: "
+            })
+            .put(b"Digest realm=\"siplb-gen\", nonce=\"")
+            .hex(self.call_hash, 16)
+            .put(b"\", algorithm=MD5\r\n");
+        }
+        o.put(b"Server: siplb-gen\r\nContent-Length: 0\r\n\r\n");
+        let n = o.finish()?;
+        let src = Endpoint {
+            mac: our_mac,
+            ..self.backend
+        };
+        Some(frame::write_udp_headers(
+            out,
+            src,
+            self.client,
+            n,
+            self.call_hash as u16,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{self, Branch, Request};
+
+    const BACKEND_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+    const LB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
+    fn responder(challenge: bool) -> Responder {
+        Responder::new(
+            ResponderConfig {
+                first_backend: Ipv4Addr::new(198, 18, 1, 11),
+                backends: 3,
+                sip_port: 5060,
+                challenge,
+            },
+            16,
+        )
+    }
+
+    /// A request frame as the balancer forwards it in dnat mode: client source, backend
+    /// destination, the balancer's MAC.
+    fn request_frame(kind: Kind, backend: u8, call: u64, auth: bool, buf: &mut [u8]) -> usize {
+        let r = Request {
+            kind,
+            src_ip: Ipv4Addr::new(198, 18, 0, 10),
+            src_port: 5070,
+            dst_ip: Ipv4Addr::new(198, 18, 0, 2),
+            dst_port: 5060,
+            run: 1,
+            call,
+            user: 5,
+            cseq: 1,
+            branch: Branch {
+                tsc: 99,
+                slot: 1,
+                step: 0,
+            },
+            to_tag: b"",
+            auth,
+            min_len: 0,
+        };
+        let n = request::write(&r, &mut buf[frame::HEADERS_LEN..]).unwrap();
+        // A proxy in front adds its own Via on top.
+        let mut with_via = Vec::new();
+        let text = &buf[frame::HEADERS_LEN..frame::HEADERS_LEN + n];
+        let line_end = text.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        with_via.extend_from_slice(&text[..line_end]);
+        with_via.extend_from_slice(b"Via: SIP/2.0/UDP 198.18.1.1:5060;branch=z9hG4bKproxy\r\n");
+        with_via.extend_from_slice(&text[line_end..]);
+        buf[frame::HEADERS_LEN..frame::HEADERS_LEN + with_via.len()].copy_from_slice(&with_via);
+        frame::write_udp_headers(
+            buf,
+            Endpoint {
+                mac: LB_MAC,
+                ip: Ipv4Addr::new(198, 18, 0, 10),
+                port: 5070,
+            },
+            Endpoint {
+                mac: BACKEND_MAC,
+                ip: Ipv4Addr::new(198, 18, 1, 11 + backend),
+                port: 5060,
+            },
+            with_via.len(),
+            1,
+        )
+    }
+
+    #[test]
+    fn invite_gets_100_180_200_back_to_its_source_with_vias_in_order() {
+        let mut r = responder(false);
+        let mut req = [0u8; 2048];
+        let n = request_frame(Kind::Invite, 1, 7, false, &mut req);
+        let Action::Answer(a) = r.handle(frame::classify(&req[..n])) else {
+            panic!("no answer");
+        };
+        assert_eq!(a.codes, &[100, 180, 200]);
+        let mut out = [0u8; 2048];
+        let m = a.write(200, BACKEND_MAC, &mut out).unwrap();
+        let Incoming::Udp { src, dst, payload } = frame::classify(&out[..m]) else {
+            panic!("not UDP");
+        };
+        assert_eq!(
+            (src.ip, src.port, src.mac),
+            (Ipv4Addr::new(198, 18, 1, 12), 5060, BACKEND_MAC)
+        );
+        assert_eq!(
+            (dst.ip, dst.port, dst.mac),
+            (Ipv4Addr::new(198, 18, 0, 10), 5070, LB_MAC)
+        );
+        let resp = SipMessage::parse(payload, &Limits::default()).unwrap();
+        assert_eq!(resp.status(), Some(200));
+        assert_eq!(resp.via().unwrap().branch, Some(&b"z9hG4bKproxy"[..]));
+        let vias: Vec<_> = resp
+            .headers()
+            .filter(|h| h.name == HeaderName::Via)
+            .collect();
+        assert_eq!(vias.len(), 2);
+        assert!(
+            Branch::parse(&vias[1].value[vias[1].value.len() - request::BRANCH_LEN..]).is_some()
+        );
+        assert_eq!(resp.call_id(), b"00000001-0000000000000007@siplb-gen");
+        assert_eq!(resp.cseq().method, Method::Invite);
+        assert!(resp.to().tag.unwrap().starts_with(b"b1x"));
+        assert!(resp.headers().any(|h| h.name == HeaderName::Contact));
+        assert_eq!(r.stats.received[Kind::Invite as usize], 1);
+        assert_eq!(r.stats.per_backend, vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn ack_is_not_answered_and_others_get_200() {
+        let mut r = responder(false);
+        let mut req = [0u8; 2048];
+        let n = request_frame(Kind::Ack, 0, 7, false, &mut req);
+        assert!(
+            matches!(r.handle(frame::classify(&req[..n])), Action::Answer(a) if a.codes.is_empty())
+        );
+        for k in [Kind::Bye, Kind::Options, Kind::Register] {
+            let n = request_frame(k, 0, 8, false, &mut req);
+            assert!(
+                matches!(r.handle(frame::classify(&req[..n])), Action::Answer(a) if a.codes == [200])
+            );
+        }
+    }
+
+    #[test]
+    fn challenge_until_credentials() {
+        let mut r = responder(true);
+        let mut req = [0u8; 2048];
+        let mut out = [0u8; 2048];
+        for (kind, code) in [(Kind::Register, 401), (Kind::Invite, 407)] {
+            let n = request_frame(kind, 2, 9, false, &mut req);
+            let Action::Answer(a) = r.handle(frame::classify(&req[..n])) else {
+                panic!();
+            };
+            assert_eq!(a.codes, &[code]);
+            let m = a.write(code, BACKEND_MAC, &mut out).unwrap();
+            let Incoming::Udp { payload, .. } = frame::classify(&out[..m]) else {
+                panic!();
+            };
+            let text = String::from_utf8_lossy(payload);
+            assert!(
+                text.contains("Authenticate: Digest realm=\"siplb-gen\""),
+                "{text}"
+            );
+            let n = request_frame(kind, 2, 9, true, &mut req);
+            assert!(
+                matches!(r.handle(frame::classify(&req[..n])), Action::Answer(a) if a.codes.last() == Some(&200))
+            );
+        }
+        assert_eq!(r.stats.challenges, 2);
+    }
+
+    #[test]
+    fn split_dialogs_are_counted_at_the_backends() {
+        let mut r = responder(false);
+        let mut req = [0u8; 2048];
+        for (call, backend) in [(1, 0), (1, 0), (2, 1), (1, 2), (2, 1)] {
+            let n = request_frame(Kind::Options, backend, call, false, &mut req);
+            r.handle(frame::classify(&req[..n]));
+        }
+        assert_eq!(r.stickiness.split_dialogs, 1);
+        assert_eq!(r.stickiness.split_messages, 1);
+    }
+
+    #[test]
+    fn arp_for_backends_only() {
+        let mut r = responder(false);
+        let mut f = [0u8; 60];
+        let n = frame::write_arp_request(
+            &mut f,
+            LB_MAC,
+            Ipv4Addr::new(198, 18, 1, 1),
+            Ipv4Addr::new(198, 18, 1, 13),
+        );
+        assert!(
+            matches!(r.handle(frame::classify(&f[..n])), Action::ArpReply { ip, .. } if ip == Ipv4Addr::new(198, 18, 1, 13))
+        );
+        let n = frame::write_arp_request(
+            &mut f,
+            LB_MAC,
+            Ipv4Addr::new(198, 18, 1, 1),
+            Ipv4Addr::new(198, 18, 1, 14),
+        );
+        assert!(matches!(r.handle(frame::classify(&f[..n])), Action::Ignore));
+    }
+}

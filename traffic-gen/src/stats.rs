@@ -1,0 +1,292 @@
+//! Counters of the client, the latency histogram, and the final summary (printed like
+//! testpmd's `show port stats`, and as JSON).
+
+use crate::request::Kind;
+use crate::responder::ResponderStats;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Response codes the client counts one by one; the rest are `other`.
+pub const CODES: [u16; 5] = [100, 180, 200, 401, 407];
+
+pub struct ClientStats {
+    /// Requests sent, by `Kind`.
+    pub sent: [u64; 5],
+    /// Responses received, by `CODES` index, then other.
+    pub received: [u64; 6],
+    /// Requests (ACK excepted) that got their final response.
+    pub answered: u64,
+    /// Requests (ACK excepted) whose final response did not come within the timeout.
+    pub timeouts: u64,
+    /// Final responses that were neither 2xx nor an expected challenge.
+    pub failed: u64,
+    /// Responses that matched no transaction waiting for one (late, duplicated, foreign).
+    pub stray: u64,
+    /// Frames that could not be built (no mbuf, buffer too small).
+    pub build_failures: u64,
+    pub calls_completed: u64,
+    pub registrations_completed: u64,
+    pub options_completed: u64,
+    /// Request → final response, nanoseconds.
+    pub latency_ns: Histogram<u64>,
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        ClientStats {
+            sent: [0; 5],
+            received: [0; 6],
+            answered: 0,
+            timeouts: 0,
+            failed: 0,
+            stray: 0,
+            build_failures: 0,
+            calls_completed: 0,
+            registrations_completed: 0,
+            options_completed: 0,
+            // 1 ns to 100 s at 3 significant digits (about 200 KiB, allocated once).
+            latency_ns: Histogram::new_with_bounds(1, 100_000_000_000, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
+}
+
+impl ClientStats {
+    pub fn requests(&self) -> u64 {
+        self.sent.iter().sum()
+    }
+
+    pub fn responses(&self) -> u64 {
+        self.received.iter().sum()
+    }
+
+    #[inline]
+    pub fn count_response(&mut self, code: u16) {
+        let i = CODES.iter().position(|&c| c == code).unwrap_or(CODES.len());
+        self.received[i] += 1;
+    }
+}
+
+/// Counters of one port from the driver.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortSummary {
+    pub port: u16,
+    pub name: String,
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub ibytes: u64,
+    pub obytes: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+    /// Frames our TX burst could not hand to the driver (ring full), freed.
+    pub tx_dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientSummary {
+    /// Requests sent by method.
+    pub sent: std::collections::BTreeMap<String, u64>,
+    /// Responses received by status code ("other" for the rest).
+    pub received: std::collections::BTreeMap<String, u64>,
+    pub requests: u64,
+    pub responses: u64,
+    pub answered: u64,
+    pub unanswered: u64,
+    pub timeouts: u64,
+    pub failed: u64,
+    pub stray: u64,
+    pub build_failures: u64,
+    pub calls_completed: u64,
+    pub registrations_completed: u64,
+    pub options_completed: u64,
+    /// Seconds from the first request to the end.
+    pub elapsed_s: f64,
+    pub requests_per_s: f64,
+    pub responses_per_s: f64,
+    /// Requests + responses per second, in millions: every packet the balancer
+    /// forwarded for us, both directions.
+    pub mpps_total: f64,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSummary {
+    pub address: String,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponderSummary {
+    pub received: std::collections::BTreeMap<String, u64>,
+    pub malformed: u64,
+    pub responses: u64,
+    pub challenges: u64,
+    pub per_backend: Vec<BackendSummary>,
+    pub call_ids: u64,
+    /// Call-IDs seen at more than one backend.
+    pub split_dialogs: u64,
+    pub split_messages: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub mode: String,
+    pub rate_requested: u64,
+    pub tsc_hz: u64,
+    pub client: Option<ClientSummary>,
+    pub responder: Option<ResponderSummary>,
+    pub ports: Vec<PortSummary>,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+impl ClientStats {
+    pub fn summary(&self, elapsed_s: f64) -> ClientSummary {
+        let h = &self.latency_ns;
+        let e = elapsed_s.max(1e-9);
+        ClientSummary {
+            sent: Kind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), self.sent[*k as usize]))
+                .collect(),
+            received: CODES
+                .iter()
+                .map(|c| c.to_string())
+                .chain(["other".to_string()])
+                .zip(self.received)
+                .collect(),
+            requests: self.requests(),
+            responses: self.responses(),
+            answered: self.answered,
+            unanswered: self.timeouts,
+            timeouts: self.timeouts,
+            failed: self.failed,
+            stray: self.stray,
+            build_failures: self.build_failures,
+            calls_completed: self.calls_completed,
+            registrations_completed: self.registrations_completed,
+            options_completed: self.options_completed,
+            elapsed_s,
+            requests_per_s: self.requests() as f64 / e,
+            responses_per_s: self.responses() as f64 / e,
+            mpps_total: (self.requests() + self.responses()) as f64 / e / 1e6,
+            latency: Latency {
+                count: h.len(),
+                p50_us: us(h.value_at_quantile(0.5)),
+                p99_us: us(h.value_at_quantile(0.99)),
+                p999_us: us(h.value_at_quantile(0.999)),
+                max_us: us(h.max()),
+                mean_us: h.mean() / 1000.0,
+            },
+        }
+    }
+}
+
+impl ResponderStats {
+    pub fn summary(
+        &self,
+        backend_ip: impl Fn(u16) -> std::net::Ipv4Addr,
+        stick: &crate::stickiness::Stickiness,
+    ) -> ResponderSummary {
+        ResponderSummary {
+            received: Kind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), self.received[*k as usize]))
+                .chain([("other".to_string(), self.received_other)])
+                .collect(),
+            malformed: self.malformed,
+            responses: self.responses,
+            challenges: self.challenges,
+            per_backend: self
+                .per_backend
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| BackendSummary {
+                    address: backend_ip(i as u16).to_string(),
+                    requests: n,
+                })
+                .collect(),
+            call_ids: stick.call_ids,
+            split_dialogs: stick.split_dialogs,
+            split_messages: stick.split_messages,
+        }
+    }
+}
+
+impl Summary {
+    /// The human-readable final summary.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for p in &self.ports {
+            s += &format!(
+                "  ######################## port {} ({}) ########################\n  RX-packets: {:<14} RX-missed: {:<10} RX-bytes:  {}\n  RX-errors:  {:<14} RX-nombuf: {}\n  TX-packets: {:<14} TX-errors: {:<10} TX-bytes:  {}\n  TX-dropped: {}\n",
+                p.port, p.name, p.ipackets, p.imissed, p.ibytes, p.ierrors, p.rx_nombuf,
+                p.opackets, p.oerrors, p.obytes, p.tx_dropped
+            );
+        }
+        if let Some(c) = &self.client {
+            s += &format!(
+                "  client: {} requests {:?}, {} responses {:?}\n  client: answered {} unanswered {} (timeouts) failed {} stray {} build-failures {}\n  client: completed calls {} registrations {} options {}\n  client: {:.3} s, {:.0} requests/s, {:.0} responses/s, {:.3} Mpps through the balancer (both directions)\n  latency request -> final response (us): p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} mean {:.1} ({} samples)\n",
+                c.requests, c.sent, c.responses, c.received, c.answered, c.unanswered, c.failed,
+                c.stray, c.build_failures, c.calls_completed, c.registrations_completed,
+                c.options_completed, c.elapsed_s, c.requests_per_s, c.responses_per_s,
+                c.mpps_total, c.latency.p50_us, c.latency.p99_us, c.latency.p999_us,
+                c.latency.max_us, c.latency.mean_us, c.latency.count
+            );
+        }
+        if let Some(r) = &self.responder {
+            let per: Vec<String> = r
+                .per_backend
+                .iter()
+                .map(|b| format!("{}={}", b.address, b.requests))
+                .collect();
+            s += &format!(
+                "  responder: received {:?}, {} responses ({} challenges), malformed {}\n  responder: per backend {}\n  responder: call-ids {} split dialogs {} (messages at another backend {})\n",
+                r.received, r.responses, r.challenges, r.malformed, per.join(" "), r.call_ids,
+                r.split_dialogs, r.split_messages
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_has_percentiles_and_rates() {
+        let mut c = ClientStats::default();
+        c.sent[Kind::Invite as usize] = 10;
+        for i in 1..=1000u64 {
+            c.latency_ns.record(i * 1000).unwrap();
+        }
+        c.count_response(200);
+        c.count_response(503);
+        let s = c.summary(2.0);
+        assert_eq!(s.received["200"], 1);
+        assert_eq!(s.received["other"], 1);
+        assert_eq!(s.sent["INVITE"], 10);
+        assert!(
+            (s.latency.p50_us - 500.0).abs() < 1.0,
+            "{}",
+            s.latency.p50_us
+        );
+        assert!((s.latency.p99_us - 990.0).abs() < 1.0);
+        assert!((s.mpps_total - 6e-6).abs() < 1e-12);
+    }
+}
