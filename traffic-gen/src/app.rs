@@ -204,9 +204,11 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
     let mut started: Option<(u64, Pacer)> = None;
     let mut rx = Burst::<BURST>::default();
     let mut stopped = false;
+    let idle_sleep = Duration::from_micros(opts.idle_sleep_us);
 
     let end_tsc = loop {
         let now = lcore::tsc();
+        let mut busy = false;
         if STOP.load(Ordering::Relaxed) && !stopped {
             stopped = true;
             if let Some(c) = client.as_mut() {
@@ -215,6 +217,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
         }
         for (px, pc) in ports.iter_mut().enumerate() {
             let n = pc.port.rx_burst(0, &mut rx);
+            busy |= n > 0;
             for i in 0..n {
                 rx.prefetch(i + 2);
                 let Some(m) = rx.take(i) else { continue };
@@ -316,6 +319,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                         sent += 1;
                     }
                     pacer.consume(sent);
+                    busy |= sent > 0;
                     if now >= next_expire {
                         next_expire = now + 10 * ms;
                         c.expire(now);
@@ -337,6 +341,10 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                 now,
                 hz,
             );
+        }
+
+        if !busy && !idle_sleep.is_zero() {
+            std::thread::sleep(idle_sleep);
         }
 
         let finished = match (&client, &responder) {

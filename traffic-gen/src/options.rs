@@ -94,6 +94,10 @@ pub struct Options {
     /// Also write the final summary as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Sleep this long after a loop that neither received nor sent (0 = busy polling;
+    /// > 0 lets the generator share a core in tests).
+    #[arg(long, default_value_t = 0)]
+    pub idle_sleep_us: u64,
     /// Packet buffers in the pool.
     #[arg(long, default_value_t = 8191)]
     pub mbufs: u32,
