@@ -89,12 +89,6 @@ pub(crate) fn is(c: u8, class: u16) -> bool {
     CLASSES[usize::from(c)] & class != 0
 }
 
-/// The classes of `c`.
-#[inline(always)]
-pub(crate) fn class(c: u8) -> u16 {
-    CLASSES[usize::from(c)]
-}
-
 /// The index of the first byte at or after `i` that is not in `class`.
 #[inline]
 pub(crate) fn skip(s: &[u8], i: usize, class: u16) -> usize {
@@ -107,6 +101,24 @@ pub(crate) fn skip(s: &[u8], i: usize, class: u16) -> usize {
         }
         None => i,
     }
+}
+
+/// [`skip`] for one class bit, eight bytes per step while a whole word is in the
+/// class: a branch-free fold over eight bytes costs a third of eight loop trips, and
+/// the runs the fast paths meet (hosts, Call-IDs, branches, tags) are long.
+#[inline(always)]
+pub(crate) fn skip_run(s: &[u8], mut i: usize, class: u16) -> usize {
+    debug_assert!(class.count_ones() == 1);
+    while let Some(w) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        if w.iter()
+            .fold(class, |acc, &c| acc & CLASSES[usize::from(c)])
+            == 0
+        {
+            break;
+        }
+        i += 8;
+    }
+    skip(s, i, class)
 }
 
 /// The index of the first non-digit at or after `i`.
@@ -160,6 +172,12 @@ pub(crate) fn all(s: &[u8], class: u16) -> bool {
             != 0
 }
 
+/// Whether `s` holds `lit` at `i` (a fixed-size compare, not a call to `memcmp`).
+#[inline(always)]
+pub(crate) fn lit_at<const N: usize>(s: &[u8], i: usize, lit: &[u8; N]) -> bool {
+    s.get(i..).and_then(|r| r.first_chunk::<N>()) == Some(lit)
+}
+
 /// The byte at `i`, if any.
 #[inline(always)]
 pub(crate) fn at(s: &[u8], i: usize) -> Option<u8> {
@@ -190,6 +208,18 @@ pub(crate) fn quoted_end(s: &[u8], i: usize) -> Option<usize> {
 pub(crate) fn decimal(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() {
         return None;
+    }
+    // Up to 19 digits cannot overflow: no checks per digit.
+    if s.len() <= 19 {
+        let mut v: u64 = 0;
+        for &c in s {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+        }
+        return (v <= max).then_some(v);
     }
     let mut v: u64 = 0;
     for &c in s {

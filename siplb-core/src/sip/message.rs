@@ -97,18 +97,6 @@ const _: () = assert!(
     "Found relies on the order of HeaderName"
 );
 
-/// A field of interest parsed by its canonical fast path.
-enum Canonical<'a> {
-    CallId(&'a [u8]),
-    CSeq(CSeq<'a>),
-    From(NameAddr<'a>),
-    To(NameAddr<'a>),
-    Via(Via<'a>),
-    ContentLength(u64),
-    MaxForwards(u64),
-    Expires(u64),
-}
-
 impl<'a> Found<'a> {
     /// Via and Contact may repeat (the first counts); the others may not (RFC 4475
     /// `multi01`, `mcl01`).
@@ -132,6 +120,22 @@ impl<'a> Found<'a> {
         self.raw.get(name as usize).copied().flatten()
     }
 
+    /// Drops what a fast path parsed of `name`.
+    #[inline(always)]
+    fn forget(&mut self, name: HeaderName) {
+        match name {
+            HeaderName::CallId => self.call_id = None,
+            HeaderName::CSeq => self.cseq = None,
+            HeaderName::From => self.from = None,
+            HeaderName::To => self.to = None,
+            HeaderName::Via => self.via = None,
+            HeaderName::ContentLength => self.content_length = None,
+            HeaderName::MaxForwards => self.max_forwards = None,
+            HeaderName::Expires => self.expires = None,
+            _ => {}
+        }
+    }
+
     /// Reads the field at `pos` if it is spelled plainly: a known name or a token, a
     /// colon, and a value on one line within `max_line_len`, followed by a line that
     /// does not continue it. A field of interest in its canonical spelling is parsed
@@ -150,65 +154,82 @@ impl<'a> Found<'a> {
         let Some(colon) = caseless::find(buf, pos, b':') else {
             return Ok(None);
         };
-        let name = HeaderName::classify(buf, pos, colon - pos);
-        // A known name matched exactly; anything else must be a token (which also
-        // keeps the colon on this line).
+        let name = HeaderName::classify_recorded(buf, pos, colon - pos);
+        // A recorded name matched exactly; any other must be a token (which also keeps
+        // the colon on this line).
         if name == HeaderName::Other && !abnf::all(buf.get(pos..colon).unwrap_or_default(), TOKEN) {
             return Ok(None);
         }
         let v = colon + 1;
         let first = self.get(name).is_none();
+        // A first field of interest in canonical spelling is stored as it is parsed,
+        // and forgotten below if its line turns out not to be plain. `parsed` is where
+        // its value stops.
         let parsed = match name {
-            HeaderName::Via if first => {
-                via::parse_top_canonical(buf, v).map(|(via, e)| (Canonical::Via(via), e))
+            _ if !first => None,
+            HeaderName::Via => via::parse_top_canonical(buf, v).map(|(x, e)| {
+                self.via = Some(x);
+                e
+            }),
+            HeaderName::From => name_addr::parse_canonical(buf, v, false).map(|p| {
+                self.from = Some(p.addr);
+                p.end
+            }),
+            HeaderName::To => name_addr::parse_canonical(buf, v, false).map(|p| {
+                self.to = Some(p.addr);
+                p.end
+            }),
+            HeaderName::CallId => canonical_call_id(buf, v).map(|(x, e)| {
+                self.call_id = Some(x);
+                e
+            }),
+            HeaderName::CSeq => canonical_cseq(buf, v).map(|(x, e)| {
+                self.cseq = Some(x);
+                e
+            }),
+            HeaderName::ContentLength => {
+                canonical_number(buf, v, u64::from(u32::MAX)).map(|(n, e)| {
+                    self.content_length = Some(n);
+                    e
+                })
             }
-            HeaderName::From => {
-                name_addr::parse_canonical(buf, v, false).map(|p| (Canonical::From(p.addr), p.end))
-            }
-            HeaderName::To => {
-                name_addr::parse_canonical(buf, v, false).map(|p| (Canonical::To(p.addr), p.end))
-            }
-            HeaderName::CallId => canonical_call_id(buf, v).map(|(c, e)| (Canonical::CallId(c), e)),
-            HeaderName::CSeq => canonical_cseq(buf, v).map(|(c, e)| (Canonical::CSeq(c), e)),
-            HeaderName::ContentLength => canonical_number(buf, v, u64::from(u32::MAX))
-                .map(|(n, e)| (Canonical::ContentLength(n), e)),
-            HeaderName::MaxForwards => {
-                canonical_number(buf, v, 255).map(|(n, e)| (Canonical::MaxForwards(n), e))
-            }
-            HeaderName::Expires => canonical_number(buf, v, u64::from(u32::MAX))
-                .map(|(n, e)| (Canonical::Expires(n), e)),
+            HeaderName::MaxForwards => canonical_number(buf, v, 255).map(|(n, e)| {
+                self.max_forwards = Some(n);
+                e
+            }),
+            HeaderName::Expires => canonical_number(buf, v, u64::from(u32::MAX)).map(|(n, e)| {
+                self.expires = Some(n);
+                e
+            }),
             _ => None,
         };
-        let (parsed, end) = match parsed {
-            Some((p, e)) if buf.get(e..e + 2) == Some(b"\r\n") => (Some(p), e),
+        let end = match parsed {
+            Some(e) if abnf::lit_at(buf, e, b"\r\n") => Some(e),
             _ => {
-                let Some(nl) = buf.get(v..).and_then(|r| memchr::memchr(b'\n', r)) else {
-                    return Ok(None);
-                };
-                // `v + nl - 1` is at least the colon, so it is never read as the CR.
-                if buf.get(v + nl - 1) != Some(&b'\r') {
-                    return Ok(None);
-                }
-                (None, v + nl - 1)
+                // Not canonical: only the line end is searched for.
+                buf.get(v..)
+                    .and_then(|r| memchr::memchr(b'\n', r))
+                    // `v + nl - 1` is at least the colon, so it is never read as the CR.
+                    .filter(|&nl| buf.get(v + nl - 1) == Some(&b'\r'))
+                    .map(|nl| v + nl - 1)
             }
         };
-        if end - pos > max_line_len
-            || !matches!(buf.get(end + 2), Some(c) if *c != b' ' && *c != b'\t')
-        {
+        let plain = end.filter(|&end| {
+            end - pos <= max_line_len
+                && matches!(buf.get(end + 2), Some(c) if *c != b' ' && *c != b'\t')
+        });
+        let Some(end) = plain else {
+            if parsed.is_some() {
+                self.forget(name);
+            }
             return Ok(None);
+        };
+        if end != parsed.unwrap_or(end) {
+            self.forget(name);
         }
         self.add(name, buf.get(v..end).unwrap_or_default())?;
-        match parsed {
-            Some(Canonical::CallId(c)) => self.call_id = Some(c),
-            Some(Canonical::CSeq(c)) => self.cseq = Some(c),
-            Some(Canonical::From(a)) => self.from = Some(a),
-            Some(Canonical::To(a)) => self.to = Some(a),
-            Some(Canonical::Via(a)) => self.via = Some(a),
-            Some(Canonical::ContentLength(n)) => self.content_length = Some(n),
-            Some(Canonical::MaxForwards(n)) => self.max_forwards = Some(n),
-            Some(Canonical::Expires(n)) => self.expires = Some(n),
-            None if name == HeaderName::Contact && first => self.contact_start = Some(v),
-            None => {}
+        if name == HeaderName::Contact && first {
+            self.contact_start = Some(v);
         }
         Ok(Some(end + 2))
     }
@@ -276,7 +297,7 @@ impl<'a> SipMessage<'a> {
         let (mut pos, mut fields) = (headers_offset, 0);
         let body_offset = loop {
             if canonical {
-                if buf.get(pos..pos + 2) == Some(b"\r\n") {
+                if abnf::lit_at(buf, pos, b"\r\n") {
                     break pos + 2;
                 }
                 if fields < limits.max_headers {
@@ -486,7 +507,7 @@ fn canonical_request_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<
         return None;
     }
     let (uri, u) = SipUri::parse_canonical(buf, m + 1)?;
-    if buf.get(u..u + 10)? != b" SIP/2.0\r\n" || u + 8 > max_line_len {
+    if !abnf::lit_at(buf, u, b" SIP/2.0\r\n") || u + 8 > max_line_len {
         return None;
     }
     let method_raw = buf.get(..m)?;
@@ -503,7 +524,7 @@ fn canonical_request_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<
 #[inline(always)]
 fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> {
     let start = abnf::skip_sp(buf, v);
-    let end = abnf::skip(buf, start, CALLID);
+    let end = abnf::skip_run(buf, start, CALLID);
     Some((buf.get(start..end).filter(|c| !c.is_empty())?, end))
 }
 

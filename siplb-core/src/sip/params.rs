@@ -80,21 +80,15 @@ pub(crate) fn parse<'a>(
     }
 }
 
-/// The end of a `token / host` value starting at `i`, and whether it is all token,
-/// in one pass.
+/// The end of a `token / host` value starting at `i`, and whether it is all token.
 #[inline(always)]
 fn unquoted_value(s: &[u8], i: usize) -> (usize, bool) {
-    let mut j = i;
-    let mut all = TOKEN;
-    while let Some(&c) = s.get(j) {
-        let k = abnf::class(c);
-        if k & PVALUE == 0 {
-            break;
-        }
-        all &= k;
-        j += 1;
+    // Values are nearly always tokens: a host's ":" or "[" ends the token run early.
+    let t = abnf::skip_run(s, i, TOKEN);
+    match at(s, t) {
+        Some(c) if abnf::is(c, PVALUE) => (abnf::skip(s, t, PVALUE), false),
+        _ => (t, true),
     }
-    (j, all != 0)
 }
 
 /// [`parse`] for the canonical spelling only (`;name` or `;name=value`, no white space,

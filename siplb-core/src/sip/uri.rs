@@ -134,11 +134,15 @@ impl<'a> SipUri<'a> {
         };
         let scheme = s.get(i..colon)?;
         let first = colon + 1;
-        let first_end = abnf::skip(s, first, HOSTNAME);
+        let first_end = abnf::skip_run(s, first, HOSTNAME);
         let (user, host_start, host_end) = if at(s, first_end) == Some(b'@') {
             let host_start = first_end + 1;
             let user = s.get(first..first_end).filter(|u| !u.is_empty())?;
-            (Some(user), host_start, abnf::skip(s, host_start, HOSTNAME))
+            (
+                Some(user),
+                host_start,
+                abnf::skip_run(s, host_start, HOSTNAME),
+            )
         } else {
             (None, first, first_end)
         };
@@ -155,7 +159,7 @@ impl<'a> SipUri<'a> {
         }
         let params_start = j;
         if at(s, j) == Some(b';') {
-            j = abnf::skip(s, j, URI_PARAM);
+            j = abnf::skip_run(s, j, URI_PARAM);
         }
         let uri = Self {
             scheme,

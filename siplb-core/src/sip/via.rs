@@ -71,7 +71,7 @@ pub(crate) fn parse_top(s: &[u8]) -> Option<Via<'_>> {
 #[inline]
 pub(crate) fn parse_top_canonical(s: &[u8], i: usize) -> Option<(Via<'_>, usize)> {
     let i = abnf::skip_sp(s, i);
-    if s.get(i..i + 8)? != b"SIP/2.0/" {
+    if !abnf::lit_at(s, i, b"SIP/2.0/") {
         return None;
     }
     let t = i + 8;
@@ -80,7 +80,7 @@ pub(crate) fn parse_top_canonical(s: &[u8], i: usize) -> Option<(Via<'_>, usize)
         return None;
     }
     let h = t_end + 1;
-    let h_end = abnf::skip(s, h, HOSTNAME);
+    let h_end = abnf::skip_run(s, h, HOSTNAME);
     if h_end == h {
         return None;
     }
