@@ -40,12 +40,23 @@ impl Name {
         }
     }
 
+    /// The name's length in bytes.
+    pub(crate) const fn len(&self) -> usize {
+        self.len
+    }
+
     /// Whether `hay[at..at + len]` is this name, ignoring ASCII case. Reads whole
     /// words from `hay` where it can, so pass the buffer the name lies in rather than
     /// the name alone.
     #[inline(always)]
     pub(crate) fn eq_at(&self, hay: &[u8], at: usize, len: usize) -> bool {
         len == self.len && self.matches_at(hay, at)
+    }
+
+    /// Whether `hay[at..]` starts with this name, ignoring ASCII case.
+    #[inline(always)]
+    pub(crate) fn is_at(&self, hay: &[u8], at: usize) -> bool {
+        self.matches_at(hay, at)
     }
 
     /// Whether `s` starts with this name, ignoring ASCII case.

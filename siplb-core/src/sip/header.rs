@@ -230,6 +230,46 @@ impl HeaderName {
         }
     }
 
+    /// The recorded field (see [`classify_recorded`](Self::classify_recorded)) whose
+    /// usual spelling starts `buf[at..]`: its long name in any case or its compact form,
+    /// then directly a colon. Returns the name and the index of the colon; `None` when
+    /// the line starts some other way (then find the colon and classify the name).
+    #[inline(always)]
+    pub(crate) fn guess_recorded(buf: &[u8], at: usize) -> Option<(Self, usize)> {
+        const VIA: Name = Name::new(b"Via:");
+        const FROM: Name = Name::new(b"From:");
+        const TO: Name = Name::new(b"To:");
+        const CALL_ID: Name = Name::new(b"Call-ID:");
+        const CSEQ: Name = Name::new(b"CSeq:");
+        const CONTACT: Name = Name::new(b"Contact:");
+        const CONTENT_LENGTH: Name = Name::new(b"Content-Length:");
+        const MAX_FORWARDS: Name = Name::new(b"Max-Forwards:");
+        const EXPIRES: Name = Name::new(b"Expires:");
+        let first = *buf.get(at)? | 0x20;
+        if buf.get(at + 1) == Some(&b':') {
+            return match Self::classify_recorded(buf, at, 1) {
+                HeaderName::Other => None,
+                h => Some((h, at + 1)),
+            };
+        }
+        let second = *buf.get(at + 1)? | 0x20;
+        let (h, name) = match (first, second) {
+            (b'v', _) => (HeaderName::Via, &VIA),
+            (b'f', _) => (HeaderName::From, &FROM),
+            (b't', _) => (HeaderName::To, &TO),
+            (b'c', b'a') => (HeaderName::CallId, &CALL_ID),
+            (b'c', b's') => (HeaderName::CSeq, &CSEQ),
+            (b'c', b'o') => match buf.get(at + 4).map(|c| c | 0x20) {
+                Some(b'a') => (HeaderName::Contact, &CONTACT),
+                _ => (HeaderName::ContentLength, &CONTENT_LENGTH),
+            },
+            (b'm', _) => (HeaderName::MaxForwards, &MAX_FORWARDS),
+            (b'e', _) => (HeaderName::Expires, &EXPIRES),
+            _ => return None,
+        };
+        name.is_at(buf, at).then_some((h, at + name.len() - 1))
+    }
+
     /// The long name (`Call-ID`), `None` for `Other`.
     pub fn long_name(self) -> Option<&'static str> {
         LONG_NAMES.get(self as usize).map(|(_, n, _)| *n)

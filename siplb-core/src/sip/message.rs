@@ -151,15 +151,22 @@ impl<'a> Found<'a> {
         pos: usize,
         max_line_len: usize,
     ) -> Result<Option<usize>, SipError> {
-        let Some(colon) = caseless::find(buf, pos, b':') else {
-            return Ok(None);
+        let (name, colon) = match HeaderName::guess_recorded(buf, pos) {
+            Some(guess) => guess,
+            None => {
+                let Some(colon) = caseless::find(buf, pos, b':') else {
+                    return Ok(None);
+                };
+                let name = HeaderName::classify_recorded(buf, pos, colon - pos);
+                // A recorded name matched exactly; any other must be a token (which
+                // also keeps the colon on this line).
+                let raw = buf.get(pos..colon).unwrap_or_default();
+                if name == HeaderName::Other && !abnf::all(raw, TOKEN) {
+                    return Ok(None);
+                }
+                (name, colon)
+            }
         };
-        let name = HeaderName::classify_recorded(buf, pos, colon - pos);
-        // A recorded name matched exactly; any other must be a token (which also keeps
-        // the colon on this line).
-        if name == HeaderName::Other && !abnf::all(buf.get(pos..colon).unwrap_or_default(), TOKEN) {
-            return Ok(None);
-        }
         let v = colon + 1;
         let first = self.get(name).is_none();
         // A first field of interest in canonical spelling is stored as it is parsed,
@@ -280,7 +287,8 @@ impl<'a> SipMessage<'a> {
             return Err(SipError::Empty);
         }
         let request = match canonical {
-            true => canonical_request_line(buf, limits.max_line_len),
+            true => canonical_request_line(buf, limits.max_line_len)
+                .or_else(|| canonical_status_line(buf, limits.max_line_len)),
             false => None,
         };
         let (start_line, headers_offset) = match request {
@@ -517,6 +525,27 @@ fn canonical_request_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<
         uri,
     };
     Some((line, u + 10))
+}
+
+/// A Status-Line that starts `SIP/2.0 ` in upper case, within `max_line_len`: the
+/// start line and where the header section starts; `None` for anything else.
+#[inline(always)]
+fn canonical_status_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<'_>, usize)> {
+    if !abnf::lit_at(buf, 0, b"SIP/2.0 ") || at(buf, 11) != Some(b' ') {
+        return None;
+    }
+    let code = abnf::decimal(buf.get(8..11)?, 699).filter(|&c| c >= 100)?;
+    // No LF before the reason phrase: its first twelve bytes are checked above.
+    let nl = 12 + memchr::memchr(b'\n', buf.get(12..)?)?;
+    let end = nl - 1;
+    if at(buf, end) != Some(b'\r') || end > max_line_len {
+        return None;
+    }
+    let line = StartLine::Response {
+        code: u16::try_from(code).ok()?,
+        reason: buf.get(12..end)?,
+    };
+    Some((line, nl + 1))
 }
 
 /// A canonical Call-ID value from `v`: spaces, then Call-ID characters; the value and
