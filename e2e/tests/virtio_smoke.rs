@@ -57,8 +57,8 @@ fn balancer_config(dir: &Path, prefix: &str) -> String {
 # 2 cores: the worker shares them with the generator (both sleep when idle).
 eal_args = ["--lcores", "0@0,1@1", "--no-pci", "--file-prefix", "{prefix}",
             "--single-file-segments", "-m", "128",
-            "--vdev", "net_virtio_user0,path={front},queues=1",
-            "--vdev", "net_virtio_user1,path={back},queues=1"]
+            "--vdev", "net_virtio_user0,path={front},queues=1,queue_size=1024",
+            "--vdev", "net_virtio_user1,path={back},queues=1,queue_size=1024"]
 workers = 1
 idle_sleep_us = 100
 mbufs = 4095

@@ -204,6 +204,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
     let mut started: Option<(u64, Pacer)> = None;
     let mut rx = Burst::<BURST>::default();
     let mut stopped = false;
+    let mut last_send = t0;
     let idle_sleep = Duration::from_micros(opts.idle_sleep_us);
 
     let end_tsc = loop {
@@ -319,7 +320,10 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                         sent += 1;
                     }
                     pacer.consume(sent);
-                    busy |= sent > 0;
+                    if sent > 0 {
+                        busy = true;
+                        last_send = now;
+                    }
                     if now >= next_expire {
                         next_expire = now + 10 * ms;
                         c.expire(now);
@@ -361,14 +365,18 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
         }
     };
 
-    let elapsed = started
-        .map(|(s, _)| end_tsc.saturating_sub(s) as f64 / hz as f64)
-        .unwrap_or(0.0);
+    let since_start = |t: u64| {
+        started
+            .as_ref()
+            .map(|(s, _)| t.saturating_sub(*s) as f64 / hz as f64)
+            .unwrap_or(0.0)
+    };
+    let (elapsed, sending) = (since_start(end_tsc), since_start(last_send));
     let summary = Summary {
         mode: format!("{:?}", opts.mode).to_lowercase(),
         rate_requested: opts.rate,
         tsc_hz: hz,
-        client: client.as_ref().map(|c| c.stats.summary(elapsed)),
+        client: client.as_ref().map(|c| c.stats.summary(elapsed, sending)),
         responder: responder
             .as_ref()
             .map(|r| r.stats.summary(|i| r.backend_ip(i), &r.stickiness)),

@@ -111,8 +111,11 @@ pub struct ClientSummary {
     pub calls_completed: u64,
     pub registrations_completed: u64,
     pub options_completed: u64,
-    /// Seconds from the first request to the end.
+    /// Seconds from the first request to the end (the last answer, or the timeout of
+    /// the last lost request).
     pub elapsed_s: f64,
+    /// Seconds from the first request to the last one sent: the divisor of the rates.
+    pub sending_s: f64,
     pub requests_per_s: f64,
     pub responses_per_s: f64,
     /// Requests + responses per second, in millions: every packet the balancer
@@ -155,9 +158,9 @@ fn us(ns: u64) -> f64 {
 }
 
 impl ClientStats {
-    pub fn summary(&self, elapsed_s: f64) -> ClientSummary {
+    pub fn summary(&self, elapsed_s: f64, sending_s: f64) -> ClientSummary {
         let h = &self.latency_ns;
-        let e = elapsed_s.max(1e-9);
+        let e = sending_s.max(1e-9);
         ClientSummary {
             sent: Kind::ALL
                 .iter()
@@ -181,6 +184,7 @@ impl ClientStats {
             registrations_completed: self.registrations_completed,
             options_completed: self.options_completed,
             elapsed_s,
+            sending_s,
             requests_per_s: self.requests() as f64 / e,
             responses_per_s: self.responses() as f64 / e,
             mpps_total: (self.requests() + self.responses()) as f64 / e / 1e6,
@@ -240,10 +244,10 @@ impl Summary {
         }
         if let Some(c) = &self.client {
             s += &format!(
-                "  client: {} requests {:?}, {} responses {:?}\n  client: answered {} unanswered {} (timeouts) failed {} stray {} build-failures {}\n  client: completed calls {} registrations {} options {}\n  client: {:.3} s, {:.0} requests/s, {:.0} responses/s, {:.3} Mpps through the balancer (both directions)\n  latency request -> final response (us): p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} mean {:.1} ({} samples)\n",
+                "  client: {} requests {:?}, {} responses {:?}\n  client: answered {} unanswered {} (timeouts) failed {} stray {} build-failures {}\n  client: completed calls {} registrations {} options {}\n  client: {:.3} s ({:.3} s sending), {:.0} requests/s, {:.0} responses/s, {:.3} Mpps through the balancer (both directions)\n  latency request -> final response (us): p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} mean {:.1} ({} samples)\n",
                 c.requests, c.sent, c.responses, c.received, c.answered, c.unanswered, c.failed,
                 c.stray, c.build_failures, c.calls_completed, c.registrations_completed,
-                c.options_completed, c.elapsed_s, c.requests_per_s, c.responses_per_s,
+                c.options_completed, c.elapsed_s, c.sending_s, c.requests_per_s, c.responses_per_s,
                 c.mpps_total, c.latency.p50_us, c.latency.p99_us, c.latency.p999_us,
                 c.latency.max_us, c.latency.mean_us, c.latency.count
             );
@@ -277,7 +281,7 @@ mod tests {
         }
         c.count_response(200);
         c.count_response(503);
-        let s = c.summary(2.0);
+        let s = c.summary(2.5, 2.0);
         assert_eq!(s.received["200"], 1);
         assert_eq!(s.received["other"], 1);
         assert_eq!(s.sent["INVITE"], 10);
