@@ -230,10 +230,12 @@ impl HeaderName {
         }
     }
 
-    /// The recorded field (see [`classify_recorded`](Self::classify_recorded)) whose
-    /// usual spelling starts `buf[at..]`: its long name in any case or its compact form,
-    /// then directly a colon. Returns the name and the index of the colon; `None` when
-    /// the line starts some other way (then find the colon and classify the name).
+    /// The field whose usual spelling starts `buf[at..]`, as
+    /// [`classify_recorded`](Self::classify_recorded) names it: a recorded field (long
+    /// name in any case, or compact form) or a common other one (Allow, Content-Type,
+    /// Supported, Server, User-Agent, Route, Record-Route: `Other`), then directly a
+    /// colon. Returns the name and the index of the colon; `None` when the line starts
+    /// some other way (then find the colon and classify the name).
     #[inline(always)]
     pub(crate) fn guess_recorded(buf: &[u8], at: usize) -> Option<(Self, usize)> {
         const VIA: Name = Name::new(b"Via:");
@@ -245,6 +247,13 @@ impl HeaderName {
         const CONTENT_LENGTH: Name = Name::new(b"Content-Length:");
         const MAX_FORWARDS: Name = Name::new(b"Max-Forwards:");
         const EXPIRES: Name = Name::new(b"Expires:");
+        const ALLOW: Name = Name::new(b"Allow:");
+        const CONTENT_TYPE: Name = Name::new(b"Content-Type:");
+        const SUPPORTED: Name = Name::new(b"Supported:");
+        const SERVER: Name = Name::new(b"Server:");
+        const USER_AGENT: Name = Name::new(b"User-Agent:");
+        const ROUTE: Name = Name::new(b"Route:");
+        const RECORD_ROUTE: Name = Name::new(b"Record-Route:");
         let first = *buf.get(at)? | 0x20;
         if buf.get(at + 1) == Some(&b':') {
             return match Self::classify_recorded(buf, at, 1) {
@@ -261,10 +270,19 @@ impl HeaderName {
             (b'c', b's') => (HeaderName::CSeq, &CSEQ),
             (b'c', b'o') => match buf.get(at + 4).map(|c| c | 0x20) {
                 Some(b'a') => (HeaderName::Contact, &CONTACT),
-                _ => (HeaderName::ContentLength, &CONTENT_LENGTH),
+                _ => match buf.get(at + 8).map(|c| c | 0x20) {
+                    Some(b't') => (HeaderName::Other, &CONTENT_TYPE),
+                    _ => (HeaderName::ContentLength, &CONTENT_LENGTH),
+                },
             },
             (b'm', _) => (HeaderName::MaxForwards, &MAX_FORWARDS),
             (b'e', _) => (HeaderName::Expires, &EXPIRES),
+            (b'a', _) => (HeaderName::Other, &ALLOW),
+            (b's', b'u') => (HeaderName::Other, &SUPPORTED),
+            (b's', _) => (HeaderName::Other, &SERVER),
+            (b'u', _) => (HeaderName::Other, &USER_AGENT),
+            (b'r', b'o') => (HeaderName::Other, &ROUTE),
+            (b'r', _) => (HeaderName::Other, &RECORD_ROUTE),
             _ => return None,
         };
         name.is_at(buf, at).then_some((h, at + name.len() - 1))

@@ -168,6 +168,17 @@ impl<'a> Found<'a> {
             }
         };
         let v = colon + 1;
+        if name == HeaderName::Other {
+            // Nothing to record: only the line end is searched for. `nl - 1` is at
+            // least the colon, so it is never read as the CR.
+            return Ok(find_lf(buf, v)
+                .filter(|&nl| {
+                    buf.get(nl - 1) == Some(&b'\r')
+                        && nl - 1 - pos <= max_line_len
+                        && matches!(buf.get(nl + 1), Some(c) if *c != b' ' && *c != b'\t')
+                })
+                .map(|nl| nl + 1));
+        }
         let first = self.get(name).is_none();
         // A first field of interest in canonical spelling is stored as it is parsed,
         // and forgotten below if its line turns out not to be plain. `parsed` is where
