@@ -367,20 +367,26 @@ impl<'a> SipMessage<'a> {
             }
             (None, None) => return Err(SipError::MissingCallId),
         };
-        let cseq = match (f.cseq, f.get(HeaderName::CSeq)) {
-            (Some(c), _) => c,
-            (None, Some(v)) => parse_cseq(v).ok_or(SipError::BadCSeq)?,
-            (None, None) => return Err(SipError::MissingCSeq),
+        let cseq = match f.cseq {
+            Some(c) => c,
+            None => {
+                let v = f.get(HeaderName::CSeq).ok_or(SipError::MissingCSeq)?;
+                parse_cseq(v).ok_or(SipError::BadCSeq)?
+            }
         };
-        let from = match (f.from, f.get(HeaderName::From)) {
-            (Some(a), _) => a,
-            (None, Some(v)) => from_to(v).ok_or(SipError::BadFrom)?,
-            (None, None) => return Err(SipError::MissingFrom),
+        let from = match f.from {
+            Some(a) => a,
+            None => {
+                let v = f.get(HeaderName::From).ok_or(SipError::MissingFrom)?;
+                from_to(v).ok_or(SipError::BadFrom)?
+            }
         };
-        let to = match (f.to, f.get(HeaderName::To)) {
-            (Some(a), _) => a,
-            (None, Some(v)) => from_to(v).ok_or(SipError::BadTo)?,
-            (None, None) => return Err(SipError::MissingTo),
+        let to = match f.to {
+            Some(a) => a,
+            None => {
+                let v = f.get(HeaderName::To).ok_or(SipError::MissingTo)?;
+                from_to(v).ok_or(SipError::BadTo)?
+            }
         };
         let via = match (f.via, f.get(HeaderName::Via)) {
             (Some(v), _) => Some(v),
