@@ -190,6 +190,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
     });
 
     let mut dst_mac = opts.dst_mac;
+    let mut warmup_until = dst_mac.map(|_| lcore::tsc() + opts.warmup_ms * hz / 1000);
     let ms = hz / 1000;
     let stats_every =
         (opts.stats_interval > 0.0).then_some((opts.stats_interval * hz as f64) as u64);
@@ -227,7 +228,8 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                     && responder.as_ref().is_some_and(|r| r.wants(&incoming));
                 if for_backend {
                     let r = responder.as_mut().expect("checked");
-                    answer(r.handle(incoming), &pool, pc);
+                    let action = r.handle(incoming);
+                    answer(r, action, &pool, pc);
                 } else if px == client_px.unwrap_or(usize::MAX) {
                     let c = client.as_mut().expect("client port implies a client");
                     match incoming {
@@ -252,6 +254,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                             }
                             if sender_ip == opts.dst_ip && dst_mac.is_none() {
                                 dst_mac = Some(sender_mac);
+                                warmup_until = Some(now + opts.warmup_ms * ms);
                                 println!("siplb-gen: {} is at {sender_mac}", opts.dst_ip);
                             }
                         }
@@ -292,6 +295,8 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                     }
                 }
                 None => {}
+                // Let the peer settle (learn the backends, finish its own ARP) first.
+                Some(_) if now < warmup_until.unwrap_or(0) => {}
                 Some(dmac) => {
                     let (start, pacer) = started.get_or_insert_with(|| {
                         println!("siplb-gen: sending");
@@ -404,7 +409,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
 }
 
 /// Sends what the responder decided.
-fn answer(action: Action<'_>, pool: &Mempool, port: &mut PortCtx) {
+fn answer(r: &Responder, action: Action, pool: &Mempool, port: &mut PortCtx) {
     let mac = port.mac;
     match action {
         Action::Ignore => {}
@@ -421,7 +426,7 @@ fn answer(action: Action<'_>, pool: &Mempool, port: &mut PortCtx) {
         }
         Action::Answer(a) => {
             for &code in a.codes {
-                if let Some(f) = build(pool, |b| a.write(code, mac, b)) {
+                if let Some(f) = build(pool, |b| r.write(&a, code, mac, b)) {
                     port.send(f);
                 }
             }

@@ -9,8 +9,9 @@
 use crate::frame::{self, Endpoint};
 use crate::options::Mix;
 use crate::request::{self, Branch, Kind, Request};
+use crate::scan;
 use crate::stats::ClientStats;
-use siplb_core::sip::{Limits, Method, SipMessage};
+use siplb_core::sip::Method;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
@@ -101,7 +102,6 @@ pub struct Client {
     stopping: bool,
     /// Slots not idle.
     active: usize,
-    limits: Limits,
     pub stats: ClientStats,
 }
 
@@ -123,7 +123,6 @@ impl Client {
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run),
             stopping: false,
             active: n,
-            limits: Limits::default(),
             stats: ClientStats::default(),
         }
     }
@@ -329,16 +328,13 @@ impl Client {
 
     /// Handles a datagram that arrived for one of the client's addresses.
     pub fn on_response(&mut self, payload: &[u8], now: u64) {
-        let Ok(m) = SipMessage::parse(payload, &self.limits) else {
+        let Some(m) = scan::response(payload) else {
             self.stats.stray += 1;
             return;
         };
-        let Some(code) = m.status() else {
-            self.stats.stray += 1;
-            return;
-        };
+        let code = m.code;
         self.stats.count_response(code);
-        let Some(b) = m.via().and_then(|v| v.branch).and_then(Branch::parse) else {
+        let Some(b) = m.branch.and_then(Branch::parse) else {
             self.stats.stray += 1;
             return;
         };
@@ -353,7 +349,7 @@ impl Client {
             }
             return;
         };
-        if s.step != b.step || m.cseq().method != method_of(kind) {
+        if s.step != b.step || m.cseq_method != method_of(kind) {
             if code >= 200 {
                 self.stats.stray += 1;
             }
@@ -436,8 +432,8 @@ fn method_of(k: Kind) -> Method {
     }
 }
 
-fn keep_to_tag(s: &mut Slot, m: &SipMessage<'_>) {
-    let tag = m.to().tag.unwrap_or_default();
+fn keep_to_tag(s: &mut Slot, m: &scan::Response<'_>) {
+    let tag = m.to_tag.unwrap_or_default();
     let n = tag.len().min(s.to_tag.len());
     s.to_tag[..n].copy_from_slice(&tag[..n]);
     s.to_tag_len = n as u8;
@@ -448,6 +444,7 @@ mod tests {
     use super::*;
     use crate::frame::Incoming;
     use crate::responder::{Action, Responder, ResponderConfig};
+    use siplb_core::sip::{Limits, SipMessage};
     use siplb_core::wire::MacAddr;
 
     const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
@@ -510,7 +507,7 @@ mod tests {
                 );
                 if let Action::Answer(a) = responder.handle(frame::classify(&fwd[..flen])) {
                     for &code in a.codes {
-                        let rl = a.write(code, dst.mac, &mut resp).unwrap();
+                        let rl = responder.write(&a, code, dst.mac, &mut resp).unwrap();
                         let Incoming::Udp {
                             dst: to, payload, ..
                         } = frame::classify(&resp[..rl])

@@ -94,6 +94,10 @@ pub struct Options {
     /// Also write the final summary as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Milliseconds between learning the destination's MAC (or starting, with
+    /// --dst-mac) and the first request, so the peer can learn the backends first.
+    #[arg(long, default_value_t = 200)]
+    pub warmup_ms: u64,
     /// Sleep this long after a loop that neither received nor sent (0 = busy polling;
     /// > 0 lets the generator share a core in tests).
     #[arg(long, default_value_t = 0)]

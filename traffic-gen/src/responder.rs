@@ -8,10 +8,11 @@
 
 use crate::frame::{self, Endpoint, Incoming};
 use crate::request::Kind;
+use crate::scan::{self, Field};
 use crate::stickiness::Stickiness;
 use crate::text::Out;
 use siplb_core::hash::hash64;
-use siplb_core::sip::{HeaderName, Limits, Method, SipMessage};
+use siplb_core::sip::Method;
 use siplb_core::wire::arp;
 use siplb_core::wire::MacAddr;
 use std::net::Ipv4Addr;
@@ -45,11 +46,11 @@ const OK: &[u16] = &[200];
 const UNAUTHORIZED: &[u16] = &[401];
 const PROXY_AUTH: &[u16] = &[407];
 const NONE: &[u16] = &[];
+/// Room for the header fields copied from a request into its responses.
+const COPIED_MAX: usize = 4096;
 
-/// What to do with a frame that arrived at the backends' port. It lives on the stack
-/// for one frame; boxing the large variant would allocate per packet.
-#[allow(clippy::large_enum_variant)]
-pub enum Action<'a> {
+/// What to do with a frame that arrived at the backends' port.
+pub enum Action {
     Ignore,
     /// Answer an ARP request for a backend address.
     ArpReply {
@@ -57,33 +58,47 @@ pub enum Action<'a> {
         asker_mac: MacAddr,
         asker_ip: Ipv4Addr,
     },
-    /// Send these responses, in order (possibly none: ACK).
-    Answer(Answer<'a>),
+    /// Send these responses, in order (possibly none: ACK), with [`Responder::write`].
+    Answer(Answer),
 }
 
-/// A parsed request and the responses it gets.
-pub struct Answer<'a> {
-    req: SipMessage<'a>,
+/// The responses a request gets; the header fields they copy are kept by the
+/// responder until the next request.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    method: Method,
     client: Endpoint,
     backend: Endpoint,
-    backend_index: u16,
     call_hash: u64,
     pub codes: &'static [u16],
 }
 
 pub struct Responder {
     cfg: ResponderConfig,
-    limits: Limits,
+    /// Via (all, in order), From, To (tagged), Call-ID and CSeq of the last request,
+    /// as lines ready to copy into each of its responses.
+    copied: Box<[u8; COPIED_MAX]>,
+    copied_len: usize,
+    /// Numbers the To tags this responder adds.
+    tags: u64,
     pub stats: ResponderStats,
     pub stickiness: Stickiness,
 }
+
+const VIA: u8 = 1;
+const FROM: u8 = 2;
+const TO: u8 = 4;
+const CALL_ID: u8 = 8;
+const CSEQ: u8 = 16;
 
 impl Responder {
     /// `calls` sizes the stickiness table (calls in flight, with a large margin).
     pub fn new(cfg: ResponderConfig, calls: usize) -> Self {
         Responder {
             cfg,
-            limits: Limits::default(),
+            copied: Box::new([0; COPIED_MAX]),
+            copied_len: 0,
+            tags: 0,
             stats: ResponderStats {
                 per_backend: vec![0; usize::from(cfg.backends)],
                 ..Default::default()
@@ -117,7 +132,7 @@ impl Responder {
     }
 
     /// Decides the answer to one frame and accounts for it.
-    pub fn handle<'a>(&mut self, incoming: Incoming<'a>) -> Action<'a> {
+    pub fn handle(&mut self, incoming: Incoming<'_>) -> Action {
         match incoming {
             Incoming::Arp {
                 op: arp::OP_REQUEST,
@@ -135,17 +150,13 @@ impl Responder {
                 let Some(bi) = self.backend_index(dst.ip) else {
                     return Action::Ignore;
                 };
-                let req = match SipMessage::parse(payload, &self.limits) {
-                    Ok(m) if m.is_request() => m,
-                    _ => {
-                        self.stats.malformed += 1;
-                        return Action::Ignore;
-                    }
+                let Some((method, call_id, credentials)) = self.read_request(bi, payload) else {
+                    self.stats.malformed += 1;
+                    return Action::Ignore;
                 };
                 self.stats.per_backend[usize::from(bi)] += 1;
-                let call_hash = hash64(req.call_id());
+                let call_hash = hash64(call_id);
                 self.stickiness.record(call_hash, bi);
-                let method = req.method().unwrap_or(Method::Other);
                 let kind = match method {
                     Method::Register => Some(Kind::Register),
                     Method::Invite => Some(Kind::Invite),
@@ -160,11 +171,9 @@ impl Responder {
                 }
                 let codes = match method {
                     Method::Ack => NONE,
-                    Method::Invite if self.cfg.challenge && !has_credentials(&req) => PROXY_AUTH,
+                    Method::Invite if self.cfg.challenge && !credentials => PROXY_AUTH,
                     Method::Invite => INVITE_CODES,
-                    Method::Register if self.cfg.challenge && !has_credentials(&req) => {
-                        UNAUTHORIZED
-                    }
+                    Method::Register if self.cfg.challenge && !credentials => UNAUTHORIZED,
                     _ => OK,
                 };
                 if matches!(codes.first(), Some(401 | 407)) {
@@ -172,10 +181,9 @@ impl Responder {
                 }
                 self.stats.responses += codes.len() as u64;
                 Action::Answer(Answer {
-                    req,
+                    method,
                     client: src,
                     backend: dst,
-                    backend_index: bi,
                     call_hash,
                     codes,
                 })
@@ -183,14 +191,102 @@ impl Responder {
             _ => Action::Ignore,
         }
     }
-}
 
-fn has_credentials(m: &SipMessage<'_>) -> bool {
-    m.headers().any(|h| {
-        h.name == HeaderName::Other
-            && (h.raw_name.eq_ignore_ascii_case(b"Authorization")
-                || h.raw_name.eq_ignore_ascii_case(b"Proxy-Authorization"))
-    })
+    /// Reads a request (the lean scan of `scan`) and keeps the fields its responses
+    /// copy; returns its method, Call-ID and whether it carries credentials, `None`
+    /// if it is not a request or lacks a required field.
+    fn read_request<'p>(
+        &mut self,
+        backend: u16,
+        payload: &'p [u8],
+    ) -> Option<(Method, &'p [u8], bool)> {
+        let (start, fields) = scan::lines(payload)?;
+        let sp = memchr::memchr(b' ', start)?;
+        let method_raw = &start[..sp];
+        if method_raw.starts_with(b"SIP/") || !start.ends_with(b" SIP/2.0") {
+            return None;
+        }
+        self.tags += 1;
+        let tag = self.tags;
+        let mut o = Out::new(&mut self.copied[..]);
+        let (mut seen, mut call_id, mut credentials) = (0u8, None, false);
+        for (field, _, value) in fields {
+            let (bit, name): (u8, &[u8]) = match field {
+                Field::Via => (VIA, b"Via: "),
+                Field::From => (FROM, b"From: "),
+                Field::To => (TO, b"To: "),
+                Field::CallId => {
+                    call_id = Some(value);
+                    (CALL_ID, b"Call-ID: ")
+                }
+                Field::CSeq => (CSEQ, b"CSeq: "),
+                Field::Credentials => {
+                    credentials = true;
+                    continue;
+                }
+                Field::Other => continue,
+            };
+            seen |= bit;
+            o.put(name).put(value);
+            if field == Field::To && scan::param(value, b"tag").is_none() {
+                // The tag names the backend that answered and the transaction.
+                o.put(b";tag=b").dec(backend.into()).byte(b'x').hex(tag, 8);
+            }
+            o.put(b"\r\n");
+        }
+        self.copied_len = o.finish()?;
+        (seen == VIA | FROM | TO | CALL_ID | CSEQ).then(|| {
+            (
+                Method::from_bytes(method_raw),
+                call_id.unwrap_or_default(),
+                credentials,
+            )
+        })
+    }
+
+    /// Writes the whole frame of response `code` to the last request handled, from a
+    /// backend port with MAC `our_mac`; returns its length, `None` if `out` is too
+    /// small.
+    pub fn write(&self, a: &Answer, code: u16, our_mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+        let sip = out.get_mut(frame::HEADERS_LEN..)?;
+        let mut o = Out::new(sip);
+        o.put(b"SIP/2.0 ")
+            .dec(code.into())
+            .byte(b' ')
+            .put(reason(code))
+            .put(b"\r\n")
+            .put(&self.copied[..self.copied_len]);
+        if code == 200 && a.method == Method::Invite {
+            o.put(b"Contact: <sip:")
+                .ip(a.backend.ip)
+                .byte(b':')
+                .dec(a.backend.port.into())
+                .put(b">\r\n");
+        }
+        if code == 401 || code == 407 {
+            o.put(if code == 401 {
+                b"WWW-Authenticate: " as &[u8]
+            } else {
+                b"Proxy-Authenticate: "
+            })
+            .put(b"Digest realm=\"siplb-gen\", nonce=\"")
+            .hex(a.call_hash, 16)
+            .put(b"\", algorithm=MD5\r\n");
+        }
+        o.put(b"Server: siplb-gen\r\nContent-Length: 0\r\n\r\n");
+        let n = o.finish()?;
+        let src = Endpoint {
+            mac: our_mac,
+            ..a.backend
+        };
+        Some(frame::write_udp_headers(
+            out,
+            src,
+            a.client,
+            n,
+            a.call_hash as u16,
+        ))
+    }
 }
 
 fn reason(code: u16) -> &'static [u8] {
@@ -204,73 +300,11 @@ fn reason(code: u16) -> &'static [u8] {
     }
 }
 
-impl Answer<'_> {
-    /// Writes the whole frame of response `code` from a backend port with MAC
-    /// `our_mac`; returns its length, `None` if `out` is too small.
-    pub fn write(&self, code: u16, our_mac: MacAddr, out: &mut [u8]) -> Option<usize> {
-        let sip = out.get_mut(frame::HEADERS_LEN..)?;
-        let mut o = Out::new(sip);
-        o.put(b"SIP/2.0 ")
-            .dec(code.into())
-            .byte(b' ')
-            .put(reason(code))
-            .put(b"\r\n");
-        for h in self.req.headers() {
-            let name: &[u8] = match h.name {
-                HeaderName::Via => b"Via: ",
-                HeaderName::From => b"From: ",
-                HeaderName::To => b"To: ",
-                HeaderName::CallId => b"Call-ID: ",
-                HeaderName::CSeq => b"CSeq: ",
-                _ => continue,
-            };
-            o.put(name).put(h.value);
-            if h.name == HeaderName::To && self.req.to().tag.is_none() {
-                // The tag names the backend that answered and the call.
-                o.put(b";tag=b")
-                    .dec(self.backend_index.into())
-                    .byte(b'x')
-                    .hex(self.call_hash, 8);
-            }
-            o.put(b"\r\n");
-        }
-        if code == 200 && self.req.method() == Some(Method::Invite) {
-            o.put(b"Contact: <sip:")
-                .ip(self.backend.ip)
-                .byte(b':')
-                .dec(self.backend.port.into())
-                .put(b">\r\n");
-        }
-        if code == 401 || code == 407 {
-            o.put(if code == 401 {
-                b"WWW-Authenticate: " as &[u8]
-            } else {
-                b"Proxy-Authenticate: "
-            })
-            .put(b"Digest realm=\"siplb-gen\", nonce=\"")
-            .hex(self.call_hash, 16)
-            .put(b"\", algorithm=MD5\r\n");
-        }
-        o.put(b"Server: siplb-gen\r\nContent-Length: 0\r\n\r\n");
-        let n = o.finish()?;
-        let src = Endpoint {
-            mac: our_mac,
-            ..self.backend
-        };
-        Some(frame::write_udp_headers(
-            out,
-            src,
-            self.client,
-            n,
-            self.call_hash as u16,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::{self, Branch, Request};
+    use siplb_core::sip::{HeaderName, Limits, SipMessage};
 
     const BACKEND_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
     const LB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
@@ -345,7 +379,7 @@ mod tests {
         };
         assert_eq!(a.codes, &[100, 180, 200]);
         let mut out = [0u8; 2048];
-        let m = a.write(200, BACKEND_MAC, &mut out).unwrap();
+        let m = r.write(&a, 200, BACKEND_MAC, &mut out).unwrap();
         let Incoming::Udp { src, dst, payload } = frame::classify(&out[..m]) else {
             panic!("not UDP");
         };
@@ -403,7 +437,7 @@ mod tests {
                 panic!();
             };
             assert_eq!(a.codes, &[code]);
-            let m = a.write(code, BACKEND_MAC, &mut out).unwrap();
+            let m = r.write(&a, code, BACKEND_MAC, &mut out).unwrap();
             let Incoming::Udp { payload, .. } = frame::classify(&out[..m]) else {
                 panic!();
             };
@@ -430,6 +464,36 @@ mod tests {
         }
         assert_eq!(r.stickiness.split_dialogs, 1);
         assert_eq!(r.stickiness.split_messages, 1);
+    }
+
+    #[test]
+    fn requests_without_a_required_field_or_responses_are_malformed() {
+        let mut r = responder(false);
+        let mut req = [0u8; 2048];
+        let n = request_frame(Kind::Options, 0, 3, false, &mut req);
+        let text = req[frame::HEADERS_LEN..n].to_vec();
+        let pos = text.windows(9).position(|w| w == b"Call-ID: ").unwrap();
+        let mut broken = text.clone();
+        broken[pos..pos + 7].copy_from_slice(b"X-Nope:");
+        let response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n".to_vec();
+        for payload in [broken, response] {
+            let incoming = Incoming::Udp {
+                src: Endpoint {
+                    mac: LB_MAC,
+                    ip: Ipv4Addr::new(198, 18, 0, 10),
+                    port: 5070,
+                },
+                dst: Endpoint {
+                    mac: BACKEND_MAC,
+                    ip: Ipv4Addr::new(198, 18, 1, 11),
+                    port: 5060,
+                },
+                payload: &payload,
+            };
+            assert!(matches!(r.handle(incoming), Action::Ignore));
+        }
+        assert_eq!(r.stats.malformed, 2);
+        assert_eq!(r.stats.per_backend, vec![0, 0, 0]);
     }
 
     #[test]
