@@ -91,7 +91,17 @@ pub(crate) fn is(c: u8, class: u16) -> bool {
 
 /// The index of the first byte at or after `i` that is not in `class`.
 #[inline]
-pub(crate) fn skip(s: &[u8], i: usize, class: u16) -> usize {
+pub(crate) fn skip(s: &[u8], mut i: usize, class: u16) -> usize {
+    // Four bytes per loop trip: one bounds check and one back edge for four tests.
+    while let Some(&[a, b, c, d]) = s.get(i..).and_then(|r| r.first_chunk::<4>()) {
+        match (is(a, class), is(b, class), is(c, class), is(d, class)) {
+            (true, true, true, true) => i += 4,
+            (false, ..) => return i,
+            (true, false, ..) => return i + 1,
+            (true, true, false, _) => return i + 2,
+            (true, true, true, false) => return i + 3,
+        }
+    }
     match s.get(i..) {
         Some(rest) => {
             i + rest

@@ -262,30 +262,32 @@ impl HeaderName {
             };
         }
         let second = *buf.get(at + 1)? | 0x20;
-        let (h, name) = match (first, second) {
-            (b'v', _) => (HeaderName::Via, &VIA),
-            (b'f', _) => (HeaderName::From, &FROM),
-            (b't', _) => (HeaderName::To, &TO),
-            (b'c', b'a') => (HeaderName::CallId, &CALL_ID),
-            (b'c', b's') => (HeaderName::CSeq, &CSEQ),
+        // Each arm compares with its own constant, so the compare folds to a word or two.
+        let is =
+            |name: &Name, h: HeaderName| name.is_at(buf, at).then_some((h, at + name.len() - 1));
+        match (first, second) {
+            (b'v', _) => is(&VIA, HeaderName::Via),
+            (b'f', _) => is(&FROM, HeaderName::From),
+            (b't', _) => is(&TO, HeaderName::To),
+            (b'c', b'a') => is(&CALL_ID, HeaderName::CallId),
+            (b'c', b's') => is(&CSEQ, HeaderName::CSeq),
             (b'c', b'o') => match buf.get(at + 4).map(|c| c | 0x20) {
-                Some(b'a') => (HeaderName::Contact, &CONTACT),
+                Some(b'a') => is(&CONTACT, HeaderName::Contact),
                 _ => match buf.get(at + 8).map(|c| c | 0x20) {
-                    Some(b't') => (HeaderName::Other, &CONTENT_TYPE),
-                    _ => (HeaderName::ContentLength, &CONTENT_LENGTH),
+                    Some(b't') => is(&CONTENT_TYPE, HeaderName::Other),
+                    _ => is(&CONTENT_LENGTH, HeaderName::ContentLength),
                 },
             },
-            (b'm', _) => (HeaderName::MaxForwards, &MAX_FORWARDS),
-            (b'e', _) => (HeaderName::Expires, &EXPIRES),
-            (b'a', _) => (HeaderName::Other, &ALLOW),
-            (b's', b'u') => (HeaderName::Other, &SUPPORTED),
-            (b's', _) => (HeaderName::Other, &SERVER),
-            (b'u', _) => (HeaderName::Other, &USER_AGENT),
-            (b'r', b'o') => (HeaderName::Other, &ROUTE),
-            (b'r', _) => (HeaderName::Other, &RECORD_ROUTE),
-            _ => return None,
-        };
-        name.is_at(buf, at).then_some((h, at + name.len() - 1))
+            (b'm', _) => is(&MAX_FORWARDS, HeaderName::MaxForwards),
+            (b'e', _) => is(&EXPIRES, HeaderName::Expires),
+            (b'a', _) => is(&ALLOW, HeaderName::Other),
+            (b's', b'u') => is(&SUPPORTED, HeaderName::Other),
+            (b's', _) => is(&SERVER, HeaderName::Other),
+            (b'u', _) => is(&USER_AGENT, HeaderName::Other),
+            (b'r', b'o') => is(&ROUTE, HeaderName::Other),
+            (b'r', _) => is(&RECORD_ROUTE, HeaderName::Other),
+            _ => None,
+        }
     }
 
     /// The long name (`Call-ID`), `None` for `Other`.

@@ -33,6 +33,14 @@ pub enum Method {
 impl Method {
     /// The method named by `raw`, compared byte for byte.
     pub fn from_bytes(raw: &[u8]) -> Self {
+        // The usual ones first, by length and one word compare.
+        match raw.len() {
+            6 if raw == b"INVITE" => return Self::Invite,
+            3 if raw == b"ACK" => return Self::Ack,
+            3 if raw == b"BYE" => return Self::Bye,
+            8 if raw == b"REGISTER" => return Self::Register,
+            _ => {}
+        }
         match raw {
             b"INVITE" => Self::Invite,
             b"ACK" => Self::Ack,
