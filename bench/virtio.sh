@@ -63,8 +63,10 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release -q -p traffic-gen -p dataplane --bins
+cargo build --release -q -p traffic-gen --example generator_cost
 mkdir -p "$DATA"
 rm -f "$DATA"/*.json
+exec > >(tee bench/data/virtio.log) 2>&1
 
 cat >"$work/siplb.toml.in" <<EOF
 [dataplane]
@@ -156,6 +158,12 @@ trial() {
   wait "$dutpid" 2>/dev/null || true
   [ "$dut" = testpmd ] && exec 7>&-
   pids=()
+  # What the DUT itself dropped: testpmd's accumulated TX-dropped, siplb's drop list.
+  if [ "$dut" = testpmd ]; then
+    DUT_DROPS="tx-dropped=$(grep -A2 'Accumulated forward statistics' "$work/dut-$name.log" | grep -o 'TX-dropped: *[0-9]*' | grep -o '[0-9]*$' || echo '?')"
+  else
+    DUT_DROPS="$(grep 'siplb-dataplane: final' "$work/dut-$name.log" | grep -o 'drops .*' || echo 'drops none')"
+  fi
   rm -f /dev/hugepages/"$gp"* /dev/hugepages/"$dp"*
   rm -rf /var/run/dpdk/"$gp" /var/run/dpdk/"$dp"
   if [ "$ok" != 1 ] || [ ! -s "$json" ]; then
@@ -183,7 +191,7 @@ passes() { python3 -c "import sys; sys.exit(0 if $1 <= 0.001 else 1)"; }
 search() {
   local dut="$1" rep="$2"
   trial "$dut" 0 "$TRIAL_S" "$dut-r$rep-probe"
-  echo "  $dut round $rep probe (rate 0): $MPPS Mpps, loss $LOSS, $RPS requests/s delivered"
+  echo "  $dut round $rep probe (rate 0): $MPPS Mpps, loss $LOSS, $RPS requests/s delivered; DUT $DUT_DROPS"
   local lo=0 hi
   BEST_MPPS=0
   hi=$(python3 -c "print(int($RPS * 1.3) + 1000)")
@@ -192,10 +200,10 @@ search() {
     local mid=$(((lo + hi) / 2))
     trial "$dut" "$mid" "$TRIAL_S" "$dut-r$rep-rate$mid"
     if passes "$LOSS"; then
-      echo "  $dut round $rep rate $mid: $MPPS Mpps, loss $LOSS: pass"
+      echo "  $dut round $rep rate $mid: $MPPS Mpps, loss $LOSS: pass; DUT $DUT_DROPS"
       lo=$mid; BEST_MPPS=$MPPS
     else
-      echo "  $dut round $rep rate $mid: $MPPS Mpps, loss $LOSS: fail"
+      echo "  $dut round $rep rate $mid: $MPPS Mpps, loss $LOSS: fail; DUT $DUT_DROPS"
       hi=$mid
     fi
   done
@@ -204,6 +212,8 @@ search() {
 
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load average at start: $load_start"
+gen_cost="$(taskset -c "$GEN_CORE" "$BIN/examples/generator_cost")"
+echo "$gen_cost"
 csv="bench/data/virtio.csv"
 echo "rep,dut,max_request_rate,max_mpps,lat_rate,p50_us,p99_us,p999_us,max_us" >"$csv"
 lat_rate_of_rep=()
@@ -256,6 +266,8 @@ cmd="bench/virtio.sh (TRIAL_S=$TRIAL_S SEARCH_STEPS=$SEARCH_STEPS REPEAT=$REPEAT
   echo "Load average (1/5/15 min) at start: $load_start; at end: $load_end."
   echo
   echo "$summary"
+  echo
+  echo "The generator alone (no DPDK, core $GEN_CORE): \`$gen_cost\`."
   echo
   echo "Per round (\`bench/data/virtio.csv\`):"
   echo
