@@ -40,7 +40,7 @@ TARGETS="${TARGETS:-kernel kamailio siplb}"
 TRIAL_S="${TRIAL_S:-10}"
 if [ "$DRIVER" = gen ]; then
   # siplb-gen: requests/s (INVITE, ACK, BYE); SIPp: calls/s.
-  START_RATE="${START_RATE:-5000}" MAX_RATE="${MAX_RATE:-2000000}" LAT_RATE="${LAT_RATE:-3000}"
+  START_RATE="${START_RATE:-1000}" MAX_RATE="${MAX_RATE:-2000000}" LAT_RATE="${LAT_RATE:-3000}"
 else
   START_RATE="${START_RATE:-500}" MAX_RATE="${MAX_RATE:-64000}" LAT_RATE="${LAT_RATE:-500}"
 fi
@@ -303,7 +303,8 @@ c, r = s["client"], s["responder"]
 sent = c["requests"] + r["responses"]
 got = sum(r["received"].values()) + c["responses"]
 loss = 1 - got / sent if sent else 1
-msgs = (c["requests"] + c["responses"]) / c["elapsed_s"] if c["elapsed_s"] else 0
+secs = c.get("sending_s") or c["elapsed_s"]
+msgs = (c["requests"] + c["responses"]) / secs if secs else 0
 rate = c["requests_per_s"]
 be = "|".join(f'{b["address"]}={b["requests"]}' for b in r["per_backend"])
 be += f'|split={r["split_dialogs"]}'

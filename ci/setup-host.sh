@@ -12,6 +12,8 @@ PACKAGES=(
   libnet-sip-perl             # check_sip-style dummy calls for health-check tests
   kamailio                    # the reference dispatcher for benchmarks
   tcpdump
+  fonts-dejavu-core           # the font of the benchmark plots (bench/src/bin/plot.rs)
+  valgrind                    # instruction counts of the benchmarks (bench/pipeline.sh)
 )
 
 say() { printf 'setup-host: %s\n' "$*"; }
