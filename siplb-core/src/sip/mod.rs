@@ -9,15 +9,15 @@
 //!
 //! Two tiers read the same grammar. Fast paths take the canonical spellings real
 //! traffic uses (`Via: SIP/2.0/UDP host:port;branch=...`, `From: "Name"
-//! <sip:user@host>;tag=...`, `Call-ID: token`, a field's name directly followed by its
-//! colon, one line per field) and parse a field of interest while they look for its
-//! line end; lines of other fields are only searched for their end. Anything else
-//! (folding, compact or odd white space, IPv6, quoted pairs, several values on a line,
-//! and every malformed line) falls back to the general RFC 3261 grammar, field by
-//! field, which also decides every error and its order. A fast path accepts a subset of
-//! what the general grammar accepts and returns the same view; `parse_general` (hidden)
-//! runs the general grammar alone, and the tests and the fuzz target check that both
-//! agree on every input.
+//! <sip:user@host>;tag=...`, `Call-ID: token`, a field's name, long or compact, directly
+//! followed by its colon, one line per field) and parse a field of interest while they
+//! look for its line end; lines of other fields are only searched for their end.
+//! Anything else (folding, white space before a colon or around `/` and `;`, IPv6,
+//! quoted pairs, several values on a line, and every malformed line) falls back to the
+//! general RFC 3261 grammar, field by field, which also decides every error and its
+//! order. A fast path accepts a subset of what the general grammar accepts and returns
+//! the same view; `parse_general` (hidden) runs the general grammar alone, and the tests
+//! and the fuzz target check that both agree on every input.
 //!
 //! [`next_frame`] cuts a TCP byte stream into messages by Content-Length and
 //! recognises CRLF keep-alives; [`StreamFramer`] reassembles segments on top of it.
