@@ -18,7 +18,12 @@ pub enum Mode {
 /// siplb-gen: sends SIP through any DPDK port at a given rate and counts what comes
 /// back; answers as N stateless backends. Usage: siplb-gen [EAL args] -- [options]
 #[derive(Debug, Clone, Parser)]
-#[command(name = "siplb-gen", version, about)]
+#[command(
+    name = "siplb-gen",
+    version,
+    about,
+    override_usage = "siplb-gen [EAL args] -- [OPTIONS]"
+)]
 pub struct Options {
     #[arg(long, value_enum, default_value = "both")]
     pub mode: Mode,
