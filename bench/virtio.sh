@@ -23,7 +23,8 @@
 # seconds the client was sending (both directions, every packet forwarded once).
 # Loss: 1 - delivered / sent over both directions. Rate search per DUT: a probe at
 # --rate 0 (as fast as the generator goes), then bisection of the request rate
-# (SEARCH_STEPS trials of TRIAL_S s) for the highest rate with loss <= 0.1%; then the
+# between 0 and max(1.3 x the probe, HI_FLOOR) (SEARCH_STEPS trials of TRIAL_S s, a
+# failed trial tried once more) for the highest rate with loss <= 0.1%; then the
 # latency (request -> final response, measured by the generator with the TSC it put in
 # the Via branch) at LAT_FRACTION of that rate. Everything REPEAT times, DUTs
 # alternating; the median is reported. Added latency = siplb - testpmd at the same rate.
@@ -32,12 +33,16 @@
 # bench/data/virtio/, the table in bench/data/virtio.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TRIAL_S="${TRIAL_S:-4}"
+TRIAL_S="${TRIAL_S:-3}"
 SEARCH_STEPS="${SEARCH_STEPS:-6}"
 REPEAT="${REPEAT:-3}"
 LAT_FRACTION="${LAT_FRACTION:-0.5}"
 PAYLOAD="${PAYLOAD:-600}"
 CALLS="${CALLS:-8192}"
+# Descriptors per virtio ring: room for the scheduling gaps of a shared machine.
+QUEUE_SIZE="${QUEUE_SIZE:-4096}"
+# Upper bound of the rate search (requests/s) when the probe found less.
+HI_FLOOR="${HI_FLOOR:-700000}"
 GEN_CORE="${GEN_CORE:-0}"
 DUT_CORE="${DUT_CORE:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/tgt-bench}"
@@ -72,8 +77,8 @@ cat >"$work/siplb.toml.in" <<EOF
 [dataplane]
 eal_args = ["--lcores", "0@$GEN_CORE,1@$DUT_CORE", "--no-pci", "--file-prefix", "@PREFIX@",
             "--single-file-segments", "-m", "1024",
-            "--vdev", "net_virtio_user0,path=$work/front.sock,queues=1,queue_size=1024",
-            "--vdev", "net_virtio_user1,path=$work/back.sock,queues=1,queue_size=1024"]
+            "--vdev", "net_virtio_user0,path=$work/front.sock,queues=1,queue_size=$QUEUE_SIZE",
+            "--vdev", "net_virtio_user1,path=$work/back.sock,queues=1,queue_size=$QUEUE_SIZE"]
 workers = 1
 idle_sleep_us = 0
 mbufs = 16383
@@ -144,8 +149,8 @@ trial() {
     exec 7<>"$work/stdin"
     "$TESTPMD" --lcores "0@$GEN_CORE,1@$DUT_CORE" --no-pci --file-prefix "$dp" \
       --single-file-segments -m 512 \
-      --vdev "net_virtio_user0,path=$work/front.sock,queues=1,queue_size=1024" \
-      --vdev "net_virtio_user1,path=$work/back.sock,queues=1,queue_size=1024" -- \
+      --vdev "net_virtio_user0,path=$work/front.sock,queues=1,queue_size=$QUEUE_SIZE" \
+      --vdev "net_virtio_user1,path=$work/back.sock,queues=1,queue_size=$QUEUE_SIZE" -- \
       --forward-mode=io --nb-cores=1 --rxd=1024 --txd=1024 --burst=32 \
       --total-num-mbufs=16384 <"$work/stdin" >"$work/dut-$name.log" 2>&1 &
     dutpid=$!
@@ -194,11 +199,16 @@ search() {
   echo "  $dut round $rep probe (rate 0): $MPPS Mpps, loss $LOSS, $RPS requests/s delivered; DUT $DUT_DROPS"
   local lo=0 hi
   BEST_MPPS=0
-  hi=$(python3 -c "print(int($RPS * 1.3) + 1000)")
+  hi=$(python3 -c "print(max(int($RPS * 1.3), $HI_FLOOR))")
   if passes "$LOSS"; then lo=$RPS; BEST_MPPS=$MPPS; fi
   for _ in $(seq "$SEARCH_STEPS"); do
     local mid=$(((lo + hi) / 2))
     trial "$dut" "$mid" "$TRIAL_S" "$dut-r$rep-rate$mid"
+    if ! passes "$LOSS"; then
+      # One retry: on a shared machine a trial can lose packets to a scheduling gap.
+      echo "  $dut round $rep rate $mid: $MPPS Mpps, loss $LOSS: retry; DUT $DUT_DROPS"
+      trial "$dut" "$mid" "$TRIAL_S" "$dut-r$rep-rate$mid-retry"
+    fi
     if passes "$LOSS"; then
       echo "  $dut round $rep rate $mid: $MPPS Mpps, loss $LOSS: pass; DUT $DUT_DROPS"
       lo=$mid; BEST_MPPS=$MPPS
@@ -257,7 +267,7 @@ EOF
 echo "$summary"
 
 if [ "${RECORD:-1}" != 1 ]; then exit 0; fi  # RECORD=0: a try-out, nothing appended
-cmd="bench/virtio.sh (TRIAL_S=$TRIAL_S SEARCH_STEPS=$SEARCH_STEPS REPEAT=$REPEAT PAYLOAD=$PAYLOAD CALLS=$CALLS GEN_CORE=$GEN_CORE DUT_CORE=$DUT_CORE)"
+cmd="bench/virtio.sh (TRIAL_S=$TRIAL_S SEARCH_STEPS=$SEARCH_STEPS REPEAT=$REPEAT PAYLOAD=$PAYLOAD CALLS=$CALLS QUEUE_SIZE=$QUEUE_SIZE HI_FLOOR=$HI_FLOOR GEN_CORE=$GEN_CORE DUT_CORE=$DUT_CORE)"
 {
   echo
   echo "### Record: virtio, $(date -u '+%Y-%m-%d %H:%M UTC')"
