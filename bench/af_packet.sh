@@ -17,8 +17,9 @@
 #              listens on the VIP 198.18.0.2 (lbf 198.18.0.1, lbb 198.18.1.1);
 #              ds_select_dst algorithm 0 (Call-ID hash), stateless forward().
 #   siplb    - siplb-dataplane with af_packet ports on lbf and lbb (no kernel IPs),
-#              one worker lcore on LB_CORE busy-polling (its main lcore, which only
-#              does housekeeping, sits on GEN_CORE), VIP 198.18.0.2, dnat, Call-ID
+#              one worker lcore on LB_CORE busy-polling, its main lcore
+#              (housekeeping) on the same core (SIPLB_MAIN_CORE; on GEN_CORE it
+#              delayed ~1% of requests by ~10 ms), VIP 198.18.0.2, dnat, Call-ID
 #              affinity, no exception path, no health checks.
 #
 # Driver (DRIVER=sipp, the only one until siplb-gen lands): SIPp's built-in uac in
@@ -53,6 +54,9 @@ GEN_CORE="${GEN_CORE:-0}"
 # at this nice level, the same for every forwarder, so they lose less time to it.
 NICE="${NICE:--10}"
 SIPLB_IDLE_SLEEP_US="${SIPLB_IDLE_SLEEP_US:-0}"
+# Core of siplb's main lcore (housekeeping: commands, ARP refresh, the once-a-second
+# count of expired dialogs, stats).
+SIPLB_MAIN_CORE="${SIPLB_MAIN_CORE:-$LB_CORE}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/tgt-bench}"
 DATA=bench/data
 mkdir -p "$DATA"
@@ -167,7 +171,7 @@ start_siplb() {
   in_ns "$NS_LB" sysctl -q -w net.ipv4.ip_forward=0
   cat >"$work/siplb.toml" <<EOF
 [dataplane]
-eal_args = ["--lcores", "0@$GEN_CORE,1@$LB_CORE", "--no-pci", "--file-prefix", "$PREFIX",
+eal_args = ["--lcores", "0@$SIPLB_MAIN_CORE,1@$LB_CORE", "--no-pci", "--file-prefix", "$PREFIX",
             "--vdev", "net_af_packet0,iface=lbf,framecnt=8192",
             "--vdev", "net_af_packet1,iface=lbb,framecnt=8192"]
 workers = 1
@@ -452,7 +456,7 @@ fi
   echo
   echo "### Record: af_packet (siplb vs Kamailio dispatcher), $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "Command: \`bench/af_packet.sh\` (DRIVER=$DRIVER TRIAL_S=$TRIAL_S START_RATE=$START_RATE LAT_RATE=$LAT_RATE LB_CORE=$LB_CORE GEN_CORE=$GEN_CORE NICE=$NICE SIPLB_IDLE_SLEEP_US=$SIPLB_IDLE_SLEEP_US), tree $(git describe --always --dirty), $(kamailio -v | head -1 | cut -d' ' -f1-3). Load average before $load0, after $load1."
+  echo "Command: \`bench/af_packet.sh\` (DRIVER=$DRIVER TRIAL_S=$TRIAL_S START_RATE=$START_RATE LAT_RATE=$LAT_RATE LB_CORE=$LB_CORE GEN_CORE=$GEN_CORE NICE=$NICE SIPLB_IDLE_SLEEP_US=$SIPLB_IDLE_SLEEP_US SIPLB_MAIN_CORE=$SIPLB_MAIN_CORE), tree $(git describe --always --dirty), $(kamailio -v | head -1 | cut -d' ' -f1-3). Load average before $load0, after $load1."
   echo
   echo "Throughput ratio siplb / Kamailio (messages/s, one core each): **$ratio×**."
   echo
