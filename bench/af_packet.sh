@@ -111,14 +111,14 @@ for ns in $(printf '%s\n' "$NS_CLI" "$NS_LB" "$NS_BE" | sort -u); do
 done
 ip link add cli0 netns "$NS_CLI" type veth peer name lbf netns "$NS_LB"
 ip link add lbb netns "$NS_LB" type veth peer name be0 netns "$NS_BE"
+in_ns "$NS_CLI" ip link set cli0 up
+in_ns "$NS_BE" ip link set be0 up
 if [ "$DRIVER" = sipp ]; then
   in_ns "$NS_CLI" ip addr add "$CLIENT/24" dev cli0
   in_ns "$NS_CLI" ip route add default via 198.18.0.1
   for b in "${BACKENDS[@]}"; do in_ns "$NS_BE" ip addr add "$b/24" dev be0; done
   in_ns "$NS_BE" ip route add default via 198.18.1.1
 fi
-in_ns "$NS_CLI" ip link set cli0 up
-in_ns "$NS_BE" ip link set be0 up
 for x in "$NS_CLI cli0" "$NS_BE be0" "$NS_LB lbf" "$NS_LB lbb"; do
   # Kernel-sent UDP on veth leaves with unfinished checksums unless TX offload is off.
   set -- $x
