@@ -454,7 +454,7 @@ if [ -n "${RES[siplb]:-}" ] && [ -n "${RES[kamailio]:-}" ]; then
 fi
 {
   echo
-  echo "### Record: af_packet (siplb vs Kamailio dispatcher), $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "#### Record: af_packet (siplb vs Kamailio dispatcher), $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Command: \`bench/af_packet.sh\` (DRIVER=$DRIVER TRIAL_S=$TRIAL_S START_RATE=$START_RATE LAT_RATE=$LAT_RATE LB_CORE=$LB_CORE GEN_CORE=$GEN_CORE NICE=$NICE SIPLB_IDLE_SLEEP_US=$SIPLB_IDLE_SLEEP_US SIPLB_MAIN_CORE=$SIPLB_MAIN_CORE), tree $(git describe --always --dirty), $(kamailio -v | head -1 | cut -d' ' -f1-3). Load average before $load0, after $load1."
   echo

@@ -109,7 +109,7 @@ done
 
 {
   echo
-  echo "### Record: memory, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "#### Record: memory, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Command: \`bench/memory.sh ${SIZES[*]}\`, tree $(git describe --always --dirty)."
   echo

@@ -45,7 +45,7 @@ fi
 cmd="bench/pipeline.sh $DIALOGS $ROUNDS"
 {
   echo
-  echo "### Record: pipeline, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "#### Record: pipeline, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Command: \`$cmd\` (callgrind: \`pipeline count $CG_DIALOGS $CG_PACKETS\`), tree $(git describe --always --dirty), $(rustc --version | cut -d' ' -f1-2)."
   echo "Load average before/after: $(grep -o 'load average [0-9.]* at start' "$DATA/pipeline.txt" | awk '{print $3}') / $(grep -o 'load average [0-9.]* at end' "$DATA/pipeline.txt" | awk '{print $3}')."
