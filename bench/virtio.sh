@@ -85,7 +85,7 @@ mbufs = 16383
 exception_path = false
 
 [tables]
-dialogs = 4194304
+dialogs = 1048576
 registrations = 1024
 snat_sessions = 1024
 tcp_connections = 1024

@@ -307,6 +307,7 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
                             c.stop();
                         }
                     }
+                    c.stats.pacer_skipped += pacer.forgive(now);
                     let allowed = pacer.allowance(now, BURST);
                     let smac = ports[cx].mac;
                     let mut sent = 0;

@@ -1,5 +1,7 @@
 //! Rate pacing on the TSC: after `t` seconds, `rate × t` requests may have been sent.
-//! A loop that fell behind catches up in bursts of at most `burst`.
+//! A loop that fell behind (descheduled on a shared core) catches up at most one
+//! millisecond of requests, in bursts of at most `burst`: what it missed beyond that is
+//! not sent, rather than thrown at the device under test at the generator's full speed.
 
 pub struct Pacer {
     start: u64,
@@ -34,6 +36,24 @@ impl Pacer {
     pub fn consume(&mut self, n: usize) {
         self.sent += n as u64;
     }
+
+    /// Forgets the requests due more than a millisecond ago that were not sent; returns
+    /// how many were forgotten.
+    pub fn forgive(&mut self, now_tsc: u64) -> u64 {
+        if self.rate == 0 {
+            return 0;
+        }
+        let due = (u128::from(now_tsc.saturating_sub(self.start)) * u128::from(self.rate)
+            / u128::from(self.hz)) as u64;
+        let max_debt = (self.rate / 1000).max(32);
+        let debt = due.saturating_sub(self.sent);
+        if debt > max_debt {
+            self.sent += debt - max_debt;
+            debt - max_debt
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +79,21 @@ mod tests {
             t += 500;
         }
         assert_eq!(sent, 1000);
+    }
+
+    #[test]
+    fn a_long_gap_is_forgiven_beyond_a_millisecond() {
+        let hz = 1_000_000_000;
+        let mut p = Pacer::new(0, hz, 100_000); // 100 per ms
+        assert_eq!(p.forgive(500_000), 0); // 50 due, within a millisecond of debt
+        assert_eq!(p.forgive(10_000_000), 900); // 1000 due: keep 100
+        let mut sent = 0;
+        while p.allowance(10_000_000, 32) > 0 {
+            let n = p.allowance(10_000_000, 32);
+            p.consume(n);
+            sent += n;
+        }
+        assert_eq!(sent, 100);
     }
 
     #[test]

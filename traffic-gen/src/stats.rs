@@ -24,6 +24,9 @@ pub struct ClientStats {
     pub stray: u64,
     /// Frames that could not be built (no mbuf, buffer too small).
     pub build_failures: u64,
+    /// Requests the pacer dropped from its schedule after the loop fell more than a
+    /// millisecond behind (the generator was descheduled).
+    pub pacer_skipped: u64,
     pub calls_completed: u64,
     pub registrations_completed: u64,
     pub options_completed: u64,
@@ -41,6 +44,7 @@ impl Default for ClientStats {
             failed: 0,
             stray: 0,
             build_failures: 0,
+            pacer_skipped: 0,
             calls_completed: 0,
             registrations_completed: 0,
             options_completed: 0,
@@ -108,6 +112,7 @@ pub struct ClientSummary {
     pub failed: u64,
     pub stray: u64,
     pub build_failures: u64,
+    pub pacer_skipped: u64,
     pub calls_completed: u64,
     pub registrations_completed: u64,
     pub options_completed: u64,
@@ -180,6 +185,7 @@ impl ClientStats {
             failed: self.failed,
             stray: self.stray,
             build_failures: self.build_failures,
+            pacer_skipped: self.pacer_skipped,
             calls_completed: self.calls_completed,
             registrations_completed: self.registrations_completed,
             options_completed: self.options_completed,
@@ -244,9 +250,9 @@ impl Summary {
         }
         if let Some(c) = &self.client {
             s += &format!(
-                "  client: {} requests {:?}, {} responses {:?}\n  client: answered {} unanswered {} (timeouts) failed {} stray {} build-failures {}\n  client: completed calls {} registrations {} options {}\n  client: {:.3} s ({:.3} s sending), {:.0} requests/s, {:.0} responses/s, {:.3} Mpps through the balancer (both directions)\n  latency request -> final response (us): p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} mean {:.1} ({} samples)\n",
+                "  client: {} requests {:?}, {} responses {:?}\n  client: answered {} unanswered {} (timeouts) failed {} stray {} build-failures {} pacer-skipped {}\n  client: completed calls {} registrations {} options {}\n  client: {:.3} s ({:.3} s sending), {:.0} requests/s, {:.0} responses/s, {:.3} Mpps through the balancer (both directions)\n  latency request -> final response (us): p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} mean {:.1} ({} samples)\n",
                 c.requests, c.sent, c.responses, c.received, c.answered, c.unanswered, c.failed,
-                c.stray, c.build_failures, c.calls_completed, c.registrations_completed,
+                c.stray, c.build_failures, c.pacer_skipped, c.calls_completed, c.registrations_completed,
                 c.options_completed, c.elapsed_s, c.sending_s, c.requests_per_s, c.responses_per_s,
                 c.mpps_total, c.latency.p50_us, c.latency.p99_us, c.latency.p999_us,
                 c.latency.max_us, c.latency.mean_us, c.latency.count
