@@ -29,7 +29,7 @@
 # the Via branch) at LAT_FRACTION of that rate. Everything REPEAT times, DUTs
 # alternating; the median is reported. Added latency = siplb - testpmd at the same rate.
 #
-# Appends a dated record to bench/RESULTS.md; raw JSON summaries (one per trial) in
+# Adds a dated record to its section of bench/RESULTS.md; raw JSON summaries (one per trial) in
 # bench/data/virtio/, the table in bench/data/virtio.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -284,5 +284,19 @@ cmd="bench/virtio.sh (TRIAL_S=$TRIAL_S SEARCH_STEPS=$SEARCH_STEPS REPEAT=$REPEAT
   echo '```'
   cat "$csv"
   echo '```'
-} >>bench/RESULTS.md
-echo "appended to bench/RESULTS.md; JSON summaries in $DATA/"
+} >"$work/record.md"
+# The record goes at the end of this benchmark's section of RESULTS.md.
+python3 - "$work/record.md" <<'EOF'
+import sys
+path = "bench/RESULTS.md"
+s, rec = open(path).read(), open(sys.argv[1]).read()
+head = "## siplb on the virtio PMD vs testpmd io-forward"
+if head not in s:
+    s = s.rstrip("\n") + "\n\n" + head + " (issue 7, 2b and 2d)\n"
+at = s.index(head)
+end = s.find("\n## ", at + len(head))
+end = len(s) if end < 0 else end + 1
+s = s[:end].rstrip("\n") + "\n" + rec + ("\n" + s[end:] if end < len(s) else "")
+open(path, "w").write(s)
+EOF
+echo "recorded in bench/RESULTS.md (section on virtio); JSON summaries in $DATA/"
