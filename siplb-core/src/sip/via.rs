@@ -168,13 +168,13 @@ mod tests {
     #[test]
     fn torture_white_space() {
         // RFC 4475 `wsinv`.
-        let v = parse_top(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        let v = parse_top(b"SIP  /   2.0\r\n /UDP\r\n    198.18.2.2;branch=390skdjuw").unwrap();
         assert_eq!(
             (v.transport, v.host, v.port),
-            (&b"UDP"[..], &b"192.0.2.2"[..], None)
+            (&b"UDP"[..], &b"198.18.2.2"[..], None)
         );
         assert_eq!(v.branch, Some(&b"390skdjuw"[..]));
-        let v = parse_top(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239").unwrap();
+        let v = parse_top(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n SIP  /    2.0   / UDP  198.18.255.111   ; branch=\r\n z9hG4bK30239").unwrap();
         assert_eq!(
             (v.transport, v.host),
             (&b"TCP"[..], &b"spindle.example.com"[..])
@@ -194,7 +194,7 @@ mod tests {
             b"SIP/3.0/UDP host",
             b"HTTP/2.0/UDP host",
             b"SIP/2.0/UDPhost",
-            b"SIP/2.0/UDP 192.0.2.15;;,;,,",
+            b"SIP/2.0/UDP 198.18.2.15;;,;,,",
             b"SIP/2.0/UDP host:99999",
             b"SIP/2.0/UDP host:",
             b"SIP/2.0/UDP host;rport=x",
