@@ -360,6 +360,32 @@ pub(super) fn slot_in_farm(svc: &Services, farm: &Farm, slot: u16) -> Option<usi
     }
 }
 
+/// The source a client's packet gets toward a backend: unchanged in dnat; in snat the
+/// balancer's address and the client flow's port (a session kept `lifetime` seconds).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn nat_source(
+    svc: &Services,
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    farm: &Farm,
+    out_port: u8,
+    (client, cport): (Ipv4Addr, u16),
+    now: u32,
+    lifetime: u32,
+) -> Result<Option<(Ipv4Addr, u16)>, DropReason> {
+    if farm.nat == NatMode::Dnat {
+        return Ok(None);
+    }
+    let (s, created) = t
+        .snat
+        .session(&mut w.snat_ports, client, cport, farm.id, now, lifetime)
+        .ok_or(DropReason::SnatPortsExhausted)?;
+    if created {
+        w.counters.snat_sessions_created.inc();
+    }
+    Ok(Some((svc.snat_source(farm, out_port), s.port)))
+}
+
 fn client_to_vip(
     svc: &Services,
     t: &Tables<'_>,
@@ -390,26 +416,13 @@ fn client_to_vip(
     let Some((out_port, _)) = svc.route(backend.addr) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    let new_src = match farm.nat {
-        NatMode::Dnat => None,
-        NatMode::Snat => {
-            let lifetime = farm
-                .timers
-                .transaction
-                .max(p.keep_until.saturating_sub(now));
-            match t
-                .snat
-                .session(&mut w.snat_ports, client, cport, farm.id, now, lifetime)
-            {
-                Some((s, created)) => {
-                    if created {
-                        w.counters.snat_sessions_created.inc();
-                    }
-                    Some((svc.snat_source(farm, out_port), s.port))
-                }
-                None => return Verdict::Drop(DropReason::SnatPortsExhausted),
-            }
-        }
+    let lifetime = farm
+        .timers
+        .transaction
+        .max(p.keep_until.saturating_sub(now));
+    let new_src = match nat_source(svc, t, w, farm, out_port, (client, cport), now, lifetime) {
+        Ok(src) => src,
+        Err(r) => return Verdict::Drop(r),
     };
     if let Err(r) = rewrite(frame, l4, new_src, Some((backend.addr, backend.port))) {
         return Verdict::Drop(r);

@@ -7,11 +7,13 @@
 //! client, a segment of a connection the table does not know (after a restart, or on
 //! another unit) lands where the connection began.
 
-use super::balancer::{rewrite_l4, slot_in_farm, to_next_hop, Tables, Verdict, WorkerCtx};
+use super::balancer::{
+    nat_source, rewrite_l4, slot_in_farm, to_next_hop, Tables, Verdict, WorkerCtx,
+};
 use super::counters::DropReason;
 use super::services::{source_key, BackendState, Farm, Services};
 use super::snat::SnatSession;
-use crate::config::{Affinity, NatMode};
+use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::table::connection::{ConnState, Connection};
 use crate::wire::ethernet;
@@ -113,23 +115,10 @@ pub(super) fn client_to_vip(
     let Some((out_port, _)) = svc.route(b.addr) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    let new_src = match farm.nat {
-        NatMode::Dnat => None,
-        NatMode::Snat => {
-            let lifetime = conn.state.lifetime(&farm.timers);
-            match t
-                .snat
-                .session(&mut w.snat_ports, client, cport, farm.id, now, lifetime)
-            {
-                Some((s, created)) => {
-                    if created {
-                        w.counters.snat_sessions_created.inc();
-                    }
-                    Some((svc.snat_source(farm, out_port), s.port))
-                }
-                None => return Verdict::Drop(DropReason::SnatPortsExhausted),
-            }
-        }
+    let lifetime = conn.state.lifetime(&farm.timers);
+    let new_src = match nat_source(svc, t, w, farm, out_port, (client, cport), now, lifetime) {
+        Ok(src) => src,
+        Err(r) => return Verdict::Drop(r),
     };
     let bport = if tls { b.tls_port } else { b.port };
     if let Err(r) = rewrite_l4(frame, l4, true, new_src, Some((b.addr, bport))) {
