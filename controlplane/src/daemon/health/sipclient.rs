@@ -40,6 +40,8 @@ enum Link {
 pub struct Transport {
     link: Link,
     pub local: SocketAddr,
+    /// Receive buffer, reused for every read.
+    buf: Vec<u8>,
 }
 
 impl Transport {
@@ -51,6 +53,7 @@ impl Transport {
         Ok(Transport {
             link: Link::Udp(s),
             local,
+            buf: vec![0; 65536],
         })
     }
 
@@ -60,6 +63,7 @@ impl Transport {
         Ok(Transport {
             link: Link::Tcp(s, StreamFramer::new(Limits::default())),
             local,
+            buf: vec![0; 65536],
         })
     }
 
@@ -87,7 +91,7 @@ impl Transport {
 
     /// The next message from the backend, or None when `deadline` passes first.
     pub fn recv(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, String> {
-        let mut buf = vec![0u8; 65536];
+        let buf = &mut self.buf;
         loop {
             if let Link::Tcp(_, framer) = &mut self.link {
                 match framer.next_item() {
@@ -102,15 +106,13 @@ impl Transport {
                 return Ok(None);
             }
             let r = match &mut self.link {
-                Link::Udp(s) => s
-                    .set_read_timeout(Some(left))
-                    .and_then(|_| s.recv(&mut buf)),
-                Link::Tcp(s, _) => s
-                    .set_read_timeout(Some(left))
-                    .and_then(|_| s.read(&mut buf)),
+                Link::Udp(s) => s.set_read_timeout(Some(left)).and_then(|_| s.recv(buf)),
+                Link::Tcp(s, _) => s.set_read_timeout(Some(left)).and_then(|_| s.read(buf)),
             };
             match r {
-                Ok(0) if self.reliable() => return Err("the backend closed the connection".into()),
+                Ok(0) if matches!(self.link, Link::Tcp(..)) => {
+                    return Err("the backend closed the connection".into())
+                }
                 Ok(n) => match &mut self.link {
                     Link::Udp(_) => return Ok(Some(buf[..n].to_vec())),
                     Link::Tcp(_, framer) => framer.push(&buf[..n]),
