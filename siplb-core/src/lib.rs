@@ -2,6 +2,7 @@
 //! tables laid over caller-provided memory, so it can be unit-tested, fuzzed and
 //! benchmarked without a NIC. The `dataplane` crate wraps it around mbufs.
 
+pub mod alg;
 pub mod config;
 pub mod control;
 pub mod hash;
