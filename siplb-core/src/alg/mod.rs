@@ -3,9 +3,12 @@
 //! `nathelper`, done on the packet's own bytes without allocation, lock or system
 //! call.
 //!
-//! This piece holds [`sdp`], a zero-copy view over an SDP body: the addresses and
-//! ports a media relay rewrites, where they lie, and typed errors for bodies it
-//! cannot rewrite.
+//! - [`sdp`]: a zero-copy view over an SDP body: the addresses and ports a media
+//!   relay rewrites, where they lie, and typed errors for bodies it cannot rewrite.
+//! - [`edit`]: replacements collected while scanning, applied in place in one pass
+//!   to the packet's buffer with Content-Length fixed, or refused with the buffer
+//!   untouched.
 
+pub mod edit;
 mod lex;
 pub mod sdp;
