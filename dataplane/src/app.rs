@@ -1,17 +1,17 @@
 //! Start-up, the main lcore's housekeeping loop, and shutdown of the dataplane.
 
 use crate::clock::Clock;
-use crate::dpdk::channel::Channel;
-use crate::dpdk::eal::{Eal, ProcessType};
-use crate::dpdk::mempool::Mempool;
-use crate::dpdk::pdump;
-use crate::dpdk::port::Port;
 use crate::housekeeping::{self, Housekeeping, StatsPrinter};
 use crate::preflight;
 use crate::rcu::Published;
 use crate::shm::Shared;
 use crate::worker::Worker;
 use anyhow::{bail, Context, Result};
+use dpdk::channel::Channel;
+use dpdk::eal::{Eal, ProcessType};
+use dpdk::mempool::Mempool;
+use dpdk::pdump;
+use dpdk::port::Port;
 use siplb_core::config::Config;
 use siplb_core::control::DesiredState;
 use siplb_core::lb::balancer::{ArpRequests, WorkerCtx};
@@ -150,7 +150,7 @@ pub fn run(opts: Options) -> Result<()> {
     housekeeping::publish_directory(&shared, &registry);
     let published: &'static Published<Services> =
         Box::leak(Box::new(Published::new(svc.clone(), workers)));
-    let inject = crate::dpdk::ring::Ring::create("siplb_inject", 1024, false)?;
+    let inject = dpdk::ring::Ring::create("siplb_inject", 1024, false)?;
     let channel = Channel::create(COMMAND_RING, REPLY_RING)?;
 
     // SAFETY: installing async-signal-safe handlers (they only store an atomic).

@@ -2,7 +2,7 @@
 //! from the TSC (no system call on the hot path). Every process attached to the
 //! dataplane computes the same value from the calibration stored in shared memory.
 
-use crate::dpdk::lcore;
+use dpdk::lcore;
 
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]

@@ -4,13 +4,13 @@
 
 use crate::app::{sip_limits, STOP};
 use crate::clock::Clock;
-use crate::dpdk::channel::Channel;
-use crate::dpdk::mbuf::Mbuf;
-use crate::dpdk::mempool::Mempool;
-use crate::dpdk::ring::Ring;
-use crate::dpdk::telemetry;
 use crate::rcu::Published;
 use crate::shm::Shared;
+use dpdk::channel::Channel;
+use dpdk::mbuf::Burst;
+use dpdk::mempool::Mempool;
+use dpdk::ring::Ring;
+use dpdk::telemetry;
 use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
 use siplb_core::lb::balancer::{self, Tables};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
@@ -19,7 +19,6 @@ use siplb_core::sip::SipError;
 use siplb_core::wire::MacAddr;
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::raw::c_void;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -195,16 +194,23 @@ impl Housekeeping<'_> {
     /// ARP requests for every backend and gateway, gratuitous ARP for our addresses,
     /// handed to worker 0 through the inject ring.
     fn announce(&self) {
-        let mut frames: Vec<*mut c_void> = Vec::new();
+        let mut frames = Burst::<32>::default();
         let mut build = |port: u8, f: &dyn Fn(&mut [u8]) -> usize| {
-            if let Some(mut m) = self.pool.alloc() {
-                if m.set_len(60) {
-                    let n = f(m.data_mut());
-                    m.set_len(n);
-                    m.set_port(u16::from(port));
-                    frames.push(m.into_raw() as *mut c_void);
-                }
+            let Some(mut m) = self.pool.alloc() else {
+                return;
+            };
+            if !m.set_len(60) {
+                return;
             }
+            let n = f(m.data_mut());
+            m.set_len(n);
+            m.set_port(u16::from(port));
+            if frames.is_full() {
+                // What the ring has no room for is freed with the burst's leftovers.
+                self.inject.enqueue_burst(&mut frames);
+                frames.clear();
+            }
+            let _ = frames.push(m);
         };
         for (port, hop) in self.svc.next_hops() {
             build(port, &|b| {
@@ -218,15 +224,7 @@ impl Housekeeping<'_> {
                 });
             }
         }
-        let n = self.inject.enqueue_burst(&frames);
-        for p in &frames[n..] {
-            // SAFETY: not enqueued, so still ours.
-            drop(unsafe {
-                Mbuf::from_raw(std::ptr::NonNull::new_unchecked(
-                    *p as *mut dpdk_sys::rte_mbuf,
-                ))
-            });
-        }
+        self.inject.enqueue_burst(&mut frames);
     }
 }
 

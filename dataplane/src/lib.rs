@@ -1,11 +1,10 @@
 //! The siplb dataplane: the DPDK primary process that owns the ports and runs one
 //! pinned worker per RX queue over the packet logic of `siplb-core`.
 //!
-//! `dpdk` is the only module with FFI calls; the rest is plain Rust over it.
+//! The `dpdk` crate is its only way to DPDK; the rest is plain Rust over it.
 
 pub mod app;
 pub mod clock;
-pub mod dpdk;
 pub mod housekeeping;
 pub mod preflight;
 pub mod rcu;

@@ -3,8 +3,8 @@
 //! control plane) attach by name and see the same memory at the same addresses.
 
 use crate::clock::Clock;
-use crate::dpdk::memzone::Memzone;
 use anyhow::{bail, Context, Result};
+use dpdk::memzone::Memzone;
 use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::balancer::Tables;
 use siplb_core::lb::counters::WorkerCounters;

@@ -4,15 +4,14 @@
 //! top to bottom is the whole hot path.
 
 use crate::clock::Clock;
-use crate::dpdk::mbuf::{Burst, Mbuf};
-use crate::dpdk::mempool::Mempool;
-use crate::dpdk::port::{Flushed, Port, TxBuffer};
-use crate::dpdk::ring::Ring;
 use crate::rcu::Published;
+use dpdk::mbuf::{Burst, Mbuf};
+use dpdk::mempool::Mempool;
+use dpdk::port::{Flushed, Port, TxBuffer};
+use dpdk::ring::Ring;
 use siplb_core::lb::balancer::{self, Tables, Verdict, WorkerCtx};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::Services;
-use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -79,7 +78,7 @@ impl Worker {
             if loops.is_multiple_of(KERNEL_POLL_EVERY) {
                 received += self.forward_kernel_traffic(&mut rx, &mut tx);
             }
-            self.drain_injected(&mut tx);
+            self.drain_injected(&mut rx, &mut tx);
             for (i, b) in tx.iter_mut().enumerate() {
                 let f = b.flush(&self.port_at(i), queue);
                 self.account(f);
@@ -264,20 +263,17 @@ impl Worker {
         }
     }
 
-    fn drain_injected(&self, tx: &mut [TxBuffer]) {
+    fn drain_injected(&self, burst: &mut Burst<BURST>, tx: &mut [TxBuffer]) {
         let Some(ring) = self.inject else { return };
-        let mut objs = [std::ptr::null_mut::<c_void>(); BURST];
-        let n = ring.dequeue_burst(&mut objs);
-        for p in &objs[..n] {
-            let Some(nn) = std::ptr::NonNull::new(*p as *mut dpdk_sys::rte_mbuf) else {
-                continue;
-            };
-            // SAFETY: the main lcore enqueues only mbufs it owns and gives up.
-            let m = unsafe { Mbuf::from_raw(nn) };
-            let port = usize::from(m.port());
-            if port < self.ports.len() {
-                self.send(tx, port, m);
+        let n = ring.dequeue_burst(burst);
+        for i in 0..n {
+            if let Some(m) = burst.take(i) {
+                let port = usize::from(m.port());
+                if port < self.ports.len() {
+                    self.send(tx, port, m);
+                }
             }
         }
+        burst.clear();
     }
 }

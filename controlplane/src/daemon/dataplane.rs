@@ -2,9 +2,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use dataplane::app::{COMMAND_RING, READY_FILE, REPLY_RING};
-use dataplane::dpdk::channel::Channel;
-use dataplane::dpdk::eal::{Eal, ProcessType};
 use dataplane::shm::Shared;
+use dpdk::channel::Channel;
+use dpdk::eal::{Eal, ProcessType};
 use siplb_core::control::{Command, Envelope, Reply};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

@@ -1,7 +1,7 @@
 //! Memzones: named, physically backed shared memory that secondary processes map at the
 //! same address as the primary.
 
-use super::{DpdkError, Result};
+use crate::{DpdkError, Result};
 use std::ffi::CString;
 
 /// A reserved or looked-up memzone. Memzones are never freed while the process runs, so

@@ -19,14 +19,14 @@ impl Mbuf {
     /// # Safety
     /// `p` must be a valid mbuf that nobody else owns or will free.
     #[inline(always)]
-    pub unsafe fn from_raw(p: NonNull<rte_mbuf>) -> Mbuf {
+    pub(crate) unsafe fn from_raw(p: NonNull<rte_mbuf>) -> Mbuf {
         Mbuf(p)
     }
 
     /// Gives up ownership (to TX, a ring, or DPDK).
     #[inline(always)]
-    pub fn into_raw(self) -> *mut rte_mbuf {
-        let p = self.0.as_ptr();
+    pub(crate) fn into_raw(self) -> NonNull<rte_mbuf> {
+        let p = self.0;
         std::mem::forget(self);
         p
     }
@@ -136,7 +136,8 @@ impl Drop for Mbuf {
     }
 }
 
-/// A burst of received mbufs, filled by `Port::rx_burst`.
+/// A burst of mbufs: filled by `Port::rx_burst` or `Ring::dequeue_burst`, or packet by
+/// packet with `push` for `Ring::enqueue_burst`.
 pub struct Burst<const N: usize> {
     slots: [Option<Mbuf>; N],
     len: usize,
@@ -162,8 +163,52 @@ impl<const N: usize> Burst<N> {
         self.len = n.min(N);
     }
 
+    /// The packets still in the burst moved to its front, in order, and seen as the
+    /// raw pointers DPDK takes (`Option<Mbuf>` has the layout of a pointer).
+    pub(crate) fn packets_raw(&mut self) -> &[*mut std::os::raw::c_void] {
+        let mut kept = 0;
+        for i in 0..self.len {
+            if self.slots[i].is_some() {
+                self.slots.swap(i, kept);
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        // SAFETY: the first `kept` slots are `Some`, i.e. non-null mbuf pointers, and
+        // the borrow of `self` keeps them in place while the slice lives.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.slots.as_ptr() as *const *mut std::os::raw::c_void,
+                kept,
+            )
+        }
+    }
+
+    /// The first `n` packets (after `packets_raw`) now belong to DPDK: forget them.
+    pub(crate) fn given_away(&mut self, n: usize) {
+        for s in &mut self.slots[..n.min(self.len)] {
+            if let Some(m) = s.take() {
+                let _ = m.into_raw();
+            }
+        }
+    }
+
+    /// Appends `m`; gives it back when the burst is full.
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.is_full() {
+            return Err(m);
+        }
+        self.slots[self.len] = Some(m);
+        self.len += 1;
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == N
     }
 
     pub fn is_empty(&self) -> bool {
@@ -188,7 +233,7 @@ impl<const N: usize> Burst<N> {
         }
     }
 
-    /// Forgets the (already taken) packets so the burst can be refilled.
+    /// Empties the burst so it can be refilled: packets not taken out are freed.
     pub fn clear(&mut self) {
         for s in &mut self.slots[..self.len] {
             drop(s.take());

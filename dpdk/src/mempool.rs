@@ -1,7 +1,7 @@
 //! Packet mempools.
 
-use super::mbuf::Mbuf;
-use super::{DpdkError, Result};
+use crate::mbuf::Mbuf;
+use crate::{DpdkError, Result};
 use dpdk_sys::rte_mempool;
 use std::ffi::CString;
 use std::ptr::NonNull;
@@ -39,7 +39,7 @@ impl Mempool {
             .ok_or_else(|| DpdkError::new(format!("rte_mempool_lookup({name})"), -1))
     }
 
-    pub fn as_ptr(&self) -> *mut rte_mempool {
+    pub(crate) fn as_ptr(&self) -> *mut rte_mempool {
         self.0.as_ptr()
     }
 

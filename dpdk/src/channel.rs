@@ -2,15 +2,15 @@
 //! (`rte_malloc`, visible at the same address in every process of the prefix), and its
 //! pointer travels over an `rte_ring`. The receiver copies it out and frees it.
 
-use super::ring::Ring;
-use super::{DpdkError, Result};
+use crate::ring::RawRing;
+use crate::{DpdkError, Result};
 use std::os::raw::c_void;
 
 /// One direction pair: we send on `tx` and receive on `rx`.
 #[derive(Clone, Copy)]
 pub struct Channel {
-    tx: Ring,
-    rx: Ring,
+    tx: RawRing,
+    rx: RawRing,
 }
 
 const MAX_MESSAGE: usize = 16 << 20;
@@ -19,16 +19,17 @@ impl Channel {
     /// The primary creates both rings: `commands` (any process → primary) and
     /// `replies` (primary → whoever asked); it receives commands and sends replies.
     pub fn create(commands: &str, replies: &str) -> Result<Channel> {
-        let cmd = Ring::create(commands, 64, false)?;
-        let rsp = Ring::create(replies, 64, false)?;
+        let cmd = RawRing::create(commands, 64, false)?;
+        let rsp = RawRing::create(replies, 64, false)?;
         Ok(Channel { tx: rsp, rx: cmd })
     }
 
-    /// A secondary finds the rings and sends commands, receives replies.
+    /// A secondary finds the rings and sends commands, receives replies. The names
+    /// must be those the primary gave `create`: every pointer on them is a message.
     pub fn attach(commands: &str, replies: &str) -> Result<Channel> {
         Ok(Channel {
-            tx: Ring::lookup(commands)?,
-            rx: Ring::lookup(replies)?,
+            tx: RawRing::lookup(commands)?,
+            rx: RawRing::lookup(replies)?,
         })
     }
 
@@ -70,7 +71,8 @@ impl Channel {
     /// A received message, if any.
     pub fn try_recv(&self) -> Option<Vec<u8>> {
         let mut slot = [std::ptr::null_mut::<c_void>(); 1];
-        if self.rx.dequeue_burst(&mut slot) != 1 || slot[0].is_null() {
+        // SAFETY: one writable slot for one pointer.
+        if unsafe { self.rx.dequeue_burst(slot.as_mut_ptr(), 1) } != 1 || slot[0].is_null() {
             return None;
         }
         let p = slot[0] as *mut u8;

@@ -1,8 +1,8 @@
 //! Ethernet ports: configuration, start/stop, bursts, statistics.
 
-use super::mbuf::{Burst, Mbuf};
-use super::mempool::Mempool;
-use super::{DpdkError, Result};
+use crate::mbuf::{Burst, Mbuf};
+use crate::mempool::Mempool;
+use crate::{DpdkError, Result};
 use siplb_core::wire::MacAddr;
 use std::ffi::{CStr, CString};
 
@@ -228,7 +228,7 @@ impl Port {
     /// Transmits `pkts` on `queue`; returns how many the driver took. Ownership of the
     /// first `n` passes to the driver; the caller still owns the rest.
     #[inline(always)]
-    pub fn tx_burst(&self, queue: u16, pkts: &mut [*mut dpdk_sys::rte_mbuf]) -> usize {
+    pub(crate) fn tx_burst(&self, queue: u16, pkts: &mut [*mut dpdk_sys::rte_mbuf]) -> usize {
         // SAFETY: pkts holds valid owned mbuf pointers; the driver takes the first n.
         usize::from(unsafe {
             dpdk_sys::shim_rte_eth_tx_burst(self.id, queue, pkts.as_mut_ptr(), pkts.len() as u16)
@@ -323,7 +323,7 @@ impl TxBuffer {
     #[inline(always)]
     pub fn push(&mut self, m: Mbuf) {
         debug_assert!(!self.is_full());
-        self.pkts[self.len] = m.into_raw();
+        self.pkts[self.len] = m.into_raw().as_ptr();
         self.len += 1;
     }
 

@@ -1,6 +1,6 @@
 //! The Environment Abstraction Layer: initialised once per process, never retried.
 
-use super::{DpdkError, Result};
+use crate::{DpdkError, Result};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! `dpdk-telemetry.py` (and anything speaking its socket protocol) reads siplb's
 //! counters. The callback runs on DPDK's telemetry thread.
 
-use super::{DpdkError, Result};
+use crate::{DpdkError, Result};
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::OnceLock;

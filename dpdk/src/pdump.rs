@@ -2,7 +2,7 @@
 //! The RX/TX callbacks are installed only while a capture runs, so it costs nothing
 //! otherwise.
 
-use super::{DpdkError, Result};
+use crate::{DpdkError, Result};
 
 pub fn enable() -> Result<()> {
     // SAFETY: called once after EAL init in the primary.
