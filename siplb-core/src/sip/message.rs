@@ -255,7 +255,7 @@ impl<'a> Found<'a> {
 /// The first LF at or after `i`. Most lines are short: eight bytes per step over the
 /// first 64, where a `memchr` call costs more than it saves, then `memchr`.
 #[inline(always)]
-fn find_lf(buf: &[u8], i: usize) -> Option<usize> {
+pub(super) fn find_lf(buf: &[u8], i: usize) -> Option<usize> {
     let near = buf.len().min(i.saturating_add(64));
     caseless::find(buf.get(..near)?, i, b'\n').or_else(|| {
         let far = buf.get(near..)?;
@@ -301,26 +301,7 @@ impl<'a> SipMessage<'a> {
 
     #[inline(always)]
     fn scan(buf: &'a [u8], limits: &Limits, canonical: bool) -> Result<Self, SipError> {
-        if buf.len() > limits.max_message_len {
-            return Err(SipError::MessageTooLarge);
-        }
-        if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
-            return Err(SipError::Empty);
-        }
-        let request = match canonical {
-            true => canonical_request_line(buf, limits.max_line_len)
-                .or_else(|| canonical_status_line(buf, limits.max_line_len)),
-            false => None,
-        };
-        let (start_line, headers_offset) = match request {
-            Some(r) => r,
-            None => {
-                let (line_end, headers_offset) = header::line_at(buf, 0, limits.max_line_len)?
-                    .ok_or(SipError::IncompleteHeaders)?;
-                let line = buf.get(..line_end).unwrap_or_default();
-                (parse_start_line(line)?, headers_offset)
-            }
-        };
+        let (start_line, headers_offset) = start_line(buf, limits, canonical)?;
 
         let mut f = Found::default();
         let (mut pos, mut fields) = (headers_offset, 0);
@@ -358,13 +339,7 @@ impl<'a> SipMessage<'a> {
 
         let call_id = match (f.call_id, f.get(HeaderName::CallId)) {
             (Some(c), _) => c,
-            (None, Some(v)) => {
-                let c = abnf::trim(v);
-                if !abnf::all(c, CALLID) {
-                    return Err(SipError::BadCallId);
-                }
-                c
-            }
+            (None, Some(v)) => call_id(v).ok_or(SipError::BadCallId)?,
             (None, None) => return Err(SipError::MissingCallId),
         };
         let cseq = match f.cseq {
@@ -532,6 +507,36 @@ impl<'a> SipMessage<'a> {
     }
 }
 
+/// The checks of the whole message and its start line, shared with the light scan:
+/// the size, a datagram of nothing but CR/LF, then the start line (its canonical
+/// spelling first if `canonical`, else or failing that the general grammar). Returns
+/// the start line and where the header section starts.
+#[inline(always)]
+pub(super) fn start_line<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    canonical: bool,
+) -> Result<(StartLine<'a>, usize), SipError> {
+    if buf.len() > limits.max_message_len {
+        return Err(SipError::MessageTooLarge);
+    }
+    if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
+        return Err(SipError::Empty);
+    }
+    let fast = match canonical {
+        true => canonical_request_line(buf, limits.max_line_len)
+            .or_else(|| canonical_status_line(buf, limits.max_line_len)),
+        false => None,
+    };
+    if let Some(r) = fast {
+        return Ok(r);
+    }
+    let (line_end, headers_offset) =
+        header::line_at(buf, 0, limits.max_line_len)?.ok_or(SipError::IncompleteHeaders)?;
+    let line = buf.get(..line_end).unwrap_or_default();
+    Ok((parse_start_line(line)?, headers_offset))
+}
+
 /// The canonical spelling of a Request-Line (a method, a canonical SIP URI,
 /// `SIP/2.0` in upper case, CRLF, within `max_line_len`): the start line and where
 /// the header section starts; `None` for anything else, which the general path reads.
@@ -578,7 +583,7 @@ fn canonical_status_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<'
 /// A canonical Call-ID value from `v`: spaces, then Call-ID characters; the value and
 /// the index after it.
 #[inline(always)]
-fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> {
+pub(super) fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> {
     let start = abnf::skip_sp(buf, v);
     let end = abnf::skip_run(buf, start, CALLID);
     Some((buf.get(start..end).filter(|c| !c.is_empty())?, end))
@@ -586,7 +591,7 @@ fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> {
 
 /// A canonical CSeq value from `v`: spaces, digits, spaces, a method.
 #[inline(always)]
-fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> {
+pub(super) fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> {
     let start = abnf::skip_sp(buf, v);
     let digits = abnf::skip_digits(buf, start);
     let seq = abnf::decimal(buf.get(start..digits)?, u64::from(u32::MAX))?;
@@ -672,7 +677,7 @@ fn is_sip_2_0(v: &[u8]) -> bool {
 
 /// `CSeq = 1*DIGIT LWS Method`.
 #[inline]
-fn parse_cseq(v: &[u8]) -> Option<CSeq<'_>> {
+pub(super) fn parse_cseq(v: &[u8]) -> Option<CSeq<'_>> {
     let start = abnf::skip_ws(v, 0);
     let digits = abnf::skip_digits(v, start);
     let seq = abnf::decimal(v.get(start..digits)?, u64::from(u32::MAX))?;
@@ -689,9 +694,16 @@ fn parse_cseq(v: &[u8]) -> Option<CSeq<'_>> {
     })
 }
 
+/// `Call-ID = word [ "@" word ]` (§20.8), trimmed.
+#[inline]
+pub(super) fn call_id(v: &[u8]) -> Option<&[u8]> {
+    let c = abnf::trim(v);
+    abnf::all(c, CALLID).then_some(c)
+}
+
 /// From and To hold exactly one value.
 #[inline]
-fn from_to(v: &[u8]) -> Option<NameAddr<'_>> {
+pub(super) fn from_to(v: &[u8]) -> Option<NameAddr<'_>> {
     let p = name_addr::parse(v, false)?;
     (p.end == v.len()).then_some(p.addr)
 }

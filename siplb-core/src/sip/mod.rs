@@ -19,6 +19,10 @@
 //! the same view; `parse_general` (hidden) runs the general grammar alone, and the tests
 //! and the fuzz target check that both agree on every input.
 //!
+//! [`SteerView::scan`] is the light scan for messages of known dialogs: the start
+//! line, Call-ID, To tag and CSeq, validated with the same grammar, the other fields
+//! only stepped over (its doc says exactly what it checks).
+//!
 //! [`next_frame`] cuts a TCP byte stream into messages by Content-Length and
 //! recognises CRLF keep-alives; [`StreamFramer`] reassembles segments on top of it.
 //!
@@ -49,6 +53,7 @@ mod message;
 mod method;
 mod name_addr;
 mod params;
+mod steer;
 mod uri;
 mod via;
 
@@ -59,5 +64,6 @@ pub use limits::Limits;
 pub use message::{CSeq, SipMessage, StartLine};
 pub use method::Method;
 pub use name_addr::NameAddr;
+pub use steer::SteerView;
 pub use uri::SipUri;
 pub use via::Via;

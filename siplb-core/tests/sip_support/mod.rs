@@ -7,7 +7,7 @@
 pub mod fuzz_checks;
 
 use rsip::prelude::*;
-use siplb_core::sip::{NameAddr, SipMessage, SipUri, StartLine, Via};
+use siplb_core::sip::{NameAddr, SipMessage, SipUri, StartLine, SteerView, Via};
 use std::path::{Path, PathBuf};
 
 pub fn corpus_dir(sub: &str) -> PathBuf {
@@ -116,9 +116,8 @@ fn via(v: &Via<'_>) -> ViaF {
     }
 }
 
-/// The scanner's view of `m`.
-pub fn scanned(m: &SipMessage<'_>) -> Fields {
-    let start = match *m.start_line() {
+fn start(l: &StartLine<'_>) -> Start {
+    match *l {
         StartLine::Request {
             method_raw, uri: u, ..
         } => Start::Request {
@@ -126,7 +125,12 @@ pub fn scanned(m: &SipMessage<'_>) -> Fields {
             uri: uri(&u),
         },
         StartLine::Response { code, .. } => Start::Response { code },
-    };
+    }
+}
+
+/// The scanner's view of `m`.
+pub fn scanned(m: &SipMessage<'_>) -> Fields {
+    let start = start(m.start_line());
     Fields {
         start,
         via: m.via().as_ref().map(via),
@@ -139,6 +143,36 @@ pub fn scanned(m: &SipMessage<'_>) -> Fields {
         contact_expires: m.contact_expires(),
         content_length: m.content_length(),
         body: m.body().to_vec(),
+    }
+}
+
+/// The fields of the light scan, as `Fields` has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steered {
+    pub start: Start,
+    pub call_id: String,
+    pub to_tag: Option<String>,
+    pub cseq: (u32, String),
+}
+
+impl Steered {
+    pub fn of(v: &SteerView<'_>) -> Self {
+        Self {
+            start: start(v.start_line()),
+            call_id: s(v.call_id()),
+            to_tag: v.to_tag().map(s),
+            cseq: (v.cseq().seq, s(v.cseq().method_raw)),
+        }
+    }
+
+    /// What the light scan must find of a message with these fields.
+    pub fn expected(f: &Fields) -> Self {
+        Self {
+            start: f.start.clone(),
+            call_id: f.call_id.clone(),
+            to_tag: f.to.tag.clone(),
+            cseq: f.cseq.clone(),
+        }
     }
 }
 
