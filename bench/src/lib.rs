@@ -1,10 +1,10 @@
 //! Shared pieces of the benchmarks: the in-process balancer set up as the dataplane
 //! sizes it, SIP messages of a typical call, timing and memory helpers.
 
-use siplb_core::lb::balancer::{Tables, Verdict};
 use siplb_core::lb::counters::WorkerCounters;
 use siplb_core::lb::services::Services;
 use siplb_core::lb::sim::{self, host_mac, port_mac, SimMemory};
+use siplb_core::lb::{Tables, Verdict};
 use std::net::Ipv4Addr;
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);

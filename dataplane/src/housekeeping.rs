@@ -12,9 +12,9 @@ use dpdk::mempool::Mempool;
 use dpdk::ring::Ring;
 use dpdk::telemetry;
 use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
-use siplb_core::lb::balancer::{self, Tables};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::{BackendOverride, Services, SlotRegistry};
+use siplb_core::lb::{self, Tables};
 use siplb_core::sip::SipError;
 use siplb_core::wire::MacAddr;
 use std::collections::HashMap;
@@ -213,15 +213,11 @@ impl Housekeeping<'_> {
             let _ = frames.push(m);
         };
         for (port, hop) in self.svc.next_hops() {
-            build(port, &|b| {
-                balancer::write_arp_request(&self.svc, port, hop, b)
-            });
+            build(port, &|b| lb::write_arp_request(&self.svc, port, hop, b));
         }
         for port in 0..self.svc.ports.len() as u8 {
             for a in self.svc.announced(port) {
-                build(port, &|b| {
-                    balancer::write_gratuitous_arp(&self.svc, port, a, b)
-                });
+                build(port, &|b| lb::write_gratuitous_arp(&self.svc, port, a, b));
             }
         }
         self.inject.enqueue_burst(&mut frames);

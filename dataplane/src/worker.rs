@@ -1,6 +1,6 @@
 //! The worker loop: one per RX queue, pinned to its lcore.
 //!
-//! rx burst → prefetch → `balancer::process` → per-port TX buffer → tx burst. Reading it
+//! rx burst → prefetch → `lb::process` → per-port TX buffer → tx burst. Reading it
 //! top to bottom is the whole hot path.
 
 use crate::clock::Clock;
@@ -9,9 +9,9 @@ use dpdk::mbuf::{Burst, Mbuf};
 use dpdk::mempool::Mempool;
 use dpdk::port::{Flushed, Port, TxBuffer};
 use dpdk::ring::Ring;
-use siplb_core::lb::balancer::{self, Tables, Verdict, WorkerCtx};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::Services;
+use siplb_core::lb::{self, Tables, Verdict, WorkerCtx};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -130,7 +130,7 @@ impl Worker {
             c.dropped(DropReason::MultiSegment);
             return;
         }
-        match balancer::process(svc, self.tables, &mut self.ctx, m.data_mut(), in_port, now) {
+        match lb::process(svc, self.tables, &mut self.ctx, m.data_mut(), in_port, now) {
             Verdict::Forward(p) => {
                 if m.data_len() > egress_limit(svc, p) {
                     self.send_copies(svc, tx, p, m.data());
@@ -146,7 +146,7 @@ impl Worker {
                 // Process the whole datagram out of the reassembler's buffer (moved out
                 // and back: no allocation), then send it as fragments again.
                 let (mut buf, len) = self.ctx.reassembly.take_frame();
-                match balancer::process(
+                match lb::process(
                     svc,
                     self.tables,
                     &mut self.ctx,
@@ -256,7 +256,7 @@ impl Worker {
             if !m.set_len(60) {
                 continue;
             }
-            let n = balancer::write_arp_request(svc, port, ip, m.data_mut());
+            let n = lb::write_arp_request(svc, port, ip, m.data_mut());
             m.set_len(n);
             self.counters.arp_requests.inc();
             self.send(tx, usize::from(port), m);

@@ -4,7 +4,7 @@
 //!
 //! Sizes the dialog table for DIALOGS as the dataplane does (`[tables] dialogs`: twice
 //! the capacity rounded up to a power of two, 16-byte slots), places DIALOGS confirmed
-//! dialogs through `balancer::process` (INVITE, then the backend's 200 OK), checks that
+//! dialogs through `lb::process` (INVITE, then the backend's 200 OK), checks that
 //! every one is live and none was refused, and prints the table's bytes per dialog
 //! and the process's resident memory before and after.
 

@@ -7,7 +7,7 @@
 //! Builds the services of `bench::CONFIG` (two ports, one farm of four backends, dnat,
 //! Call-ID affinity) over a dialog table sized as the dataplane sizes it, and places
 //! DIALOGS (default 1,000,000) confirmed dialogs by sending each one's INVITE and 200 OK
-//! through `balancer::process`. Then it times `process` on frames copied from a
+//! through `lb::process`. Then it times `process` on frames copied from a
 //! prebuilt array (as the worker gets them in mbufs) for:
 //!
 //! - in-dialog requests: the ACK of every dialog, in order of creation (so the table is
@@ -25,8 +25,8 @@
 //! untimed, in functions named for callgrind's `--toggle-collect`.
 
 use bench::{ack, backend_of, from_backend, from_client, invite, ok_200, place_dialogs, Bed};
-use siplb_core::lb::balancer::{process, Verdict, WorkerCtx};
 use siplb_core::lb::sim;
+use siplb_core::lb::{process, Verdict, WorkerCtx};
 use siplb_core::wire::ethernet::EthernetFrame;
 use siplb_core::wire::ipv4::Ipv4Packet;
 use siplb_core::wire::udp::UdpPacket;
@@ -86,7 +86,7 @@ fn pipeline(
     }
 }
 
-type Tables<'a> = siplb_core::lb::balancer::Tables<'a>;
+type Tables<'a> = siplb_core::lb::Tables<'a>;
 
 /// Reference 1: copy, then the checks of a plain UDP forwarder.
 #[inline(always)]

@@ -13,7 +13,7 @@
 use crate::daemon::Event;
 use dataplane::clock::Clock;
 use siplb_core::config::HaConfig;
-use siplb_core::lb::balancer::Tables;
+use siplb_core::lb::Tables;
 use siplb_core::table::flow::FlowTable;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,8 +1,25 @@
-//! The load balancer proper: the per-packet decision (`balancer`), the snapshot of
-//! services it reads (`services`), the shared tables it writes besides the dialog and
-//! registration tables (`neighbour`, `snat`), and the counters it keeps.
+//! The load balancer proper, split by concern:
+//!
+//! - `dispatch`: `process`, the per-packet entry — Ethernet, ARP, the IPv4 checks that
+//!   build a `Flow` (`packet`), and which stage handles the packet;
+//! - `udp`: SIP over UDP, balanced per dialog (placement, tables, translation);
+//! - `tcp`: SIP over TCP and TLS, balanced per connection;
+//! - `nat`: SNAT source, L3/L4 rewrite with incremental checksums, next hop;
+//! - `context`: what they all share (`Verdict`, `Tables`, `WorkerCtx`, the per-packet
+//!   `Ctx`);
+//!
+//! and the state they read and write: the services snapshot (`services`), the
+//! neighbour and SNAT tables, reassembly, the security policy and the counters.
 
-pub mod balancer;
+mod context;
+mod dispatch;
+mod nat;
+mod packet;
+mod tcp;
+#[cfg(test)]
+mod tests;
+mod udp;
+
 pub mod counters;
 pub mod neighbour;
 pub mod reassembly;
@@ -10,4 +27,8 @@ pub mod security;
 pub mod services;
 pub mod sim;
 pub mod snat;
-pub mod tcp;
+
+pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
+pub use dispatch::process;
+pub use nat::{write_arp_request, write_gratuitous_arp};
+pub use packet::Flow;

@@ -1,12 +1,12 @@
 //! An in-process balancer: the real `process` over tables in plain memory, for unit
 //! tests and the per-packet benchmark. Frames are built here byte by byte (no I/O).
 
-use super::balancer::{process, ArpRequests, Tables, Verdict, WorkerCtx};
 use super::counters::WorkerCounters;
 use super::neighbour::{NeighbourSlot, NeighbourTable};
 use super::reassembly::Reassembler;
 use super::services::{Services, SlotRegistry};
 use super::snat::{SnatAllocator, SnatSlot, SnatTable};
+use super::{process, ArpRequests, Tables, Verdict, WorkerCtx};
 use crate::config::Config;
 use crate::sip::Limits;
 use crate::table::connection::ConnectionTable;

@@ -7,30 +7,17 @@
 //! client, a segment of a connection the table does not know (after a restart, or on
 //! another unit) lands where the connection began.
 
-use super::balancer::{
-    nat_source, rewrite_l4, slot_in_farm, to_next_hop, Tables, Verdict, WorkerCtx,
-};
+use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
-use super::services::{source_key, BackendState, Farm, Services};
+use super::nat::rewrite_l4;
+use super::packet::Flow;
+use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
 use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::table::connection::{ConnState, Connection};
-use crate::wire::ethernet;
-use crate::wire::ipv4::Ipv4Packet;
-use crate::wire::tcp::{self, TcpSegment};
+use crate::wire::tcp;
 use std::net::Ipv4Addr;
-
-/// The TCP ports, if the TCP header is sound.
-pub(super) fn ports(frame: &[u8], l4: usize) -> Option<(u16, u16)> {
-    let ip = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-    let t = TcpSegment::new_checked(ip.payload()).ok()?;
-    Some((t.src_port(), t.dst_port())).filter(|_| l4 > 0)
-}
-
-fn flags(frame: &[u8], l4: usize) -> u8 {
-    TcpSegment::new_unchecked(&frame[l4..]).flags()
-}
 
 /// The connection's key: client address and port, VIP and port.
 fn conn_key(client: Ipv4Addr, cport: u16, vip: Ipv4Addr, vport: u16) -> u64 {
@@ -68,171 +55,135 @@ fn placement_key(farm: &Farm, client: Ipv4Addr, cport: u16) -> u64 {
     }
 }
 
-/// Records the connection's state; counts new connections and a full table.
-fn record(t: &Tables<'_>, w: &mut WorkerCtx<'_>, key: u64, c: Connection, farm: &Farm, now: u32) {
-    match t.connections.record(key, now, c, &farm.timers) {
-        Ok(true) => w.counters.tcp_connections_created.inc(),
-        Ok(false) => {}
-        Err(_) => w.counters.connection_table_full.inc(),
+impl Ctx<'_, '_, '_> {
+    /// Records the connection's state; counts new connections and a full table.
+    fn record_connection(&self, key: u64, c: Connection, farm: &Farm) {
+        match self.t.connections.record(key, self.now, c, &farm.timers) {
+            Ok(true) => self.w.counters.tcp_connections_created.inc(),
+            Ok(false) => {}
+            Err(_) => self.w.counters.connection_table_full.inc(),
+        }
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn client_to_vip(
-    svc: &Services,
-    t: &Tables<'_>,
-    w: &mut WorkerCtx<'_>,
-    frame: &mut [u8],
-    l4: usize,
-    farm: &Farm,
-    tls: bool,
-    now: u32,
-) -> Verdict {
-    let (client, vip) = {
-        let ip = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-        (ip.src(), ip.dst())
-    };
-    let (cport, vport) = ports(frame, l4).unwrap_or_default();
-    let fl = flags(frame, l4);
-    let key = conn_key(client, cport, vip, vport);
-    let known = t.connections.get(key, now);
-    if known.is_none() && fl & tcp::SYN != 0 && !svc.security.within_rate(&t.rates, client, now) {
-        return Verdict::Drop(DropReason::Flood);
+    /// A client's segment to a VIP's TCP or TLS port.
+    pub(super) fn tcp_client_to_vip(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        farm: &Farm,
+        tls: bool,
+    ) -> Verdict {
+        let (t, now) = (self.t, self.now);
+        let (client, vip) = (flow.src, flow.dst);
+        let (cport, vport) = (flow.sport(), flow.dport());
+        let fl = flow.tcp_flags;
+        let key = conn_key(client, cport, vip, vport);
+        let known = t.connections.get(key, now);
+        if known.is_none()
+            && fl & tcp::SYN != 0
+            && !self.svc.security.within_rate(&t.rates, client, now)
+        {
+            return Verdict::Drop(DropReason::Flood);
+        }
+        let kept = known
+            .and_then(|c| self.slot_in_farm(farm, c.backend))
+            .filter(|i| {
+                farm.backends[*i].state != BackendState::Down || !farm.move_dialogs_on_down
+            });
+        let Some(idx) = kept.or_else(|| farm.pick(placement_key(farm, client, cport))) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let b = &farm.backends[idx];
+        let conn = Connection {
+            backend: b.slot,
+            farm: farm.id,
+            state: next_state(known.map(|c| c.state), fl),
+        };
+        self.record_connection(key, conn, farm);
+        let Some((out_port, _)) = self.svc.route(b.addr) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let lifetime = conn.state.lifetime(&farm.timers);
+        let new_src = match self.nat_source(farm, out_port, (client, cport), lifetime) {
+            Ok(src) => src,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let bport = if tls { b.tls_port } else { b.port };
+        if let Err(r) = rewrite_l4(frame, flow, new_src, Some((b.addr, bport))) {
+            return Verdict::Drop(r);
+        }
+        self.count_to(farm, idx, frame.len());
+        self.next_hop(frame, b.addr)
     }
-    let kept = known
-        .and_then(|c| slot_in_farm(svc, farm, c.backend))
-        .filter(|i| farm.backends[*i].state != BackendState::Down || !farm.move_dialogs_on_down);
-    let Some(idx) = kept.or_else(|| farm.pick(placement_key(farm, client, cport))) else {
-        return Verdict::Drop(DropReason::NoBackend);
-    };
-    let b = &farm.backends[idx];
-    let conn = Connection {
-        backend: b.slot,
-        farm: farm.id,
-        state: next_state(known.map(|c| c.state), fl),
-    };
-    record(t, w, key, conn, farm, now);
-    let Some((out_port, _)) = svc.route(b.addr) else {
-        return Verdict::Drop(DropReason::NoRoute);
-    };
-    let lifetime = conn.state.lifetime(&farm.timers);
-    let new_src = match nat_source(svc, t, w, farm, out_port, (client, cport), now, lifetime) {
-        Ok(src) => src,
-        Err(r) => return Verdict::Drop(r),
-    };
-    let bport = if tls { b.tls_port } else { b.port };
-    if let Err(r) = rewrite_l4(frame, l4, true, new_src, Some((b.addr, bport))) {
-        return Verdict::Drop(r);
+
+    /// A backend's segment toward a client, in dnat mode: it comes from the VIP.
+    pub(super) fn tcp_dnat_backend_to_client(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        farm: &Farm,
+        idx: usize,
+        tls: bool,
+    ) -> Verdict {
+        let (client, cport) = (flow.dst, flow.dport());
+        let vport = if tls { farm.tls_port } else { farm.port };
+        self.backend_segment(flow, farm, idx, (client, cport), vport);
+        if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), None) {
+            return Verdict::Drop(r);
+        }
+        self.count_from(farm, idx, frame.len());
+        self.next_hop(frame, client)
     }
-    let c = &w.counters.backends[usize::from(b.slot)];
-    c.to_packets.inc();
-    c.to_bytes.add(frame.len() as u64);
-    to_next_hop(svc, t, w, frame, b.addr, now)
-}
 
-/// A backend's segment toward a client, in dnat mode: it comes from the VIP.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn dnat_backend_to_client(
-    svc: &Services,
-    t: &Tables<'_>,
-    w: &mut WorkerCtx<'_>,
-    frame: &mut [u8],
-    l4: usize,
-    farm: &Farm,
-    idx: usize,
-    tls: bool,
-    now: u32,
-) -> Verdict {
-    let client = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).dst();
-    let (_, cport) = ports(frame, l4).unwrap_or_default();
-    let vport = if tls { farm.tls_port } else { farm.port };
-    backend_segment(t, w, frame, l4, farm, idx, client, cport, vport, now);
-    if let Err(r) = rewrite_l4(frame, l4, true, Some((farm.vip, vport)), None) {
-        return Verdict::Drop(r);
+    /// A backend's segment to a SNAT port: back to the client, from the VIP.
+    pub(super) fn tcp_snat_backend_to_client(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        session: SnatSession,
+    ) -> Verdict {
+        let found = self
+            .svc
+            .tcp_backend_at(flow.src, flow.sport())
+            .filter(|(f, _, _)| f.id == session.farm);
+        let Some((farm, idx, tls)) = found else {
+            // Only the farm's backends may use a client's session.
+            return Verdict::Drop(DropReason::NotBalanced);
+        };
+        let vport = if tls { farm.tls_port } else { farm.port };
+        let client = (session.client, session.client_port);
+        let state = self.backend_segment(flow, farm, idx, client, vport);
+        self.t.snat.extend(
+            session.port,
+            self.now.saturating_add(state.lifetime(&farm.timers)),
+        );
+        if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), Some(client)) {
+            return Verdict::Drop(r);
+        }
+        self.count_from(farm, idx, frame.len());
+        self.next_hop(frame, session.client)
     }
-    count_from(w, farm, idx, frame.len());
-    to_next_hop(svc, t, w, frame, client, now)
-}
 
-/// A backend's segment to a SNAT port: back to the client, from the VIP.
-pub(super) fn snat_backend_to_client(
-    svc: &Services,
-    t: &Tables<'_>,
-    w: &mut WorkerCtx<'_>,
-    frame: &mut [u8],
-    l4: usize,
-    session: SnatSession,
-    now: u32,
-) -> Verdict {
-    let src = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).src();
-    let (sport, _) = ports(frame, l4).unwrap_or_default();
-    let found = svc
-        .tcp_backend_at(src, sport)
-        .filter(|(f, _, _)| f.id == session.farm);
-    let Some((farm, idx, tls)) = found else {
-        // Only the farm's backends may use a client's session.
-        return Verdict::Drop(DropReason::NotBalanced);
-    };
-    let vport = if tls { farm.tls_port } else { farm.port };
-    let state = backend_segment(
-        t,
-        w,
-        frame,
-        l4,
-        farm,
-        idx,
-        session.client,
-        session.client_port,
-        vport,
-        now,
-    );
-    t.snat.extend(
-        session.port,
-        now.saturating_add(state.lifetime(&farm.timers)),
-    );
-    if let Err(r) = rewrite_l4(
-        frame,
-        l4,
-        true,
-        Some((farm.vip, vport)),
-        Some((session.client, session.client_port)),
-    ) {
-        return Verdict::Drop(r);
+    /// Notes a backend's segment in the connection table; returns the new state.
+    fn backend_segment(
+        &self,
+        flow: &Flow,
+        farm: &Farm,
+        idx: usize,
+        (client, cport): (Ipv4Addr, u16),
+        vport: u16,
+    ) -> ConnState {
+        let key = conn_key(client, cport, farm.vip, vport);
+        let known = self.t.connections.get(key, self.now);
+        let state = next_state(known.map(|c| c.state), flow.tcp_flags & !tcp::SYN);
+        let conn = Connection {
+            backend: farm.backends[idx].slot,
+            farm: farm.id,
+            state,
+        };
+        self.record_connection(key, conn, farm);
+        state
     }
-    count_from(w, farm, idx, frame.len());
-    to_next_hop(svc, t, w, frame, session.client, now)
-}
-
-/// Notes a backend's segment in the connection table; returns the new state.
-#[allow(clippy::too_many_arguments)]
-fn backend_segment(
-    t: &Tables<'_>,
-    w: &mut WorkerCtx<'_>,
-    frame: &[u8],
-    l4: usize,
-    farm: &Farm,
-    idx: usize,
-    client: Ipv4Addr,
-    cport: u16,
-    vport: u16,
-    now: u32,
-) -> ConnState {
-    let key = conn_key(client, cport, farm.vip, vport);
-    let known = t.connections.get(key, now);
-    let state = next_state(known.map(|c| c.state), flags(frame, l4) & !tcp::SYN);
-    let conn = Connection {
-        backend: farm.backends[idx].slot,
-        farm: farm.id,
-        state,
-    };
-    record(t, w, key, conn, farm, now);
-    state
-}
-
-fn count_from(w: &mut WorkerCtx<'_>, farm: &Farm, idx: usize, len: usize) {
-    let c = &w.counters.backends[usize::from(farm.backends[idx].slot)];
-    c.from_packets.inc();
-    c.from_bytes.add(len as u64);
 }
 
 #[cfg(test)]
@@ -240,6 +191,9 @@ mod tests {
     use super::*;
     use crate::lb::counters::WorkerCounters;
     use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+    use crate::lb::Verdict;
+    use crate::wire::ipv4::Ipv4Packet;
+    use crate::wire::tcp::TcpSegment;
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);

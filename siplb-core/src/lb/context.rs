@@ -1,0 +1,128 @@
+//! What every stage of the packet path shares: the verdict it returns, the shared
+//! tables, the worker's private state, and `Ctx`, the per-packet context that carries
+//! them together with the services snapshot and the time.
+//!
+//! Both the dispatch (`dispatch.rs`) and the protocol stages (`udp.rs`, `tcp.rs`,
+//! `nat.rs`) import from here and never from each other's internals, so the module
+//! graph has no cycle.
+
+use super::counters::{DropReason, WorkerCounters};
+use super::neighbour::NeighbourTable;
+use super::reassembly::Reassembler;
+use super::services::{Farm, Services};
+use super::snat::{SnatAllocator, SnatTable};
+use crate::table::connection::ConnectionTable;
+use crate::table::dialog::DialogTable;
+use crate::table::flow::FlowTable;
+use crate::table::registration::RegistrationTable;
+use std::net::Ipv4Addr;
+
+/// What the worker does with the frame after `process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (rewritten) frame on this port.
+    Forward(u8),
+    /// Free the frame; counted by reason.
+    Drop(DropReason),
+    /// Free the frame; it was fully handled (an ARP reply learned from, a fragment
+    /// kept for reassembly).
+    Consumed,
+    /// The frame completed a fragmented datagram: process `ctx.reassembly`'s frame.
+    Reassembled,
+    /// For the balancer host itself: hand it to the kernel interface of the port it
+    /// came in on (the exception path).
+    ToKernel,
+}
+
+impl From<DropReason> for Verdict {
+    fn from(r: DropReason) -> Self {
+        Verdict::Drop(r)
+    }
+}
+
+/// The shared tables, laid over shared memory by the dataplane (or a Vec in tests).
+pub struct Tables<'m> {
+    pub dialogs: DialogTable<'m>,
+    /// New work per source in the current second (`[security] max_new_per_source`).
+    pub rates: FlowTable<'m>,
+    pub connections: ConnectionTable<'m>,
+    pub registrations: RegistrationTable<'m>,
+    pub neighbours: NeighbourTable<'m>,
+    pub snat: SnatTable<'m>,
+}
+
+/// ARP requests the worker must send after this packet (the frame that caused them
+/// was dropped; SIP retransmits).
+#[derive(Debug, Default)]
+pub struct ArpRequests {
+    items: [(u8, u32); 8],
+    len: usize,
+}
+
+impl ArpRequests {
+    pub(super) fn push(&mut self, port: u8, ip: Ipv4Addr) {
+        if self.len < self.items.len() {
+            self.items[self.len] = (port, ip.into());
+            self.len += 1;
+        }
+    }
+
+    /// Takes the pending requests as (port, address).
+    pub fn drain(&mut self) -> impl Iterator<Item = (u8, Ipv4Addr)> + '_ {
+        let n = std::mem::take(&mut self.len);
+        self.items[..n]
+            .iter()
+            .map(|(p, ip)| (*p, Ipv4Addr::from(*ip)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One worker's private state.
+pub struct WorkerCtx<'a> {
+    pub counters: &'a WorkerCounters,
+    pub limits: crate::sip::Limits,
+    pub snat_ports: SnatAllocator,
+    pub arp_requests: ArpRequests,
+    pub reassembly: Reassembler,
+}
+
+/// Everything one packet's handling reads and writes besides the frame itself:
+/// built once per packet by `process`, passed by reference to every stage.
+pub struct Ctx<'p, 'm, 'w> {
+    pub svc: &'p Services,
+    pub t: &'p Tables<'m>,
+    pub w: &'p mut WorkerCtx<'w>,
+    /// Seconds (the tables' clock).
+    pub now: u32,
+}
+
+impl Ctx<'_, '_, '_> {
+    /// A backend slot from a table entry, if it still belongs to `farm`, with its
+    /// index in the farm.
+    #[inline]
+    pub(super) fn slot_in_farm(&self, farm: &Farm, slot: u16) -> Option<usize> {
+        match self.svc.backend_by_slot(slot) {
+            Some((f, i)) if f.id == farm.id => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Counts a frame sent to backend `idx` of `farm`.
+    #[inline]
+    pub(super) fn count_to(&self, farm: &Farm, idx: usize, len: usize) {
+        let c = &self.w.counters.backends[usize::from(farm.backends[idx].slot)];
+        c.to_packets.inc();
+        c.to_bytes.add(len as u64);
+    }
+
+    /// Counts a frame received from backend `idx` of `farm`.
+    #[inline]
+    pub(super) fn count_from(&self, farm: &Farm, idx: usize, len: usize) {
+        let c = &self.w.counters.backends[usize::from(farm.backends[idx].slot)];
+        c.from_packets.inc();
+        c.from_bytes.add(len as u64);
+    }
+}

@@ -1,0 +1,657 @@
+//! The packet path end to end, in process: frames in, verdicts and rewritten frames
+//! out, over tables in plain memory (`sim`).
+
+mod balancing {
+    use crate::hash::hash64;
+    use crate::lb::counters::{DropReason, WorkerCounters};
+    use crate::lb::reassembly::fragment;
+    use crate::lb::services::{BackendState, Services};
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+    use crate::lb::udp::aor_key;
+    use crate::lb::{process, Verdict};
+    use crate::sip::SipUri;
+    use crate::table::dialog::DialogState;
+    use crate::wire::arp::{self, ArpPacket};
+    use crate::wire::checksum;
+    use crate::wire::ethernet::EthernetFrame;
+    use crate::wire::icmp;
+    use crate::wire::ipv4::{self, Ipv4Packet};
+    use crate::wire::udp::UdpPacket;
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+    const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
+
+    fn config(nat: &str, affinity: &str) -> String {
+        format!(
+            r#"
+[[port]]
+name = "front"
+address = "198.18.0.1/24"
+[[port]]
+name = "back"
+address = "198.18.1.1/24"
+[[farm]]
+name = "pbx"
+vip = "198.18.0.2"
+nat = "{nat}"
+affinity = "{affinity}"
+backends = [ {{ address = "198.18.1.11" }}, {{ address = "198.18.1.12" }} ]
+"#
+        )
+    }
+
+    fn invite(call_id: &str, from_user: &str, pad: usize) -> Vec<u8> {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=x-pad:{}\r\n",
+            "x".repeat(pad)
+        );
+        format!(
+            "INVITE sip:bob@198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK1;rport\r\nFrom: <sip:{from_user}@siplb.test>;tag=1\r\nTo: <sip:bob@siplb.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@198.18.0.10>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .into_bytes()
+    }
+
+    fn response(code: u16, cseq: &str, call_id: &str, to_user: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK1;rport\r\nFrom: <sip:alice@siplb.test>;tag=1\r\nTo: <sip:{to_user}@siplb.test>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn register(user: &str, call_id: &str, cseq: u32) -> Vec<u8> {
+        format!(
+            "REGISTER sip:siplb.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5062;branch=z9hG4bK{cseq};rport\r\nFrom: <sip:{user}@siplb.test>;tag=9\r\nTo: <sip:{user}@siplb.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@198.18.0.10:5062>;expires=600\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    struct Bed {
+        svc: Services,
+        mem: SimMemory,
+        counters: Box<WorkerCounters>,
+    }
+
+    impl Bed {
+        fn new(nat: &str, affinity: &str) -> Bed {
+            let bed = Bed {
+                svc: sim::services(&config(nat, affinity)),
+                mem: SimMemory::new(1 << 12),
+                counters: Box::default(),
+            };
+            let t = bed.mem.tables();
+            for (ip, port) in [(CLIENT, 0), (B1, 1), (B2, 1)] {
+                t.neighbours.learn(ip, host_mac(ip), port, 1);
+            }
+            bed
+        }
+
+        /// Sends `payload` from `src` to `dst` into port `port`; returns the verdict and
+        /// the frame that leaves.
+        fn send(
+            &self,
+            port: u8,
+            src: (Ipv4Addr, u16),
+            dst: (Ipv4Addr, u16),
+            payload: &[u8],
+        ) -> (Verdict, Vec<u8>) {
+            let mut f = sim::udp_frame(port_mac(port), src, dst, payload);
+            let t = self.mem.tables();
+            let mut w = sim::worker(&self.counters);
+            let v = sim::run(&self.svc, &t, &mut w, &mut f, port, 100);
+            (v, f)
+        }
+    }
+
+    /// (src, dst) addresses and ports of a frame, after checking every checksum.
+    fn addrs(f: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        let ip = Ipv4Packet::new_checked(&f[14..]).expect("valid IPv4");
+        assert_eq!(checksum::checksum(ip.header()), 0);
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(u.verify(ip.src(), ip.dst()), "UDP checksum");
+        ((ip.src(), u.src_port()), (ip.dst(), u.dst_port()))
+    }
+
+    #[test]
+    fn dnat_invite_goes_to_a_backend_and_its_answer_comes_from_the_vip() {
+        let bed = Bed::new("dnat", "call-id");
+        let (v, out) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("c1@x", "alice", 0));
+        assert_eq!(v, Verdict::Forward(1));
+        let (src, dst) = addrs(&out);
+        assert_eq!(src, (CLIENT, 5060), "dnat keeps the client's address");
+        assert!(dst == (B1, 5060) || dst == (B2, 5060));
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        assert_eq!((eth.src(), eth.dst()), (port_mac(1), host_mac(dst.0)));
+        // Every later message of the call reaches the same backend.
+        for _ in 0..5 {
+            let (_, again) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("c1@x", "alice", 0));
+            assert_eq!(addrs(&again).1, dst);
+        }
+        let (v, back) = bed.send(
+            1,
+            dst,
+            (CLIENT, 5060),
+            &response(200, "1 INVITE", "c1@x", "bob", ""),
+        );
+        assert_eq!(v, Verdict::Forward(0));
+        assert_eq!(addrs(&back), ((VIP, 5060), (CLIENT, 5060)));
+        let d = bed.mem.tables().dialogs.get(hash64(b"c1@x"), 100).unwrap();
+        assert_eq!(d.state, DialogState::Confirmed);
+    }
+
+    #[test]
+    fn an_unanswered_invite_resent_after_its_backend_went_down_finds_a_live_one() {
+        // on_backend_down = keep (the default): answered dialogs stay, unanswered move.
+        let mut bed = Bed::new("dnat", "call-id");
+        let (_, first) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("t1@x", "alice", 0));
+        let dead = addrs(&first).1;
+        let (other, _) = (0..64)
+            .map(|i| {
+                let cid = format!("t2-{i}@x");
+                let (_, f) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite(&cid, "alice", 0));
+                (cid, f)
+            })
+            .find(|(_, f)| addrs(f).1 == dead)
+            .expect("some call lands on the same backend");
+        // That second call was answered (180): it is an early dialog, not `trying`.
+        bed.send(
+            1,
+            dead,
+            (CLIENT, 5060),
+            &response(180, "1 INVITE", &other, "bob", ""),
+        );
+        let fi = bed.svc.farms[0]
+            .backends
+            .iter()
+            .position(|b| b.addr == dead.0)
+            .unwrap();
+        bed.svc.farms[0].backends[fi].state = BackendState::Down;
+        bed.svc.farms[0].table = crate::lb::services::build_table(&bed.svc.farms[0].backends);
+
+        let (_, again) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("t1@x", "alice", 0));
+        let live = addrs(&again).1;
+        assert_ne!(live, dead, "the retransmission is placed on a live backend");
+        let (_, later) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("t1@x", "alice", 0));
+        assert_eq!(addrs(&later).1, live, "and stays there");
+        let (_, kept) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite(&other, "alice", 0));
+        assert_eq!(
+            addrs(&kept).1,
+            dead,
+            "an answered dialog is kept (keep mode)"
+        );
+    }
+
+    #[test]
+    fn snat_maps_the_client_to_a_balancer_port_and_back() {
+        let bed = Bed::new("snat", "call-id");
+        let (v, out) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("c2@x", "alice", 0));
+        assert_eq!(v, Verdict::Forward(1));
+        let (src, backend) = addrs(&out);
+        assert_eq!(
+            src.0,
+            Ipv4Addr::new(198, 18, 1, 1),
+            "source is the back port's address"
+        );
+        // The backend answers to that address and port; it comes back from the VIP.
+        let (v, back) = bed.send(
+            1,
+            backend,
+            src,
+            &response(180, "1 INVITE", "c2@x", "bob", ""),
+        );
+        assert_eq!(v, Verdict::Forward(0));
+        assert_eq!(addrs(&back), ((VIP, 5060), (CLIENT, 5060)));
+        // A stranger cannot use the session.
+        let (v, _) = bed.send(
+            1,
+            (Ipv4Addr::new(198, 18, 1, 99), 5060),
+            src,
+            &response(200, "1 INVITE", "c2@x", "bob", ""),
+        );
+        assert_eq!(v, Verdict::Drop(DropReason::NotBalanced));
+    }
+
+    #[test]
+    fn challenged_register_meets_the_same_registrar_and_calls_follow_it() {
+        let bed = Bed::new("dnat", "registrar");
+        let (_, first) = bed.send(0, (CLIENT, 5062), (VIP, 5060), &register("carol", "r1", 1));
+        let registrar = addrs(&first).1;
+        bed.send(
+            1,
+            registrar,
+            (CLIENT, 5062),
+            &response(401, "1 REGISTER", "r1", "carol", ""),
+        );
+        let (_, second) = bed.send(0, (CLIENT, 5062), (VIP, 5060), &register("carol", "r1", 2));
+        assert_eq!(addrs(&second).1, registrar);
+        bed.send(
+            1,
+            registrar,
+            (CLIENT, 5062),
+            &response(
+                200,
+                "2 REGISTER",
+                "r1",
+                "carol",
+                "Contact: <sip:carol@198.18.0.10:5062>;expires=600\r\n",
+            ),
+        );
+        let reg = bed.mem.tables().registrations.get_entry(
+            aor_key(&crate::sip::SipUri::parse(b"sip:carol@siplb.test").unwrap()),
+            100,
+        );
+        assert_eq!(
+            reg.map(|r| r.1),
+            Some(100 + 600 + 30),
+            "binding lives Expires + margin"
+        );
+        // Whatever their Call-IDs, carol's calls go to her registrar.
+        for i in 0..20 {
+            let (_, out) = bed.send(
+                0,
+                (CLIENT, 5062),
+                (VIP, 5060),
+                &invite(&format!("call{i}"), "carol", 0),
+            );
+            assert_eq!(addrs(&out).1, registrar, "call {i}");
+        }
+    }
+
+    #[test]
+    fn backend_originated_call_is_answered_back_to_that_backend() {
+        let bed = Bed::new("dnat", "call-id");
+        // Backend 2 calls the phone directly (the balancer is its gateway).
+        let inv = invite("pbx-call", "pbx", 0);
+        let (v, out) = bed.send(1, (B2, 5060), (CLIENT, 5062), &inv);
+        assert_eq!(v, Verdict::Forward(0));
+        assert_eq!(
+            addrs(&out),
+            ((VIP, 5060), (CLIENT, 5062)),
+            "the phone sees the VIP"
+        );
+        // Whatever Maglev says about this Call-ID, the phone's answers go to B2.
+        for code in [180, 200] {
+            let (_, back) = bed.send(
+                0,
+                (CLIENT, 5062),
+                (VIP, 5060),
+                &response(code, "1 INVITE", "pbx-call", "alice", ""),
+            );
+            assert_eq!(addrs(&back).1, (B2, 5060));
+        }
+    }
+
+    #[test]
+    fn a_3000_byte_invite_in_fragments_is_reassembled_and_balanced() {
+        let bed = Bed::new("dnat", "call-id");
+        let whole = sim::udp_frame(
+            port_mac(0),
+            (CLIENT, 5060),
+            (VIP, 5060),
+            &invite("big@x", "alice", 2600),
+        );
+        assert!(whole.len() > 3000);
+        let mut scratch = vec![0u8; 1514];
+        let mut frags = Vec::new();
+        fragment(&whole, 1500, &mut scratch, |f| frags.push(f.to_vec())).unwrap();
+        assert_eq!(frags.len(), 3);
+        let t = bed.mem.tables();
+        let mut w = sim::worker(&bed.counters);
+        let mut verdicts = Vec::new();
+        let mut last = Vec::new();
+        for f in &frags {
+            let mut f = f.clone();
+            verdicts.push(sim::run(&bed.svc, &t, &mut w, &mut f, 0, 100));
+            last = f;
+        }
+        assert_eq!(verdicts[..2], [Verdict::Consumed, Verdict::Consumed]);
+        assert_eq!(verdicts[2], Verdict::Forward(1));
+        assert_eq!(last.len(), whole.len());
+        let (src, dst) = addrs(&last);
+        assert_eq!(src, (CLIENT, 5060));
+        assert!(dst.0 == B1 || dst.0 == B2);
+        assert_eq!(bed.counters.datagrams_reassembled.get(), 1);
+    }
+
+    #[test]
+    fn arp_for_the_vip_and_ping_of_the_vip_are_answered() {
+        let bed = Bed::new("dnat", "call-id");
+        let t = bed.mem.tables();
+        let mut w = sim::worker(&bed.counters);
+        let mut f = vec![0u8; 60];
+        arp::write_frame(
+            &mut f,
+            arp::OP_REQUEST,
+            host_mac(CLIENT),
+            CLIENT,
+            MacAddr::BROADCAST,
+            MacAddr::ZERO,
+            VIP,
+        );
+        assert_eq!(
+            process(&bed.svc, &t, &mut w, &mut f, 0, 100),
+            Verdict::Forward(0)
+        );
+        let a = ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(
+            (a.operation(), a.sender_ip(), a.sender_mac()),
+            (arp::OP_REPLY, VIP, port_mac(0))
+        );
+        // ICMP echo to the VIP.
+        let mut p = sim::udp_frame(port_mac(0), (CLIENT, 1), (VIP, 2), b"ping-payload");
+        let hdr = &mut p[14..34];
+        hdr[9] = ipv4::PROTO_ICMP;
+        hdr[10] = 0;
+        hdr[11] = 0;
+        let c = checksum::checksum(hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        let icmp_len = p.len() - 34;
+        let m = &mut p[34..];
+        m[..icmp_len].fill(0);
+        m[0] = icmp::TYPE_ECHO_REQUEST;
+        m[4..8].copy_from_slice(&[0x12, 0x34, 0, 1]); // identifier, sequence
+        let c = checksum::checksum(&m[..icmp_len]);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            process(&bed.svc, &t, &mut w, &mut p, 0, 100),
+            Verdict::Forward(0)
+        );
+        let ip = Ipv4Packet::new_checked(&p[14..]).unwrap();
+        assert_eq!((ip.src(), ip.dst()), (VIP, CLIENT));
+        assert_eq!(p[34], icmp::TYPE_ECHO_REPLY);
+        assert_eq!(checksum::checksum(&p[34..]), 0);
+    }
+
+    #[test]
+    fn bad_input_is_dropped_and_counted_by_reason() {
+        let bed = Bed::new("dnat", "call-id");
+        let (v, _) = bed.send(
+            0,
+            (CLIENT, 5060),
+            (VIP, 5060),
+            b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n",
+        );
+        assert_eq!(v, Verdict::Drop(DropReason::SipMalformed));
+        let (v, _) = bed.send(0, (CLIENT, 5060), (VIP, 5070), &invite("c@x", "a", 0));
+        assert_eq!(v, Verdict::Drop(DropReason::VipPortClosed));
+        let (v, _) = bed.send(
+            0,
+            (CLIENT, 5060),
+            (Ipv4Addr::new(198, 18, 0, 77), 5060),
+            b"x",
+        );
+        assert_eq!(v, Verdict::Drop(DropReason::NotBalanced));
+        assert_eq!(
+            bed.counters.sip_errors.iter().map(|c| c.get()).sum::<u64>(),
+            1
+        );
+        // Truncated and corrupt frames, any length.
+        let good = sim::udp_frame(
+            port_mac(0),
+            (CLIENT, 5060),
+            (VIP, 5060),
+            &invite("c@x", "a", 0),
+        );
+        let t = bed.mem.tables();
+        let mut w = sim::worker(&bed.counters);
+        for n in 0..good.len() {
+            let mut f = good[..n].to_vec();
+            assert!(
+                matches!(
+                    process(&bed.svc, &t, &mut w, &mut f, 0, 100),
+                    Verdict::Drop(_)
+                ),
+                "prefix {n}"
+            );
+        }
+        let mut f = good.clone();
+        f[14 + 8] = 1; // TTL 1: cannot be forwarded
+        let c = {
+            let h = &mut f[14..34];
+            h[10] = 0;
+            h[11] = 0;
+            checksum::checksum(h)
+        };
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            process(&bed.svc, &t, &mut w, &mut f, 0, 100),
+            Verdict::Drop(DropReason::TtlExpired)
+        );
+    }
+
+    #[test]
+    fn unresolved_next_hop_asks_arp_once_per_second() {
+        let bed = Bed::new("dnat", "call-id");
+        let t = bed.mem.tables();
+        let mut w = sim::worker(&bed.counters);
+        let stranger = Ipv4Addr::new(198, 18, 0, 20);
+        // A backend answers a client the balancer has never heard from.
+        let mut f = sim::udp_frame(
+            port_mac(1),
+            (B1, 5060),
+            (stranger, 5060),
+            &response(200, "1 OPTIONS", "o1", "x", ""),
+        );
+        assert_eq!(
+            process(&bed.svc, &t, &mut w, &mut f.clone(), 1, 100),
+            Verdict::Drop(DropReason::NeighbourUnresolved)
+        );
+        assert_eq!(
+            w.arp_requests.drain().collect::<Vec<_>>(),
+            vec![(0, stranger)]
+        );
+        assert_eq!(
+            process(&bed.svc, &t, &mut w, &mut f, 1, 100),
+            Verdict::Drop(DropReason::NeighbourUnresolved)
+        );
+        assert!(w.arp_requests.is_empty(), "rate limited");
+    }
+
+    #[test]
+    fn workers_sharing_tables_agree_on_dialogs() {
+        // A client's request on one worker, the backend's answer and the BYE on another.
+        let bed = Bed::new("dnat", "call-id");
+        let t = bed.mem.tables();
+        let c2: Box<WorkerCounters> = Box::default();
+        let mut w1 = sim::worker(&bed.counters);
+        let mut w2 = sim::worker(&c2);
+        let mut placed = std::collections::HashMap::new();
+        for i in 0..200 {
+            let cid = format!("x{i}");
+            let mut f = sim::udp_frame(
+                port_mac(0),
+                (CLIENT, 5060),
+                (VIP, 5060),
+                &invite(&cid, "a", 0),
+            );
+            sim::run(&bed.svc, &t, &mut w1, &mut f, 0, 100);
+            placed.insert(cid, addrs(&f).1);
+        }
+        for (cid, backend) in &placed {
+            let bye = format!("BYE sip:b@198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: {cid}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+            let mut f = sim::udp_frame(port_mac(0), (CLIENT, 5060), (VIP, 5060), bye.as_bytes());
+            sim::run(&bed.svc, &t, &mut w2, &mut f, 0, 101);
+            assert_eq!(addrs(&f).1, *backend);
+        }
+        let spread = placed.values().filter(|b| b.0 == B1).count();
+        assert!((70..=130).contains(&spread), "{spread} of 200 on B1");
+    }
+
+    #[test]
+    fn four_units_from_one_config_agree_on_a_million_call_ids_and_aors() {
+        // Independent units: each parses the config and builds its own tables.
+        let six = r#"
+[[port]]
+name = "back"
+address = "198.18.1.1/24"
+[[farm]]
+name = "pbx"
+vip = "198.18.0.2"
+backends = [
+ { address = "198.18.1.11", weight = 3 }, { address = "198.18.1.12" }, { address = "198.18.1.13", weight = 2 },
+ { address = "198.18.1.14" }, { address = "198.18.1.15", weight = 2 }, { address = "198.18.1.16" },
+]
+"#;
+        for removed in [None, Some(3usize)] {
+            let units: Vec<Services> = (0..4)
+                .map(|_| {
+                    let mut s = sim::services(six);
+                    if let Some(r) = removed {
+                        s.farms[0].backends[r].state = crate::lb::services::BackendState::Down;
+                        s.farms[0].table = crate::lb::services::build_table(&s.farms[0].backends);
+                    }
+                    s
+                })
+                .collect();
+            let mut x = 0x9e37_79b9_u64;
+            for i in 0..1_000_000u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = if i % 2 == 0 {
+                    hash64(format!("{x:x}@198.18.0.10").as_bytes())
+                } else {
+                    aor_key(&SipUri {
+                        scheme: b"sip",
+                        user: Some(format!("u{x}").as_bytes()),
+                        host: b"siplb.test",
+                        port: None,
+                        params: b"",
+                        headers: b"",
+                    })
+                };
+                let first = units[0].farms[0].pick(key);
+                assert!(first.is_some() && Some(first) != removed.map(Some));
+                assert!(units[1..].iter().all(|u| u.farms[0].pick(key) == first));
+            }
+        }
+    }
+}
+
+mod exception_path {
+    use crate::lb::counters::{DropReason, WorkerCounters};
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+    use crate::lb::{process, Verdict};
+    use crate::wire::arp;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_hosts_own_traffic_goes_to_the_kernel() {
+        let cfg = "[[port]]\nname='back'\naddress='198.18.1.1/24'\n[[farm]]\nname='f'\nvip='198.18.0.2'\nnat='snat'\nbackends=[{address='198.18.1.11'}]\n";
+        let svc = sim::services(cfg);
+        assert!(svc.exception_path, "on by default");
+        let mem = SimMemory::new(1 << 10);
+        let t = mem.tables();
+        let c: Box<WorkerCounters> = Box::default();
+        let mut w = sim::worker(&c);
+        let own = Ipv4Addr::new(198, 18, 1, 1);
+        let b = Ipv4Addr::new(198, 18, 1, 11);
+        // A health-check answer to a kernel socket's port.
+        let mut f = sim::udp_frame(
+            port_mac(0),
+            (b, 5060),
+            (own, 40000),
+            b"SIP/2.0 200 OK\r\n\r\n",
+        );
+        assert_eq!(process(&svc, &t, &mut w, &mut f, 0, 10), Verdict::ToKernel);
+        // The answer to the kernel's ARP request.
+        let mut a = vec![0u8; 60];
+        arp::write_frame(
+            &mut a,
+            arp::OP_REPLY,
+            host_mac(b),
+            b,
+            port_mac(0),
+            port_mac(0),
+            own,
+        );
+        assert_eq!(process(&svc, &t, &mut w, &mut a, 0, 10), Verdict::ToKernel);
+        // Without the exception path they are dropped or answered here.
+        let mut off = svc.clone();
+        off.exception_path = false;
+        let mut f = sim::udp_frame(
+            port_mac(0),
+            (b, 5060),
+            (own, 40000),
+            b"SIP/2.0 200 OK\r\n\r\n",
+        );
+        assert_eq!(
+            process(&off, &t, &mut w, &mut f, 0, 10),
+            Verdict::Drop(DropReason::SnatNoSession)
+        );
+    }
+}
+
+mod security {
+    use crate::lb::counters::{DropReason, WorkerCounters};
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+    use crate::lb::Verdict;
+    use std::net::Ipv4Addr;
+
+    fn invite(cid: &str, ua: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:b@198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK{cid}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn deny_scanners_and_floods_are_dropped_and_counted() {
+        let cfg = "[security]\ndeny = ['198.18.0.66']\nmax_new_per_source = 5\n[[port]]\nname='f'\naddress='198.18.0.1/24'\n[[port]]\nname='b'\naddress='198.18.1.1/24'\n[[farm]]\nname='pbx'\nvip='198.18.0.2'\nbackends=[{address='198.18.1.11'}]\n";
+        let svc = sim::services(cfg);
+        let mem = SimMemory::new(1 << 10);
+        let t = mem.tables();
+        let b = Ipv4Addr::new(198, 18, 1, 11);
+        t.neighbours.learn(b, host_mac(b), 1, 1);
+        let c: Box<WorkerCounters> = Box::default();
+        let mut w = sim::worker(&c);
+        let vip = (Ipv4Addr::new(198, 18, 0, 2), 5060);
+        let client = (Ipv4Addr::new(198, 18, 0, 10), 5060);
+        let mut send = |src, payload: &[u8], now| {
+            let mut f = sim::udp_frame(port_mac(0), src, vip, payload);
+            sim::run(&svc, &t, &mut w, &mut f, 0, now)
+        };
+        assert_eq!(
+            send(
+                (Ipv4Addr::new(198, 18, 0, 66), 5060),
+                &invite("d1", "x"),
+                10
+            ),
+            Verdict::Drop(DropReason::Denied)
+        );
+        assert_eq!(
+            send(client, &invite("s1", "friendly-scanner"), 10),
+            Verdict::Drop(DropReason::Scanner)
+        );
+        let verdicts: Vec<Verdict> = (0..8)
+            .map(|i| send(client, &invite(&format!("c{i}"), "Linphone"), 11))
+            .collect();
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::Forward(1))
+                .count(),
+            5
+        );
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::Drop(DropReason::Flood))
+                .count(),
+            3
+        );
+        // Messages of admitted dialogs are never limited, and a new second has room.
+        assert_eq!(
+            send(client, &invite("c0", "Linphone"), 11),
+            Verdict::Forward(1)
+        );
+        assert_eq!(
+            send(client, &invite("c9", "Linphone"), 12),
+            Verdict::Forward(1)
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! SIP over UDP, balanced per dialog: where a client's message goes (dialog and
+//! registration tables, else the farm's affinity through Maglev), what a backend's
+//! message means for those tables, and the address translation both ways.
+//!
+//! A message of a known dialog is steered from the fields steering needs (the
+//! `steer` step); everything else — new work, REGISTER, a table miss — is parsed and
+//! validated in full before it touches a table.
+
+use super::context::{Ctx, Verdict};
+use super::counters::DropReason;
+use super::nat::rewrite_l4;
+use super::packet::Flow;
+use super::services::{source_key, BackendState, Farm};
+use super::snat::SnatSession;
+use crate::config::Affinity;
+use crate::hash::hash64;
+use crate::sip::{Method, SipMessage, SipUri, StartLine};
+use crate::table::dialog::{Dialog, DialogState};
+use crate::table::registration::Registration;
+
+/// Registration lifetime assumed when a 2xx to REGISTER names none (RFC 3261 §10.2.1.1
+/// default).
+const DEFAULT_REGISTER_EXPIRES: u32 = 3600;
+
+/// Where a SIP message goes and how long the state it touched lives.
+struct Placement {
+    backend: usize,
+    /// The latest deadline of the dialog or registration this message refreshed; SNAT
+    /// sessions live at least that long.
+    keep_until: u32,
+}
+
+/// The AOR key (user@host of a SIP URI). Hosts are compared as sent (phones repeat
+/// their own spelling), users are case-sensitive (RFC 3261 §19.1.4).
+pub(super) fn aor_key(uri: &SipUri<'_>) -> u64 {
+    let u = uri.user.map(hash64).unwrap_or(0);
+    let h = hash64(uri.host);
+    (u.rotate_left(29) ^ h).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+}
+
+/// Requests that belong to a dialog even without a To-tag of their own.
+fn in_dialog_method(m: Method) -> bool {
+    matches!(m, Method::Ack | Method::Cancel | Method::Bye)
+}
+
+impl Ctx<'_, '_, '_> {
+    /// Parses the SIP message in `frame[range]` in full, or counts the scanner's error.
+    fn parse_sip<'f>(
+        &self,
+        frame: &'f [u8],
+        range: std::ops::Range<usize>,
+    ) -> Result<SipMessage<'f>, DropReason> {
+        SipMessage::parse(&frame[range], &self.w.limits).map_err(|e| {
+            self.w.counters.sip_errors[e.index()].inc();
+            DropReason::SipMalformed
+        })
+    }
+
+    /// A client's SIP message to a VIP: placed, translated, sent to its backend.
+    pub(super) fn udp_client_to_vip(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        farm: &Farm,
+    ) -> Verdict {
+        let (client, cport) = (flow.src, flow.sport());
+        let placed = self
+            .parse_sip(frame, flow.udp_payload())
+            .and_then(|msg| self.place_client_message(farm, &msg, flow));
+        let p = match placed {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let backend = &farm.backends[p.backend];
+        let Some((out_port, _)) = self.svc.route(backend.addr) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let lifetime = farm
+            .timers
+            .transaction
+            .max(p.keep_until.saturating_sub(self.now));
+        let new_src = match self.nat_source(farm, out_port, (client, cport), lifetime) {
+            Ok(src) => src,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if let Err(r) = rewrite_l4(frame, flow, new_src, Some((backend.addr, backend.port))) {
+            return Verdict::Drop(r);
+        }
+        self.count_to(farm, p.backend, frame.len());
+        self.next_hop(frame, backend.addr)
+    }
+
+    fn place_client_message(
+        &mut self,
+        farm: &Farm,
+        msg: &SipMessage<'_>,
+        flow: &Flow,
+    ) -> Result<Placement, DropReason> {
+        let (svc, t, now) = (self.svc, self.t, self.now);
+        let call_key = hash64(msg.call_id());
+        let timers = &farm.timers;
+        let to_tagged = msg.to().tag.is_some();
+        match *msg.start_line() {
+            StartLine::Request { method, .. } => {
+                self.w.counters.sip_requests.inc();
+                let known = t.dialogs.get(call_key, now);
+                let new_work = method == Method::Register
+                    || (!to_tagged && !in_dialog_method(method) && known.is_none());
+                if new_work {
+                    let ua = msg
+                        .headers()
+                        .find(|h| h.raw_name.eq_ignore_ascii_case(b"user-agent"))
+                        .map(|h| h.value);
+                    if ua.is_some_and(|ua| svc.security.is_scanner(ua)) {
+                        return Err(DropReason::Scanner);
+                    }
+                    if !svc.security.within_rate(&t.rates, flow.src, now) {
+                        return Err(DropReason::Flood);
+                    }
+                }
+                if method == Method::Register {
+                    return self.place_register(farm, msg);
+                }
+                // Anything whose Call-ID we know follows it: in-dialog requests, ACK,
+                // CANCEL, BYE, retransmissions, and a request resent after a 401/407.
+                if let Some(i) = known.and_then(|d| self.kept_backend(farm, d, method, to_tagged)) {
+                    let keep = t.dialogs.on_request(call_key, now, timers, method);
+                    return Ok(Placement {
+                        backend: i,
+                        keep_until: keep,
+                    });
+                }
+                let in_dialog = to_tagged || in_dialog_method(method);
+                let backend = if in_dialog {
+                    farm.pick(call_key)
+                } else {
+                    match farm.affinity {
+                        Affinity::CallId => farm.pick(call_key),
+                        Affinity::Source => farm.pick(source_key(flow.src)),
+                        Affinity::Registrar => t
+                            .registrations
+                            .get(aor_key(&msg.from().uri), now)
+                            .and_then(|r| self.slot_in_farm(farm, r.backend))
+                            .filter(|i| farm.backends[*i].takes_new_work())
+                            .or_else(|| farm.pick(call_key)),
+                    }
+                }
+                .ok_or(DropReason::NoBackend)?;
+                let state = match (in_dialog, method) {
+                    (true, Method::Bye) => DialogState::Terminating,
+                    (true, _) => DialogState::Confirmed,
+                    (false, _) => DialogState::Trying,
+                };
+                let keep = self.record_dialog(farm, call_key, backend, state);
+                Ok(Placement {
+                    backend,
+                    keep_until: keep,
+                })
+            }
+            StartLine::Response { code, .. } => {
+                self.w.counters.sip_responses.inc();
+                // An answer to a backend-originated request: back to that backend.
+                let backend = t
+                    .dialogs
+                    .get(call_key, now)
+                    .and_then(|d| self.slot_in_farm(farm, d.backend))
+                    .or_else(|| farm.pick(call_key))
+                    .ok_or(DropReason::NoBackend)?;
+                let keep = t
+                    .dialogs
+                    .on_response(call_key, now, timers, msg.cseq().method, code);
+                Ok(Placement {
+                    backend,
+                    keep_until: keep,
+                })
+            }
+        }
+    }
+
+    /// The backend a known dialog stays on, unless it moves: its backend is down and
+    /// the farm moves dialogs, or the request creates the dialog and the backend went
+    /// down before answering anything (the call is not lost with it).
+    fn kept_backend(
+        &self,
+        farm: &Farm,
+        d: Dialog,
+        method: Method,
+        to_tagged: bool,
+    ) -> Option<usize> {
+        let i = self.slot_in_farm(farm, d.backend)?;
+        let unanswered = d.state == DialogState::Trying && !to_tagged && !in_dialog_method(method);
+        let moves = farm.backends[i].state == BackendState::Down
+            && (farm.move_dialogs_on_down || unanswered);
+        (!moves).then_some(i)
+    }
+
+    /// REGISTER goes where the AOR is registered (so a challenged re-REGISTER meets the
+    /// server that sent the 401), else where Maglev puts the AOR.
+    fn place_register(
+        &mut self,
+        farm: &Farm,
+        msg: &SipMessage<'_>,
+    ) -> Result<Placement, DropReason> {
+        let (t, now) = (self.t, self.now);
+        let aor = aor_key(&msg.to().uri);
+        let known = t
+            .registrations
+            .get(aor, now)
+            .and_then(|r| self.slot_in_farm(farm, r.backend))
+            .filter(|i| farm.backends[*i].takes_new_work());
+        let backend = known
+            .or_else(|| farm.pick(aor))
+            .ok_or(DropReason::NoBackend)?;
+        let reg = Registration {
+            backend: farm.backends[backend].slot,
+            farm: farm.id,
+        };
+        // Until the 2xx says how long the binding lives, hold it for a transaction.
+        let transaction_end = now.saturating_add(farm.timers.transaction);
+        let keep_until = match t.registrations.refresh(aor, now, reg, transaction_end) {
+            Ok((deadline, created)) => {
+                if created {
+                    self.w.counters.registrations_created.inc();
+                }
+                deadline
+            }
+            Err(_) => {
+                self.w.counters.registration_table_full.inc();
+                transaction_end
+            }
+        };
+        Ok(Placement {
+            backend,
+            keep_until,
+        })
+    }
+
+    fn record_dialog(&self, farm: &Farm, call_key: u64, backend: usize, state: DialogState) -> u32 {
+        let d = Dialog {
+            backend: farm.backends[backend].slot,
+            farm: farm.id,
+            state,
+        };
+        match self.t.dialogs.insert(call_key, self.now, d, &farm.timers) {
+            Ok((deadline, created)) => {
+                if created {
+                    self.w.counters.dialogs_created.inc();
+                }
+                deadline
+            }
+            Err(_) => {
+                // Stickiness then rests on the Call-ID hash alone.
+                self.w.counters.dialog_table_full.inc();
+                self.now
+            }
+        }
+    }
+
+    /// Notes what a backend's message means for dialogs and registrations, and returns
+    /// how long the client's state must be kept.
+    fn observe_backend_message(&self, farm: &Farm, backend: usize, msg: &SipMessage<'_>) -> u32 {
+        let (t, now) = (self.t, self.now);
+        let call_key = hash64(msg.call_id());
+        let timers = &farm.timers;
+        match *msg.start_line() {
+            StartLine::Request { method, .. } => {
+                self.w.counters.sip_requests.inc();
+                // A backend calling a phone (or refreshing, or hanging up): the phone's
+                // answers and in-dialog requests must come back to this backend.
+                if t.dialogs.get(call_key, now).is_some() {
+                    t.dialogs.on_request(call_key, now, timers, method)
+                } else {
+                    let state = if method == Method::Bye {
+                        DialogState::Terminating
+                    } else {
+                        DialogState::Trying
+                    };
+                    self.record_dialog(farm, call_key, backend, state)
+                }
+            }
+            StartLine::Response { code, .. } => {
+                self.w.counters.sip_responses.inc();
+                let cseq = msg.cseq();
+                if cseq.method == Method::Register && (200..300).contains(&code) {
+                    return self.note_registration(farm, backend, msg);
+                }
+                t.dialogs
+                    .on_response(call_key, now, timers, cseq.method, code)
+            }
+        }
+    }
+
+    /// A 2xx to REGISTER: the binding lives as long as the registrar says.
+    fn note_registration(&self, farm: &Farm, backend: usize, msg: &SipMessage<'_>) -> u32 {
+        let (t, now, timers) = (self.t, self.now, &farm.timers);
+        let aor = aor_key(&msg.to().uri);
+        let expires = msg
+            .contact_expires()
+            .or(msg.expires())
+            .unwrap_or(DEFAULT_REGISTER_EXPIRES);
+        let reg = Registration {
+            backend: farm.backends[backend].slot,
+            farm: farm.id,
+        };
+        let until = if expires == 0 {
+            // Unregistered: keep only long enough for retransmissions.
+            now.saturating_add(timers.linger)
+        } else {
+            now.saturating_add(expires)
+                .saturating_add(timers.registration_margin)
+        };
+        if t.registrations.set(aor, now, reg, until).is_err() {
+            self.w.counters.registration_table_full.inc();
+        }
+        until
+    }
+
+    /// A backend's message toward a client in dnat mode: it comes from the VIP.
+    pub(super) fn udp_dnat_backend_to_client(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        farm: &Farm,
+        backend: usize,
+    ) -> Verdict {
+        if let Err(r) = self
+            .parse_sip(frame, flow.udp_payload())
+            .map(|msg| self.observe_backend_message(farm, backend, &msg))
+        {
+            return Verdict::Drop(r);
+        }
+        if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, farm.port)), None) {
+            return Verdict::Drop(r);
+        }
+        self.count_from(farm, backend, frame.len());
+        self.next_hop(frame, flow.dst)
+    }
+
+    /// A backend's message to a SNAT port: back to the session's client, from the VIP.
+    pub(super) fn udp_snat_backend_to_client(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        session: SnatSession,
+    ) -> Verdict {
+        let Some(farm) = self.svc.farms.get(usize::from(session.farm)) else {
+            return Verdict::Drop(DropReason::SnatNoSession);
+        };
+        let Some(backend) = farm
+            .backends
+            .iter()
+            .position(|b| b.addr == flow.src && b.port == flow.sport())
+        else {
+            // Only the farm's backends may use a client's session.
+            return Verdict::Drop(DropReason::NotBalanced);
+        };
+        let keep = match self
+            .parse_sip(frame, flow.udp_payload())
+            .map(|msg| self.observe_backend_message(farm, backend, &msg))
+        {
+            Ok(keep) => keep,
+            Err(r) => return Verdict::Drop(r),
+        };
+        self.t.snat.extend(session.port, keep);
+        if let Err(r) = rewrite_l4(
+            frame,
+            flow,
+            Some((farm.vip, farm.port)),
+            Some((session.client, session.client_port)),
+        ) {
+            return Verdict::Drop(r);
+        }
+        self.count_from(farm, backend, frame.len());
+        self.next_hop(frame, session.client)
+    }
+}
