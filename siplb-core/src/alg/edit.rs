@@ -230,6 +230,24 @@ impl Edits {
         Ok(())
     }
 
+    /// Names the span of the Content-Length value's digits once the edits are known
+    /// (the rewriter looks for it only when the body changed); it may not overlap an
+    /// edit.
+    pub fn set_content_length(&mut self, span: Range<usize>) -> Result<(), EditError> {
+        if span.start > span.end || span.end > self.body_offset {
+            return Err(EditError::OutOfBounds);
+        }
+        if self
+            .items()
+            .iter()
+            .any(|e| e.at < span.end && span.start < e.end().max(e.at + 1))
+        {
+            return Err(EditError::Overlap);
+        }
+        self.content_length = Some(span);
+        Ok(())
+    }
+
     /// Records that `old_len` bytes at `at` become `text`. Edits may come in any
     /// order but may not overlap each other, the Content-Length value, or the end of
     /// the header section.

@@ -1,6 +1,6 @@
 //! Lexical pieces shared by the SDP view and the SIP rewriter: IPv4 text, ports,
-//! host characters. Everything takes a slice and
-//! an index and never indexes out of bounds: a position past the end matches nothing.
+//! character classes of RFC 3261 §25.1. Everything takes a slice and an index and
+//! never indexes out of bounds: a position past the end matches nothing.
 
 use std::net::Ipv4Addr;
 
@@ -8,6 +8,54 @@ use std::net::Ipv4Addr;
 #[inline(always)]
 pub(crate) fn at(s: &[u8], i: usize) -> Option<u8> {
     s.get(i).copied()
+}
+
+/// SP, HTAB and the CR LF of a folded SIP line: inside a header value any run of them
+/// is linear white space (RFC 3261 §25.1).
+#[inline(always)]
+pub(crate) fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// RFC 3261 `token` characters.
+#[inline(always)]
+pub(crate) fn is_token(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// Characters of a URI parameter's name or value (RFC 3261 §25.1 `paramchar`).
+#[inline(always)]
+pub(crate) fn is_uri_param(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')'
+                | b'%'
+                | b'['
+                | b']'
+                | b'/'
+                | b':'
+                | b'&'
+                | b'+'
+                | b'$'
+        )
+}
+
+/// Characters of an unquoted header parameter value (`token / host`, §25.1).
+#[inline(always)]
+pub(crate) fn is_param_value(c: u8) -> bool {
+    is_token(c) || matches!(c, b':' | b'[' | b']')
 }
 
 /// Characters of a host name or IPv4 address (RFC 3261 §25.1 `hostname`, plus "_",
@@ -29,6 +77,12 @@ pub(crate) fn skip(s: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
     i
 }
 
+/// [`skip`] that stops at `end` at the latest.
+#[inline(always)]
+pub(crate) fn skip_to(s: &[u8], i: usize, end: usize, f: impl Fn(u8) -> bool) -> usize {
+    skip(s.get(..end).unwrap_or(s), i, f)
+}
+
 /// Dotted-quad IPv4 text: four decimal parts of one to three digits, each at most 255.
 /// Leading zeros are read as decimal (`010` is 10), as most SIP stacks do.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
@@ -43,6 +97,12 @@ pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
         *o = u8::try_from(v).ok()?;
     }
     parts.next().is_none().then_some(Ipv4Addr::from(octets))
+}
+
+/// Whether `s` is `name`, ignoring ASCII case.
+#[inline(always)]
+pub(crate) fn eq_caseless(s: &[u8], name: &[u8]) -> bool {
+    s.eq_ignore_ascii_case(name)
 }
 
 /// A decimal number of one to five digits that fits a `u16` (a port, a count).
