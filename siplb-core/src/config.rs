@@ -5,10 +5,11 @@
 use crate::health::HealthConfig;
 use crate::table::dialog::Timers;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
+mod ipv4_net;
+pub use ipv4_net::Ipv4Net;
 
 /// Backends per farm and in total are bounded so counters can live in fixed-size
 /// shared memory.
@@ -120,12 +121,12 @@ impl Default for HaConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Sources whose packets to the VIPs are dropped (addresses or prefixes).
-    pub deny: Vec<Prefix>,
+    pub deny: Vec<Ipv4Net>,
     /// More of them, one per line (`#` comments), e.g. a blocklist feed; read at start
     /// and on every `siplb reload`.
     pub deny_file: String,
     /// If not empty, only these sources reach the VIPs.
-    pub allow: Vec<Prefix>,
+    pub allow: Vec<Ipv4Net>,
     /// User-Agent substrings of SIP scanners (case-insensitive): their requests to the
     /// VIPs are dropped.
     pub scanner_user_agents: Vec<String>,
@@ -155,55 +156,6 @@ impl Default for SecurityConfig {
             .collect(),
             max_new_per_source: 0,
         }
-    }
-}
-
-/// An IPv4 address or prefix: `198.18.5.7` or `198.18.5.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Prefix {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl Prefix {
-    pub fn mask(&self) -> u32 {
-        if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.len))
-        }
-    }
-}
-
-impl FromStr for Prefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-        let addr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
-        let len = l
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
-        Ok(Prefix { addr, len })
-    }
-}
-
-impl TryFrom<String> for Prefix {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Prefix> for String {
-    fn from(p: Prefix) -> String {
-        format!("{}/{}", p.addr, p.len)
     }
 }
 
@@ -272,6 +224,7 @@ pub struct PortConfig {
     pub name: String,
     /// The balancer's own address on this port, with the subnet's prefix length
     /// (`198.18.0.1/24`). Backends and clients in this subnet are reached directly.
+    #[serde(deserialize_with = "Ipv4Net::deserialize_with_len")]
     pub address: Ipv4Net,
     /// Next hop for destinations outside every port's subnet.
     #[serde(default)]
@@ -406,65 +359,6 @@ pub struct BackendConfig {
 
 fn default_weight() -> u32 {
     1
-}
-
-/// An IPv4 address with a prefix length, written `a.b.c.d/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Ipv4Net {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Ipv4Net {
-    pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix))
-        }
-    }
-
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        (u32::from(a) ^ u32::from(self.addr)) & self.mask() == 0
-    }
-}
-
-impl FromStr for Ipv4Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| {
-            format!("`{s}`: expected an address with a prefix length, like 198.18.0.1/24")
-        })?;
-        let addr = a
-            .parse()
-            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
-        let prefix: u8 = p
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("`{p}` is not a prefix length (0-32)"))?;
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl TryFrom<String> for Ipv4Net {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Ipv4Net> for String {
-    fn from(n: Ipv4Net) -> String {
-        n.to_string()
-    }
-}
-
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 /// A configuration error, located in the file.
@@ -1024,15 +918,6 @@ backends = [
             .replace("nat = \"dnat\"", "nat = \"snat\"")
             .replace("name = \"pbx2\"", "name = \"pbx2\"\nnat = \"snat\"");
         Config::parse(&snat, Path::new("x")).unwrap();
-    }
-
-    #[test]
-    fn net_contains() {
-        let n: Ipv4Net = "198.18.0.1/24".parse().unwrap();
-        assert!(n.contains(Ipv4Addr::new(198, 18, 0, 255)));
-        assert!(!n.contains(Ipv4Addr::new(198, 18, 1, 0)));
-        let all: Ipv4Net = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(Ipv4Addr::new(198, 19, 1, 1)));
     }
 }
 

@@ -3,7 +3,7 @@
 //! scanners recognised by their User-Agent, and a per-source limit on new dialogs and
 //! registrations per second (floods). Everything dropped here is counted by reason.
 
-use crate::config::{Prefix, SecurityConfig};
+use crate::config::{Ipv4Net, SecurityConfig};
 use crate::hash::hash64;
 use crate::table::flow::{Entry, FlowTable};
 use std::net::Ipv4Addr;
@@ -12,25 +12,25 @@ use std::net::Ipv4Addr;
 /// use (usually two: /32 and /24).
 #[derive(Debug, Clone, Default)]
 pub struct PrefixSet {
-    /// (prefix length, sorted network addresses).
-    by_len: Vec<(u8, Vec<u32>)>,
+    /// (network mask of one prefix length, sorted network addresses), longest first.
+    by_len: Vec<(u32, Vec<u32>)>,
 }
 
 impl PrefixSet {
-    pub fn new(prefixes: &[Prefix]) -> Self {
-        let mut by_len: Vec<(u8, Vec<u32>)> = Vec::new();
+    pub fn new(prefixes: &[Ipv4Net]) -> Self {
+        let mut by_len: Vec<(u32, Vec<u32>)> = Vec::new();
         for p in prefixes {
             let net = u32::from(p.addr) & p.mask();
-            match by_len.iter_mut().find(|(l, _)| *l == p.len) {
+            match by_len.iter_mut().find(|(m, _)| *m == p.mask()) {
                 Some((_, v)) => v.push(net),
-                None => by_len.push((p.len, vec![net])),
+                None => by_len.push((p.mask(), vec![net])),
             }
         }
         for (_, v) in &mut by_len {
             v.sort_unstable();
             v.dedup();
         }
-        by_len.sort_by_key(|(l, _)| std::cmp::Reverse(*l));
+        by_len.sort_by_key(|(m, _)| std::cmp::Reverse(*m));
         Self { by_len }
     }
 
@@ -45,14 +45,9 @@ impl PrefixSet {
     #[inline]
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let a = u32::from(ip);
-        self.by_len.iter().any(|(len, nets)| {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(*len))
-            };
-            nets.binary_search(&(a & mask)).is_ok()
-        })
+        self.by_len
+            .iter()
+            .any(|(mask, nets)| nets.binary_search(&(a & mask)).is_ok())
     }
 }
 
@@ -149,7 +144,7 @@ mod tests {
     use super::*;
     use crate::table::flow::Slot;
 
-    fn p(s: &str) -> Prefix {
+    fn p(s: &str) -> Ipv4Net {
         s.parse().unwrap()
     }
 
