@@ -57,7 +57,8 @@ SIPLB_IDLE_SLEEP_US="${SIPLB_IDLE_SLEEP_US:-0}"
 # Core of siplb's main lcore (housekeeping: commands, ARP refresh, the once-a-second
 # count of expired dialogs, stats).
 SIPLB_MAIN_CORE="${SIPLB_MAIN_CORE:-$LB_CORE}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/tgt-bench}"
+# The workspace's own target/ unless the caller chose another.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 DATA=bench/data
 mkdir -p "$DATA"
 
@@ -72,7 +73,7 @@ PREFIX="siplb-bench-afp-$$"
 VIP=198.18.0.2
 CLIENT=198.18.0.10
 BACKENDS=(198.18.1.11 198.18.1.12)
-work="$(mktemp -d /tmp/siplb-afp.$$.XXXX)"
+work="$(mktemp -d -t siplb-afp.$$.XXXX)"
 pids=()
 made_ns=()
 

@@ -17,11 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=("$@")
 [ "${#SIZES[@]}" -gt 0 ] || SIZES=(1000000 10000000)
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/tgt-bench}"
+# The workspace's own target/ unless the caller chose another.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 DATA=bench/data
 mkdir -p "$DATA"
 PREFIX="siplb-bench-mem-$$"
-work="$(mktemp -d /tmp/siplb-memory.$$.XXXX)"
+work="$(mktemp -d -t siplb-memory.$$.XXXX)"
 dp_pid=""
 
 cleanup() {

@@ -13,10 +13,11 @@ ROUNDS="${2:-11}"
 # (the table is sized like the dataplane's, twice the capacity rounded up to 2^k).
 CG_DIALOGS="${CG_DIALOGS:-125000}"
 CG_PACKETS="${CG_PACKETS:-20000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/tgt-bench}"
+# The workspace's own target/ unless the caller chose another.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 DATA=bench/data
 mkdir -p "$DATA"
-work="$(mktemp -d /tmp/siplb-pipeline.$$.XXXX)"
+work="$(mktemp -d -t siplb-pipeline.$$.XXXX)"
 trap 'rm -rf "$work"' EXIT
 
 cargo build --release -q -p bench --bin pipeline

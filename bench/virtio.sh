@@ -45,7 +45,8 @@ QUEUE_SIZE="${QUEUE_SIZE:-4096}"
 HI_FLOOR="${HI_FLOOR:-700000}"
 GEN_CORE="${GEN_CORE:-0}"
 DUT_CORE="${DUT_CORE:-1}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/tgt-bench}"
+# The workspace's own target/ unless the caller chose another.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN="$CARGO_TARGET_DIR/release"
 TESTPMD="${TESTPMD:-dpdk-testpmd}"
 DATA=bench/data/virtio
@@ -53,7 +54,7 @@ TAG="vb$$"
 [ "$(id -u)" = 0 ] || { echo "bench/virtio.sh needs root (DPDK, hugepages)" >&2; exit 1; }
 command -v "$TESTPMD" >/dev/null || { echo "$TESTPMD not found: run ci/setup-host.sh (dpdk package)" >&2; exit 1; }
 
-work="$(mktemp -d /tmp/siplb-virtio.$$.XXXX)"
+work="$(mktemp -d -t siplb-virtio.$$.XXXX)"
 # PIDs of the processes of the trial in progress (emptied once they are reaped, so a
 # recycled PID is never signalled).
 pids=()
