@@ -1,7 +1,289 @@
 //! Prometheus text exposition (version 0.0.4) of the control plane's views.
+//!
+//! Every family is a row of a table — name, type, help, and how its samples come out
+//! of one item (a worker, a backend, ...) — and one loop renders a table over its
+//! items: HELP and TYPE, then the family's samples together.
 
-use crate::api::{StatsView, StatusView};
+use crate::api::{BackendStats, BackendStatus, StatsView, StatusView, WorkerStats};
+use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// How one item gives its samples of a family.
+enum Get<T> {
+    /// One sample.
+    One(fn(&T) -> f64),
+    /// One sample per value of the label named first.
+    By(&'static str, fn(&T) -> Vec<(&str, f64)>),
+}
+
+struct Family<T> {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    get: Get<T>,
+}
+
+use Get::{By, One};
+use Kind::{Counter, Gauge};
+
+const PROCESS: &[Family<StatusView>] = &[
+    Family {
+        name: "siplb_up",
+        kind: Gauge,
+        help: "1 while the control plane is attached to a running dataplane.",
+        get: One(|_| 1.0),
+    },
+    Family {
+        name: "siplb_config_generation",
+        kind: Gauge,
+        help: "Generation of the state applied in the dataplane.",
+        get: One(|s| s.generation as f64),
+    },
+];
+
+const WORKERS: &[Family<WorkerStats>] = &[
+    Family {
+        name: "siplb_rx_packets_total",
+        kind: Counter,
+        help: "Packets received, per worker.",
+        get: One(|w| w.traffic.rx_packets as f64),
+    },
+    Family {
+        name: "siplb_tx_packets_total",
+        kind: Counter,
+        help: "Packets sent, per worker.",
+        get: One(|w| w.traffic.tx_packets as f64),
+    },
+    Family {
+        name: "siplb_rx_bytes_total",
+        kind: Counter,
+        help: "Bytes received, per worker.",
+        get: One(|w| w.traffic.rx_bytes as f64),
+    },
+    Family {
+        name: "siplb_tx_bytes_total",
+        kind: Counter,
+        help: "Bytes sent, per worker.",
+        get: One(|w| w.traffic.tx_bytes as f64),
+    },
+    Family {
+        name: "siplb_sip_requests_total",
+        kind: Counter,
+        help: "SIP requests balanced, per worker.",
+        get: One(|w| w.traffic.sip_requests as f64),
+    },
+    Family {
+        name: "siplb_sip_responses_total",
+        kind: Counter,
+        help: "SIP responses balanced, per worker.",
+        get: One(|w| w.traffic.sip_responses as f64),
+    },
+    Family {
+        name: "siplb_dialogs_created_total",
+        kind: Counter,
+        help: "Dialogs recorded, per worker.",
+        get: One(|w| w.traffic.dialogs_created as f64),
+    },
+    Family {
+        name: "siplb_registrations_created_total",
+        kind: Counter,
+        help: "Registrations recorded, per worker.",
+        get: One(|w| w.traffic.registrations_created as f64),
+    },
+    Family {
+        name: "siplb_worker_busy_ratio",
+        kind: Gauge,
+        help: "Share of a worker's polls that found packets.",
+        get: One(|w| w.busy),
+    },
+];
+
+const DROPS: &[Family<StatsView>] = &[Family {
+    name: "siplb_drops_total",
+    kind: Counter,
+    help: "Packets dropped, by reason (sip_* = SIP scanner errors).",
+    get: By("reason", |s| {
+        s.drops
+            .iter()
+            .map(|(r, n)| (r.as_str(), *n as f64))
+            .collect()
+    }),
+}];
+
+const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
+    Family {
+        name: "siplb_backend_packets_total",
+        kind: Counter,
+        help: "Packets to and from each backend.",
+        get: By("direction", |b| {
+            vec![("to", b.to_packets as f64), ("from", b.from_packets as f64)]
+        }),
+    },
+    Family {
+        name: "siplb_backend_bytes_total",
+        kind: Counter,
+        help: "Bytes to and from each backend.",
+        get: By("direction", |b| {
+            vec![("to", b.to_bytes as f64), ("from", b.from_bytes as f64)]
+        }),
+    },
+    Family {
+        name: "siplb_backend_dialogs_active",
+        kind: Gauge,
+        help: "Dialogs in progress (not ending) per backend.",
+        get: One(|b| b.dialogs_active as f64),
+    },
+    Family {
+        name: "siplb_backend_registrations_active",
+        kind: Gauge,
+        help: "Registrations held per backend.",
+        get: One(|b| b.registrations_active as f64),
+    },
+];
+
+const BACKEND_STATE: &[Family<BackendStatus>] = &[
+    Family {
+        name: "siplb_backend_state",
+        kind: Gauge,
+        help: "1 for the state each backend is in (up, drained, down).",
+        get: By("state", |b| vec![(b.state.as_str(), 1.0)]),
+    },
+    Family {
+        name: "siplb_backend_healthy",
+        kind: Gauge,
+        help: "1 if the backend's health checks pass (or none is configured).",
+        get: One(|b| if b.health == "down" { 0.0 } else { 1.0 }),
+    },
+    Family {
+        name: "siplb_backend_weight",
+        kind: Gauge,
+        help: "Configured weight of each backend.",
+        get: One(|b| f64::from(b.weight)),
+    },
+];
+
+const HEALTH_CHECKS: &[Family<CheckStatus>] = &[
+    Family {
+        name: "siplb_health_checks_total",
+        kind: Counter,
+        help: "Health checks run per backend, by result (ok, failed).",
+        get: By("result", |c| {
+            vec![
+                ("ok", (c.checks - c.failed) as f64),
+                ("failed", c.failed as f64),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_health_transitions_total",
+        kind: Counter,
+        help: "State changes decided by the health checks, by the state entered (down, up).",
+        get: By("to", |c| {
+            vec![("down", c.went_down as f64), ("up", c.came_up as f64)]
+        }),
+    },
+    Family {
+        name: "siplb_health_last_check_seconds",
+        kind: Gauge,
+        help: "How long the last health check of each backend took.",
+        get: One(|c| c.last_took_ms as f64 / 1000.0),
+    },
+];
+
+/// The labels that name an item (`worker`, or `farm` and `backend`).
+type Labels = Vec<(&'static str, String)>;
+
+pub fn render(status: &StatusView, stats: &StatsView) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    table(o, PROCESS, &[(vec![], status)]);
+    let workers: Vec<_> = stats
+        .workers
+        .iter()
+        .map(|w| (vec![("worker", w.worker.to_string())], w))
+        .collect();
+    table(o, WORKERS, &workers);
+    table(o, DROPS, &[(vec![], stats)]);
+    let traffic: Vec<_> = stats
+        .farms
+        .iter()
+        .flat_map(|f| {
+            f.backends
+                .iter()
+                .map(move |b| (backend(&f.name, &b.address, b.port), b))
+        })
+        .collect();
+    table(o, BACKEND_TRAFFIC, &traffic);
+    let state: Vec<_> = status
+        .farms
+        .iter()
+        .flat_map(|f| {
+            f.backends
+                .iter()
+                .map(move |b| (backend(&f.name, &b.address, b.port), b))
+        })
+        .collect();
+    table(o, BACKEND_STATE, &state);
+    let checks: Vec<_> = state
+        .iter()
+        .filter_map(|(l, b)| Some((l.clone(), b.checks.as_ref()?)))
+        .collect();
+    table(o, HEALTH_CHECKS, &checks);
+    out
+}
+
+/// The labels of a backend.
+fn backend(farm: &str, address: &dyn std::fmt::Display, port: u16) -> Labels {
+    vec![
+        ("farm", farm.to_string()),
+        ("backend", format!("{address}:{port}")),
+    ]
+}
+
+/// Writes every family of `families`: HELP, TYPE, then one or more samples per item.
+fn table<T>(out: &mut String, families: &[Family<T>], items: &[(Labels, &T)]) {
+    for f in families {
+        let kind = match f.kind {
+            Counter => "counter",
+            Gauge => "gauge",
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {kind}",
+            f.name, f.help, f.name
+        );
+        for (labels, item) in items {
+            match &f.get {
+                One(get) => sample(out, f.name, labels, None, get(item)),
+                By(key, get) => {
+                    for (v, x) in get(item) {
+                        sample(out, f.name, labels, Some((key, v)), x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sample(out: &mut String, name: &str, labels: &Labels, more: Option<(&str, &str)>, value: f64) {
+    let l: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(more)
+        .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+        .collect();
+    if l.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{}}} {value}", l.join(","));
+    }
+}
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -9,254 +291,83 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-struct Out(String);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    fn views() -> (StatusView, StatsView) {
+        let backend = |ip: &str, checks: serde_json::Value| {
+            json!({ "address": ip, "port": 5060, "weight": 2, "state": "up", "drained": false,
+                    "health": "up", "last_check": "", "checks": checks })
+        };
+        let checks = json!({ "check": "options", "up": true, "checks": 7, "failed": 2,
+            "went_down": 1, "came_up": 1, "last_ok": true, "last_result": "200",
+            "last_at_ms": 0, "last_took_ms": 1500 });
+        let status = json!({ "file_prefix": "p", "config_file": "c", "dataplane_pid": 1,
+            "control_pid": 2, "workers": 2, "generation": 5, "http": null, "ha": null,
+            "farms": [{ "name": "pbx", "vip": "198.18.0.2", "nat": "dnat", "affinity": "call-id",
+                "backends": [backend("198.18.1.11", checks), backend("198.18.1.12", json!(null))] }] });
+        let traffic = json!({ "rx_packets": 10, "tx_packets": 9, "rx_bytes": 1000, "tx_bytes": 900,
+            "drops": 1, "rx_pps": 0.0, "tx_pps": 0.0, "rx_bps": 0.0, "tx_bps": 0.0,
+            "sip_requests": 4, "sip_responses": 5, "dialogs_created": 2, "registrations_created": 1 });
+        let be = |ip: &str| {
+            json!({ "address": ip, "port": 5060, "state": "up", "to_packets": 3,
+            "to_bytes": 300, "from_packets": 4, "from_bytes": 400, "to_pps": 0.0, "from_pps": 0.0,
+            "to_bps": 0.0, "from_bps": 0.0, "dialogs_active": 1, "registrations_active": 0 })
+        };
+        let stats = json!({ "time": 0.0, "interval": 1.0, "totals": traffic,
+            "workers": [{ "worker": 0, "traffic": traffic, "busy": 0.25 },
+                        { "worker": 1, "traffic": traffic, "busy": 0.5 }],
+            "farms": [{ "name": "pbx", "vip": "198.18.0.2", "dialogs_active": 1,
+                        "registrations_active": 0,
+                        "backends": [be("198.18.1.11"), be("198.18.1.12")] }],
+            "drops": { "not_our_mac": 3, "sip_bad_via": 1 },
+            "dialogs_expired": 0, "registrations_expired": 0 });
+        (
+            serde_json::from_value(status).unwrap(),
+            serde_json::from_value(stats).unwrap(),
+        )
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let l: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
-            .collect();
-        if l.is_empty() {
-            let _ = writeln!(self.0, "{name} {value}");
-        } else {
-            let _ = writeln!(self.0, "{name}{{{}}} {value}", l.join(","));
+    #[test]
+    fn each_family_is_one_group_of_its_samples() {
+        let (status, stats) = views();
+        let text = render(&status, &stats);
+        let mut seen = Vec::new();
+        let mut current = "";
+        let mut samples = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                current = rest.split(' ').next().unwrap();
+                assert!(!seen.contains(&current), "{current} twice:\n{text}");
+                seen.push(current);
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, current, "a sample outside its family:\n{text}");
+                samples += 1;
+            }
+        }
+        // 2 process, 9 × 2 workers, 2 drops, (2 + 2 + 1 + 1) × 2 backends,
+        // 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
+        assert_eq!(seen.len(), 2 + 9 + 1 + 4 + 3 + 3, "{text}");
+        assert_eq!(samples, 2 + 18 + 2 + 12 + 6 + 5, "{text}");
+        for want in [
+            "siplb_up 1",
+            "siplb_config_generation 5",
+            "siplb_rx_packets_total{worker=\"1\"} 10",
+            "siplb_worker_busy_ratio{worker=\"0\"} 0.25",
+            "siplb_drops_total{reason=\"not_our_mac\"} 3",
+            "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"} 3",
+            "siplb_backend_bytes_total{farm=\"pbx\",backend=\"198.18.1.12:5060\",direction=\"from\"} 400",
+            "siplb_backend_state{farm=\"pbx\",backend=\"198.18.1.12:5060\",state=\"up\"} 1",
+            "siplb_backend_weight{farm=\"pbx\",backend=\"198.18.1.11:5060\"} 2",
+            "siplb_health_checks_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",result=\"ok\"} 5",
+            "siplb_health_transitions_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",to=\"down\"} 1",
+            "siplb_health_last_check_seconds{farm=\"pbx\",backend=\"198.18.1.11:5060\"} 1.5",
+            "# TYPE siplb_drops_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no `{want}` in:\n{text}");
         }
     }
-}
-
-pub fn render(status: &StatusView, stats: &StatsView) -> String {
-    let mut o = Out(String::new());
-    o.family(
-        "siplb_up",
-        "gauge",
-        "1 while the control plane is attached to a running dataplane.",
-    );
-    o.sample("siplb_up", &[], 1.0);
-    o.family(
-        "siplb_config_generation",
-        "gauge",
-        "Generation of the state applied in the dataplane.",
-    );
-    o.sample("siplb_config_generation", &[], status.generation as f64);
-
-    for (name, help, get) in [
-        (
-            "siplb_rx_packets_total",
-            "Packets received, per worker.",
-            (|t: &crate::api::Traffic| t.rx_packets) as fn(&crate::api::Traffic) -> u64,
-        ),
-        ("siplb_tx_packets_total", "Packets sent, per worker.", |t| {
-            t.tx_packets
-        }),
-        ("siplb_rx_bytes_total", "Bytes received, per worker.", |t| {
-            t.rx_bytes
-        }),
-        ("siplb_tx_bytes_total", "Bytes sent, per worker.", |t| {
-            t.tx_bytes
-        }),
-        (
-            "siplb_sip_requests_total",
-            "SIP requests balanced, per worker.",
-            |t| t.sip_requests,
-        ),
-        (
-            "siplb_sip_responses_total",
-            "SIP responses balanced, per worker.",
-            |t| t.sip_responses,
-        ),
-        (
-            "siplb_dialogs_created_total",
-            "Dialogs recorded, per worker.",
-            |t| t.dialogs_created,
-        ),
-        (
-            "siplb_registrations_created_total",
-            "Registrations recorded, per worker.",
-            |t| t.registrations_created,
-        ),
-    ] {
-        o.family(name, "counter", help);
-        for w in &stats.workers {
-            o.sample(
-                name,
-                &[("worker", &w.worker.to_string())],
-                get(&w.traffic) as f64,
-            );
-        }
-    }
-    o.family(
-        "siplb_worker_busy_ratio",
-        "gauge",
-        "Share of a worker's polls that found packets.",
-    );
-    for w in &stats.workers {
-        o.sample(
-            "siplb_worker_busy_ratio",
-            &[("worker", &w.worker.to_string())],
-            w.busy,
-        );
-    }
-    o.family(
-        "siplb_drops_total",
-        "counter",
-        "Packets dropped, by reason (sip_* = SIP scanner errors).",
-    );
-    for (reason, n) in &stats.drops {
-        o.sample("siplb_drops_total", &[("reason", reason)], *n as f64);
-    }
-    o.family(
-        "siplb_backend_packets_total",
-        "counter",
-        "Packets to and from each backend.",
-    );
-    for f in &stats.farms {
-        for b in &f.backends {
-            let be = format!("{}:{}", b.address, b.port);
-            o.sample(
-                "siplb_backend_packets_total",
-                &[("farm", &f.name), ("backend", &be), ("direction", "to")],
-                b.to_packets as f64,
-            );
-            o.sample(
-                "siplb_backend_packets_total",
-                &[("farm", &f.name), ("backend", &be), ("direction", "from")],
-                b.from_packets as f64,
-            );
-        }
-    }
-    o.family(
-        "siplb_backend_bytes_total",
-        "counter",
-        "Bytes to and from each backend.",
-    );
-    for f in &stats.farms {
-        for b in &f.backends {
-            let be = format!("{}:{}", b.address, b.port);
-            o.sample(
-                "siplb_backend_bytes_total",
-                &[("farm", &f.name), ("backend", &be), ("direction", "to")],
-                b.to_bytes as f64,
-            );
-            o.sample(
-                "siplb_backend_bytes_total",
-                &[("farm", &f.name), ("backend", &be), ("direction", "from")],
-                b.from_bytes as f64,
-            );
-        }
-    }
-    o.family(
-        "siplb_backend_dialogs_active",
-        "gauge",
-        "Dialogs in progress (not ending) per backend.",
-    );
-    o.family(
-        "siplb_backend_registrations_active",
-        "gauge",
-        "Registrations held per backend.",
-    );
-    for f in &stats.farms {
-        for b in &f.backends {
-            let be = format!("{}:{}", b.address, b.port);
-            o.sample(
-                "siplb_backend_dialogs_active",
-                &[("farm", &f.name), ("backend", &be)],
-                b.dialogs_active as f64,
-            );
-            o.sample(
-                "siplb_backend_registrations_active",
-                &[("farm", &f.name), ("backend", &be)],
-                b.registrations_active as f64,
-            );
-        }
-    }
-    o.family(
-        "siplb_backend_state",
-        "gauge",
-        "1 for the state each backend is in (up, drained, down).",
-    );
-    o.family(
-        "siplb_backend_healthy",
-        "gauge",
-        "1 if the backend's health checks pass (or none is configured).",
-    );
-    o.family(
-        "siplb_backend_weight",
-        "gauge",
-        "Configured weight of each backend.",
-    );
-    o.family(
-        "siplb_health_checks_total",
-        "counter",
-        "Health checks run per backend, by result (ok, failed).",
-    );
-    o.family(
-        "siplb_health_transitions_total",
-        "counter",
-        "State changes decided by the health checks, by the state entered (down, up).",
-    );
-    o.family(
-        "siplb_health_last_check_seconds",
-        "gauge",
-        "How long the last health check of each backend took.",
-    );
-    for f in &status.farms {
-        for b in &f.backends {
-            let Some(c) = &b.checks else { continue };
-            let be = format!("{}:{}", b.address, b.port);
-            let l = |k: &'static str, v: &'static str| {
-                [("farm", f.name.as_str()), ("backend", be.as_str()), (k, v)]
-            };
-            o.sample(
-                "siplb_health_checks_total",
-                &l("result", "ok"),
-                (c.checks - c.failed) as f64,
-            );
-            o.sample(
-                "siplb_health_checks_total",
-                &l("result", "failed"),
-                c.failed as f64,
-            );
-            o.sample(
-                "siplb_health_transitions_total",
-                &l("to", "down"),
-                c.went_down as f64,
-            );
-            o.sample(
-                "siplb_health_transitions_total",
-                &l("to", "up"),
-                c.came_up as f64,
-            );
-            o.sample(
-                "siplb_health_last_check_seconds",
-                &[("farm", &f.name), ("backend", &be)],
-                c.last_took_ms as f64 / 1000.0,
-            );
-        }
-    }
-    for f in &status.farms {
-        for b in &f.backends {
-            let be = format!("{}:{}", b.address, b.port);
-            o.sample(
-                "siplb_backend_state",
-                &[("farm", &f.name), ("backend", &be), ("state", &b.state)],
-                1.0,
-            );
-            o.sample(
-                "siplb_backend_healthy",
-                &[("farm", &f.name), ("backend", &be)],
-                if b.health == "down" { 0.0 } else { 1.0 },
-            );
-            o.sample(
-                "siplb_backend_weight",
-                &[("farm", &f.name), ("backend", &be)],
-                f64::from(b.weight),
-            );
-        }
-    }
-    o.0
 }
