@@ -8,8 +8,7 @@ use super::{Outcome, Target};
 use rsip::prelude::*;
 use rsip::typed;
 use rsip::{Header, Method, Request, Response};
-use siplb_core::config::Protocol;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -22,12 +21,7 @@ pub fn run(t: &Target, stop: &AtomicBool) -> Outcome {
     } else {
         std::fs::read(&c.rtp_file).map_err(|e| format!("rtp_file {}: {e}", c.rtp_file))?
     };
-    let remote = SocketAddr::from((t.address, t.port));
-    let mut tp = if t.protocols.contains(&Protocol::Udp) {
-        Transport::udp(remote)?
-    } else {
-        Transport::tcp(remote, timeout)?
-    };
+    let mut tp = t.transport(timeout)?;
     let host = format!("{}:{}", t.address, t.port);
     let mut done = Vec::new();
 

@@ -44,6 +44,17 @@ impl Target {
     pub fn key(&self) -> Key {
         (self.farm.clone(), self.address, self.port)
     }
+
+    /// A transport to the backend's SIP port: UDP if the farm takes SIP over UDP, else
+    /// a TCP connection.
+    fn transport(&self, timeout: Duration) -> Result<Transport, String> {
+        let remote = SocketAddr::from((self.address, self.port));
+        if self.protocols.contains(&Protocol::Udp) {
+            Transport::udp(remote)
+        } else {
+            Transport::tcp(remote, timeout)
+        }
+    }
 }
 
 /// Every backend of every farm whose checks are on.
@@ -81,12 +92,7 @@ pub fn check(t: &Target, stop: &AtomicBool) -> Outcome {
 
 fn options(t: &Target) -> Outcome {
     let timeout = Duration::from_millis(t.cfg.timeout_ms);
-    let remote = SocketAddr::from((t.address, t.port));
-    let mut tp = if t.protocols.contains(&Protocol::Udp) {
-        Transport::udp(remote)?
-    } else {
-        Transport::tcp(remote, timeout)?
-    };
+    let mut tp = t.transport(timeout)?;
     let host = format!("{}:{}", t.address, t.port);
     let mut leg = Leg::new(
         format!("sip:siplb-check@{}", tp.local.ip()),
