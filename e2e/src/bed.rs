@@ -2,21 +2,13 @@
 //! scenarios on its client and backends.
 
 use crate::sipp::{self, Uac, Uas};
-use crate::topology::{backend_ip, Dataplane, Spec, Topology, CLIENT_IP, VIP};
+use crate::topology::{Dataplane, Spec, Topology};
 use anyhow::Result;
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub struct Bed {
     pub topo: Topology,
     pub dp: Dataplane,
-}
-
-/// A scenario file shipped in `e2e/scenarios/`.
-pub fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(format!("{name}.xml"))
 }
 
 impl Bed {
@@ -35,55 +27,21 @@ impl Bed {
         Ok(Bed { topo, dp })
     }
 
-    /// Starts a SIPp UAS on every backend (`scenario` None = built-in `uas`).
-    pub fn backends(
-        &self,
-        scenario_name: Option<&str>,
-        tag: &str,
-        extra: &[&str],
-    ) -> Result<Vec<Uas>> {
-        let sc = scenario_name.map(scenario);
-        self.topo
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                sipp::start_uas(
-                    ns,
-                    backend_ip(i),
-                    5060,
-                    &self.topo.dir,
-                    &format!("{tag}-be{i}"),
-                    sc.as_deref(),
-                    extra,
-                )
-            })
-            .collect()
+    /// Starts a SIPp UAS on every backend (`scenario` None = built-in `uas`), named
+    /// `<tag>-be<i>`.
+    pub fn backends(&self, scenario: Option<&str>, tag: &str, extra: &[&str]) -> Result<Vec<Uas>> {
+        sipp::start_backend_uases(
+            &self.topo.backends,
+            &self.topo.dir,
+            &format!("{tag}-be"),
+            scenario,
+            extra,
+        )
     }
 
-    /// A UAC on the client calling the VIP.
-    pub fn client(
-        &self,
-        scenario_name: Option<&str>,
-        tag: &str,
-        calls: u32,
-        rate: u32,
-        extra: Vec<String>,
-    ) -> Uac<'_> {
-        Uac {
-            ns: &self.topo.client,
-            local_ip: CLIENT_IP,
-            local_port: 5060,
-            target: format!("{VIP}:5060"),
-            calls,
-            rate,
-            limit: 200,
-            scenario: scenario_name.map(scenario),
-            extra,
-            timeout: Duration::from_secs(60),
-            name: tag.to_string(),
-            trace: false,
-        }
+    /// A UAC on the client calling the VIP (`Uac::new`'s defaults).
+    pub fn client(&self, tag: &str, calls: u32, rate: u32) -> Uac<'_> {
+        Uac::new(&self.topo.client, tag, calls, rate)
     }
 
     /// Writes a SIPp injection file with one user per line.
@@ -95,12 +53,7 @@ impl Bed {
 
     /// Stops the dataplane and returns its final counters line.
     pub fn stop(&mut self) -> String {
-        let out = self.dp.stop();
-        out.lines()
-            .rev()
-            .find(|l| l.contains("final"))
-            .unwrap_or("")
-            .to_string()
+        self.dp.stop_final_stats()
     }
 }
 

@@ -7,6 +7,7 @@
 
 use crate::netns::{veth, Netns};
 use crate::siplb::Siplb;
+use crate::sipp::{self, Uas};
 use crate::topology::{backend_ip, VIP};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -72,6 +73,11 @@ impl Pair {
             be.ip(&["route", "add", "default", "via", FLOAT_BACK])?;
         }
         Ok(p)
+    }
+
+    /// A SIPp UAS on every backend (built-in `uas` with `extra` options), named `uas<i>`.
+    pub fn start_uas_backends(&self, extra: &[&str]) -> Result<Vec<Uas>> {
+        sipp::start_backend_uases(&self.backends, &self.dir, "uas", None, extra)
     }
 
     /// The configuration of unit `i` (priority 200 for unit 0, 100 for unit 1) with

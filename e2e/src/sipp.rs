@@ -2,12 +2,28 @@
 
 use crate::netns::Netns;
 use crate::process::Proc;
+use crate::topology::{backend_ip, CLIENT_IP, VIP};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
+
+/// A scenario file shipped in `e2e/scenarios/`.
+pub fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.xml"))
+}
+
+/// Now, in seconds since the Unix epoch: the clock of `Traced::time`.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
 
 /// A SIPp UAS (server) logging every message it sends and receives.
 pub struct Uas {
@@ -59,6 +75,35 @@ pub fn start_uas(
     })
 }
 
+/// Starts a SIPp UAS for backend `i` of a test bed: in `ns`, on `backend_ip(i)`:5060.
+pub fn start_backend_uas(
+    ns: &Netns,
+    i: usize,
+    dir: &Path,
+    name: &str,
+    scenario: Option<&str>,
+    extra: &[&str],
+) -> Result<Uas> {
+    let sc = scenario.map(self::scenario);
+    start_uas(ns, backend_ip(i), 5060, dir, name, sc.as_deref(), extra)
+}
+
+/// Starts a SIPp UAS on every backend (`backends[i]` is backend `i`), named
+/// `{prefix}{i}`.
+pub fn start_backend_uases(
+    backends: &[Netns],
+    dir: &Path,
+    prefix: &str,
+    scenario: Option<&str>,
+    extra: &[&str],
+) -> Result<Vec<Uas>> {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| start_backend_uas(ns, i, dir, &format!("{prefix}{i}"), scenario, extra))
+        .collect()
+}
+
 impl Uas {
     /// Stops the UAS (SIGTERM ends SIPp reliably) and returns what it logged.
     pub fn finish(mut self) -> Vec<Traced> {
@@ -71,21 +116,21 @@ impl Uas {
     }
 }
 
-/// How to run a SIPp UAC.
+/// How to run a SIPp UAC: `Uac::new` and the settings that differ from its defaults.
 pub struct Uac<'a> {
-    pub ns: &'a Netns,
-    pub local_ip: Ipv4Addr,
-    pub local_port: u16,
-    pub target: String,
-    pub calls: u32,
-    pub rate: u32,
-    pub limit: u32,
+    ns: &'a Netns,
+    local_ip: Ipv4Addr,
+    local_port: u16,
+    target: String,
+    calls: u32,
+    rate: u32,
+    limit: u32,
     /// Scenario file; `None` = SIPp's built-in `uac`.
-    pub scenario: Option<PathBuf>,
-    pub extra: Vec<String>,
-    pub timeout: Duration,
-    pub name: String,
-    pub trace: bool,
+    scenario: Option<PathBuf>,
+    extra: Vec<String>,
+    timeout: Duration,
+    name: String,
+    trace: bool,
 }
 
 pub struct UacRun {
@@ -96,7 +141,75 @@ pub struct UacRun {
     pub messages: Vec<Traced>,
 }
 
-impl Uac<'_> {
+impl<'a> Uac<'a> {
+    /// `calls` calls at `rate` per second from `ns` at the client address
+    /// (`CLIENT_IP`:5060) to the VIP's port 5060, with SIPp's built-in `uac`: at most 200
+    /// at once, bounded by a 60 s `-timeout`, no message log. Its files are `name.*`.
+    pub fn new(ns: &'a Netns, name: &str, calls: u32, rate: u32) -> Uac<'a> {
+        Uac {
+            ns,
+            local_ip: CLIENT_IP,
+            local_port: 5060,
+            target: format!("{VIP}:5060"),
+            calls,
+            rate,
+            limit: 200,
+            scenario: None,
+            extra: Vec::new(),
+            timeout: Duration::from_secs(60),
+            name: name.to_string(),
+            trace: false,
+        }
+    }
+
+    /// At most `n` calls at once (`-l`).
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = n;
+        self
+    }
+
+    /// Ends the run with an error after `s` seconds (`-timeout`).
+    pub fn timeout_s(mut self, s: u64) -> Self {
+        self.timeout = Duration::from_secs(s);
+        self
+    }
+
+    /// Holds each call `ms` milliseconds before its BYE (`-d`).
+    pub fn hold_ms(self, ms: u32) -> Self {
+        self.args(["-d".to_string(), ms.to_string()])
+    }
+
+    /// More SIPp options, after those given so far.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.extra.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// A scenario of `e2e/scenarios/` instead of the built-in `uac`.
+    pub fn scenario(mut self, name: &str) -> Self {
+        self.scenario = Some(scenario(name));
+        self
+    }
+
+    /// Calls from `ip:port` instead of `CLIENT_IP`:5060.
+    pub fn local(mut self, ip: Ipv4Addr, port: u16) -> Self {
+        self.local_ip = ip;
+        self.local_port = port;
+        self
+    }
+
+    /// Calls `target` (`address:port`) instead of the VIP.
+    pub fn target(mut self, target: &str) -> Self {
+        self.target = target.to_string();
+        self
+    }
+
+    /// Logs every message (`-trace_msg`), returned in `UacRun::messages`.
+    pub fn traced(mut self) -> Self {
+        self.trace = true;
+        self
+    }
+
     /// Runs the UAC to completion (bounded by `-m` and `-timeout`).
     pub fn run(&self, dir: &Path) -> Result<UacRun> {
         let mut running = self.spawn(dir)?;
@@ -312,19 +425,6 @@ fn uri_user(value: &str) -> String {
 }
 
 /// What each backend saw, by Call-ID, and whether any call was split.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sipp_timestamps_are_utc_epoch_seconds() {
-        assert_eq!(super::parse_utc("1970-01-01 00:00:01.5"), 1.5);
-        assert_eq!(
-            super::parse_utc("2026-11-25 03:37:07.000000"),
-            1_795_577_827.0
-        );
-        assert_eq!(super::parse_utc("garbage"), 0.0);
-    }
-}
-
 #[derive(Debug)]
 pub struct Stickiness {
     /// Calls (distinct Call-IDs) per backend.
@@ -370,5 +470,38 @@ pub fn stickiness(backends: &[Vec<Traced>]) -> Stickiness {
         messages_per_backend: backends.iter().map(|m| m.len()).collect(),
         split,
         by_call,
+    }
+}
+
+impl Stickiness {
+    /// Panics unless every call at every backend has each kind of `want` (`METHOD` for
+    /// requests, `code/METHOD` for responses; a kind listed twice must be seen twice).
+    /// `what` names the step in the message.
+    pub fn assert_every_call_has(&self, what: &str, want: &[&str]) {
+        for (b, by_call) in self.by_call.iter().enumerate() {
+            for (cid, kinds) in by_call {
+                for w in want {
+                    let need = want.iter().filter(|x| *x == w).count();
+                    let have = kinds.iter().filter(|k| k == w).count();
+                    assert!(
+                        have >= need,
+                        "{what}: backend {b} call {cid}: {need}× {w} wanted, saw {kinds:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sipp_timestamps_are_utc_epoch_seconds() {
+        assert_eq!(super::parse_utc("1970-01-01 00:00:01.5"), 1.5);
+        assert_eq!(
+            super::parse_utc("2026-11-25 03:37:07.000000"),
+            1_795_577_827.0
+        );
+        assert_eq!(super::parse_utc("garbage"), 0.0);
     }
 }

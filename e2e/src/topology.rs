@@ -12,6 +12,7 @@
 
 use crate::netns::{veth, Netns};
 use crate::process::Proc;
+use crate::sipp::{self, Uas};
 use anyhow::Result;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -44,6 +45,14 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The topology with `backends` backends and a one-worker dataplane.
+    pub fn with_backends(backends: usize) -> Result<Topology> {
+        Topology::up(Spec {
+            backends,
+            workers: 1,
+        })
+    }
+
     pub fn up(spec: Spec) -> Result<Topology> {
         let tag = crate::unique_tag("slb");
         let dir = std::env::temp_dir().join(format!("siplb-{tag}"));
@@ -84,6 +93,22 @@ impl Topology {
             b.ip(&["route", "add", "default", "via", "198.18.1.1"])?;
         }
         Ok(t)
+    }
+
+    /// A SIPp UAS on every backend (built-in `uas` with `extra` options), named `uas<i>`.
+    pub fn start_uas_backends(&self, extra: &[&str]) -> Result<Vec<Uas>> {
+        sipp::start_backend_uases(&self.backends, &self.dir, "uas", None, extra)
+    }
+
+    /// A SIPp UAS on backend `i` (`scenario` of `e2e/scenarios/`, None = built-in `uas`).
+    pub fn start_uas(
+        &self,
+        i: usize,
+        name: &str,
+        scenario: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Uas> {
+        sipp::start_backend_uas(&self.backends[i], i, &self.dir, name, scenario, extra)
     }
 
     /// EAL arguments that attach the dataplane to its two veth ends.
@@ -190,6 +215,16 @@ impl Dataplane {
     pub fn stop(&mut self) -> String {
         self.proc.stop(Duration::from_secs(10));
         self.proc.output()
+    }
+
+    /// Stops it and returns its final counters line (empty if it printed none).
+    pub fn stop_final_stats(&mut self) -> String {
+        let out = self.stop();
+        out.lines()
+            .rev()
+            .find(|l| l.contains("final"))
+            .unwrap_or("")
+            .to_string()
     }
 }
 

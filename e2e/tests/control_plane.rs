@@ -2,8 +2,8 @@
 //! lookup, live backend changes under load, control-plane restart, observability
 //! (Prometheus, JSON, DPDK telemetry, dpdk-dumpcap) and bad input.
 
-use e2e::sipp::{self, stickiness, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::sipp::{stickiness, unix_now, Uac};
+use e2e::topology::{backend_ip, Topology, VIP};
 use std::time::Duration;
 
 fn farm(weights: &[u32]) -> String {
@@ -21,11 +21,7 @@ fn farm(weights: &[u32]) -> String {
 #[test]
 fn status_stats_dialog_and_shutdown() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let siplb = topo
         .start_siplb(&topo.siplb_config(&farm(&[1, 1])))
         .unwrap();
@@ -35,39 +31,13 @@ fn status_stats_dialog_and_shutdown() {
         status.contains("farm pbx") && status.contains("198.18.1.11:5060") && status.contains("up"),
         "{status}"
     );
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
-    let run = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: 50,
-        rate: 50,
-        limit: 50,
-        scenario: None,
-        extra: vec![],
-        timeout: Duration::from_secs(30),
-        name: "uac".into(),
-        trace: true,
-    }
-    .run(&topo.dir)
-    .unwrap();
+    let uas = topo.start_uas_backends(&[]).unwrap();
+    let run = Uac::new(&topo.client, "uac", 50, 50)
+        .limit(50)
+        .timeout_s(30)
+        .traced()
+        .run(&topo.dir)
+        .unwrap();
     assert_eq!((run.successful, run.failed), (50, 0));
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
     std::thread::sleep(Duration::from_millis(1500));
@@ -98,30 +68,13 @@ fn status_stats_dialog_and_shutdown() {
     assert!(siplb.ok(&["shutdown"]).unwrap().contains("shutting down"));
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 /// A UAC placing `calls` calls of `hold_ms` at `rate` per second, started in the
 /// background.
-fn load<'a>(topo: &'a Topology, calls: u32, rate: u32, hold_ms: u32) -> Uac<'a> {
-    Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls,
-        rate,
-        limit: 300,
-        scenario: None,
-        extra: vec!["-d".into(), hold_ms.to_string()],
-        timeout: Duration::from_secs(120),
-        name: "load".into(),
-        trace: false,
-    }
+fn load(topo: &Topology, calls: u32, rate: u32, hold_ms: u32) -> Uac<'_> {
+    Uac::new(&topo.client, "load", calls, rate)
+        .limit(300)
+        .hold_ms(hold_ms)
+        .timeout_s(120)
 }
 
 fn active_dialogs(siplb: &e2e::siplb::Siplb, backend: &str) -> u64 {
@@ -139,30 +92,10 @@ fn active_dialogs(siplb: &e2e::siplb::Siplb, backend: &str) -> u64 {
 #[test]
 fn live_changes_under_load_lose_nothing() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 3,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(3).unwrap();
     let mut cfg = topo.siplb_config(&farm(&[1, 1]));
     let siplb = topo.start_siplb(&cfg).unwrap();
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = topo.start_uas_backends(&[]).unwrap();
     // 20 calls/s of 3 s each for 25 s: about 60 dialogs in progress at any time.
     let mut calls = load(&topo, 500, 20, 3000).spawn(&topo.dir).unwrap();
     let b1 = backend_ip(1).to_string();
@@ -177,7 +110,7 @@ fn live_changes_under_load_lose_nothing() {
             .unwrap()
     );
     std::thread::sleep(Duration::from_secs(3));
-    let drained_at = now();
+    let drained_at = unix_now();
     println!("{}", siplb.ok(&["backend", "drain", "pbx", &b1]).unwrap());
     // Removal is refused while its dialogs run ...
     let early = siplb.cli(&["backend", "remove", "pbx", &b1]);
@@ -215,16 +148,7 @@ fn live_changes_under_load_lose_nothing() {
     let s = stickiness(&traces);
     println!("calls per backend {:?}", s.calls_per_backend);
     assert!(s.split.is_empty(), "dialogs changed backend: {:?}", s.split);
-    for (b, calls) in s.by_call.iter().enumerate() {
-        for (cid, kinds) in calls {
-            for k in ["INVITE", "ACK", "BYE", "200/BYE"] {
-                assert!(
-                    kinds.iter().any(|x| x == k),
-                    "backend {b} call {cid}: no {k} in {kinds:?}"
-                );
-            }
-        }
-    }
+    s.assert_every_call_has("calls", &["INVITE", "ACK", "BYE", "200/BYE"]);
     let late: Vec<_> = traces[1]
         .iter()
         .filter(|m| !m.sent && m.kind == "INVITE" && m.time > drained_at + 0.5)
@@ -244,31 +168,11 @@ fn live_changes_under_load_lose_nothing() {
 #[test]
 fn control_plane_restart_under_load_loses_nothing() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let mut siplb = topo
         .start_siplb(&topo.siplb_config(&farm(&[1, 1])))
         .unwrap();
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = topo.start_uas_backends(&[]).unwrap();
     let mut calls = load(&topo, 300, 20, 1000).spawn(&topo.dir).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let rx = |s: &str| -> u64 {
@@ -312,31 +216,11 @@ fn control_plane_restart_under_load_loses_nothing() {
 #[test]
 fn metrics_json_telemetry_and_capture() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let siplb = topo
         .start_siplb(&topo.siplb_config(&farm(&[1, 1])))
         .unwrap();
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = topo.start_uas_backends(&[]).unwrap();
     // A capture of the front port by dpdk-dumpcap (a DPDK secondary) while calls run.
     let pcap = topo.dir.join("front.pcapng");
     let mut dumpcap_cmd = std::process::Command::new("timeout");
@@ -422,11 +306,7 @@ fn metrics_json_telemetry_and_capture() {
 #[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let cfg = topo.siplb_config(&farm(&[1, 1]));
     // No daemon yet: the CLI says so.
     std::fs::write(topo.dir.join("siplb.toml"), &cfg).unwrap();
@@ -522,30 +402,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[test]
 fn ended_dialogs_expire_and_are_counted() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let farm = farm(&[1, 1]).replace("backends = [", "timers = { linger = 1 }\nbackends = [");
     let siplb = topo.start_siplb(&topo.siplb_config(&farm)).unwrap();
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = topo.start_uas_backends(&[]).unwrap();
     let run = load(&topo, 20, 20, 0).run(&topo.dir).unwrap();
     assert_eq!((run.successful, run.failed), (20, 0));
     drop(uas);

@@ -2,18 +2,14 @@
 //! the control plane's sockets toward the backends) crosses the DPDK ports through the
 //! kernel interfaces the dataplane creates, while SIP is being balanced.
 
-use e2e::sipp::{self, stickiness, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::sipp::{stickiness, Uac};
+use e2e::topology::{backend_ip, Topology};
 use std::time::Duration;
 
 #[test]
 fn ping_tcp_and_own_sockets_work_while_sip_is_balanced() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let cfg = topo.base_config() + &topo.farm_config("snat", "call-id", &[1, 1], "");
     let mut dp = topo.start_dataplane(&cfg, &[]).unwrap();
     // The kernel interfaces carry the ports' addresses in the balancer's namespace.
@@ -27,39 +23,11 @@ fn ping_tcp_and_own_sockets_work_while_sip_is_balanced() {
         "{addrs}"
     );
 
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &["-aa"],
-            )
-            .unwrap()
-        })
-        .collect();
-    let mut calls = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: 200,
-        rate: 40,
-        limit: 100,
-        scenario: None,
-        extra: vec![],
-        timeout: Duration::from_secs(60),
-        name: "calls".into(),
-        trace: false,
-    }
-    .spawn(&topo.dir)
-    .unwrap();
+    let uas = topo.start_uas_backends(&["-aa"]).unwrap();
+    let mut calls = Uac::new(&topo.client, "calls", 200, 40)
+        .limit(100)
+        .spawn(&topo.dir)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
 
     // A client pings the balancer's own address and opens a TCP connection to a
@@ -114,12 +82,7 @@ fn ping_tcp_and_own_sockets_work_while_sip_is_balanced() {
 
     let run = calls.wait(Duration::from_secs(90)).unwrap();
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
-    let out = dp.stop();
-    let fin = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("final"))
-        .unwrap_or("");
+    let fin = dp.stop_final_stats();
     println!("{fin}");
     assert_eq!((run.successful, run.failed), (200, 0), "{}", run.output);
     assert!(stickiness(&traces).split.is_empty());

@@ -5,11 +5,10 @@
 //! good checks. The checks run in the control daemon and reach the backends through
 //! the dataplane's exception path.
 
-use e2e::bed::scenario;
 use e2e::process::Proc;
 use e2e::siplb::Siplb;
-use e2e::sipp::{self, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::sipp::{unix_now, Uac};
+use e2e::topology::{backend_ip, Topology, VIP};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -69,22 +68,16 @@ fn checks(s: &Value, i: usize) -> u64 {
 #[test]
 fn each_check_type_against_sipp_a_closed_port_and_a_hung_server() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 3,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(3).unwrap();
     // Backend 0: SIPp answering OPTIONS (-aa), a digest REGISTER and calls, echoing RTP.
-    let _sipp = sipp::start_uas(
-        &topo.backends[0],
-        backend_ip(0),
-        5060,
-        &topo.dir,
-        "be0",
-        Some(&scenario("health_uas")),
-        &["-aa", "-rtp_echo", "-mp", "6000"],
-    )
-    .unwrap();
+    let _sipp = topo
+        .start_uas(
+            0,
+            "be0",
+            Some("health_uas"),
+            &["-aa", "-rtp_echo", "-mp", "6000"],
+        )
+        .unwrap();
     // Backend 1: nothing listens (the kernel answers with ICMP port unreachable / RST).
     // Backend 2: a server that reads everything and answers nothing.
     let mut sink_cmd = topo.backends[2].command(e2e::bins::path("sip-sink"));
@@ -206,35 +199,11 @@ fn captured_requests(text: &str) -> Vec<(f64, String, String)> {
     out
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 #[test]
 fn a_backend_killed_under_load_is_detected_and_comes_back_after_rise_checks() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 3,
-        workers: 1,
-    })
-    .unwrap();
-    let uas: Vec<_> = (0..3)
-        .map(|i| {
-            sipp::start_uas(
-                &topo.backends[i],
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("be{i}"),
-                None,
-                &["-aa"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let topo = Topology::with_backends(3).unwrap();
+    let uas = topo.start_uas_backends(&["-aa"]).unwrap();
     let siplb = topo
         .start_siplb(&topo.siplb_config(&farm(
             "{ check = \"options\", interval_ms = 500, timeout_ms = 400, rise = 2, fall = 2 }",
@@ -245,34 +214,20 @@ fn a_backend_killed_under_load_is_detected_and_comes_back_after_rise_checks() {
     });
 
     let (rate, calls, hold_ms) = (40u32, 800u32, 500u32);
-    let mut uac = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls,
-        rate,
-        limit: 300,
-        scenario: None,
-        extra: vec![
-            "-d".into(),
-            hold_ms.to_string(),
-            "-recv_timeout".into(),
-            "8000".into(),
-        ],
-        timeout: Duration::from_secs(90),
-        name: "uac".into(),
-        trace: false,
-    }
-    .spawn(&topo.dir)
-    .unwrap();
+    let mut uac = Uac::new(&topo.client, "uac", calls, rate)
+        .limit(300)
+        .hold_ms(hold_ms)
+        .args(["-recv_timeout", "8000"])
+        .timeout_s(90)
+        .spawn(&topo.dir)
+        .unwrap();
     std::thread::sleep(Duration::from_secs(6));
 
     // Kill backend 0's SIPp by its PID, and watch what still reaches its address.
     let mut uas = uas.into_iter();
     let dead = uas.next().unwrap();
     dead.proc.signal(libc::SIGKILL);
-    let t_kill = now();
+    let t_kill = unix_now();
     let capture = topo.dir.join("dead.cap");
     let mut tcpdump_cmd = topo.backends[0].command("tcpdump");
     tcpdump_cmd.args(["-l", "-n", "-tt", "-A", "-i", "be0", "udp dst port 5060"]);
@@ -280,26 +235,19 @@ fn a_backend_killed_under_load_is_detected_and_comes_back_after_rise_checks() {
     wait_for(&siplb, "detection", Duration::from_secs(10), |st| {
         health(st, 0) == "down"
     });
-    let t_detect = now();
+    let t_detect = unix_now();
     let dead_trace = dead.finish();
 
-    std::thread::sleep(Duration::from_secs_f64((t_kill + 6.0 - now()).max(0.0)));
+    std::thread::sleep(Duration::from_secs_f64(
+        (t_kill + 6.0 - unix_now()).max(0.0),
+    ));
     tcpdump.stop(Duration::from_secs(2));
-    let again = sipp::start_uas(
-        &topo.backends[0],
-        backend_ip(0),
-        5060,
-        &topo.dir,
-        "be0-again",
-        None,
-        &["-aa"],
-    )
-    .unwrap();
-    let t_restart = now();
+    let again = topo.start_uas(0, "be0-again", None, &["-aa"]).unwrap();
+    let t_restart = unix_now();
     wait_for(&siplb, "recovery", Duration::from_secs(10), |st| {
         health(st, 0) == "up"
     });
-    let t_back = now();
+    let t_back = unix_now();
 
     let run = uac.wait(Duration::from_secs(120)).unwrap();
     let back_trace = again.finish();

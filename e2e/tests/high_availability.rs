@@ -3,8 +3,7 @@
 //! VIP over and no dialog is lost or moved.
 
 use e2e::pair::Pair;
-use e2e::sipp::{self, stickiness, Uac};
-use e2e::topology::{backend_ip, CLIENT_IP, VIP};
+use e2e::sipp::{stickiness, Uac};
 use std::time::{Duration, Instant};
 
 fn role(s: &e2e::siplb::Siplb) -> String {
@@ -31,40 +30,13 @@ fn takeover(nat: &str, extra: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let uas: Vec<_> = pair
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &pair.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = pair.start_uas_backends(&[]).unwrap();
     // 20 calls/s of 4 s: about 80 dialogs in progress when the active unit dies.
-    let mut calls = Uac {
-        ns: &pair.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: 300,
-        rate: 20,
-        limit: 200,
-        scenario: None,
-        extra: vec!["-d".into(), "4000".into()],
-        timeout: Duration::from_secs(90),
-        name: "calls".into(),
-        trace: false,
-    }
-    .spawn(&pair.dir)
-    .unwrap();
+    let mut calls = Uac::new(&pair.client, "calls", 300, 20)
+        .hold_ms(4000)
+        .timeout_s(90)
+        .spawn(&pair.dir)
+        .unwrap();
     std::thread::sleep(Duration::from_secs(7));
     let dataplane = u0.dataplane_pid().expect("unit 0's dataplane");
     let killed = Instant::now();
@@ -97,13 +69,7 @@ fn takeover(nat: &str, extra: &str) {
         "dialogs moved backend at the takeover: {:?}",
         s.split
     );
-    for calls in &s.by_call {
-        for (cid, kinds) in calls {
-            for k in ["INVITE", "ACK", "BYE", "200/BYE"] {
-                assert!(kinds.iter().any(|x| x == k), "{cid}: {kinds:?}");
-            }
-        }
-    }
+    s.assert_every_call_has(nat, &["INVITE", "ACK", "BYE", "200/BYE"]);
     drop(u1);
 }
 

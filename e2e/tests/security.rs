@@ -1,8 +1,9 @@
 //! `[security]` on real traffic: a denied source, a SIP scanner and a call flood from
 //! one source are dropped and counted; legitimate calls still pass.
 
-use e2e::sipp::{self, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::bed::stat;
+use e2e::sipp::Uac;
+use e2e::topology::Topology;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,11 +12,7 @@ const LIMIT: u32 = 20;
 #[test]
 fn denied_sources_scanners_and_floods_are_dropped_and_counted() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let cfg = format!(
         "[security]\ndeny = [\"198.18.0.66\"]\nmax_new_per_source = {LIMIT}\n\n{}{}",
         topo.base_config(),
@@ -25,23 +22,7 @@ fn denied_sources_scanners_and_floods_are_dropped_and_counted() {
     topo.client
         .ip(&["addr", "add", "198.18.0.66/24", "dev", "cli0"])
         .unwrap();
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &["-aa"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = topo.start_uas_backends(&["-aa"]).unwrap();
     // 30 OPTIONS from the denied address and 30 from a scanner.
     let script = r#"
 import socket
@@ -58,57 +39,30 @@ send("198.18.0.10", "friendly-scanner", 30)
 "#;
     topo.client.run("python3", &["-c", script]).unwrap();
     // A flood: 300 calls at 100 per second from one address, 5 times the limit.
-    let flood = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: 300,
-        rate: 100,
-        limit: 300,
-        scenario: None,
-        extra: vec!["-nr".into()],
-        timeout: Duration::from_secs(6),
-        name: "flood".into(),
-        trace: false,
-    }
-    .run(&topo.dir)
-    .unwrap();
+    let flood = Uac::new(&topo.client, "flood", 300, 100)
+        .limit(300)
+        .args(["-nr"])
+        .timeout_s(6)
+        .run(&topo.dir)
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     // Afterwards, calls within the limit pass.
-    let calm = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: 40,
-        rate: 10,
-        limit: 40,
-        scenario: None,
-        extra: vec![],
-        timeout: Duration::from_secs(30),
-        name: "calm".into(),
-        trace: false,
-    }
-    .run(&topo.dir)
-    .unwrap();
+    let calm = Uac::new(&topo.client, "calm", 40, 10)
+        .limit(40)
+        .timeout_s(30)
+        .run(&topo.dir)
+        .unwrap();
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
-    let out = dp.stop();
-    let fin = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("final"))
-        .unwrap_or("")
-        .to_string();
+    let fin = dp.stop_final_stats();
     println!("{fin}");
     println!(
         "flood: {} successful, {} failed; calm: {} successful",
         flood.successful, flood.failed, calm.successful
     );
     assert_eq!((calm.successful, calm.failed), (40, 0), "{}", calm.output);
-    assert!(e2e::bed::stat(&fin, "denied") >= 30, "{fin}");
-    assert!(e2e::bed::stat(&fin, "scanner") >= 30, "{fin}");
-    assert!(e2e::bed::stat(&fin, "flood") > 100, "{fin}");
+    assert!(stat(&fin, "denied") >= 30, "{fin}");
+    assert!(stat(&fin, "scanner") >= 30, "{fin}");
+    assert!(stat(&fin, "flood") > 100, "{fin}");
     assert!(
         flood.successful < 150,
         "a flood at 5 times the limit must lose calls: {} passed",

@@ -5,8 +5,8 @@
 //! each dialog (Call-ID) seen by one backend only, with all its messages.
 
 use e2e::bed::{stat, Bed};
-use e2e::sipp::{stickiness, Traced, Uac};
-use e2e::topology::{backend_ip, CLIENT_IP, VIP};
+use e2e::sipp::{scenario, stickiness, Traced, Uac};
+use e2e::topology::{backend_ip, CLIENT_IP};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -37,18 +37,7 @@ fn assert_sticky(what: &str, traces: &[Vec<Traced>], calls: usize, want: &[&str]
         calls,
         "{what}: calls seen by the backends"
     );
-    for (b, by_call) in s.by_call.iter().enumerate() {
-        for (cid, kinds) in by_call {
-            for w in want {
-                let need = want.iter().filter(|x| *x == w).count();
-                let have = kinds.iter().filter(|k| k == w).count();
-                assert!(
-                    have >= need,
-                    "{what}: backend {b} call {cid}: {need}× {w} wanted, saw {kinds:?}"
-                );
-            }
-        }
-    }
+    s.assert_every_call_has(what, want);
     println!("{what}: calls per backend {:?}", s.calls_per_backend);
     s.calls_per_backend
 }
@@ -69,13 +58,9 @@ fn register_users(bed: &Bed, tag: &str, users: &[String]) -> Vec<Vec<Traced>> {
     let csv = bed.users(tag, users).unwrap();
     let n = users.len() as u32;
     let run = bed
-        .client(
-            Some("register_uac"),
-            tag,
-            n,
-            20,
-            vec!["-inf".into(), csv.display().to_string()],
-        )
+        .client(tag, n, 20)
+        .scenario("register_uac")
+        .args(["-inf".to_string(), csv.display().to_string()])
         .run(&bed.topo.dir)
         .unwrap();
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
@@ -113,19 +98,9 @@ fn flows(nat: &str) {
     // Calls with a re-INVITE.
     let uas = bed.backends(Some("call_uas"), "reinvite", &[]).unwrap();
     let run = bed
-        .client(
-            Some("call_uac"),
-            "reinvite",
-            100,
-            50,
-            vec![
-                "-key".into(),
-                "sdp_pad".into(),
-                "a=x-pad:-".into(),
-                "-s".into(),
-                "service".into(),
-            ],
-        )
+        .client("reinvite", 100, 50)
+        .scenario("call_uac")
+        .args(["-key", "sdp_pad", "a=x-pad:-", "-s", "service"])
         .run(&bed.topo.dir)
         .unwrap();
     let t: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
@@ -151,13 +126,9 @@ fn flows(nat: &str) {
     // CANCEL of a ringing call.
     let uas = bed.backends(Some("cancel_uas"), "cancel", &[]).unwrap();
     let run = bed
-        .client(
-            Some("cancel_uac"),
-            "cancel",
-            40,
-            40,
-            vec!["-s".into(), "service".into()],
-        )
+        .client("cancel", 40, 40)
+        .scenario("cancel_uac")
+        .args(["-s", "service"])
         .run(&bed.topo.dir)
         .unwrap();
     let t: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
@@ -181,19 +152,9 @@ fn flows(nat: &str) {
     let pad = format!("a=x-pad:{}", "x".repeat(2700));
     let uas = bed.backends(Some("call_uas"), "fragments", &[]).unwrap();
     let run = bed
-        .client(
-            Some("call_uac"),
-            "fragments",
-            20,
-            20,
-            vec![
-                "-key".into(),
-                "sdp_pad".into(),
-                pad,
-                "-s".into(),
-                "service".into(),
-            ],
-        )
+        .client("fragments", 20, 20)
+        .scenario("call_uac")
+        .args(["-key", "sdp_pad", &pad, "-s", "service"])
         .run(&bed.topo.dir)
         .unwrap();
     let t: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
@@ -258,27 +219,21 @@ fn backend_calls_phone(bed: &Bed, nat: &str) {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    let mut phone = Uac {
-        ns: &bed.topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5062,
-        target: format!("{VIP}:5060"),
-        calls: 1,
-        rate: 1,
-        limit: 1,
-        scenario: Some(e2e::bed::scenario("phone_register_and_wait")),
-        extra: vec![
-            "-inf".into(),
+    let mut phone = bed
+        .client("phone", 1, 1)
+        .local(CLIENT_IP, 5062)
+        .limit(1)
+        .scenario("phone_register_and_wait")
+        .args([
+            "-inf".to_string(),
             csv.display().to_string(),
-            "-oocsf".into(),
-            e2e::bed::scenario("phone_answer").display().to_string(),
-        ],
-        timeout: Duration::from_secs(30),
-        name: "phone".into(),
-        trace: true,
-    }
-    .spawn(&bed.topo.dir)
-    .unwrap();
+            "-oocsf".to_string(),
+            scenario("phone_answer").display().to_string(),
+        ])
+        .timeout_s(30)
+        .traced()
+        .spawn(&bed.topo.dir)
+        .unwrap();
     // Wait for the registration to reach a backend.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let registrar = loop {
@@ -324,22 +279,14 @@ fn backend_calls_phone(bed: &Bed, nat: &str) {
     // The PBX calls from its SIP port (the balancer knows backends by address and port).
     let other = 1 - registrar;
     let other_uas = bed.backends(None, "bystander", &[]).unwrap().remove(other);
-    let pbx = Uac {
-        ns: &bed.topo.backends[registrar],
-        local_ip: backend_ip(registrar),
-        local_port: 5060,
-        target: target.clone(),
-        calls: 1,
-        rate: 1,
-        limit: 1,
-        scenario: None,
-        extra: vec![],
-        timeout: Duration::from_secs(15),
-        name: "pbx".into(),
-        trace: true,
-    }
-    .run(&bed.topo.dir)
-    .unwrap();
+    let pbx = Uac::new(&bed.topo.backends[registrar], "pbx", 1, 1)
+        .local(backend_ip(registrar), 5060)
+        .target(&target)
+        .limit(1)
+        .timeout_s(15)
+        .traced()
+        .run(&bed.topo.dir)
+        .unwrap();
     let phone_run = phone.wait(Duration::from_secs(40)).unwrap();
     let bystander = other_uas.finish();
     assert_ok(
@@ -388,18 +335,14 @@ fn registrar_affinity_sends_calls_to_the_users_registrar() {
     let uas = bed.backends(None, "calls", &[]).unwrap();
     let csv = bed.users("callers", &users).unwrap();
     let run = bed
-        .client(
-            Some("user_call_uac"),
-            "calls",
-            users.len() as u32,
-            30,
-            vec![
-                "-inf".into(),
-                csv.display().to_string(),
-                "-s".into(),
-                "echo".into(),
-            ],
-        )
+        .client("calls", users.len() as u32, 30)
+        .scenario("user_call_uac")
+        .args([
+            "-inf".to_string(),
+            csv.display().to_string(),
+            "-s".to_string(),
+            "echo".to_string(),
+        ])
         .run(&bed.topo.dir)
         .unwrap();
     let t: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();

@@ -1,8 +1,8 @@
 //! SIP over TCP and TLS through the VIP: balanced per connection, every segment of a
 //! connection at one backend, in both NAT modes; TLS passes through untouched.
 
-use e2e::sipp::{self, stickiness, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::sipp::{stickiness, Uac};
+use e2e::topology::{backend_ip, Topology, CLIENT_IP, VIP};
 use std::time::Duration;
 
 fn farm(nat: &str) -> String {
@@ -15,57 +15,20 @@ fn farm(nat: &str) -> String {
 
 fn sip_over_tcp(nat: &str) {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let mut dp = topo
         .start_dataplane(&(topo.base_config() + &farm(nat)), &[])
         .unwrap();
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &["-t", "t1"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let uas = topo.start_uas_backends(&["-t", "t1"]).unwrap();
     // One TCP connection per call.
-    let run = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5070,
-        target: format!("{VIP}:5060"),
-        calls: 100,
-        rate: 25,
-        limit: 50,
-        scenario: None,
-        extra: vec!["-t".into(), "tn".into(), "-max_socket".into(), "512".into()],
-        timeout: Duration::from_secs(60),
-        name: "uac".into(),
-        trace: false,
-    }
-    .run(&topo.dir)
-    .unwrap();
+    let run = Uac::new(&topo.client, "uac", 100, 25)
+        .local(CLIENT_IP, 5070)
+        .limit(50)
+        .args(["-t", "tn", "-max_socket", "512"])
+        .run(&topo.dir)
+        .unwrap();
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
-    let out = dp.stop();
-    println!(
-        "{}",
-        out.lines()
-            .rev()
-            .find(|l| l.contains("final"))
-            .unwrap_or("")
-    );
+    println!("{}", dp.stop_final_stats());
     assert_eq!((run.successful, run.failed), (100, 0), "{}", run.output);
     let s = stickiness(&traces);
     println!("{nat}: calls per backend {:?}", s.calls_per_backend);
@@ -75,13 +38,7 @@ fn sip_over_tcp(nat: &str) {
         "connections not spread: {:?}",
         s.calls_per_backend
     );
-    for calls in &s.by_call {
-        for (cid, kinds) in calls {
-            for k in ["INVITE", "ACK", "BYE", "200/BYE"] {
-                assert!(kinds.iter().any(|x| x == k), "{cid}: {kinds:?}");
-            }
-        }
-    }
+    s.assert_every_call_has(nat, &["INVITE", "ACK", "BYE", "200/BYE"]);
 }
 
 #[test]
@@ -97,11 +54,7 @@ fn snat_sip_over_tcp_is_balanced_per_connection() {
 #[test]
 fn tls_passes_through_to_the_backends_tls_port() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .unwrap();
+    let topo = Topology::with_backends(2).unwrap();
     let _dp = topo
         .start_dataplane(&(topo.base_config() + &farm("dnat")), &[])
         .unwrap();

@@ -1,8 +1,9 @@
 //! Real SIPp calls through the VIP in `dnat` mode: weights are honoured and every
 //! message of a call reaches one backend, checked at the backends' own message logs.
 
-use e2e::sipp::{self, stickiness, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::bed::stat;
+use e2e::sipp::{stickiness, Uac};
+use e2e::topology::Topology;
 use std::time::Duration;
 
 const CALLS: u32 = 600;
@@ -13,48 +14,17 @@ const SHARE_TOLERANCE_PCT: f64 = 6.0;
 
 fn run(weights: &[u32]) {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: weights.len(),
-        workers: 1,
-    })
-    .expect("topology");
+    let topo = Topology::with_backends(weights.len()).expect("topology");
     let cfg = topo.base_config() + &topo.farm_config("dnat", "call-id", weights, "");
     let mut dp = topo
         .start_dataplane(&cfg, &["--stats-interval", "2"])
         .expect("dataplane");
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .expect("uas")
-        })
-        .collect();
-    let uac = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: CALLS,
-        rate: 100,
-        limit: 100,
-        scenario: None,
-        extra: vec![],
-        timeout: Duration::from_secs(90),
-        name: "uac".into(),
-        trace: false,
-    }
-    .run(&topo.dir)
-    .expect("uac");
+    let uas = topo.start_uas_backends(&[]).expect("uas");
+    let uac = Uac::new(&topo.client, "uac", CALLS, 100)
+        .limit(100)
+        .timeout_s(90)
+        .run(&topo.dir)
+        .expect("uac");
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
     let dp_out = dp.stop();
     println!(
@@ -83,24 +53,17 @@ fn run(weights: &[u32]) {
     );
     assert_eq!(s.calls_per_backend.iter().sum::<usize>(), CALLS as usize);
     // Every message of each call, at the one backend that had it.
-    let want = [
-        "INVITE",
-        "180/INVITE",
-        "200/INVITE",
-        "ACK",
-        "BYE",
-        "200/BYE",
-    ];
-    for (b, calls) in s.by_call.iter().enumerate() {
-        for (cid, kinds) in calls {
-            for w in want {
-                assert!(
-                    kinds.iter().any(|k| k == w),
-                    "backend {b} call {cid}: no {w} in {kinds:?}"
-                );
-            }
-        }
-    }
+    s.assert_every_call_has(
+        "calls",
+        &[
+            "INVITE",
+            "180/INVITE",
+            "200/INVITE",
+            "ACK",
+            "BYE",
+            "200/BYE",
+        ],
+    );
     let total_w: u32 = weights.iter().sum();
     for (i, w) in weights.iter().enumerate() {
         let want = 100.0 * f64::from(*w) / f64::from(total_w);
@@ -127,11 +90,7 @@ fn dnat_weights_3_to_1_spread_calls_and_keep_each_call_on_one_backend() {
 #[test]
 fn bad_input_is_counted_and_calls_still_work() {
     e2e::require_root();
-    let topo = Topology::up(Spec {
-        backends: 2,
-        workers: 1,
-    })
-    .expect("topology");
+    let topo = Topology::with_backends(2).expect("topology");
     let cfg = topo.base_config()
         + "\n[sip]\nmax_line_len = 1024\n"
         + &topo.farm_config("dnat", "call-id", &[1, 1], "");
@@ -170,55 +129,23 @@ print(len(msgs[:1000]))
         "the dataplane died on bad input:\n{}",
         dp.proc.output()
     );
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
-    let uac = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: 50,
-        rate: 50,
-        limit: 50,
-        scenario: None,
-        extra: vec![],
-        timeout: Duration::from_secs(30),
-        name: "uac".into(),
-        trace: false,
-    }
-    .run(&topo.dir)
-    .unwrap();
+    let uas = topo.start_uas_backends(&[]).unwrap();
+    let uac = Uac::new(&topo.client, "uac", 50, 50)
+        .limit(50)
+        .timeout_s(30)
+        .run(&topo.dir)
+        .unwrap();
     let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
-    let out = dp.stop();
-    let fin = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("final"))
-        .unwrap_or("");
+    let fin = dp.stop_final_stats();
     println!("{fin}");
     assert_eq!((uac.successful, uac.failed), (50, 0), "{}", uac.output);
     assert!(stickiness(&traces).split.is_empty());
-    let malformed = e2e::bed::stat(fin, "sip_malformed");
+    let malformed = stat(&fin, "sip_malformed");
     // Every garbage datagram is a counted drop (a few random ones may parse as
     // something the balancer rejects for another reason, e.g. a response to nobody).
     let other: u64 = ["no_backend", "not_balanced", "vip_port_closed", "truncated"]
         .iter()
-        .map(|r| e2e::bed::stat(fin, r))
+        .map(|r| stat(&fin, r))
         .sum();
     assert!(
         malformed + other >= sent - 5 && malformed >= sent - 50,
@@ -230,9 +157,6 @@ print(len(msgs[:1000]))
         "sip_line_too_long",
         "sip_too_many_headers",
     ] {
-        assert!(
-            e2e::bed::stat(fin, reason) >= 1,
-            "no {reason} counted: {fin}"
-        );
+        assert!(stat(&fin, reason) >= 1, "no {reason} counted: {fin}");
     }
 }

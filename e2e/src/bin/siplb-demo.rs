@@ -5,8 +5,8 @@
 //! share is printed from its own message log and everything is removed.
 
 use clap::Parser;
-use e2e::sipp::{self, stickiness, Uac};
-use e2e::topology::{backend_ip, Spec, Topology, CLIENT_IP, VIP};
+use e2e::sipp::{stickiness, Uac};
+use e2e::topology::{backend_ip, Topology, CLIENT_IP, VIP};
 use std::io::Write;
 use std::time::Duration;
 
@@ -43,10 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         !cli.weights.is_empty() && cli.weights.len() <= 8,
         "give 1 to 8 weights"
     );
-    let topo = Topology::up(Spec {
-        backends: cli.weights.len(),
-        workers: 1,
-    })?;
+    let topo = Topology::with_backends(cli.weights.len())?;
     println!("siplb demo — topology {}:", topo.tag);
     println!(
         "  SIPp client {CLIENT_IP} ──▶ VIP {VIP}:5060 (siplb, {} mode) ──▶ SIPp backends:",
@@ -71,23 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let siplb = topo.start_siplb(&topo.siplb_config(&farm))?;
     println!("\n$ siplb status");
     print!("{}", siplb.ok(&["status"])?);
-    let uas: Vec<_> = topo
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            sipp::start_uas(
-                ns,
-                backend_ip(i),
-                5060,
-                &topo.dir,
-                &format!("uas{i}"),
-                None,
-                // -aa: SIPp answers the health checks' OPTIONS.
-                &["-aa"],
-            )
-        })
-        .collect::<Result<_, _>>()?;
+    // -aa: SIPp answers the health checks' OPTIONS.
+    let uas = topo.start_uas_backends(&["-aa"])?;
     std::thread::sleep(Duration::from_millis(2500));
     println!("\n$ siplb status   (the SIPp backends answer the OPTIONS health checks)");
     print!("{}", siplb.ok(&["status"])?);
@@ -97,22 +79,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.rate,
         cli.calls / cli.rate.max(1)
     );
-    let mut calls = Uac {
-        ns: &topo.client,
-        local_ip: CLIENT_IP,
-        local_port: 5060,
-        target: format!("{VIP}:5060"),
-        calls: cli.calls,
-        rate: cli.rate,
-        limit: 400,
-        scenario: None,
+    let mut calls = Uac::new(&topo.client, "uac", cli.calls, cli.rate)
+        .limit(400)
         // Calls last 2 s, so dialogs are in progress while stats are shown.
-        extra: vec!["-d".into(), "2000".into()],
-        timeout: Duration::from_secs(u64::from(cli.calls / cli.rate.max(1)) + 60),
-        name: "uac".into(),
-        trace: false,
-    }
-    .spawn(&topo.dir)?;
+        .hold_ms(2000)
+        .timeout_s(u64::from(cli.calls / cli.rate.max(1)) + 60)
+        .spawn(&topo.dir)?;
     while calls.proc.wait_timeout(Duration::from_secs(3)).is_none() {
         println!("\n$ siplb stats");
         print!("{}", siplb.ok(&["stats"])?);
