@@ -11,7 +11,7 @@ use api::{BackendRef, Request, Response};
 use clap::{Args, Parser, Subcommand};
 use siplb_core::config::{file_prefix_arg, ControlConfig, DEFAULT_FILE_PREFIX};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// siplb: a DPDK SIP load balancer for carriers and hosted PBX farms.
@@ -192,7 +192,7 @@ fn socket_path(cli: &Cli) -> Result<PathBuf> {
         .clone()
         .or_else(|| file_prefix_arg(&eal))
         .unwrap_or_else(|| DEFAULT_FILE_PREFIX.to_string());
-    Ok(PathBuf::from(run_dir).join(format!("{prefix}.sock")))
+    Ok(runtime::names::socket_file(Path::new(&run_dir), &prefix))
 }
 
 fn ask(cli: &Cli, req: Request) -> Result<Response> {

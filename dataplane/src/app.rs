@@ -1,10 +1,10 @@
 //! Start-up, the main lcore's housekeeping loop, and shutdown of the dataplane.
 
-use crate::clock::Clock;
 use crate::housekeeping::{self, Housekeeping, StatsPrinter};
+use crate::limits::sip_limits;
 use crate::preflight;
 use crate::rcu::Published;
-use crate::shm::Shared;
+use crate::stop::{self, STOP};
 use crate::worker::Worker;
 use anyhow::{bail, Context, Result};
 use dpdk::channel::Channel;
@@ -12,6 +12,10 @@ use dpdk::eal::{Eal, ProcessType};
 use dpdk::mempool::Mempool;
 use dpdk::pdump;
 use dpdk::port::Port;
+use dpdk::ring::Ring;
+use runtime::clock::Clock;
+use runtime::names;
+use runtime::shm::Shared;
 use siplb_core::config::Config;
 use siplb_core::control::DesiredState;
 use siplb_core::lb::counters::WorkerCounters;
@@ -19,25 +23,11 @@ use siplb_core::lb::reassembly::Reassembler;
 use siplb_core::lb::services::{Services, SlotRegistry};
 use siplb_core::lb::snat::SnatAllocator;
 use siplb_core::lb::{ArpRequests, WorkerCtx};
-use siplb_core::sip::Limits;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// Set by SIGINT/SIGTERM or a `Shutdown` command: everything winds down.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Names of the control rings (per file prefix, like every DPDK object).
-pub const COMMAND_RING: &str = "siplb_cmd";
-pub const REPLY_RING: &str = "siplb_rsp";
-/// Written into the runtime directory once the workers run; holds the PID.
-pub const READY_FILE: &str = "siplb-dataplane.ready";
 
 /// DPDK's headroom in front of packet data in every mbuf.
 const MBUF_HEADROOM: u16 = 128;
@@ -54,17 +44,6 @@ pub struct Options {
     pub stats_interval: Option<Duration>,
     /// Stop by itself after this long.
     pub duration: Option<Duration>,
-}
-
-pub(crate) fn sip_limits(cfg: &Config) -> Limits {
-    let mut l = Limits::default();
-    if let Some(n) = cfg.sip.max_headers {
-        l.max_headers = n;
-    }
-    if let Some(n) = cfg.sip.max_line_len {
-        l.max_line_len = n;
-    }
-    l
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -101,7 +80,7 @@ pub fn run(opts: Options) -> Result<()> {
         );
     }
     let data_room = cfg.dataplane.mbuf_data_size + MBUF_HEADROOM;
-    let pool = Mempool::create("siplb_pkt", cfg.dataplane.mbufs, 256, data_room, -1)
+    let pool = Mempool::create(names::PACKET_POOL, cfg.dataplane.mbufs, 256, data_room, -1)
         .context("creating the packet pool: reserve more hugepages or lower [dataplane] mbufs")?;
     let mut ports = Vec::with_capacity(nports);
     for (i, pc) in cfg.ports.iter().enumerate() {
@@ -150,14 +129,10 @@ pub fn run(opts: Options) -> Result<()> {
     housekeeping::publish_directory(&shared, &registry);
     let published: &'static Published<Services> =
         Box::leak(Box::new(Published::new(svc.clone(), workers)));
-    let inject = dpdk::ring::Ring::create("siplb_inject", 1024, false)?;
-    let channel = Channel::create(COMMAND_RING, REPLY_RING)?;
+    let inject = Ring::create(names::INJECT_RING, 1024, false)?;
+    let channel = Channel::create(names::COMMAND_RING, names::REPLY_RING)?;
 
-    // SAFETY: installing async-signal-safe handlers (they only store an atomic).
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop::on_signals();
 
     let limits = sip_limits(&cfg);
     let idle_sleep = Duration::from_micros(u64::from(cfg.dataplane.idle_sleep_us));
@@ -195,7 +170,7 @@ pub fn run(opts: Options) -> Result<()> {
         eal.runtime_dir().display()
     );
     print_services(&svc, &ports);
-    let ready = eal.runtime_dir().join(READY_FILE);
+    let ready = names::ready_file(&eal.runtime_dir());
     std::fs::write(&ready, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", ready.display()))?;
 

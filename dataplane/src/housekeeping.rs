@@ -2,15 +2,16 @@
 //! the state, shut down), ARP refresh and gratuitous ARP, the heartbeat, stats lines,
 //! and freeing retired service snapshots. Nothing here is on the packet path.
 
-use crate::app::{sip_limits, STOP};
-use crate::clock::Clock;
+use crate::limits::sip_limits;
 use crate::rcu::Published;
-use crate::shm::Shared;
+use crate::stop::STOP;
 use dpdk::channel::Channel;
 use dpdk::mbuf::Burst;
 use dpdk::mempool::Mempool;
 use dpdk::ring::Ring;
 use dpdk::telemetry;
+use runtime::clock::Clock;
+use runtime::shm::Shared;
 use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::{BackendOverride, Services, SlotRegistry};
@@ -329,7 +330,7 @@ impl StatsPrinter {
         svc: &Services,
         counters: &[WorkerCounters],
         tables: &Tables<'_>,
-        expired: Option<&crate::shm::Header>,
+        expired: Option<&runtime::shm::Header>,
         now: u32,
         final_summary: bool,
     ) {

@@ -4,9 +4,9 @@
 //! The `dpdk` crate is its only way to DPDK; the rest is plain Rust over it.
 
 pub mod app;
-pub mod clock;
 pub mod housekeeping;
+pub mod limits;
 pub mod preflight;
 pub mod rcu;
-pub mod shm;
+pub mod stop;
 pub mod worker;

@@ -3,12 +3,12 @@
 //! rx burst → prefetch → `lb::process` → per-port TX buffer → tx burst. Reading it
 //! top to bottom is the whole hot path.
 
-use crate::clock::Clock;
 use crate::rcu::Published;
 use dpdk::mbuf::{Burst, Mbuf};
 use dpdk::mempool::Mempool;
 use dpdk::port::{Flushed, Port, TxBuffer};
 use dpdk::ring::Ring;
+use runtime::clock::Clock;
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::Services;
 use siplb_core::lb::{self, Tables, Verdict, WorkerCtx};

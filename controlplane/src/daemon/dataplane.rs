@@ -1,19 +1,14 @@
 //! Finding, starting and talking to the dataplane of a file prefix.
 
 use anyhow::{anyhow, bail, Context, Result};
-use dataplane::app::{COMMAND_RING, READY_FILE, REPLY_RING};
-use dataplane::shm::Shared;
 use dpdk::channel::Channel;
 use dpdk::eal::{Eal, ProcessType};
+use runtime::names;
+use runtime::shm::Shared;
 use siplb_core::control::{Command, Envelope, Reply};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// DPDK's runtime directory of a file prefix (root's).
-pub fn runtime_dir(prefix: &str) -> PathBuf {
-    PathBuf::from("/var/run/dpdk").join(prefix)
-}
 
 fn alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
@@ -22,7 +17,7 @@ fn alive(pid: u32) -> bool {
 
 /// The PID of the running dataplane of `prefix`, if one is up and ready.
 pub fn running(prefix: &str) -> Option<u32> {
-    let s = std::fs::read_to_string(runtime_dir(prefix).join(READY_FILE)).ok()?;
+    let s = std::fs::read_to_string(names::ready_file(&names::dpdk_runtime_dir(prefix))).ok()?;
     let pid: u32 = s.trim().parse().ok()?;
     alive(pid).then_some(pid)
 }
@@ -113,7 +108,7 @@ impl Attached {
             bail!("expected to attach as a DPDK secondary");
         }
         let shared = Shared::attach()?;
-        let channel = Channel::attach(COMMAND_RING, REPLY_RING)
+        let channel = Channel::attach(names::COMMAND_RING, names::REPLY_RING)
             .context("the dataplane's control rings are missing")?;
         Ok(Attached {
             _eal: eal,

@@ -11,7 +11,7 @@
 //! lower address) becomes active.
 
 use crate::daemon::Event;
-use dataplane::clock::Clock;
+use runtime::clock::Clock;
 use siplb_core::config::HaConfig;
 use siplb_core::lb::Tables;
 use siplb_core::table::flow::FlowTable;

@@ -17,6 +17,7 @@ pub mod state;
 use crate::api::{BackendStatus, DialogView, FarmStatus, Request, Response, StatsView, StatusView};
 use anyhow::{bail, Context, Result};
 use dataplane::Attached;
+use runtime::names;
 use sampler::Sampler;
 use siplb_core::config::Config;
 use siplb_core::control::{Command, Reply};
@@ -113,7 +114,7 @@ pub fn run(opts: Options) -> Result<()> {
     let prefix = cfg.file_prefix(&opts.eal_extra);
     let run_dir = PathBuf::from(&cfg.control.run_dir);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let _lock = InstanceLock::acquire(run_dir.join(format!("{prefix}.lock")))?;
+    let _lock = InstanceLock::acquire(names::lock_file(&run_dir, &prefix))?;
 
     let mut child = None;
     match dataplane::running(&prefix) {
@@ -189,7 +190,7 @@ pub fn run(opts: Options) -> Result<()> {
     };
     let mut checkers = health::Checkers::new(tx.clone());
     sync_health(&mut checkers, &mut att, &mut state, &mut applied);
-    let socket_path = run_dir.join(format!("{prefix}.sock"));
+    let socket_path = names::socket_file(&run_dir, &prefix);
     socket::serve(&socket_path, tx)?;
     let views: http::Views = Default::default();
     let http_addr = if state.config.control.http.is_empty() {

@@ -3,7 +3,7 @@
 
 use crate::api::{BackendStats, FarmStats, StatsView, Traffic, WorkerStats};
 use crate::daemon::state::ControlState;
-use dataplane::shm::Shared;
+use runtime::shm::Shared;
 use siplb_core::config::MAX_BACKENDS;
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::sip::SipError;

@@ -3,6 +3,10 @@
 //! control plane) attach by name and see the same memory at the same addresses.
 
 use crate::clock::Clock;
+use crate::names::{
+    MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_HEADER, MZ_NEIGHBOURS, MZ_RATES,
+    MZ_REGISTRATIONS, MZ_SNAT_FWD, MZ_SNAT_REV,
+};
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
 use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
@@ -23,17 +27,6 @@ const LAYOUT_VERSION: u32 = 6;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
-
-pub const MZ_HEADER: &str = "siplb_header";
-const MZ_COUNTERS: &str = "siplb_counters";
-const MZ_DIALOGS: &str = "siplb_dialogs";
-const MZ_REGS: &str = "siplb_registrations";
-const MZ_SNAT_FWD: &str = "siplb_snat_fwd";
-const MZ_SNAT_REV: &str = "siplb_snat_rev";
-const MZ_NEIGH: &str = "siplb_neighbours";
-const MZ_DIRECTORY: &str = "siplb_directory";
-const MZ_CONNS: &str = "siplb_connections";
-const MZ_RATES: &str = "siplb_rates";
 
 #[repr(C)]
 pub struct Header {
@@ -166,7 +159,7 @@ impl Shared {
             dialog_slots as usize * std::mem::size_of::<Slot>(),
         )?;
         let mz_r = reserve(
-            MZ_REGS,
+            MZ_REGISTRATIONS,
             registration_slots as usize * std::mem::size_of::<Slot>(),
         )?;
         let mz_sf = reserve(
@@ -175,12 +168,12 @@ impl Shared {
         )?;
         let mz_sr = reserve(MZ_SNAT_REV, 65536 * std::mem::size_of::<SnatSlot>())?;
         let mz_n = reserve(
-            MZ_NEIGH,
+            MZ_NEIGHBOURS,
             NEIGHBOUR_SLOTS * std::mem::size_of::<NeighbourSlot>(),
         )?;
         let mz_dir = reserve(MZ_DIRECTORY, MAX_BACKENDS * std::mem::size_of::<DirEntry>())?;
         let mz_conn = reserve(
-            MZ_CONNS,
+            MZ_CONNECTIONS,
             connection_slots as usize * std::mem::size_of::<Slot>(),
         )?;
         let mz_rate = reserve(MZ_RATES, rate_slots as usize * std::mem::size_of::<Slot>())?;
@@ -213,12 +206,12 @@ impl Shared {
             [
                 look(MZ_COUNTERS)?,
                 look(MZ_DIALOGS)?,
-                look(MZ_REGS)?,
+                look(MZ_REGISTRATIONS)?,
                 look(MZ_SNAT_FWD)?,
                 look(MZ_SNAT_REV)?,
-                look(MZ_NEIGH)?,
+                look(MZ_NEIGHBOURS)?,
                 look(MZ_DIRECTORY)?,
-                look(MZ_CONNS)?,
+                look(MZ_CONNECTIONS)?,
                 look(MZ_RATES)?,
             ],
         )

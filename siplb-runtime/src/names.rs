@@ -1,0 +1,49 @@
+//! The names through which the siplb processes of a host meet: DPDK objects (named
+//! per file prefix, like every DPDK object: the primary creates each under its name,
+//! a secondary looks it up) and files. The file prefix and the run directory are inputs
+//! here: the configuration resolves them.
+
+use std::path::{Path, PathBuf};
+
+/// The control channel (`dpdk::channel`): commands to the dataplane, replies back.
+pub const COMMAND_RING: &str = "siplb_cmd";
+pub const REPLY_RING: &str = "siplb_rsp";
+/// Frames the dataplane's main lcore hands to worker 0 to send (ARP).
+pub const INJECT_RING: &str = "siplb_inject";
+/// The dataplane's packet pool.
+pub const PACKET_POOL: &str = "siplb_pkt";
+
+/// The memzones of the shared-memory layout (`shm`). A secondary finds the header
+/// first and checks its layout version before it looks up the others.
+pub const MZ_HEADER: &str = "siplb_header";
+pub const MZ_COUNTERS: &str = "siplb_counters";
+pub const MZ_DIALOGS: &str = "siplb_dialogs";
+pub const MZ_REGISTRATIONS: &str = "siplb_registrations";
+pub const MZ_SNAT_FWD: &str = "siplb_snat_fwd";
+pub const MZ_SNAT_REV: &str = "siplb_snat_rev";
+pub const MZ_NEIGHBOURS: &str = "siplb_neighbours";
+pub const MZ_DIRECTORY: &str = "siplb_directory";
+pub const MZ_CONNECTIONS: &str = "siplb_connections";
+pub const MZ_RATES: &str = "siplb_rates";
+
+/// The DPDK runtime directory of `prefix` as the EAL of a root process makes it (the
+/// dataplane asks its EAL, `Eal::runtime_dir`; a process not yet attached uses this).
+pub fn dpdk_runtime_dir(prefix: &str) -> PathBuf {
+    Path::new("/var/run/dpdk").join(prefix)
+}
+
+/// Written by the dataplane into its DPDK runtime directory once its workers run;
+/// holds its PID.
+pub fn ready_file(dpdk_runtime_dir: &Path) -> PathBuf {
+    dpdk_runtime_dir.join("siplb-dataplane.ready")
+}
+
+/// Held (`flock`) by the one `siplb run` of `prefix`; holds its PID.
+pub fn lock_file(run_dir: &Path, prefix: &str) -> PathBuf {
+    run_dir.join(format!("{prefix}.lock"))
+}
+
+/// The control daemon's Unix socket, which the other `siplb` subcommands talk to.
+pub fn socket_file(run_dir: &Path, prefix: &str) -> PathBuf {
+    run_dir.join(format!("{prefix}.sock"))
+}
