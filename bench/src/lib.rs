@@ -34,7 +34,7 @@ pub fn backend(i: usize) -> Ipv4Addr {
 }
 
 /// Dialog table slots for a capacity, as the dataplane sizes its memzone
-/// (`dataplane/src/shm.rs`: twice the capacity, rounded up to a power of two).
+/// (`siplb-runtime/src/shm.rs`, `slots_for`: twice the capacity, rounded up to a power of two).
 pub fn dialog_slots(capacity: usize) -> usize {
     (capacity * 2).next_power_of_two()
 }
