@@ -198,6 +198,9 @@ pub struct WorkerCounters {
     pub icmp_replies: Counter,
     pub sip_requests: Counter,
     pub sip_responses: Counter,
+    /// SIP messages of known dialogs steered from the light scan (a subset of the
+    /// requests and responses above; the rest were parsed in full).
+    pub sip_steered: Counter,
     pub dialogs_created: Counter,
     pub registrations_created: Counter,
     pub dialog_table_full: Counter,
@@ -242,6 +245,7 @@ impl Default for WorkerCounters {
             icmp_replies: Counter::default(),
             sip_requests: Counter::default(),
             sip_responses: Counter::default(),
+            sip_steered: Counter::default(),
             dialogs_created: Counter::default(),
             registrations_created: Counter::default(),
             dialog_table_full: Counter::default(),

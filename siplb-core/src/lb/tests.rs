@@ -262,6 +262,64 @@ backends = [ {{ address = "198.18.1.11" }}, {{ address = "198.18.1.12" }} ]
     }
 
     #[test]
+    fn messages_of_known_dialogs_are_steered_from_the_light_scan_and_the_rest_parsed_in_full() {
+        let bed = Bed::new("dnat", "call-id");
+        let c = &bed.counters;
+        let (_, first) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("s1@x", "alice", 0));
+        let backend = addrs(&first).1;
+        assert_eq!(c.sip_steered.get(), 0, "a new INVITE is parsed in full");
+        for (code, cseq) in [(180, "1 INVITE"), (200, "1 INVITE")] {
+            let (v, _) = bed.send(
+                1,
+                backend,
+                (CLIENT, 5060),
+                &response(code, cseq, "s1@x", "bob", ""),
+            );
+            assert_eq!(v, Verdict::Forward(0));
+        }
+        let ack = b"ACK sip:bob@198.18.1.11 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK2\r\nFrom: <sip:alice@siplb.test>;tag=1\r\nTo: <sip:bob@siplb.test>;tag=2\r\nCall-ID: s1@x\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+        let bye = b"BYE sip:bob@198.18.1.11 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK3\r\nFrom: <sip:alice@siplb.test>;tag=1\r\nTo: <sip:bob@siplb.test>;tag=2\r\nCall-ID: s1@x\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        for m in [&ack[..], &bye[..]] {
+            let (v, out) = bed.send(0, (CLIENT, 5060), (VIP, 5060), m);
+            assert_eq!(v, Verdict::Forward(1));
+            assert_eq!(
+                addrs(&out).1,
+                backend,
+                "in-dialog requests follow the dialog"
+            );
+        }
+        bed.send(
+            1,
+            backend,
+            (CLIENT, 5060),
+            &response(200, "2 BYE", "s1@x", "bob", ""),
+        );
+        assert_eq!(
+            c.sip_steered.get(),
+            5,
+            "180, 200, ACK, BYE, 200 of a known dialog"
+        );
+        let d = bed.mem.tables().dialogs.get(hash64(b"s1@x"), 100).unwrap();
+        assert_eq!(
+            d.state,
+            DialogState::Terminating,
+            "the light path moves the state"
+        );
+        // REGISTER, its answers and an ACK of an unknown dialog are parsed in full.
+        let (_, reg) = bed.send(0, (CLIENT, 5062), (VIP, 5060), &register("dave", "r9", 1));
+        bed.send(
+            1,
+            addrs(&reg).1,
+            (CLIENT, 5062),
+            &response(401, "1 REGISTER", "r9", "dave", ""),
+        );
+        let stray = String::from_utf8_lossy(ack).replace("s1@x", "unknown@x");
+        bed.send(0, (CLIENT, 5060), (VIP, 5060), stray.as_bytes());
+        assert_eq!(c.sip_steered.get(), 5);
+        assert_eq!((c.sip_requests.get(), c.sip_responses.get()), (5, 4));
+    }
+
+    #[test]
     fn backend_originated_call_is_answered_back_to_that_backend() {
         let bed = Bed::new("dnat", "call-id");
         // Backend 2 calls the phone directly (the balancer is its gateway).

@@ -14,7 +14,7 @@ use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
 use crate::config::Affinity;
 use crate::hash::hash64;
-use crate::sip::{Method, SipMessage, SipUri, StartLine};
+use crate::sip::{Method, SipMessage, SipUri, StartLine, SteerView};
 use crate::table::dialog::{Dialog, DialogState};
 use crate::table::registration::Registration;
 
@@ -64,9 +64,12 @@ impl Ctx<'_, '_, '_> {
         farm: &Farm,
     ) -> Verdict {
         let (client, cport) = (flow.src, flow.sport());
-        let placed = self
-            .parse_sip(frame, flow.udp_payload())
-            .and_then(|msg| self.place_client_message(farm, &msg, flow));
+        let placed = match self.steer_client_message(farm, &frame[flow.udp_payload()]) {
+            Some(p) => Ok(p),
+            None => self
+                .parse_sip(frame, flow.udp_payload())
+                .and_then(|msg| self.place_client_message(farm, &msg, flow)),
+        };
         let p = match placed {
             Ok(p) => p,
             Err(r) => return Verdict::Drop(r),
@@ -88,6 +91,42 @@ impl Ctx<'_, '_, '_> {
         }
         self.count_to(farm, p.backend, frame.len());
         self.next_hop(frame, backend.addr)
+    }
+
+    /// Steers a client's message of a known dialog from the light scan: `None` when
+    /// it is anything else (new work, REGISTER, a table miss, a dialog that moves, a
+    /// message the light scan refuses), which the full parse then handles.
+    #[inline]
+    fn steer_client_message(&mut self, farm: &Farm, sip: &[u8]) -> Option<Placement> {
+        let v = SteerView::scan(sip, &self.w.limits).ok()?;
+        let call_key = hash64(v.call_id());
+        let d = self.t.dialogs.get(call_key, self.now)?;
+        let (t, now, timers) = (self.t, self.now, &farm.timers);
+        let placement = match *v.start_line() {
+            StartLine::Request { method, .. } => {
+                if method == Method::Register {
+                    return None;
+                }
+                let backend = self.kept_backend(farm, d, method, v.to_tag().is_some())?;
+                self.w.counters.sip_requests.inc();
+                Placement {
+                    backend,
+                    keep_until: t.dialogs.on_request(call_key, now, timers, method),
+                }
+            }
+            StartLine::Response { code, .. } => {
+                let backend = self.slot_in_farm(farm, d.backend)?;
+                self.w.counters.sip_responses.inc();
+                Placement {
+                    backend,
+                    keep_until: t
+                        .dialogs
+                        .on_response(call_key, now, timers, v.cseq().method, code),
+                }
+            }
+        };
+        self.w.counters.sip_steered.inc();
+        Some(placement)
     }
 
     fn place_client_message(
@@ -256,6 +295,53 @@ impl Ctx<'_, '_, '_> {
         }
     }
 
+    /// Notes a backend's message of a known dialog from the light scan, and returns
+    /// how long the client's state must be kept: `None` for anything else (a new
+    /// dialog, a REGISTER answer, a message the light scan refuses), which the full
+    /// parse then handles.
+    #[inline]
+    fn steer_backend_message(&self, farm: &Farm, sip: &[u8]) -> Option<u32> {
+        let v = SteerView::scan(sip, &self.w.limits).ok()?;
+        let call_key = hash64(v.call_id());
+        let (t, now, timers) = (self.t, self.now, &farm.timers);
+        t.dialogs.get(call_key, now)?;
+        let c = self.w.counters;
+        let keep = match *v.start_line() {
+            StartLine::Request { method, .. } => {
+                c.sip_requests.inc();
+                t.dialogs.on_request(call_key, now, timers, method)
+            }
+            StartLine::Response { code, .. } => {
+                let method = v.cseq().method;
+                if method == Method::Register {
+                    return None;
+                }
+                c.sip_responses.inc();
+                t.dialogs.on_response(call_key, now, timers, method, code)
+            }
+        };
+        c.sip_steered.inc();
+        Some(keep)
+    }
+
+    /// What a backend's message means for the tables: steered from the light scan
+    /// when it belongs to a known dialog, else parsed in full. Returns how long the
+    /// client's state must be kept.
+    fn backend_message(
+        &self,
+        farm: &Farm,
+        backend: usize,
+        frame: &[u8],
+        flow: &Flow,
+    ) -> Result<u32, DropReason> {
+        let sip = &frame[flow.udp_payload()];
+        if let Some(keep) = self.steer_backend_message(farm, sip) {
+            return Ok(keep);
+        }
+        self.parse_sip(frame, flow.udp_payload())
+            .map(|msg| self.observe_backend_message(farm, backend, &msg))
+    }
+
     /// Notes what a backend's message means for dialogs and registrations, and returns
     /// how long the client's state must be kept.
     fn observe_backend_message(&self, farm: &Farm, backend: usize, msg: &SipMessage<'_>) -> u32 {
@@ -323,10 +409,7 @@ impl Ctx<'_, '_, '_> {
         farm: &Farm,
         backend: usize,
     ) -> Verdict {
-        if let Err(r) = self
-            .parse_sip(frame, flow.udp_payload())
-            .map(|msg| self.observe_backend_message(farm, backend, &msg))
-        {
+        if let Err(r) = self.backend_message(farm, backend, frame, flow) {
             return Verdict::Drop(r);
         }
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, farm.port)), None) {
@@ -354,10 +437,7 @@ impl Ctx<'_, '_, '_> {
             // Only the farm's backends may use a client's session.
             return Verdict::Drop(DropReason::NotBalanced);
         };
-        let keep = match self
-            .parse_sip(frame, flow.udp_payload())
-            .map(|msg| self.observe_backend_message(farm, backend, &msg))
-        {
+        let keep = match self.backend_message(farm, backend, frame, flow) {
             Ok(keep) => keep,
             Err(r) => return Verdict::Drop(r),
         };

@@ -5,6 +5,7 @@
 use super::flow::{Entry, FlowTable, TableFull};
 use crate::sip::Method;
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 
 /// Dialog timers, in seconds (per farm, `[farm.timers]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -187,9 +188,14 @@ impl<'m> DialogTable<'m> {
         t: &Timers,
         next: impl Fn(DialogState) -> DialogState,
     ) -> u32 {
-        let mut result = now;
-        let r = self.flow.upsert(key, now, |old| {
-            let old = old?;
+        // The deadline in force after the update, from the closure's last run (it may
+        // run more than once under contention): no second lookup.
+        let result = Cell::new(now);
+        let _ = self.flow.upsert(key, now, |old| {
+            let Some(old) = old else {
+                result.set(now);
+                return None;
+            };
             let mut d = Dialog::unpack(old.payload);
             let state = next(d.state);
             let deadline = now.saturating_add(state.lifetime(t));
@@ -197,20 +203,17 @@ impl<'m> DialogTable<'m> {
                 && deadline <= old.deadline.saturating_add(1)
                 && deadline + 1 >= old.deadline
             {
+                result.set(old.deadline);
                 return None;
             }
             d.state = state;
+            result.set(deadline);
             Some(Entry {
                 payload: d.pack(),
                 deadline,
             })
         });
-        if let Ok(Some(_)) | Ok(None) = r {
-            if let Some(e) = self.flow.lookup(key, now) {
-                result = e.deadline;
-            }
-        }
-        result
+        result.get()
     }
 
     /// A request of the dialog passed (either direction).
