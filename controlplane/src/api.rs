@@ -119,6 +119,9 @@ pub struct Traffic {
     pub tx_bps: f64,
     pub sip_requests: u64,
     pub sip_responses: u64,
+    /// Messages of known dialogs steered from the light scan (part of the above).
+    #[serde(default)]
+    pub sip_steered: u64,
     pub dialogs_created: u64,
     pub registrations_created: u64,
 }

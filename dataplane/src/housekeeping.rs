@@ -255,6 +255,7 @@ pub fn register_telemetry(shared: &Shared) {
             ("drops".into(), s(&|w| w.total_drops())),
             ("sip_requests".into(), s(&|w| w.sip_requests.get())),
             ("sip_responses".into(), s(&|w| w.sip_responses.get())),
+            ("sip_steered".into(), s(&|w| w.sip_steered.get())),
             ("dialogs_created".into(), s(&|w| w.dialogs_created.get())),
             ("dialogs_live".into(), t.dialogs.count_live(now) as u64),
             (

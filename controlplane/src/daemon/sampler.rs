@@ -94,6 +94,7 @@ impl Sampler {
                 tx_bps: 8.0 * rate(w[3], l[3]),
                 sip_requests: c.sip_requests.get(),
                 sip_responses: c.sip_responses.get(),
+                sip_steered: c.sip_steered.get(),
                 dialogs_created: c.dialogs_created.get(),
                 registrations_created: c.registrations_created.get(),
             };
@@ -108,6 +109,7 @@ impl Sampler {
             totals.tx_bps += t.tx_bps;
             totals.sip_requests += t.sip_requests;
             totals.sip_responses += t.sip_responses;
+            totals.sip_steered += t.sip_steered;
             totals.dialogs_created += t.dialogs_created;
             totals.registrations_created += t.registrations_created;
             let polls = w[4].saturating_sub(l[4]);
