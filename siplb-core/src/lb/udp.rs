@@ -146,11 +146,7 @@ impl Ctx<'_, '_, '_> {
                 let new_work = method == Method::Register
                     || (!to_tagged && !in_dialog_method(method) && known.is_none());
                 if new_work {
-                    let ua = msg
-                        .headers()
-                        .find(|h| h.raw_name.eq_ignore_ascii_case(b"user-agent"))
-                        .map(|h| h.value);
-                    if ua.is_some_and(|ua| svc.security.is_scanner(ua)) {
+                    if svc.security.has_scanner_agent(msg.header_section()) {
                         return Err(DropReason::Scanner);
                     }
                     if !svc.security.within_rate(&t.rates, flow.src, now) {

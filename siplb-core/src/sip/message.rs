@@ -487,6 +487,12 @@ impl<'a> SipMessage<'a> {
         self.content_length
     }
 
+    /// The header fields as sent, from the first field to the empty line that ends
+    /// them (for searches of fields the scanner does not read).
+    pub fn header_section(&self) -> &'a [u8] {
+        &self.buf[self.headers_offset..self.body_offset]
+    }
+
     /// Where the body starts in the buffer given to `parse`.
     pub fn body_offset(&self) -> usize {
         self.body_offset
