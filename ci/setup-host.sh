@@ -10,7 +10,11 @@ PACKAGES=(
   sip-tester                  # SIPp: real SIP clients and servers for the tests
   iproute2 ethtool iputils-ping procps psmisc     # namespaces, veth, offloads
   libnet-sip-perl             # check_sip-style dummy calls for health-check tests
-  kamailio                    # the reference dispatcher for benchmarks
+  kamailio                    # the reference dispatcher for benchmarks; the softphone test's
+                              # backends (registrar, rr, tm, usrloc, dmq_usrloc and rtpengine
+                              # modules are all in this package in Debian 12)
+  baresip-core                # headless softphones (ctrl_tcp, ausine) for e2e/tests/softphones.rs
+  rtpengine-daemon            # media relay behind the farm (userspace, --table=-1: no kernel module)
   tcpdump
   fonts-dejavu-core           # the font of the benchmark plots (bench/src/bin/plot.rs)
   valgrind                    # instruction counts of the benchmarks (bench/pipeline.sh)
@@ -32,11 +36,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Kamailio must not run as a system service on a test machine: the benchmark starts
-  # its own instance on its own ports.
-  if systemctl list-unit-files kamailio.service >/dev/null 2>&1; then
-    systemctl disable --now kamailio >/dev/null 2>&1 || true
-  fi
+  # Kamailio must not run as a system service on a test machine: the benchmark and the
+  # softphone test start their own instances on their own ports.
+  # Neither must rtpengine: the softphone test starts one per backend namespace.
+  for unit in kamailio rtpengine-daemon; do
+    if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -4,11 +4,16 @@
 
 pub mod bed;
 pub mod bins;
+pub mod capture;
+pub mod kamailio;
 pub mod netns;
 pub mod pair;
+pub mod phone_bed;
 pub mod process;
+pub mod rtpengine;
 pub mod siplb;
 pub mod sipp;
+pub mod softphone;
 pub mod topology;
 
 /// A short tag unique to this process and call, for names of namespaces, files and
