@@ -4,7 +4,6 @@ use crate::housekeeping::{self, Housekeeping, StatsPrinter};
 use crate::limits::sip_limits;
 use crate::preflight;
 use crate::rcu::Published;
-use crate::stop::{self, STOP};
 use crate::worker::Worker;
 use anyhow::{bail, Context, Result};
 use dpdk::channel::Channel;
@@ -14,8 +13,10 @@ use dpdk::pdump;
 use dpdk::port::Port;
 use dpdk::ring::Ring;
 use runtime::clock::Clock;
+use runtime::ip::{ip, ip_output};
 use runtime::names;
 use runtime::shm::Shared;
+use runtime::stop::{self, STOP};
 use siplb_core::config::Config;
 use siplb_core::control::DesiredState;
 use siplb_core::lb::counters::WorkerCounters;
@@ -215,21 +216,6 @@ pub fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
-fn run_ip(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// Policy-routing preference of the rules that drop what arrives on af_packet ports;
 /// the `local` table rule moves from 0 to `LOCAL_RULE_PREF` to come after them.
 const ISOLATE_RULE_PREF: &str = "10";
@@ -240,25 +226,21 @@ const LOCAL_RULE_PREF: &str = "100";
 /// blackhole` rule ahead of the `local` table.
 fn isolate_af_packet_iface(iface: &str) -> Result<()> {
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{iface}/arp_ignore"), "8");
-    let rules = std::process::Command::new("ip")
-        .args(["rule", "show"])
-        .output()
-        .context("running ip rule")?;
-    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    let rules = ip_output(&["rule", "show"])?;
     if !rules
         .lines()
         .any(|l| l.starts_with(&format!("{LOCAL_RULE_PREF}:")) && l.ends_with("lookup local"))
     {
-        run_ip(&["rule", "add", "pref", LOCAL_RULE_PREF, "lookup", "local"])?;
+        ip(&["rule", "add", "pref", LOCAL_RULE_PREF, "lookup", "local"])?;
     }
     if rules
         .lines()
         .any(|l| l.starts_with("0:") && l.ends_with("lookup local"))
     {
-        run_ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
+        ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
     }
-    let _ = run_ip(&["rule", "del", "pref", ISOLATE_RULE_PREF, "iif", iface]);
-    run_ip(&[
+    let _ = ip(&["rule", "del", "pref", ISOLATE_RULE_PREF, "iif", iface]);
+    ip(&[
         "rule",
         "add",
         "pref",
@@ -274,25 +256,11 @@ fn isolate_af_packet_iface(iface: &str) -> Result<()> {
 }
 
 fn release_af_packet_iface(iface: &str) {
-    let _ = run_ip(&["rule", "del", "pref", ISOLATE_RULE_PREF, "iif", iface]);
+    let _ = ip(&["rule", "del", "pref", ISOLATE_RULE_PREF, "iif", iface]);
 }
 
 /// Gives a port's kernel interface the port's address (and default route), up.
 fn configure_kernel_iface(iface: &str, pc: &siplb_core::config::PortConfig) -> Result<()> {
-    let ip = |args: &[&str]| -> Result<()> {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .context("running ip (iproute2) to configure the kernel interface")?;
-        if !out.status.success() {
-            bail!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    };
     // Router solicitations and the like would only be noise on the ports.
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6"), "1");
     ip(&["addr", "replace", &pc.address.to_string(), "dev", iface])?;

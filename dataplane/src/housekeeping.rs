@@ -4,7 +4,6 @@
 
 use crate::limits::sip_limits;
 use crate::rcu::Published;
-use crate::stop::STOP;
 use dpdk::channel::Channel;
 use dpdk::mbuf::Burst;
 use dpdk::mempool::Mempool;
@@ -12,6 +11,7 @@ use dpdk::ring::Ring;
 use dpdk::telemetry;
 use runtime::clock::Clock;
 use runtime::shm::Shared;
+use runtime::stop::STOP;
 use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::{BackendOverride, Services, SlotRegistry};

@@ -8,5 +8,4 @@ pub mod housekeeping;
 pub mod limits;
 pub mod preflight;
 pub mod rcu;
-pub mod stop;
 pub mod worker;

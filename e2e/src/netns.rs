@@ -1,23 +1,8 @@
 //! Network namespaces and links, made with iproute2 and removed on drop.
 
 use anyhow::{bail, Context, Result};
+use runtime::ip::ip;
 use std::process::Command;
-
-/// Runs `ip` with `args`; fails with its stderr.
-pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2 installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 /// A network namespace; deleted (with every interface in it) on drop.
 pub struct Netns {

@@ -5,6 +5,7 @@ use crate::netns::Netns;
 use crate::process::Proc;
 use crate::topology::{remove_dpdk_files, Topology};
 use anyhow::{bail, Context, Result};
+use runtime::names;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -124,9 +125,7 @@ impl Siplb {
 
     /// The dataplane's PID (from its ready file).
     pub fn dataplane_pid(&self) -> Option<u32> {
-        let f = PathBuf::from("/var/run/dpdk")
-            .join(&self.prefix)
-            .join("siplb-dataplane.ready");
+        let f = names::ready_file(&names::dpdk_runtime_dir(&self.prefix));
         std::fs::read_to_string(f).ok()?.trim().parse().ok()
     }
 

@@ -247,5 +247,5 @@ pub fn remove_dpdk_files(prefix: &str) {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    let _ = std::fs::remove_dir_all(runtime::names::dpdk_runtime_dir(prefix));
 }

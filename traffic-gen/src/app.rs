@@ -14,10 +14,11 @@ use dpdk::lcore;
 use dpdk::mbuf::{Burst, Mbuf};
 use dpdk::mempool::Mempool;
 use dpdk::port::{Port, TxBuffer};
+use runtime::stop::{self, STOP};
 use siplb_core::wire::arp;
 use siplb_core::wire::MacAddr;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const BURST: usize = 32;
@@ -25,12 +26,6 @@ const DESCRIPTORS: u16 = 1024;
 const MBUF_DATA_ROOM: u16 = 2048 + 128;
 /// Without --duration or --budget the client stops after this long.
 const DEFAULT_DURATION_S: f64 = 10.0;
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 /// A port in use, with its TX buffer and counters of frames it could not send.
 struct PortCtx {
@@ -169,11 +164,7 @@ impl<'o> Generator<'o> {
         }
         let index_of = |id: u16| ids.iter().position(|&i| i == id).expect("started");
 
-        // SAFETY: async-signal-safe handlers that only store an atomic.
-        unsafe {
-            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        }
+        stop::on_signals();
         wait_for_links(&ports, opts.link_timeout)?;
 
         let hz = lcore::tsc_hz();

@@ -18,6 +18,7 @@ use crate::api::{BackendStatus, DialogView, FarmStatus, Request, Response, Stats
 use anyhow::{bail, Context, Result};
 use dataplane::Attached;
 use runtime::names;
+use runtime::stop::{self, STOP};
 use sampler::Sampler;
 use siplb_core::config::Config;
 use siplb_core::control::{Command, Reply};
@@ -26,15 +27,9 @@ use state::ControlState;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 /// What reaches the main loop from other threads.
 pub enum Event {
@@ -157,11 +152,7 @@ pub fn run(opts: Options) -> Result<()> {
         );
     }
 
-    // SAFETY: async-signal-safe handlers storing an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop::on_signals();
     let (tx, rx) = channel();
     let ha_status = if state.config.ha.enabled {
         let peer = state.config.ha.peer.expect("validated: HA has a peer");

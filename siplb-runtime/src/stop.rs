@@ -1,5 +1,6 @@
-//! The dataplane's stop flag: set by SIGINT/SIGTERM or a `Shutdown` command, read by
-//! the workers and the main lcore's loop, which then wind down.
+//! The stop flag of a siplb process (the dataplane, the control daemon, the
+//! generator): SIGINT and SIGTERM set it once `on_signals` has run, the process may set
+//! it itself (a `Shutdown` command), and its loops wind down when they see it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,7 +10,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// SIGINT and SIGTERM set `STOP`.
+/// SIGINT and SIGTERM set `STOP` from now on.
 pub fn on_signals() {
     // SAFETY: installing async-signal-safe handlers (they only store an atomic).
     unsafe {
