@@ -43,6 +43,13 @@ fn in_dialog_method(m: Method) -> bool {
     matches!(m, Method::Ack | Method::Cancel | Method::Bye)
 }
 
+/// INVITE and REGISTER mostly start new work, which needs the full parse anyway:
+/// they skip the light scan (a re-INVITE then costs a full parse, no more).
+#[inline]
+fn starts_new_work(sip: &[u8]) -> bool {
+    sip.starts_with(b"INVITE ") || sip.starts_with(b"REGISTER ")
+}
+
 impl Ctx<'_, '_, '_> {
     /// Parses the SIP message in `frame[range]` in full, or counts the scanner's error.
     fn parse_sip<'f>(
@@ -98,6 +105,9 @@ impl Ctx<'_, '_, '_> {
     /// message the light scan refuses), which the full parse then handles.
     #[inline]
     fn steer_client_message(&mut self, farm: &Farm, sip: &[u8]) -> Option<Placement> {
+        if starts_new_work(sip) {
+            return None;
+        }
         let v = SteerView::scan(sip, &self.w.limits).ok()?;
         let call_key = hash64(v.call_id());
         let d = self.t.dialogs.get(call_key, self.now)?;
