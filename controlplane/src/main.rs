@@ -9,9 +9,9 @@ mod render;
 use anyhow::{bail, Result};
 use api::{BackendRef, Request, Response};
 use clap::{Args, Parser, Subcommand};
-use siplb_core::config::{file_prefix_arg, ControlConfig, DEFAULT_FILE_PREFIX};
+use siplb_core::config::Runtime;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// siplb: a DPDK SIP load balancer for carriers and hosted PBX farms.
@@ -162,37 +162,20 @@ fn default_config() -> PathBuf {
     }
 }
 
-/// The control socket of the balancer named by --prefix / --config. Only the file
-/// prefix and run directory are read from the file, leniently: a configuration with a
-/// mistake must not stop the operator from talking to the running balancer.
+/// The control socket of the balancer named by --prefix / --config. The file is read
+/// leniently (`Runtime::of_file`): a configuration with a mistake must not stop the
+/// operator from talking to the running balancer.
 fn socket_path(cli: &Cli) -> Result<PathBuf> {
     let path = cli.config.clone().unwrap_or_else(default_config);
-    let table: Option<toml::Table> = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            text.parse()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        ),
-        Err(_) if cli.config.is_none() => None,
-        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    let mut rt = if cli.config.is_none() && !path.exists() {
+        Runtime::default()
+    } else {
+        Runtime::of_file(&path)?
     };
-    let get = |section: &str, key: &str| table.as_ref()?.get(section)?.get(key).cloned();
-    let run_dir = get("control", "run_dir")
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| ControlConfig::default().run_dir);
-    let eal: Vec<String> = get("dataplane", "eal_args")
-        .and_then(|v| v.as_array().cloned())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let prefix = cli
-        .prefix
-        .clone()
-        .or_else(|| file_prefix_arg(&eal))
-        .unwrap_or_else(|| DEFAULT_FILE_PREFIX.to_string());
-    Ok(runtime::names::socket_file(Path::new(&run_dir), &prefix))
+    if let Some(p) = &cli.prefix {
+        rt.file_prefix = p.clone();
+    }
+    Ok(runtime::names::socket_file(&rt.run_dir, &rt.file_prefix))
 }
 
 fn ask(cli: &Cli, req: Request) -> Result<Response> {

@@ -50,14 +50,7 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<()> {
     let cfg = Config::load(&opts.config)?;
     let mut eal_args = vec!["siplb-dataplane".to_string()];
-    eal_args.extend(cfg.dataplane.eal_args.iter().cloned());
-    eal_args.extend(opts.eal_extra.iter().cloned());
-    if siplb_core::config::file_prefix_arg(&eal_args).is_none() {
-        eal_args.extend([
-            "--file-prefix".into(),
-            siplb_core::config::DEFAULT_FILE_PREFIX.into(),
-        ]);
-    }
+    eal_args.extend(cfg.eal_args(&opts.eal_extra));
     preflight::check(&eal_args)?;
     let eal = Eal::init(&eal_args)
         .context("DPDK EAL initialisation failed (its own messages are above)")?;

@@ -9,7 +9,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 mod ipv4_net;
+mod runtime;
 pub use ipv4_net::Ipv4Net;
+pub use runtime::{Runtime, DEFAULT_FILE_PREFIX, DEFAULT_RUN_DIR};
 
 /// Backends per farm and in total are bounded so counters can live in fixed-size
 /// shared memory.
@@ -176,7 +178,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             http: "127.0.0.1:9060".into(),
-            run_dir: "/run/siplb".into(),
+            run_dir: DEFAULT_RUN_DIR.into(),
             sample_interval_s: 1,
         }
     }
@@ -458,34 +460,41 @@ fn line_at(src: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The text of a configuration file.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        field: "(file)".into(),
+        message: format!("cannot read the configuration: {e}"),
+    })
+}
+
+/// A TOML syntax or type error in `src`, located.
+fn toml_error(src: &str, file: &Path, e: toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| line_at(src, s.start));
+    // The offending line itself names the field for the operator.
+    let text = line
+        .and_then(|l| src.lines().nth(l - 1))
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty());
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        field: text.map_or_else(|| "(syntax)".into(), |t| format!("`{t}`")),
+        message: e.message().trim().to_string(),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            line: None,
-            field: "(file)".into(),
-            message: format!("cannot read the configuration: {e}"),
-        })?;
-        Self::parse(&src, path)
+        Self::parse(&read(path)?, path)
     }
 
     /// Parses and validates `src`; `file` only names the source in errors.
     pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(src).map_err(|e| {
-            let line = e.span().map(|s| line_at(src, s.start));
-            // The offending line itself names the field for the operator.
-            let text = line
-                .and_then(|l| src.lines().nth(l - 1))
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty());
-            ConfigError {
-                file: file.to_owned(),
-                line,
-                field: text.map_or_else(|| "(syntax)".into(), |t| format!("`{t}`")),
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let cfg: Config = toml::from_str(src).map_err(|e| toml_error(src, file, e))?;
         cfg.validate().map_err(|(path, message)| ConfigError {
             file: file.to_owned(),
             line: line_of(src, &path),
@@ -921,34 +930,6 @@ backends = [
     }
 }
 
-/// The DPDK file prefix siplb uses when the EAL arguments name none: the dataplane
-/// and the control plane of one balancer share it.
-pub const DEFAULT_FILE_PREFIX: &str = "siplb";
-
-/// The `--file-prefix` value in EAL arguments (`--file-prefix X` or `--file-prefix=X`).
-pub fn file_prefix_arg(eal_args: &[String]) -> Option<String> {
-    let mut it = eal_args.iter();
-    while let Some(a) = it.next() {
-        if a == "--file-prefix" {
-            return it.next().cloned();
-        }
-        if let Some(v) = a.strip_prefix("--file-prefix=") {
-            return Some(v.to_string());
-        }
-    }
-    None
-}
-
-impl Config {
-    /// The DPDK file prefix of this balancer: from `[dataplane] eal_args` plus `extra`,
-    /// or the default.
-    pub fn file_prefix(&self, extra: &[String]) -> String {
-        let mut all = self.dataplane.eal_args.clone();
-        all.extend(extra.iter().cloned());
-        file_prefix_arg(&all).unwrap_or_else(|| DEFAULT_FILE_PREFIX.to_string())
-    }
-}
-
 #[cfg(test)]
 mod example {
     use super::*;
@@ -960,6 +941,6 @@ mod example {
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.farms[0].backends.len(), 2);
         assert_eq!(c.farms[0].health.check, crate::health::CheckKind::Options);
-        assert_eq!(c.file_prefix(&[]), "siplb");
+        assert_eq!(c.runtime(&[]).file_prefix, "siplb");
     }
 }

@@ -20,7 +20,7 @@ use dataplane::Attached;
 use runtime::names;
 use runtime::stop::{self, STOP};
 use sampler::Sampler;
-use siplb_core::config::Config;
+use siplb_core::config::{Config, Runtime};
 use siplb_core::control::{Command, Reply};
 use siplb_core::hash::hash64;
 use state::ControlState;
@@ -106,8 +106,10 @@ fn dataplane_bin(opts: &Options) -> PathBuf {
 
 pub fn run(opts: Options) -> Result<()> {
     let cfg = Config::load(&opts.config)?;
-    let prefix = cfg.file_prefix(&opts.eal_extra);
-    let run_dir = PathBuf::from(&cfg.control.run_dir);
+    let Runtime {
+        file_prefix: prefix,
+        run_dir,
+    } = cfg.runtime(&opts.eal_extra);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let _lock = InstanceLock::acquire(names::lock_file(&run_dir, &prefix))?;
 
