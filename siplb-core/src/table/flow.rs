@@ -256,9 +256,11 @@ impl<'m> FlowTable<'m> {
 
     /// Expires `key`'s entry now (the slot keeps the key until reused).
     pub fn remove(&self, key: u64, now: u32) {
+        // Payload 0: deadline 0 with payload 1 would read as `RESERVED`, a slot no writer
+        // could ever use again.
         let _ = self.upsert(key, now, |old| {
-            old.map(|e| Entry {
-                payload: e.payload,
+            old.map(|_| Entry {
+                payload: 0,
                 deadline: 0,
             })
         });
@@ -348,6 +350,18 @@ mod tests {
         t.remove(7, 32);
         assert_eq!(t.lookup(7, 32), None);
         assert_eq!(t.count_live(32), 0);
+    }
+
+    #[test]
+    fn a_removed_entry_can_be_written_again_whatever_its_payload() {
+        let s = slots(8);
+        let t = FlowTable::new(&s, 2);
+        for payload in 0..4 {
+            t.upsert(7, 10, |_| e(payload, 20)).unwrap();
+            t.remove(7, 11);
+            assert_eq!(t.upsert(7, 12, |_| e(9, 30)), Ok(None), "payload {payload}");
+            assert_eq!(t.lookup(7, 12), e(9, 30));
+        }
     }
 
     #[test]
