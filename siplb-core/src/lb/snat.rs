@@ -9,7 +9,9 @@
 
 use crate::hash::hash64;
 use crate::table::flow::{Entry, FlowTable};
+use crate::table::sweep::{Sweepable, Tally};
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// SNAT ports of each source address: 1024-32767. The kernel's ephemeral range
@@ -225,15 +227,28 @@ impl<'m> SnatTable<'m> {
         s.deadline.store(deadline, Ordering::Release);
     }
 
-    /// Live sessions (a scan; for stats).
+    /// Live sessions (a scan of all 65536 ports; `Sweep` spreads one out).
     pub fn count_live(&self, now: u32) -> usize {
-        self.reverse
-            .iter()
-            .filter(|s| {
-                s.client.load(Ordering::Relaxed) & VALID != 0
-                    && s.deadline.load(Ordering::Relaxed) > now
-            })
-            .count()
+        self.tally(0..self.reverse.len(), (0, 0), now).live
+    }
+}
+
+/// A sweep's unit is one port.
+impl Sweepable for SnatTable<'_> {
+    fn units(&self) -> usize {
+        self.reverse.len()
+    }
+
+    fn tally(&self, range: Range<usize>, (from, to): (u32, u32), now: u32) -> Tally {
+        let mut t = Tally::default();
+        for s in &self.reverse[range] {
+            if s.client.load(Ordering::Relaxed) & VALID != 0 {
+                let d = s.deadline.load(Ordering::Relaxed);
+                t.expired += u64::from(d > from && d <= to);
+                t.live += usize::from(d > now);
+            }
+        }
+        t
     }
 }
 

@@ -25,6 +25,8 @@
 //! find the first, and the second expires unused. Preventing it would need a lock per
 //! bucket on the insert path; the cost is not worth a duplicate that harms nothing.
 
+use super::sweep::{Sweepable, Tally};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
 /// Slots per bucket (a cache line).
@@ -266,16 +268,27 @@ impl<'m> FlowTable<'m> {
         });
     }
 
-    /// Calls `f` with every live entry (a scan of the whole table; not for the hot path).
+    /// Calls `f` with every live entry (a scan of the whole table: neither for the hot
+    /// path nor for a lcore that may share a worker's core; `Sweep` spreads one out).
     pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u64, Entry)) {
-        for s in self.slots {
-            let k = s.key.load(Relaxed);
-            if k == 0 {
-                continue;
-            }
-            let e = Entry::unpack(s.val.load(Relaxed));
+        self.for_each_in_buckets(0..self.buckets(), |k, e| {
             if e.deadline > now {
                 f(k, e);
+            }
+        });
+    }
+
+    /// Buckets in the table (of `BUCKET_SLOTS` slots each).
+    pub fn buckets(&self) -> usize {
+        self.bucket_mask + 1
+    }
+
+    /// Calls `f` with every entry, live or expired, in the buckets `range`.
+    pub fn for_each_in_buckets(&self, range: Range<usize>, mut f: impl FnMut(u64, Entry)) {
+        for s in &self.slots[range.start * BUCKET_SLOTS..range.end * BUCKET_SLOTS] {
+            let k = s.key.load(Relaxed);
+            if k != 0 {
+                f(k, Entry::unpack(s.val.load(Relaxed)));
             }
         }
     }
@@ -308,6 +321,23 @@ impl<'m> FlowTable<'m> {
         let mut n = 0;
         self.for_each_live(now, |_, _| n += 1);
         n
+    }
+}
+
+/// A sweep's unit is a bucket (one cache line). A slot being reused reads as deadline 0:
+/// neither expired in any window nor live.
+impl Sweepable for FlowTable<'_> {
+    fn units(&self) -> usize {
+        self.buckets()
+    }
+
+    fn tally(&self, range: Range<usize>, (from, to): (u32, u32), now: u32) -> Tally {
+        let mut t = Tally::default();
+        self.for_each_in_buckets(range, |_, e| {
+            t.expired += u64::from(e.deadline > from && e.deadline <= to);
+            t.live += usize::from(e.deadline > now);
+        });
+        t
     }
 }
 

@@ -6,8 +6,10 @@ pub mod connection;
 pub mod dialog;
 pub mod flow;
 pub mod registration;
+pub mod sweep;
 
 pub use connection::{ConnState, Connection, ConnectionTable};
 pub use dialog::{Dialog, DialogState, DialogTable, Timers};
 pub use flow::{Entry, FlowTable, Slot, TableFull};
 pub use registration::{Registration, RegistrationTable};
+pub use sweep::{Sweep, Sweepable, Tally};
