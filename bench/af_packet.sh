@@ -54,8 +54,8 @@ GEN_CORE="${GEN_CORE:-0}"
 # at this nice level, the same for every forwarder, so they lose less time to it.
 NICE="${NICE:--10}"
 SIPLB_IDLE_SLEEP_US="${SIPLB_IDLE_SLEEP_US:-0}"
-# Core of siplb's main lcore (housekeeping: commands, ARP refresh, the once-a-second
-# count of expired dialogs, stats).
+# Core of siplb's main lcore (housekeeping: commands, ARP refresh, the table sweeps
+# that count expired dialogs, stats).
 SIPLB_MAIN_CORE="${SIPLB_MAIN_CORE:-$LB_CORE}"
 # The workspace's own target/ unless the caller chose another.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -101,7 +101,7 @@ pub struct StatsView {
     pub farms: Vec<FarmStats>,
     /// Drops by reason (including `sip_*` scanner errors), only non-zero ones.
     pub drops: BTreeMap<String, u64>,
-    /// Table entries whose time ran out, counted by the dataplane's once-a-second sweep.
+    /// Table entries whose time ran out, counted by the dataplane's table sweeps.
     pub dialogs_expired: u64,
     pub registrations_expired: u64,
 }

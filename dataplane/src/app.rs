@@ -4,6 +4,7 @@ use crate::housekeeping::{self, Housekeeping, StatsPrinter};
 use crate::limits::sip_limits;
 use crate::preflight;
 use crate::rcu::Published;
+use crate::sweeps::Live;
 use crate::worker::Worker;
 use anyhow::{bail, Context, Result};
 use dpdk::channel::Channel;
@@ -194,9 +195,8 @@ pub fn run(opts: Options) -> Result<()> {
     hk.stats.print(
         &hk.svc,
         shared.counters,
-        shared.tables,
+        &Live::count(shared.tables, clock.now()),
         Some(shared.header),
-        clock.now(),
         true,
     );
     for p in ports.iter().chain(&kernel) {

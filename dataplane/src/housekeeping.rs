@@ -1,9 +1,12 @@
 //! The main lcore's loop: commands from the control plane (apply a new state, report
 //! the state, shut down), ARP refresh and gratuitous ARP, the heartbeat, stats lines,
-//! and freeing retired service snapshots. Nothing here is on the packet path.
+//! the table sweeps, and freeing retired service snapshots. Nothing here is on the
+//! packet path, but the main lcore may share a worker's core: every tick's work is
+//! bounded (no whole-table pass).
 
 use crate::limits::sip_limits;
 use crate::rcu::Published;
+use crate::sweeps::{Live, TableSweeps};
 use dpdk::channel::Channel;
 use dpdk::mbuf::Burst;
 use dpdk::mempool::Mempool;
@@ -45,7 +48,7 @@ impl Housekeeping<'_> {
         let mut next_arp = start;
         let mut arp_rounds = 0u32;
         let mut next_stats = stats_every.map(|d| start + d);
-        let mut swept_until = self.clock.now();
+        let mut sweeps = TableSweeps::new(self.shared, self.clock.now());
         while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             if duration.is_some_and(|d| now - start >= d) {
@@ -56,11 +59,7 @@ impl Housekeeping<'_> {
                 self.command(&msg);
             }
             self.published.reclaim();
-            let now_s = self.clock.now();
-            if now_s > swept_until {
-                self.count_expired(swept_until, now_s);
-                swept_until = now_s;
-            }
+            sweeps.tick(self.clock.now());
             if now >= next_arp {
                 self.announce();
                 arp_rounds += 1;
@@ -78,9 +77,8 @@ impl Housekeeping<'_> {
                     self.stats.print(
                         &self.svc,
                         self.shared.counters,
-                        self.shared.tables,
+                        &sweeps.live(),
                         Some(self.shared.header),
-                        self.clock.now(),
                         false,
                     );
                     next_stats = Some(at + every);
@@ -88,27 +86,6 @@ impl Housekeeping<'_> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// Counts the dialogs and registrations whose deadline fell in `(from, to]`: each
-    /// entry expires once (a revived one is counted again when it expires again).
-    fn count_expired(&self, from: u32, to: u32) {
-        let h = self.shared.header;
-        let t = self.shared.tables;
-        let mut d = 0u64;
-        t.dialogs.flow().for_each_live(from, |_, e| {
-            if e.deadline <= to {
-                d += 1;
-            }
-        });
-        let mut r = 0u64;
-        t.registrations.flow().for_each_live(from, |_, e| {
-            if e.deadline <= to {
-                r += 1;
-            }
-        });
-        h.dialogs_expired.fetch_add(d, Ordering::Relaxed);
-        h.registrations_expired.fetch_add(r, Ordering::Relaxed);
     }
 
     fn command(&mut self, msg: &[u8]) {
@@ -325,16 +302,16 @@ impl StatsPrinter {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `live`: the sweeps' counts in the loop, `Live::count` at exit.
     pub fn print(
         &mut self,
         svc: &Services,
         counters: &[WorkerCounters],
-        tables: &Tables<'_>,
+        live: &Live,
         expired: Option<&runtime::shm::Header>,
-        now: u32,
         final_summary: bool,
     ) {
+        let n = |v: Option<usize>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
         let sum = |f: &dyn Fn(&WorkerCounters) -> u64| totals(counters, f);
         let rx = sum(&|c| c.rx_packets.get());
         let tx = sum(&|c| c.tx_packets.get());
@@ -356,9 +333,9 @@ impl StatsPrinter {
             sum(&|c| c.sip_requests.get()),
             sum(&|c| c.sip_responses.get()),
             sum(&|c| c.dialogs_created.get()),
-            tables.dialogs.count_live(now),
+            n(live.dialogs),
             sum(&|c| c.registrations_created.get()),
-            tables.registrations.count_live(now),
+            n(live.registrations),
         ));
         if let Some(h) = expired {
             line.push_str(&format!(
@@ -386,7 +363,7 @@ impl StatsPrinter {
         if snat > 0 {
             line.push_str(&format!(
                 " snat_sessions={snat} live={}",
-                tables.snat.count_live(now)
+                n(live.snat_sessions)
             ));
         }
         for f in &svc.farms {

@@ -8,4 +8,5 @@ pub mod housekeeping;
 pub mod limits;
 pub mod preflight;
 pub mod rcu;
+pub mod sweeps;
 pub mod worker;

@@ -45,7 +45,8 @@ pub struct Header {
     pub pid: AtomicU32,
     /// Bumped by the dataplane's main loop about every 100 ms.
     pub heartbeat: AtomicU64,
-    /// Counted by the main lcore's once-a-second sweep: entries whose deadline passed.
+    /// Counted by the main lcore's table sweeps (`sweeps.rs`): entries whose deadline
+    /// passed.
     pub dialogs_expired: AtomicU64,
     pub registrations_expired: AtomicU64,
 }
