@@ -18,6 +18,7 @@ use runtime::ip::{ip, ip_output};
 use runtime::names;
 use runtime::shm::Shared;
 use runtime::stop::{self, STOP};
+use siplb_core::alg::Edits;
 use siplb_core::config::Config;
 use siplb_core::control::DesiredState;
 use siplb_core::lb::counters::WorkerCounters;
@@ -151,6 +152,8 @@ pub fn run(opts: Options) -> Result<()> {
                 snat_ports: SnatAllocator::for_worker(i as u16, workers as u16),
                 arp_requests: ArpRequests::default(),
                 reassembly: Reassembler::new(REASSEMBLY_SLOTS, REASSEMBLY_TIMEOUT_S),
+                edits: Edits::new(),
+                out_len: 0,
             },
             scratch: vec![0; 9000 + 14],
         };

@@ -130,7 +130,20 @@ impl Worker {
             c.dropped(DropReason::MultiSegment);
             return;
         }
-        match lb::process(svc, self.tables, &mut self.ctx, m.data_mut(), in_port, now) {
+        // The stages see the mbuf's tailroom too: the SIP ALG may lengthen a message.
+        let len = m.data_len();
+        m.set_len(m.capacity());
+        let v = lb::process_in(
+            svc,
+            self.tables,
+            &mut self.ctx,
+            m.data_mut(),
+            len,
+            in_port,
+            now,
+        );
+        m.set_len(self.ctx.out_len);
+        match v {
             Verdict::Forward(p) => {
                 if m.data_len() > egress_limit(svc, p) {
                     self.send_copies(svc, tx, p, m.data());
@@ -146,17 +159,13 @@ impl Worker {
                 // Process the whole datagram out of the reassembler's buffer (moved out
                 // and back: no allocation), then send it as fragments again.
                 let (mut buf, len) = self.ctx.reassembly.take_frame();
-                match lb::process(
-                    svc,
-                    self.tables,
-                    &mut self.ctx,
-                    &mut buf[..len],
-                    in_port,
-                    now,
-                ) {
-                    Verdict::Forward(p) => self.send_copies(svc, tx, p, &buf[..len]),
+                let v =
+                    lb::process_in(svc, self.tables, &mut self.ctx, &mut buf, len, in_port, now);
+                let out = self.ctx.out_len;
+                match v {
+                    Verdict::Forward(p) => self.send_copies(svc, tx, p, &buf[..out]),
                     Verdict::ToKernel => {
-                        if let Some(m) = self.copy_into_mbuf(&buf[..len]) {
+                        if let Some(m) = self.copy_into_mbuf(&buf[..out]) {
                             self.to_kernel(tx, in_port, m);
                         }
                     }

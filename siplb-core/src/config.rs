@@ -309,6 +309,11 @@ pub struct FarmConfig {
     /// there until they end, or `move` them on their next request.
     #[serde(default = "default_down_policy")]
     pub on_backend_down: DownPolicy,
+    /// The SIP ALG (SIP over UDP): backend addresses in the headers a phone acts on
+    /// become the VIP, and in `snat` the client's transport addresses become the
+    /// balancer's toward backends. Off for backends that advertise the VIP themselves.
+    #[serde(default = "default_alg")]
+    pub alg: bool,
     #[serde(default)]
     pub timers: Timers,
     /// How backends are checked (`[farm.health]`); none by default.
@@ -323,6 +328,10 @@ pub struct FarmConfig {
 pub enum DownPolicy {
     Keep,
     Move,
+}
+
+fn default_alg() -> bool {
+    true
 }
 
 fn default_down_policy() -> DownPolicy {

@@ -11,6 +11,7 @@ use super::neighbour::NeighbourTable;
 use super::reassembly::Reassembler;
 use super::services::{Farm, Services};
 use super::snat::{SnatAllocator, SnatTable};
+use crate::alg::Edits;
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
 use crate::table::flow::FlowTable;
@@ -87,6 +88,10 @@ pub struct WorkerCtx<'a> {
     pub snat_ports: SnatAllocator,
     pub arp_requests: ArpRequests,
     pub reassembly: Reassembler,
+    /// The SIP ALG's replacements for the message being rewritten (reused).
+    pub edits: Edits,
+    /// The length of the frame `process` leaves in the buffer (the ALG may change it).
+    pub out_len: usize,
 }
 
 /// Everything one packet's handling reads and writes besides the frame itself:
@@ -97,6 +102,8 @@ pub struct Ctx<'p, 'm, 'w> {
     pub w: &'p mut WorkerCtx<'w>,
     /// Seconds (the tables' clock).
     pub now: u32,
+    /// The frame's length; the buffer the stages get may be longer (room to grow).
+    pub len: usize,
 }
 
 impl Ctx<'_, '_, '_> {

@@ -3,6 +3,7 @@
 //! read them without disturbing the worker. Blocks are cache-line aligned so two
 //! workers never write the same line.
 
+use crate::alg::RewriteError;
 use crate::config::MAX_BACKENDS;
 use crate::sip::SipError;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -70,6 +71,9 @@ pub enum DropReason {
     Flood,
     /// For a VIP or floating address while this unit is the standby of an HA pair.
     Standby,
+    /// A SIP message the ALG could not rewrite correctly (the reason is in the ALG
+    /// error counters); never sent half-rewritten.
+    AlgRefused,
     /// The TX queue was full.
     TxFull,
     /// No mbuf available for a generated packet (ARP request, fragment).
@@ -108,6 +112,7 @@ impl DropReason {
         Self::Scanner,
         Self::Flood,
         Self::Standby,
+        Self::AlgRefused,
         Self::TxFull,
         Self::NoMbuf,
     ];
@@ -144,6 +149,7 @@ impl DropReason {
             Self::Scanner => "scanner",
             Self::Flood => "flood",
             Self::Standby => "standby",
+            Self::AlgRefused => "alg_refused",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
         }
@@ -201,6 +207,8 @@ pub struct WorkerCounters {
     /// SIP messages of known dialogs steered from the light scan (a subset of the
     /// requests and responses above; the rest were parsed in full).
     pub sip_steered: Counter,
+    /// SIP messages whose addresses the ALG rewrote.
+    pub alg_rewritten: Counter,
     pub dialogs_created: Counter,
     pub registrations_created: Counter,
     pub dialog_table_full: Counter,
@@ -216,6 +224,8 @@ pub struct WorkerCounters {
     pub from_kernel: Counter,
     pub drops: [Counter; DropReason::COUNT],
     pub sip_errors: [Counter; SipError::COUNT],
+    /// Why the ALG refused messages (`RewriteError::index`).
+    pub alg_errors: [Counter; RewriteError::COUNT],
     pub backends: [BackendCounters; MAX_BACKENDS],
 }
 
@@ -246,6 +256,7 @@ impl Default for WorkerCounters {
             sip_requests: Counter::default(),
             sip_responses: Counter::default(),
             sip_steered: Counter::default(),
+            alg_rewritten: Counter::default(),
             dialogs_created: Counter::default(),
             registrations_created: Counter::default(),
             dialog_table_full: Counter::default(),
@@ -260,6 +271,7 @@ impl Default for WorkerCounters {
             from_kernel: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             sip_errors: std::array::from_fn(|_| Counter::default()),
+            alg_errors: std::array::from_fn(|_| Counter::default()),
             backends: std::array::from_fn(|_| BackendCounters::default()),
         }
     }

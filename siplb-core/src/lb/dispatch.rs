@@ -30,7 +30,8 @@ use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::WireError;
 
-/// Processes one frame received on `in_port` at time `now` (seconds).
+/// Processes one frame received on `in_port` at time `now` (seconds), with no room
+/// to grow: a message the SIP ALG would lengthen is refused (counted).
 pub fn process(
     svc: &Services,
     t: &Tables<'_>,
@@ -39,7 +40,24 @@ pub fn process(
     in_port: u8,
     now: u32,
 ) -> Verdict {
-    let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
+    let len = frame.len();
+    process_in(svc, t, w, frame, len, in_port, now)
+}
+
+/// Processes the `len`-byte frame at the start of `buf` received on `in_port` at time
+/// `now` (seconds). The rest of `buf` is room the SIP ALG may grow a message into;
+/// the frame's length afterwards is in `w.out_len`.
+pub fn process_in(
+    svc: &Services,
+    t: &Tables<'_>,
+    w: &mut WorkerCtx<'_>,
+    buf: &mut [u8],
+    len: usize,
+    in_port: u8,
+    now: u32,
+) -> Verdict {
+    w.out_len = len;
+    let Ok(eth) = EthernetFrame::new_checked(&buf[..len]) else {
         return Verdict::Drop(DropReason::Truncated);
     };
     let Some(port) = svc.ports.get(usize::from(in_port)) else {
@@ -50,12 +68,21 @@ pub fn process(
         return Verdict::Drop(DropReason::NotOurMac);
     }
     let ethertype = eth.ethertype();
-    let mut cx = Ctx { svc, t, w, now };
-    match ethertype {
-        ETHERTYPE_IPV4 => cx.ipv4_in(frame, in_port),
-        ETHERTYPE_ARP => cx.arp_in(frame, in_port),
+    let mut cx = Ctx {
+        svc,
+        t,
+        w,
+        now,
+        len,
+    };
+    let v = match ethertype {
+        ETHERTYPE_IPV4 => cx.ipv4_in(buf, in_port),
+        ETHERTYPE_ARP => cx.arp_in(&mut buf[..len], in_port),
         _ => Verdict::Drop(DropReason::UnsupportedEthertype),
-    }
+    };
+    let out_len = cx.len;
+    w.out_len = out_len;
+    v
 }
 
 impl Ctx<'_, '_, '_> {
@@ -96,7 +123,7 @@ impl Ctx<'_, '_, '_> {
     }
 
     fn ipv4_in(&mut self, frame: &mut [u8], in_port: u8) -> Verdict {
-        let flow = match Flow::parse(frame, in_port) {
+        let flow = match Flow::parse(&frame[..self.len], in_port) {
             Ok(f) => f,
             Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
             Err(_) => return Verdict::Drop(DropReason::Ipv4Malformed),
@@ -111,7 +138,7 @@ impl Ctx<'_, '_, '_> {
             }
         }
         if flow.fragment {
-            return self.fragment_in(frame, &flow);
+            return self.fragment_in(&frame[..self.len], &flow);
         }
         if let Some(farm) = svc.farm_with_vip(flow.dst) {
             if !svc.active {

@@ -29,6 +29,6 @@ pub mod sim;
 pub mod snat;
 
 pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
-pub use dispatch::process;
+pub use dispatch::{process, process_in};
 pub use nat::{write_arp_request, write_gratuitous_arp};
 pub use packet::Flow;

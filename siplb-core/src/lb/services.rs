@@ -78,6 +78,8 @@ pub struct Farm {
     pub affinity: Affinity,
     pub snat_address: Option<Ipv4Addr>,
     pub move_dialogs_on_down: bool,
+    /// Rewrite addresses in SIP (`[[farm]] alg`).
+    pub alg: bool,
     pub timers: Timers,
     pub backends: Vec<Backend>,
     /// Maglev lookup table: entries index `backends`.
@@ -482,6 +484,7 @@ fn build_farm(
         affinity: f.affinity,
         snat_address: f.snat_address,
         move_dialogs_on_down: f.on_backend_down == crate::config::DownPolicy::Move,
+        alg: f.alg,
         timers: f.timers.clone(),
         backends,
         table,

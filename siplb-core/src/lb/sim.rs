@@ -6,7 +6,8 @@ use super::neighbour::{NeighbourSlot, NeighbourTable};
 use super::reassembly::Reassembler;
 use super::services::{Services, SlotRegistry};
 use super::snat::{SnatAllocator, SnatSlot, SnatTable};
-use super::{process, ArpRequests, Tables, Verdict, WorkerCtx};
+use super::{process_in, ArpRequests, Tables, Verdict, WorkerCtx};
+use crate::alg::Edits;
 use crate::config::Config;
 use crate::sip::Limits;
 use crate::table::connection::ConnectionTable;
@@ -82,6 +83,8 @@ pub fn worker(counters: &WorkerCounters) -> WorkerCtx<'_> {
         snat_ports: SnatAllocator::for_worker(0, 1),
         arp_requests: ArpRequests::default(),
         reassembly: Reassembler::new(8, 5),
+        edits: Edits::new(),
+        out_len: 0,
     }
 }
 
@@ -117,8 +120,12 @@ pub fn udp_frame(
     f
 }
 
-/// Runs one frame through `process`, and a completed reassembly through it again,
-/// as the dataplane worker does. Returns the verdict and the frame as it would leave.
+/// Room after a frame for the SIP ALG to grow it, as an mbuf's tailroom gives.
+pub const ROOM: usize = 1024;
+
+/// Runs one frame through `process_in` (with `ROOM` bytes to grow), and a completed
+/// reassembly through it again, as the dataplane worker does. Returns the verdict and
+/// leaves in `frame` the frame as it would leave.
 pub fn run(
     svc: &Services,
     t: &Tables<'_>,
@@ -127,13 +134,16 @@ pub fn run(
     in_port: u8,
     now: u32,
 ) -> Verdict {
-    let v = process(svc, t, w, frame, in_port, now);
+    let len = frame.len();
+    frame.resize(len + ROOM, 0);
+    let v = process_in(svc, t, w, frame, len, in_port, now);
+    frame.truncate(w.out_len);
     if v != Verdict::Reassembled {
         return v;
     }
     let (mut buf, len) = w.reassembly.take_frame();
-    let v = process(svc, t, w, &mut buf[..len], in_port, now);
-    *frame = buf[..len].to_vec();
+    let v = process_in(svc, t, w, &mut buf, len, in_port, now);
+    *frame = buf[..w.out_len].to_vec();
     w.reassembly.put_back(buf);
     v
 }

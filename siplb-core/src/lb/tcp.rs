@@ -112,7 +112,7 @@ impl Ctx<'_, '_, '_> {
         if let Err(r) = rewrite_l4(frame, flow, new_src, Some((b.addr, bport))) {
             return Verdict::Drop(r);
         }
-        self.count_to(farm, idx, frame.len());
+        self.count_to(farm, idx, self.len);
         self.next_hop(frame, b.addr)
     }
 
@@ -131,7 +131,7 @@ impl Ctx<'_, '_, '_> {
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), None) {
             return Verdict::Drop(r);
         }
-        self.count_from(farm, idx, frame.len());
+        self.count_from(farm, idx, self.len);
         self.next_hop(frame, client)
     }
 
@@ -160,7 +160,7 @@ impl Ctx<'_, '_, '_> {
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), Some(client)) {
             return Verdict::Drop(r);
         }
-        self.count_from(farm, idx, frame.len());
+        self.count_from(farm, idx, self.len);
         self.next_hop(frame, session.client)
     }
 

@@ -713,3 +713,170 @@ mod security {
         );
     }
 }
+
+mod alg {
+    use crate::lb::counters::WorkerCounters;
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+    use crate::lb::Verdict;
+    use crate::sip::{Limits, SipMessage};
+    use crate::wire::checksum;
+    use crate::wire::ipv4::Ipv4Packet;
+    use crate::wire::udp::UdpPacket;
+    use std::net::Ipv4Addr;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+
+    fn config(nat: &str, alg: bool) -> String {
+        format!(
+            "[[port]]\nname='f'\naddress='198.18.0.1/24'\n[[port]]\nname='b'\naddress='198.18.1.1/24'\n[[farm]]\nname='pbx'\nvip='198.18.0.2'\nnat='{nat}'\nalg={alg}\nbackends=[{{address='198.18.1.11'}}]\n"
+        )
+    }
+
+    /// The SIP text of a frame after checking its IPv4 and UDP lengths and checksums.
+    fn sip_of(f: &[u8]) -> String {
+        let ip = Ipv4Packet::new_checked(&f[14..]).expect("valid IPv4");
+        assert_eq!(checksum::checksum(ip.header()), 0, "IPv4 checksum");
+        assert_eq!(14 + ip.total_len(), f.len(), "IPv4 total length");
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(u.len(), ip.payload().len(), "UDP length");
+        assert!(u.verify(ip.src(), ip.dst()), "UDP checksum");
+        let m = SipMessage::parse(u.payload(), &Limits::default()).expect("parses");
+        assert_eq!(m.content_length(), Some(m.body().len()));
+        String::from_utf8(u.payload().to_vec()).unwrap()
+    }
+
+    struct Bed {
+        svc: crate::lb::services::Services,
+        mem: SimMemory,
+        counters: Box<WorkerCounters>,
+    }
+
+    impl Bed {
+        fn new(nat: &str, alg: bool) -> Bed {
+            let bed = Bed {
+                svc: sim::services(&config(nat, alg)),
+                mem: SimMemory::new(1 << 10),
+                counters: Box::default(),
+            };
+            let t = bed.mem.tables();
+            let b = Ipv4Addr::new(198, 18, 1, 11);
+            t.neighbours.learn(b, host_mac(b), 1, 1);
+            t.neighbours.learn(CLIENT, host_mac(CLIENT), 0, 1);
+            bed
+        }
+
+        fn send(&self, port: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), sip: &str) -> Vec<u8> {
+            let mut f = sim::udp_frame(port_mac(port), src, dst, sip.as_bytes());
+            let t = self.mem.tables();
+            let mut w = sim::worker(&self.counters);
+            let v = sim::run(&self.svc, &t, &mut w, &mut f, port, 100);
+            assert!(matches!(v, Verdict::Forward(_)), "{v:?}");
+            f
+        }
+    }
+
+    const INVITE: &str = "INVITE sip:bob@198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKa1;rport\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>\r\nCall-ID: alg1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.18.0.10:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+    /// The backend's 200 OK: its own address in Contact and Record-Route, and (in
+    /// snat) the balancer's flow address in the Via's received/rport.
+    fn ok(via_addr: &str, via_params: &str) -> String {
+        format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {via_addr};branch=z9hG4bKa1{via_params}\r\nRecord-Route: <sip:198.18.1.11;lr>\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>;tag=2\r\nCall-ID: alg1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@198.18.1.11:5060>\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    #[test]
+    fn dnat_backend_addresses_become_the_vip_in_what_the_phone_receives() {
+        let bed = Bed::new("dnat", true);
+        let to_backend = bed.send(0, (CLIENT, 5060), (VIP, 5060), INVITE);
+        assert_eq!(
+            sip_of(&to_backend),
+            INVITE,
+            "dnat: the client's message is untouched"
+        );
+        let out = bed.send(
+            1,
+            (Ipv4Addr::new(198, 18, 1, 11), 5060),
+            (CLIENT, 5060),
+            &ok("198.18.0.10:5060", ";rport=5060"),
+        );
+        let text = sip_of(&out);
+        assert!(
+            !text.contains("198.18.1."),
+            "a backend address leaked:\n{text}"
+        );
+        assert!(
+            text.contains("Record-Route: <sip:198.18.0.2;lr>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Contact: <sip:bob@198.18.0.2:5060>\r\n"),
+            "{text}"
+        );
+        assert_eq!(bed.counters.alg_rewritten.get(), 1);
+    }
+
+    #[test]
+    fn snat_the_phone_sees_its_own_address_and_the_backend_sees_the_balancers() {
+        let bed = Bed::new("snat", true);
+        let to_backend = bed.send(0, (CLIENT, 5060), (VIP, 5060), INVITE);
+        let ip = Ipv4Packet::new_checked(&to_backend[14..]).unwrap();
+        let sport = UdpPacket::new_checked(ip.payload()).unwrap().src_port();
+        assert_eq!(ip.src(), SNAT);
+        let flow = format!("198.18.1.1:{sport}");
+        let text = sip_of(&to_backend);
+        assert!(
+            !text.contains("198.18.0.10"),
+            "the client's address reached the backend:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("Via: SIP/2.0/UDP {flow};branch")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Contact: <sip:alice@{flow}>")),
+            "{text}"
+        );
+        // The backend answers to the flow; the phone gets its own address back.
+        let answer = ok(&flow, &format!(";received=198.18.1.1;rport={sport}"));
+        let out = bed.send(
+            1,
+            (Ipv4Addr::new(198, 18, 1, 11), 5060),
+            (SNAT, sport),
+            &answer,
+        );
+        let text = sip_of(&out);
+        assert!(
+            !text.contains("198.18.1."),
+            "a back-side address leaked:\n{text}"
+        );
+        assert!(text.contains("Via: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKa1;received=198.18.0.10;rport=5060\r\n"), "{text}");
+        assert!(
+            text.contains("Contact: <sip:bob@198.18.0.2:5060>\r\n"),
+            "{text}"
+        );
+        assert_eq!(bed.counters.alg_rewritten.get(), 2);
+    }
+
+    #[test]
+    fn with_the_alg_off_messages_pass_untouched() {
+        for nat in ["dnat", "snat"] {
+            let bed = Bed::new(nat, false);
+            let to_backend = bed.send(0, (CLIENT, 5060), (VIP, 5060), INVITE);
+            assert_eq!(sip_of(&to_backend), INVITE);
+            let ip = Ipv4Packet::new_checked(&to_backend[14..]).unwrap();
+            let src = (
+                ip.src(),
+                UdpPacket::new_checked(ip.payload()).unwrap().src_port(),
+            );
+            let answer = ok("198.18.0.10:5060", "");
+            let out = bed.send(1, (Ipv4Addr::new(198, 18, 1, 11), 5060), src, &answer);
+            assert_eq!(
+                sip_of(&out),
+                answer,
+                "{nat}: the backend's addresses reach the phone"
+            );
+            assert_eq!(bed.counters.alg_rewritten.get(), 0);
+        }
+    }
+}

@@ -12,11 +12,16 @@ use super::nat::rewrite_l4;
 use super::packet::Flow;
 use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
+use crate::alg::{self, AddrRule, Outcome, Places, Rules};
 use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::sip::{Method, SipMessage, SipUri, StartLine, SteerView};
 use crate::table::dialog::{Dialog, DialogState};
 use crate::table::registration::Registration;
+use crate::wire::ethernet;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::udp::{self, UdpPacket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Registration lifetime assumed when a 2xx to REGISTER names none (RFC 3261 §10.2.1.1
 /// default).
@@ -93,10 +98,22 @@ impl Ctx<'_, '_, '_> {
             Ok(src) => src,
             Err(r) => return Verdict::Drop(r),
         };
+        let rewritten = match new_src {
+            Some(snat) if farm.alg => {
+                match self.alg(frame, flow, &rules_to_backend((client, cport), snat)) {
+                    Ok(r) => r,
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
+            _ => false,
+        };
         if let Err(r) = rewrite_l4(frame, flow, new_src, Some((backend.addr, backend.port))) {
             return Verdict::Drop(r);
         }
-        self.count_to(farm, p.backend, frame.len());
+        if rewritten {
+            refill_udp_checksum(frame, flow);
+        }
+        self.count_to(farm, p.backend, self.len);
         self.next_hop(frame, backend.addr)
     }
 
@@ -418,10 +435,21 @@ impl Ctx<'_, '_, '_> {
         if let Err(r) = self.backend_message(farm, backend, frame, flow) {
             return Verdict::Drop(r);
         }
+        let rewritten = if farm.alg {
+            match self.alg(frame, flow, &rules_to_client(farm, backend, None)) {
+                Ok(r) => r,
+                Err(r) => return Verdict::Drop(r),
+            }
+        } else {
+            false
+        };
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, farm.port)), None) {
             return Verdict::Drop(r);
         }
-        self.count_from(farm, backend, frame.len());
+        if rewritten {
+            refill_udp_checksum(frame, flow);
+        }
+        self.count_from(farm, backend, self.len);
         self.next_hop(frame, flow.dst)
     }
 
@@ -448,15 +476,123 @@ impl Ctx<'_, '_, '_> {
             Err(r) => return Verdict::Drop(r),
         };
         self.t.snat.extend(session.port, keep);
-        if let Err(r) = rewrite_l4(
-            frame,
-            flow,
-            Some((farm.vip, farm.port)),
-            Some((session.client, session.client_port)),
-        ) {
+        let client = (session.client, session.client_port);
+        let rewritten = if farm.alg {
+            let snat = (flow.dst, flow.dport());
+            match self.alg(
+                frame,
+                flow,
+                &rules_to_client(farm, backend, Some((snat, client))),
+            ) {
+                Ok(r) => r,
+                Err(r) => return Verdict::Drop(r),
+            }
+        } else {
+            false
+        };
+        if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, farm.port)), Some(client)) {
             return Verdict::Drop(r);
         }
-        self.count_from(farm, backend, frame.len());
+        if rewritten {
+            refill_udp_checksum(frame, flow);
+        }
+        self.count_from(farm, backend, self.len);
         self.next_hop(frame, session.client)
+    }
+
+    /// Rewrites the addresses `rules` name in the SIP message of `flow` (the ALG), in
+    /// place in `buf`, whose room past the frame it may grow into; fixes the UDP and
+    /// IPv4 lengths. Returns whether the message changed (its UDP checksum must then
+    /// be computed anew). A message that cannot be rewritten correctly is refused,
+    /// counted by reason, and left as it was.
+    fn alg(&mut self, buf: &mut [u8], flow: &Flow, rules: &Rules) -> Result<bool, DropReason> {
+        let payload = flow.udp_payload();
+        let outcome = {
+            let sip = &buf[payload.clone()];
+            let msg = SipMessage::parse(sip, &self.w.limits).map_err(|e| {
+                self.w.counters.sip_errors[e.index()].inc();
+                DropReason::SipMalformed
+            })?;
+            alg::rewrite(sip, &msg, rules, None, &mut self.w.edits)
+        };
+        let refused = |cx: &Self, i: usize| {
+            cx.w.counters.alg_errors[i].inc();
+            DropReason::AlgRefused
+        };
+        match outcome {
+            Ok(Outcome::Unchanged) => return Ok(false),
+            Ok(Outcome::Rewritten { .. }) => {}
+            Err(e) => return Err(refused(self, e.index())),
+        }
+        // The datagram may grow up to what the buffer holds and UDP over IPv4 carries.
+        let room = buf.len().min(flow.l4 + usize::from(u16::MAX) - 20);
+        let new_len = self
+            .w
+            .edits
+            .apply(&mut buf[payload.start..room])
+            .map_err(|e| refused(self, alg::RewriteError::from(e).index()))?;
+        let udp_len = udp::HEADER_LEN + new_len;
+        UdpPacket::new_unchecked(&mut buf[flow.l4..]).set_len(udp_len as u16);
+        let ip_len = flow.l4 - ethernet::HEADER_LEN + udp_len;
+        Ipv4Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..]).set_total_len(ip_len as u16);
+        self.len = flow.l4 + udp_len;
+        self.w.counters.alg_rewritten.inc();
+        Ok(true)
+    }
+}
+
+/// The ALG's rules for a backend's message toward a client: the backend's transport
+/// address becomes the VIP's SIP address; in snat, also the balancer's address and port
+/// of this client's flow (`snat`), which a backend writes into `received=`/`rport`,
+/// `alias`, a REGISTER 200's Contact or the Request-URI of a request to a registered
+/// phone, becomes the client's. Headers only: SDP addresses stay until media is
+/// relayed through the VIP (a rewritten `c=` without a media path would silence calls).
+fn rules_to_client(
+    farm: &Farm,
+    backend: usize,
+    snat: Option<((Ipv4Addr, u16), (Ipv4Addr, u16))>,
+) -> Rules {
+    let b = &farm.backends[backend];
+    let mut rules = Rules::new();
+    // At most two rules: within MAX_RULES, so `push` cannot fail.
+    let _ = rules.push(AddrRule {
+        from: SocketAddrV4::new(b.addr, b.port),
+        to: SocketAddrV4::new(farm.vip, farm.port),
+        places: Places::HEADERS,
+    });
+    if let Some(((sa, sp), (ca, cp))) = snat {
+        let _ = rules.push(AddrRule {
+            from: SocketAddrV4::new(sa, sp),
+            to: SocketAddrV4::new(ca, cp),
+            places: Places::HEADERS,
+        });
+    }
+    rules
+}
+
+/// The ALG's rules for a client's message toward a backend in snat: the client's
+/// transport address in the top Via and Contact becomes the balancer's address and
+/// port of its flow, so everything the backend sends to the client comes back through
+/// the balancer.
+fn rules_to_backend(client: (Ipv4Addr, u16), snat: (Ipv4Addr, u16)) -> Rules {
+    let mut rules = Rules::new();
+    let _ = rules.push(AddrRule {
+        from: SocketAddrV4::new(client.0, client.1),
+        to: SocketAddrV4::new(snat.0, snat.1),
+        places: Places::TOP_VIA.union(Places::CONTACT),
+    });
+    rules
+}
+
+/// Computes the UDP checksum of a datagram whose payload the ALG changed, from the
+/// addresses now in its IPv4 header; a datagram sent without one (0) stays without.
+fn refill_udp_checksum(frame: &mut [u8], flow: &Flow) {
+    let (src, dst) = {
+        let ip = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+        (ip.src(), ip.dst())
+    };
+    let mut u = UdpPacket::new_unchecked(&mut frame[flow.l4..]);
+    if u.checksum() != 0 {
+        u.fill_checksum(src, dst);
     }
 }

@@ -164,6 +164,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         true
     }
 
+    /// Sets the total length, updating the header checksum incrementally (RFC 1624).
+    pub fn set_total_len(&mut self, len: u16) {
+        let old = get_u16(self.buf.as_ref(), TOTAL_LEN);
+        set_u16(self.buf.as_mut(), TOTAL_LEN, len);
+        let c = checksum::update16(self.checksum(), old, len);
+        self.set_checksum(c);
+    }
+
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (hl, total) = (self.header_len(), self.total_len());
         &mut self.buf.as_mut()[hl..total]

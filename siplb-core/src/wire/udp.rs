@@ -111,6 +111,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Computes the checksum from scratch (for datagrams the balancer builds itself).
+    /// Sets the length field (header included); the checksum is not updated.
+    pub fn set_len(&mut self, len: u16) {
+        set_u16(self.buf.as_mut(), LENGTH, len);
+    }
+
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         let len = self.len();
         set_u16(self.buf.as_mut(), CHECKSUM, 0);
