@@ -122,6 +122,9 @@ pub struct Traffic {
     /// Messages of known dialogs steered from the light scan (part of the above).
     #[serde(default)]
     pub sip_steered: u64,
+    /// SIP messages whose addresses the ALG rewrote.
+    #[serde(default)]
+    pub alg_rewritten: u64,
     pub dialogs_created: u64,
     pub registrations_created: u64,
 }

@@ -85,6 +85,18 @@ const WORKERS: &[Family<WorkerStats>] = &[
         get: One(|w| w.traffic.sip_responses as f64),
     },
     Family {
+        name: "siplb_sip_steered_total",
+        kind: Counter,
+        help: "SIP messages of known dialogs steered from the light scan (part of requests and responses), per worker.",
+        get: One(|w| w.traffic.sip_steered as f64),
+    },
+    Family {
+        name: "siplb_alg_rewritten_total",
+        kind: Counter,
+        help: "SIP messages whose addresses the ALG rewrote, per worker.",
+        get: One(|w| w.traffic.alg_rewritten as f64),
+    },
+    Family {
         name: "siplb_dialogs_created_total",
         kind: Counter,
         help: "Dialogs recorded, per worker.",
@@ -348,10 +360,10 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, 9 × 2 workers, 2 drops, (2 + 2 + 1 + 1) × 2 backends,
+        // 2 process, 11 × 2 workers, 2 drops, (2 + 2 + 1 + 1) × 2 backends,
         // 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
-        assert_eq!(seen.len(), 2 + 9 + 1 + 4 + 3 + 3, "{text}");
-        assert_eq!(samples, 2 + 18 + 2 + 12 + 6 + 5, "{text}");
+        assert_eq!(seen.len(), 2 + 11 + 1 + 4 + 3 + 3, "{text}");
+        assert_eq!(samples, 2 + 22 + 2 + 12 + 6 + 5, "{text}");
         for want in [
             "siplb_up 1",
             "siplb_config_generation 5",

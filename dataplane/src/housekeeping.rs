@@ -233,6 +233,7 @@ pub fn register_telemetry(shared: &Shared) {
             ("sip_requests".into(), s(&|w| w.sip_requests.get())),
             ("sip_responses".into(), s(&|w| w.sip_responses.get())),
             ("sip_steered".into(), s(&|w| w.sip_steered.get())),
+            ("alg_rewritten".into(), s(&|w| w.alg_rewritten.get())),
             ("dialogs_created".into(), s(&|w| w.dialogs_created.get())),
             ("dialogs_live".into(), t.dialogs.count_live(now) as u64),
             (

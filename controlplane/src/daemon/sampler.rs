@@ -95,6 +95,7 @@ impl Sampler {
                 sip_requests: c.sip_requests.get(),
                 sip_responses: c.sip_responses.get(),
                 sip_steered: c.sip_steered.get(),
+                alg_rewritten: c.alg_rewritten.get(),
                 dialogs_created: c.dialogs_created.get(),
                 registrations_created: c.registrations_created.get(),
             };
@@ -110,6 +111,7 @@ impl Sampler {
             totals.sip_requests += t.sip_requests;
             totals.sip_responses += t.sip_responses;
             totals.sip_steered += t.sip_steered;
+            totals.alg_rewritten += t.alg_rewritten;
             totals.dialogs_created += t.dialogs_created;
             totals.registrations_created += t.registrations_created;
             let polls = w[4].saturating_sub(l[4]);
