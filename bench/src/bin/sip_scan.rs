@@ -1,8 +1,12 @@
 //! The SIP scanner against rsip on a typical INVITE with SDP (~600 bytes) and the
-//! 200 OK to a REGISTER (~400 bytes), both from the scanner's test corpus.
+//! 200 OK to a REGISTER (~400 bytes), both from the scanner's test corpus; then the
+//! light scan for steering (`SteerView::scan`) against the full parse on the in-dialog
+//! messages it is for: an ACK, the 200 OK to an INVITE (with SDP) and a BYE.
 //!
 //!   cargo run --release -p bench --bin sip_scan [-- ROUNDS]
-//!   valgrind --tool=callgrind sip_scan count N   # N scanner parses of each message
+//!   valgrind --tool=callgrind --toggle-collect='*count_invite*' sip_scan count N
+//!       # N parses of each message; the functions are count_invite, count_ok_200,
+//!       # count_full_{ack,ok,bye} (full parse), count_steer_{ack,ok,bye} (light scan)
 //!
 //! A floor (a bare `memchr` line scan of the header section, no parsing) calibrates
 //! the machine. Then three parsers per message: `siplb_core::sip::SipMessage::parse` (validates and
@@ -13,12 +17,16 @@
 //! other load on the machine: run it several times.
 
 use rsip::prelude::*;
-use siplb_core::sip::{Limits, SipMessage};
+use siplb_core::sip::{Limits, SipMessage, SteerView};
 use std::hint::black_box;
 use std::time::Instant;
 
 const INVITE: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/invite_sdp.sip");
 const OK_200: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/register_200_ok.sip");
+const ACK: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/ack_2xx.sip");
+const OK_INVITE: &[u8] =
+    include_bytes!("../../../siplb-core/tests/corpus/valid/invite_200_ok_sdp.sip");
+const BYE: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/bye.sip");
 
 /// What each parser returns for the benchmark to keep: enough to stop the optimiser
 /// from dropping the work.
@@ -30,6 +38,12 @@ fn scanner(buf: &[u8], limits: &Limits) -> usize {
         + m.cseq().seq as usize
         + m.contact_expires().unwrap_or(0) as usize
         + m.body_offset()
+}
+
+/// The light scan, keeping what steering reads.
+fn steer(buf: &[u8], limits: &Limits) -> usize {
+    let v = SteerView::scan(buf, limits).expect("corpus message scans");
+    v.call_id().len() + v.to_tag().map_or(0, <[u8]>::len) + v.cseq().seq as usize
 }
 
 /// A floor, not a parser: find every line end of the header section with `memchr`
@@ -112,6 +126,36 @@ fn count(n: usize, limits: &Limits) {
     }
     black_box(count_invite(n, limits));
     black_box(count_ok_200(n, limits));
+    #[inline(never)]
+    fn count_steer_ack(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| steer(black_box(ACK), limits)).sum()
+    }
+    #[inline(never)]
+    fn count_steer_ok(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| steer(black_box(OK_INVITE), limits)).sum()
+    }
+    #[inline(never)]
+    fn count_steer_bye(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| steer(black_box(BYE), limits)).sum()
+    }
+    black_box(count_steer_ack(n, limits));
+    black_box(count_steer_ok(n, limits));
+    black_box(count_steer_bye(n, limits));
+    #[inline(never)]
+    fn count_full_ack(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| scanner(black_box(ACK), limits)).sum()
+    }
+    #[inline(never)]
+    fn count_full_ok(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| scanner(black_box(OK_INVITE), limits)).sum()
+    }
+    #[inline(never)]
+    fn count_full_bye(n: usize, limits: &Limits) -> usize {
+        (0..n).map(|_| scanner(black_box(BYE), limits)).sum()
+    }
+    black_box(count_full_ack(n, limits));
+    black_box(count_full_ok(n, limits));
+    black_box(count_full_bye(n, limits));
 }
 
 fn main() {
@@ -158,6 +202,37 @@ fn main() {
             "",
             parse.1 / scan.1,
             fields.1 / scan.1
+        );
+    }
+    for (name, buf) in [
+        ("ACK (in dialog)", ACK),
+        ("200 OK (INVITE, SDP)", OK_INVITE),
+        ("BYE", BYE),
+    ] {
+        let floor = time(rounds, 200_000, || line_scan(black_box(buf)));
+        let light = time(rounds, 200_000, || steer(black_box(buf), &limits));
+        let full = time(rounds, 200_000, || scanner(black_box(buf), &limits));
+        for (parser, (best, median)) in [
+            ("memchr line scan (floor)", floor),
+            ("siplb light scan (steer)", light),
+            ("siplb scanner", full),
+        ] {
+            println!(
+                "{:<22} {:>5}  {:<26} {:>9.1} {:>9.1} {:>9.2} {:>7.2}",
+                name,
+                buf.len(),
+                parser,
+                best,
+                median,
+                1e3 / best,
+                buf.len() as f64 / best
+            );
+        }
+        println!(
+            "{:<22} {:>5}  light scan (median): {:.0} % of the full parse\n",
+            name,
+            "",
+            100.0 * light.1 / full.1
         );
     }
 }
