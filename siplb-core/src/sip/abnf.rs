@@ -245,6 +245,23 @@ pub(crate) fn decimal(s: &[u8], max: u64) -> Option<u64> {
     Some(v)
 }
 
+/// The decimal number (`1*DIGIT`) at `i` and the index after its digits: [`skip_digits`]
+/// and [`decimal`] in one pass. `None` if no digit is there or it exceeds `max`.
+#[inline(always)]
+pub(crate) fn number(s: &[u8], i: usize, max: u64) -> Option<(u64, usize)> {
+    let (mut v, mut j) = (0u64, i);
+    while let Some(d) = s.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+        j += 1;
+    }
+    match j - i {
+        0 => None,
+        // Up to 19 digits cannot overflow.
+        1..=19 => (v <= max).then_some((v, j)),
+        _ => Some((decimal(s.get(i..j)?, max)?, j)),
+    }
+}
+
 /// A `delta-seconds` value (§25.1), at most 2³²−1 (§20.19).
 #[inline]
 pub(crate) fn delta_seconds(s: &[u8]) -> Option<u32> {
@@ -315,6 +332,11 @@ mod tests {
         assert_eq!(delta_seconds(b"36893488147419103232"), None);
         assert_eq!(port(b"65535"), Some(65535));
         assert_eq!(port(b"65536"), None);
+        assert_eq!(number(b"x0068;", 1, 255), Some((68, 5)));
+        assert_eq!(number(b"x256", 1, 255), None);
+        assert_eq!(number(b"x;", 1, 255), None);
+        assert_eq!(number(b"36893488147419103232 ", 0, u64::MAX), None);
+        assert_eq!(number(b"00000000000000000000001", 0, 1), Some((1, 23)));
     }
 
     #[test]

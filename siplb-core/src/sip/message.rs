@@ -256,11 +256,7 @@ impl<'a> Found<'a> {
 /// first 64, where a `memchr` call costs more than it saves, then `memchr`.
 #[inline(always)]
 pub(super) fn find_lf(buf: &[u8], i: usize) -> Option<usize> {
-    let near = buf.len().min(i.saturating_add(64));
-    caseless::find(buf.get(..near)?, i, b'\n').or_else(|| {
-        let far = buf.get(near..)?;
-        memchr::memchr(b'\n', far).map(|p| near + p)
-    })
+    memchr::memchr(b'\n', buf.get(i..)?).map(|p| i + p)
 }
 
 /// Stores a single-valued field, refusing a second one (RFC 4475 `mcl01`).
@@ -526,7 +522,10 @@ pub(super) fn start_line<'a>(
     if buf.len() > limits.max_message_len {
         return Err(SipError::MessageTooLarge);
     }
-    if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
+    // The first byte settles it for any real message.
+    if matches!(buf.first(), None | Some(b'\r' | b'\n'))
+        && buf.iter().all(|&c| c == b'\r' || c == b'\n')
+    {
         return Err(SipError::Empty);
     }
     let fast = match canonical {
@@ -599,8 +598,7 @@ pub(super) fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> 
 #[inline(always)]
 pub(super) fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> {
     let start = abnf::skip_sp(buf, v);
-    let digits = abnf::skip_digits(buf, start);
-    let seq = abnf::decimal(buf.get(start..digits)?, u64::from(u32::MAX))?;
+    let (seq, digits) = abnf::number(buf, start, u64::from(u32::MAX))?;
     let m = abnf::skip_sp(buf, digits);
     let m_end = abnf::skip(buf, m, TOKEN);
     if m == digits || m_end == m {
@@ -618,9 +616,7 @@ pub(super) fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> 
 /// A canonical number from `v`: spaces, then digits making at most `max`.
 #[inline(always)]
 fn canonical_number(buf: &[u8], v: usize, max: u64) -> Option<(u64, usize)> {
-    let start = abnf::skip_sp(buf, v);
-    let end = abnf::skip_digits(buf, start);
-    Some((abnf::decimal(buf.get(start..end)?, max)?, end))
+    abnf::number(buf, abnf::skip_sp(buf, v), max)
 }
 
 /// `Request-Line = Method SP Request-URI SP SIP-Version` or `Status-Line = SIP-Version

@@ -153,8 +153,8 @@ impl<'a> SipUri<'a> {
         let mut j = host_end;
         let mut port = None;
         if at(s, j) == Some(b':') {
-            let end = abnf::skip_digits(s, j + 1);
-            port = Some(abnf::port(s.get(j + 1..end)?)?);
+            let (p, end) = abnf::number(s, j + 1, u64::from(u16::MAX))?;
+            port = Some(u16::try_from(p).ok()?);
             j = end;
         }
         let params_start = j;
