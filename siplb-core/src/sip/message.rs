@@ -29,6 +29,14 @@ pub enum StartLine<'a> {
     },
 }
 
+impl StartLine<'_> {
+    /// A start line of nothing, for a view under construction.
+    pub(crate) const EMPTY: StartLine<'static> = StartLine::Response {
+        code: 0,
+        reason: b"",
+    };
+}
+
 /// The CSeq header (RFC 3261 §20.16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CSeq<'a> {
@@ -36,6 +44,15 @@ pub struct CSeq<'a> {
     pub seq: u32,
     pub method: Method,
     pub method_raw: &'a [u8],
+}
+
+impl CSeq<'_> {
+    /// A CSeq of nothing, for a view under construction.
+    pub(crate) const EMPTY: CSeq<'static> = CSeq {
+        seq: 0,
+        method: Method::Other,
+        method_raw: b"",
+    };
 }
 
 /// One SIP message, scanned eagerly: [`parse`](Self::parse) validates the start line
@@ -64,20 +81,15 @@ pub struct SipMessage<'a> {
     body_offset: usize,
 }
 
-/// The fields of interest as the header scan found them: raw values indexed by
-/// `HeaderName` (its first nine variants are exactly these fields), and what the
-/// canonical fast paths already parsed of them.
+/// What the header scan found of the fields of interest: raw values indexed by
+/// `HeaderName` (its first nine variants are exactly these fields), and which of them
+/// a canonical fast path already parsed into the message under construction.
 #[derive(Default)]
 struct Found<'a> {
     raw: [Option<&'a [u8]>; 9],
-    call_id: Option<&'a [u8]>,
-    cseq: Option<CSeq<'a>>,
-    from: Option<NameAddr<'a>>,
-    to: Option<NameAddr<'a>>,
-    via: Option<Via<'a>>,
-    content_length: Option<u64>,
-    max_forwards: Option<u64>,
-    expires: Option<u64>,
+    /// Bit `1 << HeaderName as u32`: the message holds the field as a fast path
+    /// parsed it.
+    fast: u32,
     /// Where the first Contact value starts, if it is on one line (with `raw`, for the
     /// canonical parse of a REGISTER's Contact).
     contact_start: Option<usize>,
@@ -120,20 +132,10 @@ impl<'a> Found<'a> {
         self.raw.get(name as usize).copied().flatten()
     }
 
-    /// Drops what a fast path parsed of `name`.
+    /// Whether a fast path parsed `name` into the message.
     #[inline(always)]
-    fn forget(&mut self, name: HeaderName) {
-        match name {
-            HeaderName::CallId => self.call_id = None,
-            HeaderName::CSeq => self.cseq = None,
-            HeaderName::From => self.from = None,
-            HeaderName::To => self.to = None,
-            HeaderName::Via => self.via = None,
-            HeaderName::ContentLength => self.content_length = None,
-            HeaderName::MaxForwards => self.max_forwards = None,
-            HeaderName::Expires => self.expires = None,
-            _ => {}
-        }
+    fn is_fast(&self, name: HeaderName) -> bool {
+        self.fast & 1 << name as u32 != 0
     }
 
     /// Reads the field at `pos` if it is spelled plainly: a known name or a token, a
@@ -147,10 +149,11 @@ impl<'a> Found<'a> {
     #[inline(always)]
     fn canonical_field(
         &mut self,
-        buf: &'a [u8],
+        m: &mut SipMessage<'a>,
         pos: usize,
         max_line_len: usize,
     ) -> Result<Option<usize>, SipError> {
+        let buf = m.buf;
         let (name, colon) = match HeaderName::guess_recorded(buf, pos) {
             Some(guess) => guess,
             None => {
@@ -180,45 +183,32 @@ impl<'a> Found<'a> {
                 .map(|nl| nl + 1));
         }
         let first = self.get(name).is_none();
-        // A first field of interest in canonical spelling is stored as it is parsed,
-        // and forgotten below if its line turns out not to be plain. `parsed` is where
-        // its value stops.
+        // A first field of interest in canonical spelling is parsed into the message,
+        // and marked fast below only if its line turns out plain. `parsed` is where its
+        // value stops.
         let parsed = match name {
             _ if !first => None,
-            HeaderName::Via => via::parse_top_canonical(buf, v).map(|(x, e)| {
-                self.via = Some(x);
-                e
-            }),
-            HeaderName::From => name_addr::parse_canonical(buf, v, false).map(|p| {
-                self.from = Some(p.addr);
-                p.end
-            }),
-            HeaderName::To => name_addr::parse_canonical(buf, v, false).map(|p| {
-                self.to = Some(p.addr);
-                p.end
-            }),
-            HeaderName::CallId => canonical_call_id(buf, v).map(|(x, e)| {
-                self.call_id = Some(x);
-                e
-            }),
-            HeaderName::CSeq => canonical_cseq(buf, v).map(|(x, e)| {
-                self.cseq = Some(x);
-                e
-            }),
+            HeaderName::Via => via::parse_top_canonical(buf, v, m.via.insert(Via::EMPTY)),
+            HeaderName::From => name_addr::parse_canonical(buf, v, false, &mut m.from).map(|p| p.0),
+            HeaderName::To => name_addr::parse_canonical(buf, v, false, &mut m.to).map(|p| p.0),
+            HeaderName::CallId => canonical_call_id(buf, v, &mut m.call_id),
+            HeaderName::CSeq => canonical_cseq(buf, v, &mut m.cseq),
             HeaderName::ContentLength => {
-                canonical_number(buf, v, u64::from(u32::MAX)).map(|(n, e)| {
-                    self.content_length = Some(n);
-                    e
+                canonical_number(buf, v, u64::from(u32::MAX)).and_then(|(n, e)| {
+                    m.content_length = Some(usize::try_from(n).ok()?);
+                    Some(e)
                 })
             }
-            HeaderName::MaxForwards => canonical_number(buf, v, 255).map(|(n, e)| {
-                self.max_forwards = Some(n);
-                e
+            HeaderName::MaxForwards => canonical_number(buf, v, 255).and_then(|(n, e)| {
+                m.max_forwards = Some(u32::try_from(n).ok()?);
+                Some(e)
             }),
-            HeaderName::Expires => canonical_number(buf, v, u64::from(u32::MAX)).map(|(n, e)| {
-                self.expires = Some(n);
-                e
-            }),
+            HeaderName::Expires => {
+                canonical_number(buf, v, u64::from(u32::MAX)).and_then(|(n, e)| {
+                    m.expires = Some(u32::try_from(n).ok()?);
+                    Some(e)
+                })
+            }
             _ => None,
         };
         let end = match parsed {
@@ -236,13 +226,10 @@ impl<'a> Found<'a> {
                 && matches!(buf.get(end + 2), Some(c) if *c != b' ' && *c != b'\t')
         });
         let Some(end) = plain else {
-            if parsed.is_some() {
-                self.forget(name);
-            }
             return Ok(None);
         };
-        if end != parsed.unwrap_or(end) {
-            self.forget(name);
+        if parsed == Some(end) {
+            self.fast |= 1 << name as u32;
         }
         self.add(name, buf.get(v..end).unwrap_or_default())?;
         if name == HeaderName::Contact && first {
@@ -297,17 +284,48 @@ impl<'a> SipMessage<'a> {
 
     #[inline(always)]
     fn scan(buf: &'a [u8], limits: &Limits, canonical: bool) -> Result<Self, SipError> {
-        let (start_line, headers_offset) = start_line(buf, limits, canonical)?;
+        // Built in place, in the value returned (one local returned on every path, so
+        // the compiler builds it where the caller wants it): fast paths write fields
+        // straight into it, see `SipUri::parse_canonical` for why.
+        let mut r = Ok(Self {
+            buf,
+            start_line: StartLine::EMPTY,
+            headers_offset: 0,
+            call_id: b"",
+            cseq: CSeq::EMPTY,
+            via: None,
+            from: NameAddr::EMPTY,
+            to: NameAddr::EMPTY,
+            max_forwards: None,
+            expires: None,
+            contact_expires: None,
+            content_length: None,
+            body_offset: 0,
+        });
+        if let Ok(m) = &mut r {
+            if let Err(e) = m.fill(limits, canonical) {
+                r = Err(e);
+            }
+        }
+        r
+    }
+
+    /// Scans `self.buf` into `self`.
+    #[inline(always)]
+    fn fill(&mut self, limits: &Limits, canonical: bool) -> Result<(), SipError> {
+        let m = self;
+        let buf = m.buf;
+        m.headers_offset = start_line(buf, limits, canonical, &mut m.start_line)?;
 
         let mut f = Found::default();
-        let (mut pos, mut fields) = (headers_offset, 0);
-        let body_offset = loop {
+        let (mut pos, mut fields) = (m.headers_offset, 0);
+        m.body_offset = loop {
             if canonical {
                 if abnf::lit_at(buf, pos, b"\r\n") {
                     break pos + 2;
                 }
                 if fields < limits.max_headers {
-                    if let Some(next) = f.canonical_field(buf, pos, limits.max_line_len)? {
+                    if let Some(next) = f.canonical_field(m, pos, limits.max_line_len)? {
                         (pos, fields) = (next, fields + 1);
                         continue;
                     }
@@ -323,99 +341,77 @@ impl<'a> SipMessage<'a> {
             (pos, fields) = (scan.pos(), fields + 1);
         };
 
-        let available = buf.len().saturating_sub(body_offset);
-        let content_length = match (f.content_length, f.get(HeaderName::ContentLength)) {
-            (Some(n), _) => Some(usize::try_from(n).map_err(|_| SipError::BadContentLength)?),
-            (None, Some(v)) => Some(content_length(v)?),
-            (None, None) => None,
-        };
-        if content_length.is_some_and(|n| n > available) {
+        // What no fast path parsed, by the general grammar, in the general grammar's
+        // order of errors.
+        let available = buf.len().saturating_sub(m.body_offset);
+        if !f.is_fast(HeaderName::ContentLength) {
+            m.content_length = match f.get(HeaderName::ContentLength) {
+                Some(v) => Some(content_length(v)?),
+                None => None,
+            };
+        }
+        if m.content_length.is_some_and(|n| n > available) {
             return Err(SipError::ContentLengthExceedsDatagram);
         }
-
-        let call_id = match (f.call_id, f.get(HeaderName::CallId)) {
-            (Some(c), _) => c,
-            (None, Some(v)) => call_id(v).ok_or(SipError::BadCallId)?,
-            (None, None) => return Err(SipError::MissingCallId),
-        };
-        let cseq = match f.cseq {
-            Some(c) => c,
-            None => {
-                let v = f.get(HeaderName::CSeq).ok_or(SipError::MissingCSeq)?;
-                parse_cseq(v).ok_or(SipError::BadCSeq)?
-            }
-        };
-        let from = match f.from {
-            Some(a) => a,
-            None => {
-                let v = f.get(HeaderName::From).ok_or(SipError::MissingFrom)?;
-                from_to(v).ok_or(SipError::BadFrom)?
-            }
-        };
-        let to = match f.to {
-            Some(a) => a,
-            None => {
-                let v = f.get(HeaderName::To).ok_or(SipError::MissingTo)?;
-                from_to(v).ok_or(SipError::BadTo)?
-            }
-        };
-        let via = match (f.via, f.get(HeaderName::Via)) {
-            (Some(v), _) => Some(v),
-            (None, Some(v)) => Some(via::parse_top(v).ok_or(SipError::BadVia)?),
-            (None, None) => None,
-        };
-        let max_forwards = match (f.max_forwards, f.get(HeaderName::MaxForwards)) {
-            (Some(n), _) => Some(n),
-            (None, Some(v)) => {
-                Some(abnf::decimal(abnf::trim(v), 255).ok_or(SipError::BadMaxForwards)?)
-            }
-            (None, None) => None,
-        };
-        let max_forwards = max_forwards
-            .map(|n| u32::try_from(n).map_err(|_| SipError::BadMaxForwards))
-            .transpose()?;
-        let expires = match (f.expires, f.get(HeaderName::Expires)) {
-            (Some(n), _) => Some(u32::try_from(n).map_err(|_| SipError::BadExpires)?),
-            (None, Some(v)) => {
-                Some(abnf::delta_seconds(abnf::trim(v)).ok_or(SipError::BadExpires)?)
-            }
-            (None, None) => None,
-        };
+        if !f.is_fast(HeaderName::CallId) {
+            let v = f.get(HeaderName::CallId).ok_or(SipError::MissingCallId)?;
+            m.call_id = call_id(v).ok_or(SipError::BadCallId)?;
+        }
+        if !f.is_fast(HeaderName::CSeq) {
+            let v = f.get(HeaderName::CSeq).ok_or(SipError::MissingCSeq)?;
+            m.cseq = parse_cseq(v).ok_or(SipError::BadCSeq)?;
+        }
+        if !f.is_fast(HeaderName::From) {
+            let v = f.get(HeaderName::From).ok_or(SipError::MissingFrom)?;
+            m.from = from_to(v).ok_or(SipError::BadFrom)?;
+        }
+        if !f.is_fast(HeaderName::To) {
+            let v = f.get(HeaderName::To).ok_or(SipError::MissingTo)?;
+            m.to = from_to(v).ok_or(SipError::BadTo)?;
+        }
+        if !f.is_fast(HeaderName::Via) {
+            m.via = match f.get(HeaderName::Via) {
+                Some(v) => Some(via::parse_top(v).ok_or(SipError::BadVia)?),
+                None => None,
+            };
+        }
+        if !f.is_fast(HeaderName::MaxForwards) {
+            m.max_forwards = match f.get(HeaderName::MaxForwards) {
+                Some(v) => Some(
+                    abnf::decimal(abnf::trim(v), 255)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or(SipError::BadMaxForwards)?,
+                ),
+                None => None,
+            };
+        }
+        if !f.is_fast(HeaderName::Expires) {
+            m.expires = match f.get(HeaderName::Expires) {
+                Some(v) => Some(abnf::delta_seconds(abnf::trim(v)).ok_or(SipError::BadExpires)?),
+                None => None,
+            };
+        }
         // The Contact `expires` parameter only means something in REGISTER (§10.2.1.1).
-        let contact_expires = match f.get(HeaderName::Contact) {
-            Some(v) if cseq.method == Method::Register => {
-                let fast = f
-                    .contact_start
-                    .and_then(|at| name_addr::parse_canonical(buf, at, true))
-                    .filter(|p| f.contact_start.map(|at| at + v.len()) == Some(p.end));
+        m.contact_expires = match f.get(HeaderName::Contact) {
+            Some(v) if m.cseq.method == Method::Register => {
+                let mut contact = NameAddr::EMPTY;
+                let fast = f.contact_start.and_then(|at| {
+                    let (end, expires) = name_addr::parse_canonical(buf, at, true, &mut contact)?;
+                    (at + v.len() == end).then_some(expires)
+                });
                 match fast {
-                    Some(p) => p.expires,
+                    Some(expires) => expires,
                     None => contact_expires(v)?,
                 }
             }
             _ => None,
         };
-        if let StartLine::Request { method_raw, .. } = start_line {
-            if method_raw != cseq.method_raw {
+        if let StartLine::Request { method_raw, .. } = m.start_line {
+            if method_raw != m.cseq.method_raw {
                 return Err(SipError::CSeqMethodMismatch);
             }
         }
-
-        Ok(Self {
-            buf,
-            start_line,
-            headers_offset,
-            call_id,
-            cseq,
-            via,
-            from,
-            to,
-            max_forwards,
-            expires,
-            contact_expires,
-            content_length,
-            body_offset,
-        })
+        Ok(())
     }
 
     pub fn start_line(&self) -> &StartLine<'a> {
@@ -511,14 +507,15 @@ impl<'a> SipMessage<'a> {
 
 /// The checks of the whole message and its start line, shared with the light scan:
 /// the size, a datagram of nothing but CR/LF, then the start line (its canonical
-/// spelling first if `canonical`, else or failing that the general grammar). Returns
-/// the start line and where the header section starts.
+/// spelling first if `canonical`, else or failing that the general grammar), written
+/// into `line`. Returns where the header section starts.
 #[inline(always)]
 pub(super) fn start_line<'a>(
     buf: &'a [u8],
     limits: &Limits,
     canonical: bool,
-) -> Result<(StartLine<'a>, usize), SipError> {
+    line: &mut StartLine<'a>,
+) -> Result<usize, SipError> {
     if buf.len() > limits.max_message_len {
         return Err(SipError::MessageTooLarge);
     }
@@ -528,46 +525,57 @@ pub(super) fn start_line<'a>(
     {
         return Err(SipError::Empty);
     }
-    let fast = match canonical {
-        true => canonical_request_line(buf, limits.max_line_len)
-            .or_else(|| canonical_status_line(buf, limits.max_line_len)),
-        false => None,
-    };
-    if let Some(r) = fast {
-        return Ok(r);
+    if canonical {
+        if let Some(h) = canonical_status_line(buf, limits.max_line_len, line)
+            .or_else(|| canonical_request_line(buf, limits.max_line_len, line))
+        {
+            return Ok(h);
+        }
     }
     let (line_end, headers_offset) =
         header::line_at(buf, 0, limits.max_line_len)?.ok_or(SipError::IncompleteHeaders)?;
-    let line = buf.get(..line_end).unwrap_or_default();
-    Ok((parse_start_line(line)?, headers_offset))
+    *line = parse_start_line(buf.get(..line_end).unwrap_or_default())?;
+    Ok(headers_offset)
 }
 
 /// The canonical spelling of a Request-Line (a method, a canonical SIP URI,
-/// `SIP/2.0` in upper case, CRLF, within `max_line_len`): the start line and where
-/// the header section starts; `None` for anything else, which the general path reads.
+/// `SIP/2.0` in upper case, CRLF, within `max_line_len`), written into `line`; where
+/// the header section starts, or `None` for anything else, which the general path
+/// reads.
 #[inline(always)]
-fn canonical_request_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<'_>, usize)> {
+fn canonical_request_line<'a>(
+    buf: &'a [u8],
+    max_line_len: usize,
+    line: &mut StartLine<'a>,
+) -> Option<usize> {
     let m = abnf::skip(buf, 0, TOKEN);
     if m == 0 || at(buf, m) != Some(b' ') {
         return None;
     }
-    let (uri, u) = SipUri::parse_canonical(buf, m + 1)?;
+    let method_raw = buf.get(..m)?;
+    *line = StartLine::Request {
+        method: Method::from_bytes(method_raw),
+        method_raw,
+        uri: SipUri::EMPTY,
+    };
+    let StartLine::Request { uri, .. } = line else {
+        return None;
+    };
+    let u = SipUri::parse_canonical(buf, m + 1, uri)?;
     if !abnf::lit_at(buf, u, b" SIP/2.0\r\n") || u + 8 > max_line_len {
         return None;
     }
-    let method_raw = buf.get(..m)?;
-    let line = StartLine::Request {
-        method: Method::from_bytes(method_raw),
-        method_raw,
-        uri,
-    };
-    Some((line, u + 10))
+    Some(u + 10)
 }
 
-/// A Status-Line that starts `SIP/2.0 ` in upper case, within `max_line_len`: the
-/// start line and where the header section starts; `None` for anything else.
+/// A Status-Line that starts `SIP/2.0 ` in upper case, within `max_line_len`, written
+/// into `line`; where the header section starts, or `None` for anything else.
 #[inline(always)]
-fn canonical_status_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<'_>, usize)> {
+fn canonical_status_line<'a>(
+    buf: &'a [u8],
+    max_line_len: usize,
+    line: &mut StartLine<'a>,
+) -> Option<usize> {
     if !abnf::lit_at(buf, 0, b"SIP/2.0 ") || at(buf, 11) != Some(b' ') {
         return None;
     }
@@ -578,25 +586,27 @@ fn canonical_status_line(buf: &[u8], max_line_len: usize) -> Option<(StartLine<'
     if at(buf, end) != Some(b'\r') || end > max_line_len {
         return None;
     }
-    let line = StartLine::Response {
+    *line = StartLine::Response {
         code: u16::try_from(code).ok()?,
         reason: buf.get(12..end)?,
     };
-    Some((line, nl + 1))
+    Some(nl + 1)
 }
 
-/// A canonical Call-ID value from `v`: spaces, then Call-ID characters; the value and
-/// the index after it.
+/// A canonical Call-ID value from `v`: spaces, then Call-ID characters; written into
+/// `out`, returning the index after it.
 #[inline(always)]
-pub(super) fn canonical_call_id(buf: &[u8], v: usize) -> Option<(&[u8], usize)> {
+pub(super) fn canonical_call_id<'a>(buf: &'a [u8], v: usize, out: &mut &'a [u8]) -> Option<usize> {
     let start = abnf::skip_sp(buf, v);
     let end = abnf::skip_run(buf, start, CALLID);
-    Some((buf.get(start..end).filter(|c| !c.is_empty())?, end))
+    *out = buf.get(start..end).filter(|c| !c.is_empty())?;
+    Some(end)
 }
 
-/// A canonical CSeq value from `v`: spaces, digits, spaces, a method.
+/// A canonical CSeq value from `v`: spaces, digits, spaces, a method; written into
+/// `out`, returning the index after it.
 #[inline(always)]
-pub(super) fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> {
+pub(super) fn canonical_cseq<'a>(buf: &'a [u8], v: usize, out: &mut CSeq<'a>) -> Option<usize> {
     let start = abnf::skip_sp(buf, v);
     let (seq, digits) = abnf::number(buf, start, u64::from(u32::MAX))?;
     let m = abnf::skip_sp(buf, digits);
@@ -605,12 +615,10 @@ pub(super) fn canonical_cseq(buf: &[u8], v: usize) -> Option<(CSeq<'_>, usize)> 
         return None;
     }
     let method_raw = buf.get(m..m_end)?;
-    let cseq = CSeq {
-        seq: u32::try_from(seq).ok()?,
-        method: Method::from_bytes(method_raw),
-        method_raw,
-    };
-    Some((cseq, m_end))
+    out.seq = u32::try_from(seq).ok()?;
+    out.method = Method::from_bytes(method_raw);
+    out.method_raw = method_raw;
+    Some(m_end)
 }
 
 /// A canonical number from `v`: spaces, then digits making at most `max`.

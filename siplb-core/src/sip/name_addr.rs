@@ -17,6 +17,15 @@ pub struct NameAddr<'a> {
     pub tag: Option<&'a [u8]>,
 }
 
+impl NameAddr<'_> {
+    /// An address of nothing, for a view under construction.
+    pub(crate) const EMPTY: NameAddr<'static> = NameAddr {
+        display: None,
+        uri: SipUri::EMPTY,
+        tag: None,
+    };
+}
+
 /// One parsed value and what else it said.
 pub(crate) struct Parsed<'a> {
     pub addr: NameAddr<'a>,
@@ -65,18 +74,14 @@ pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
             }
         }
     };
-    let mut found = Found::default();
-    let end = params::parse(s, after, |p| found.param(p, want_expires))?;
+    let (mut tag, mut expires) = (None, None);
+    let end = params::parse(s, after, |p| param(&mut tag, &mut expires, p, want_expires))?;
     if !matches!(at(s, end), None | Some(b',')) {
         return None;
     }
     Some(Parsed {
-        addr: NameAddr {
-            display,
-            uri,
-            tag: found.tag,
-        },
-        expires: found.expires,
+        addr: NameAddr { display, uri, tag },
+        expires,
         end,
     })
 }
@@ -84,15 +89,24 @@ pub(crate) fn parse(s: &[u8], want_expires: bool) -> Option<Parsed<'_>> {
 /// The canonical spellings of a value in `s` from `i`: `<uri>`, `"Display" <uri>` (no
 /// backslash in the quotes) or `Display Name <uri>`, after optional spaces; the URI in
 /// its canonical spelling ([`SipUri::parse_canonical`]) and parameters without white
-/// space or quotes. `Parsed::end` is the index of the first byte after the value (the
-/// caller checks it ends the field). `None` for anything else (addr-spec form,
-/// folding, tabs, ...), which [`parse`] then reads; where it returns `Some`, `parse` of
-/// `s[i..end]` returns the same.
+/// space or quotes. Writes the value into `out` (see `SipUri::parse_canonical` for
+/// why) and returns the index of the first byte after it (the caller checks it ends
+/// the field) and the `expires` parameter if `want_expires`. `None` for anything else
+/// (addr-spec form, folding, tabs, ...), which [`parse`] then reads; where it returns
+/// `Some`, `parse` of `s[i..end]` returns the same.
 #[inline]
-pub(crate) fn parse_canonical(s: &[u8], i: usize, want_expires: bool) -> Option<Parsed<'_>> {
+pub(crate) fn parse_canonical<'a>(
+    s: &'a [u8],
+    i: usize,
+    want_expires: bool,
+    out: &mut NameAddr<'a>,
+) -> Option<(usize, Option<u32>)> {
     let start = abnf::skip_sp(s, i);
-    let (display, lt) = match at(s, start)? {
-        b'<' => (None, start),
+    let lt = match at(s, start)? {
+        b'<' => {
+            out.display = None;
+            start
+        }
         b'"' => {
             // Stops at the closing quote, or at what only the general grammar reads.
             let len = s
@@ -103,7 +117,8 @@ pub(crate) fn parse_canonical(s: &[u8], i: usize, want_expires: bool) -> Option<
             if at(s, q)? != b'"' {
                 return None;
             }
-            (Some(s.get(start..=q)?), abnf::skip_sp(s, q + 1))
+            out.display = Some(s.get(start..=q)?);
+            abnf::skip_sp(s, q + 1)
         }
         _ => {
             let mut stop = start;
@@ -117,54 +132,47 @@ pub(crate) fn parse_canonical(s: &[u8], i: usize, want_expires: bool) -> Option<
             while end > start && at(s, end - 1) == Some(b' ') {
                 end -= 1;
             }
-            (Some(s.get(start..end)?).filter(|d| !d.is_empty()), stop)
+            out.display = Some(s.get(start..end)?).filter(|d| !d.is_empty());
+            stop
         }
     };
     if at(s, lt)? != b'<' {
         return None;
     }
-    let (uri, gt) = SipUri::parse_canonical(s, lt + 1)?;
+    let gt = SipUri::parse_canonical(s, lt + 1, &mut out.uri)?;
     if at(s, gt)? != b'>' {
         return None;
     }
-    let mut found = Found::default();
-    let end = params::parse_canonical(s, gt + 1, |p| found.param(p, want_expires))?;
-    Some(Parsed {
-        addr: NameAddr {
-            display,
-            uri,
-            tag: found.tag,
-        },
-        expires: found.expires,
-        end,
-    })
+    out.tag = None;
+    let mut expires = None;
+    let end = params::parse_canonical(s, gt + 1, |p| {
+        param(&mut out.tag, &mut expires, p, want_expires)
+    })?;
+    Some((end, expires))
 }
 
-/// The parameters of a value the balancer reads.
-#[derive(Default)]
-struct Found<'a> {
-    tag: Option<&'a [u8]>,
-    expires: Option<u32>,
-}
-
-impl<'a> Found<'a> {
-    /// Takes in one parameter; `None` if it is malformed. Every `expires` must be
-    /// valid; the first counts.
-    #[inline(always)]
-    fn param(&mut self, p: Param<'a>, want_expires: bool) -> Option<()> {
-        const TAG: Name = Name::new(b"tag");
-        const EXPIRES: Name = Name::new(b"expires");
-        if p.is(&TAG) {
-            if !p.token {
-                return None;
-            }
-            self.tag.get_or_insert(p.value?);
-        } else if want_expires && p.is(&EXPIRES) {
-            let v = abnf::delta_seconds(p.value?)?;
-            self.expires.get_or_insert(v);
+/// Takes in one parameter of a value: the first `tag` (a token) and, if
+/// `want_expires`, the first `expires`; `None` if the parameter is malformed. Every
+/// `expires` must be valid.
+#[inline(always)]
+fn param<'a>(
+    tag: &mut Option<&'a [u8]>,
+    expires: &mut Option<u32>,
+    p: Param<'a>,
+    want_expires: bool,
+) -> Option<()> {
+    const TAG: Name = Name::new(b"tag");
+    const EXPIRES: Name = Name::new(b"expires");
+    if p.is(&TAG) {
+        if !p.token {
+            return None;
         }
-        Some(())
+        tag.get_or_insert(p.value?);
+    } else if want_expires && p.is(&EXPIRES) {
+        let v = abnf::delta_seconds(p.value?)?;
+        expires.get_or_insert(v);
     }
+    Some(())
 }
 
 /// Given `s[lt] == '<'`, the URI up to `>` (no white space inside, RFC 4475

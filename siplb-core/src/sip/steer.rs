@@ -8,7 +8,7 @@ use super::header::{HeaderName, Scan, Scanner};
 use super::limits::Limits;
 use super::message::{self, CSeq, StartLine};
 use super::method::Method;
-use super::name_addr;
+use super::name_addr::{self, NameAddr};
 
 /// The fields steering needs, from a light scan of one message.
 ///
@@ -47,53 +47,16 @@ pub struct SteerView<'a> {
     cseq: CSeq<'a>,
 }
 
-/// One of the three fields as the walk met it.
-#[derive(Clone, Copy)]
-enum Seen<'a, T> {
-    No,
-    /// Parsed by a fast path.
-    Parsed(T),
-    /// The raw value, for the general grammar.
-    Raw(&'a [u8]),
-}
-
-impl<'a, T> Seen<'a, T> {
-    #[inline(always)]
-    fn set(&mut self, v: Self) -> Result<(), SipError> {
-        match self {
-            Seen::No => {
-                *self = v;
-                Ok(())
-            }
-            _ => Err(SipError::DuplicateHeader),
-        }
-    }
-
-    #[inline(always)]
-    fn is_no(&self) -> bool {
-        matches!(self, Seen::No)
-    }
-
-    /// The field parsed, by its fast path or by `general` on its raw value.
-    #[inline(always)]
-    fn get(
-        self,
-        general: impl FnOnce(&'a [u8]) -> Option<T>,
-        missing: SipError,
-        bad: SipError,
-    ) -> Result<T, SipError> {
-        match self {
-            Seen::Parsed(v) => Ok(v),
-            Seen::Raw(raw) => general(raw).ok_or(bad),
-            Seen::No => Err(missing),
-        }
-    }
-}
-
+/// What the walk found of the three fields.
 struct Found<'a> {
-    call_id: Seen<'a, &'a [u8]>,
-    cseq: Seen<'a, CSeq<'a>>,
-    to_tag: Seen<'a, Option<&'a [u8]>>,
+    /// Bit `1 << HeaderName as u32` for each of the three fields met.
+    seen: u32,
+    /// Those of them that a fast path parsed into the view.
+    fast: u32,
+    /// Raw values by `HeaderName` (Call-ID 0, CSeq 1, To 3), for the general grammar.
+    raw: [&'a [u8]; 4],
+    /// Where a fast path parses To.
+    to: NameAddr<'a>,
 }
 
 impl<'a> SteerView<'a> {
@@ -101,11 +64,19 @@ impl<'a> SteerView<'a> {
     /// [`next_frame`](super::next_frame)), for the fields steering needs. Zero-copy, no
     /// allocation; the work is bounded by `limits` as in the full parser.
     pub fn scan(buf: &'a [u8], limits: &Limits) -> Result<Self, SipError> {
-        let (start_line, mut pos) = message::start_line(buf, limits, true)?;
+        // Built in place, as `SipMessage::parse` builds its view.
+        let mut view = Self {
+            start_line: StartLine::EMPTY,
+            call_id: b"",
+            to_tag: None,
+            cseq: CSeq::EMPTY,
+        };
+        let mut pos = message::start_line(buf, limits, true, &mut view.start_line)?;
         let mut f = Found {
-            call_id: Seen::No,
-            cseq: Seen::No,
-            to_tag: Seen::No,
+            seen: 0,
+            fast: 0,
+            raw: [b""; 4],
+            to: NameAddr::EMPTY,
         };
         let mut fields = 0;
         loop {
@@ -123,37 +94,38 @@ impl<'a> SteerView<'a> {
                 return Err(SipError::TooManyHeaders);
             }
             pos = match first | 0x20 {
-                b'c' | b't' | b'i' => f.candidate(buf, pos, limits)?,
+                b'c' | b't' | b'i' => f.candidate(&mut view, buf, pos, limits)?,
                 _ => skip_field(buf, pos, limits)?,
             };
         }
 
-        let call_id = f.call_id.get(
-            message::call_id,
-            SipError::MissingCallId,
-            SipError::BadCallId,
-        )?;
-        let cseq = f.cseq.get(
-            message::parse_cseq,
-            SipError::MissingCSeq,
-            SipError::BadCSeq,
-        )?;
-        let to_tag = f.to_tag.get(
-            |v| message::from_to(v).map(|a| a.tag),
-            SipError::MissingTo,
-            SipError::BadTo,
-        )?;
-        if let StartLine::Request { method_raw, .. } = start_line {
-            if method_raw != cseq.method_raw {
+        // What no fast path parsed, by the full parser's general grammar.
+        if f.fast & CALL_ID == 0 {
+            if f.seen & CALL_ID == 0 {
+                return Err(SipError::MissingCallId);
+            }
+            view.call_id = message::call_id(f.raw[0]).ok_or(SipError::BadCallId)?;
+        }
+        if f.fast & CSEQ == 0 {
+            if f.seen & CSEQ == 0 {
+                return Err(SipError::MissingCSeq);
+            }
+            view.cseq = message::parse_cseq(f.raw[1]).ok_or(SipError::BadCSeq)?;
+        }
+        view.to_tag = if f.fast & TO != 0 {
+            f.to.tag
+        } else {
+            if f.seen & TO == 0 {
+                return Err(SipError::MissingTo);
+            }
+            message::from_to(f.raw[3]).ok_or(SipError::BadTo)?.tag
+        };
+        if let StartLine::Request { method_raw, .. } = view.start_line {
+            if method_raw != view.cseq.method_raw {
                 return Err(SipError::CSeqMethodMismatch);
             }
         }
-        Ok(Self {
-            start_line,
-            call_id,
-            to_tag,
-            cseq,
-        })
+        Ok(view)
     }
 
     pub fn start_line(&self) -> &StartLine<'a> {
@@ -195,49 +167,49 @@ impl<'a> SteerView<'a> {
     }
 }
 
+const CALL_ID: u32 = 1 << HeaderName::CallId as u32;
+const CSEQ: u32 = 1 << HeaderName::CSeq as u32;
+const TO: u32 = 1 << HeaderName::To as u32;
+
 impl<'a> Found<'a> {
     /// Reads the field at `pos`, whose name may be Call-ID, CSeq or To; returns where
     /// the next field starts.
     #[inline(always)]
-    fn candidate(&mut self, buf: &'a [u8], pos: usize, limits: &Limits) -> Result<usize, SipError> {
+    fn candidate(
+        &mut self,
+        view: &mut SteerView<'a>,
+        buf: &'a [u8],
+        pos: usize,
+        limits: &Limits,
+    ) -> Result<usize, SipError> {
         let Some((name, colon)) = HeaderName::guess_recorded(buf, pos) else {
             return self.general(buf, pos, limits);
         };
+        let bit = 1 << name as u32;
+        if bit & (CALL_ID | CSEQ | TO) == 0 {
+            return skip_field(buf, pos, limits);
+        }
+        if self.seen & bit != 0 {
+            return Err(SipError::DuplicateHeader);
+        }
         let v = colon + 1;
+        let end = match name {
+            HeaderName::CallId => message::canonical_call_id(buf, v, &mut view.call_id),
+            HeaderName::CSeq => message::canonical_cseq(buf, v, &mut view.cseq),
+            _ => name_addr::parse_canonical(buf, v, false, &mut self.to).map(|p| p.0),
+        };
         // A fast path's value must end its line, and no continuation may follow.
-        let plain = |e: usize| {
-            (abnf::lit_at(buf, e, b"\r\n")
+        let plain = end.filter(|&e| {
+            abnf::lit_at(buf, e, b"\r\n")
                 && e - pos <= limits.max_line_len
-                && matches!(at(buf, e + 2), Some(c) if c != b' ' && c != b'\t'))
-            .then_some(e + 2)
-        };
-        let next = match name {
-            HeaderName::CallId if self.call_id.is_no() => message::canonical_call_id(buf, v)
-                .and_then(|(c, e)| {
-                    let next = plain(e)?;
-                    self.call_id = Seen::Parsed(c);
-                    Some(next)
-                }),
-            HeaderName::CSeq if self.cseq.is_no() => {
-                message::canonical_cseq(buf, v).and_then(|(c, e)| {
-                    let next = plain(e)?;
-                    self.cseq = Seen::Parsed(c);
-                    Some(next)
-                })
+                && matches!(at(buf, e + 2), Some(c) if c != b' ' && c != b'\t')
+        });
+        match plain {
+            Some(e) => {
+                self.seen |= bit;
+                self.fast |= bit;
+                Ok(e + 2)
             }
-            HeaderName::To if self.to_tag.is_no() => name_addr::parse_canonical(buf, v, false)
-                .and_then(|p| {
-                    let next = plain(p.end)?;
-                    self.to_tag = Seen::Parsed(p.addr.tag);
-                    Some(next)
-                }),
-            HeaderName::CallId | HeaderName::CSeq | HeaderName::To => {
-                return Err(SipError::DuplicateHeader)
-            }
-            _ => return skip_field(buf, pos, limits),
-        };
-        match next {
-            Some(n) => Ok(n),
             None => self.general(buf, pos, limits),
         }
     }
@@ -251,11 +223,15 @@ impl<'a> Found<'a> {
             // The caller saw a non-empty line at `pos`: only a missing line end remains.
             return Err(SipError::IncompleteHeaders);
         };
-        match name {
-            HeaderName::CallId => self.call_id.set(Seen::Raw(value))?,
-            HeaderName::CSeq => self.cseq.set(Seen::Raw(value))?,
-            HeaderName::To => self.to_tag.set(Seen::Raw(value))?,
-            _ => {}
+        let bit = 1 << name as u32;
+        if bit & (CALL_ID | CSEQ | TO) != 0 {
+            if self.seen & bit != 0 {
+                return Err(SipError::DuplicateHeader);
+            }
+            self.seen |= bit;
+            if let Some(slot) = self.raw.get_mut(name as usize) {
+                *slot = value;
+            }
         }
         Ok(scan.pos())
     }

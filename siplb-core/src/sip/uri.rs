@@ -113,16 +113,31 @@ impl<'a> SipUri<'a> {
         })
     }
 
+    /// A URI of nothing, for a view under construction.
+    pub(crate) const EMPTY: SipUri<'static> = SipUri {
+        scheme: b"",
+        user: None,
+        host: b"",
+        port: None,
+        params: b"",
+        headers: b"",
+    };
+
     /// The canonical spelling of a SIP URI in `s` from `i`: `sip:` or `sips:`, an
     /// optional user of host-name characters and `@`, a host name or IPv4 address, an
-    /// optional port and parameters; no password, IPv6 reference or headers. Returns
-    /// the URI and the index of the first byte after it (the caller checks that byte:
-    /// SP after a Request-URI, `>` in brackets); `None` for anything else, which
-    /// [`parse`](Self::parse) then reads. Where it returns `Some`, `parse` of
-    /// `s[i..end]` returns the same URI: the user holds no "@" or ":", and nothing
-    /// after the host holds an "@" that would make the part before it userinfo.
+    /// optional port and parameters; no password, IPv6 reference or headers. Writes
+    /// the URI into `out` and returns the index of the first byte after it (the caller
+    /// checks that byte: SP after a Request-URI, `>` in brackets); `None` for anything
+    /// else, which [`parse`](Self::parse) then reads, and `out` is then meaningless.
+    /// Where it returns `Some`, `parse` of `s[i..end]` returns the same URI: the user
+    /// holds no "@" or ":", and nothing after the host holds an "@" that would make the
+    /// part before it userinfo.
+    ///
+    /// It writes into the view being built rather than returning a URI: a copy of a
+    /// value just stored field by field reads it back in wider loads than it was
+    /// written with, which waits for the stores to reach the cache.
     #[inline]
-    pub(crate) fn parse_canonical(s: &'a [u8], i: usize) -> Option<(Self, usize)> {
+    pub(crate) fn parse_canonical(s: &'a [u8], i: usize, out: &mut Self) -> Option<usize> {
         const SIP: Name = Name::new(b"sip:");
         const SIPS: Name = Name::new(b"sips:");
         let colon = if SIP.eq_at(s, i, 4) {
@@ -132,44 +147,35 @@ impl<'a> SipUri<'a> {
         } else {
             return None;
         };
-        let scheme = s.get(i..colon)?;
+        out.scheme = s.get(i..colon)?;
         let first = colon + 1;
         let first_end = abnf::skip_run(s, first, HOSTNAME);
-        let (user, host_start, host_end) = if at(s, first_end) == Some(b'@') {
+        let (host_start, host_end) = if at(s, first_end) == Some(b'@') {
             let host_start = first_end + 1;
-            let user = s.get(first..first_end).filter(|u| !u.is_empty())?;
-            (
-                Some(user),
-                host_start,
-                abnf::skip_run(s, host_start, HOSTNAME),
-            )
+            out.user = Some(s.get(first..first_end).filter(|u| !u.is_empty())?);
+            (host_start, abnf::skip_run(s, host_start, HOSTNAME))
         } else {
-            (None, first, first_end)
+            out.user = None;
+            (first, first_end)
         };
         if host_end == host_start {
             return None;
         }
-        let host = s.get(host_start..host_end)?;
+        out.host = s.get(host_start..host_end)?;
         let mut j = host_end;
-        let mut port = None;
+        out.port = None;
         if at(s, j) == Some(b':') {
             let (p, end) = abnf::number(s, j + 1, u64::from(u16::MAX))?;
-            port = Some(u16::try_from(p).ok()?);
+            out.port = Some(u16::try_from(p).ok()?);
             j = end;
         }
         let params_start = j;
         if at(s, j) == Some(b';') {
             j = abnf::skip_run(s, j, URI_PARAM);
         }
-        let uri = Self {
-            scheme,
-            user,
-            host,
-            port,
-            params: s.get(params_start..j)?,
-            headers: s.get(j..j)?,
-        };
-        Some((uri, j))
+        out.params = s.get(params_start..j)?;
+        out.headers = s.get(j..j)?;
+        Some(j)
     }
 
     /// Whether the scheme is `sip` or `sips` (any case).

@@ -62,14 +62,16 @@ pub(crate) fn parse_top(s: &[u8]) -> Option<Via<'_>> {
     matches!(at(s, end), None | Some(b',')).then_some(via)
 }
 
-/// The canonical spelling of a top Via in `s` from `i`: spaces, `SIP/2.0/` and a transport, one
-/// space, a host name or IPv4 address, an optional `:port`, then parameters without
-/// white space or quotes. Returns the Via and the index of the first byte after it
-/// (the caller checks it ends the value); `None` for anything else (IPv6, white space
-/// around `/` or `;`, several values, ...), which [`parse_top`] then reads. Where it
-/// returns `Some`, `parse_top` of `s[i..end]` returns the same Via.
+/// The canonical spelling of a top Via in `s` from `i`: spaces, `SIP/2.0/` and a
+/// transport, one space, a host name or IPv4 address, an optional `:port`, then
+/// parameters without white space or quotes. Writes the Via into `out` (see
+/// [`SipUri::parse_canonical`](super::SipUri::parse_canonical) for why) and returns
+/// the index of the first byte after it (the caller checks it ends the value); `None`
+/// for anything else (IPv6, white space around `/` or `;`, several values, ...), which
+/// [`parse_top`] then reads. Where it returns `Some`, `parse_top` of `s[i..end]`
+/// returns the same Via.
 #[inline]
-pub(crate) fn parse_top_canonical(s: &[u8], i: usize) -> Option<(Via<'_>, usize)> {
+pub(crate) fn parse_top_canonical<'a>(s: &'a [u8], i: usize, out: &mut Via<'a>) -> Option<usize> {
     let i = abnf::skip_sp(s, i);
     if !abnf::lit_at(s, i, b"SIP/2.0/") {
         return None;
@@ -84,26 +86,32 @@ pub(crate) fn parse_top_canonical(s: &[u8], i: usize) -> Option<(Via<'_>, usize)
     if h_end == h {
         return None;
     }
+    out.transport = s.get(t..t_end)?;
+    out.host = s.get(h..h_end)?;
     let mut j = h_end;
-    let mut port = None;
+    out.port = None;
     if at(s, j) == Some(b':') {
         let (p, end) = abnf::number(s, j + 1, u64::from(u16::MAX))?;
-        port = Some(u16::try_from(p).ok()?);
+        out.port = Some(u16::try_from(p).ok()?);
         j = end;
     }
-    let mut via = Via {
-        transport: s.get(t..t_end)?,
-        host: s.get(h..h_end)?,
-        port,
+    out.branch = None;
+    out.rport = None;
+    out.received = None;
+    params::parse_canonical(s, j, |p| out.param(p))
+}
+
+impl<'a> Via<'a> {
+    /// A Via of nothing, for a view under construction.
+    pub(crate) const EMPTY: Via<'static> = Via {
+        transport: b"",
+        host: b"",
+        port: None,
         branch: None,
         rport: None,
         received: None,
     };
-    let end = params::parse_canonical(s, j, |p| via.param(p))?;
-    Some((via, end))
-}
 
-impl<'a> Via<'a> {
     /// Takes in one Via parameter; `None` if it is malformed.
     #[inline(always)]
     fn param(&mut self, p: Param<'a>) -> Option<()> {
