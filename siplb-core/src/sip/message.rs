@@ -184,8 +184,13 @@ impl<'a> Found<'a> {
         }
         let first = self.get(name).is_none();
         // A first field of interest in canonical spelling is parsed into the message,
-        // and marked fast below only if its line turns out plain. `parsed` is where its
-        // value stops.
+        // and marked fast only if its line turns out plain. `parsed` is where its value
+        // stops.
+        let plain = |e: usize| {
+            abnf::lit_at(buf, e, b"\r\n")
+                && e - pos <= max_line_len
+                && matches!(buf.get(e + 2), Some(c) if *c != b' ' && *c != b'\t')
+        };
         let parsed = match name {
             _ if !first => None,
             HeaderName::Via => via::parse_top_canonical(buf, v, m.via.insert(Via::EMPTY)),
@@ -211,6 +216,14 @@ impl<'a> Found<'a> {
             }
             _ => None,
         };
+        if let Some(e) = parsed.filter(|&e| plain(e)) {
+            self.fast |= 1 << name as u32;
+            // A first field: no duplicate to refuse.
+            if let Some(slot) = self.raw.get_mut(name as usize) {
+                *slot = Some(buf.get(v..e).unwrap_or_default());
+            }
+            return Ok(Some(e + 2));
+        }
         let end = match parsed {
             Some(e) if abnf::lit_at(buf, e, b"\r\n") => Some(e),
             _ => {
@@ -228,9 +241,6 @@ impl<'a> Found<'a> {
         let Some(end) = plain else {
             return Ok(None);
         };
-        if parsed == Some(end) {
-            self.fast |= 1 << name as u32;
-        }
         self.add(name, buf.get(v..end).unwrap_or_default())?;
         if name == HeaderName::Contact && first {
             self.contact_start = Some(v);
@@ -239,8 +249,7 @@ impl<'a> Found<'a> {
     }
 }
 
-/// The first LF at or after `i`. Most lines are short: eight bytes per step over the
-/// first 64, where a `memchr` call costs more than it saves, then `memchr`.
+/// The first LF at or after `i`, by `memchr` (SIMD: 16 or 32 bytes per step).
 #[inline(always)]
 pub(super) fn find_lf(buf: &[u8], i: usize) -> Option<usize> {
     memchr::memchr(b'\n', buf.get(i..)?).map(|p| i + p)
