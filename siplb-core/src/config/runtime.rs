@@ -3,14 +3,15 @@
 //! (`Config::runtime`) or, for a client that must work although the file has mistakes,
 //! from the two fields that decide them (`Runtime::of_file`).
 
-use super::{read, toml_error, Config, ConfigError};
+use super::error::{read, toml_error, ConfigError};
+use super::Config;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 
 /// The DPDK file prefix when the EAL arguments name none.
-pub const DEFAULT_FILE_PREFIX: &str = "siplb";
+const DEFAULT_FILE_PREFIX: &str = "siplb";
 /// `[control] run_dir` when the configuration sets none.
-pub const DEFAULT_RUN_DIR: &str = "/run/siplb";
+pub(super) const DEFAULT_RUN_DIR: &str = "/run/siplb";
 
 /// What every process of one balancer must agree on to find the others; the files and
 /// DPDK objects named after them are in `siplb-runtime`'s `names`.

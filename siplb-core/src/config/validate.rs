@@ -1,0 +1,344 @@
+//! The rules a configuration keeps beyond its types, one function per section. The
+//! sections are checked in file order and the first rule broken is reported, with the
+//! field's path (`error` finds its line).
+
+use super::error::Invalid;
+use super::error::Seg::{Index, Key};
+use super::{
+    BackendConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, HaConfig, NatMode,
+    PortConfig, Protocol, SipLimitsConfig, TableConfig, MAX_BACKENDS, MAX_FARMS, MAX_PORTS,
+    MAX_WORKERS,
+};
+
+type Check = Result<(), Invalid>;
+
+impl Config {
+    pub(super) fn validate(&self) -> Check {
+        control(&self.control)?;
+        dataplane(&self.dataplane)?;
+        tables(&self.tables)?;
+        sip(&self.sip)?;
+        ha(&self.ha, &self.ports)?;
+        ports(&self.ports)?;
+        farms(self)
+    }
+}
+
+fn control(c: &ControlConfig) -> Check {
+    if !c.http.is_empty() && c.http.parse::<std::net::SocketAddr>().is_err() {
+        return Err(Invalid::at(
+            [Key("control"), Key("http")],
+            format!(
+                "`{}` is not an address:port (e.g. 127.0.0.1:9060), or \"\" to turn HTTP off",
+                c.http
+            ),
+        ));
+    }
+    if c.sample_interval_s == 0 {
+        return Err(Invalid::at(
+            [Key("control"), Key("sample_interval_s")],
+            "expected at least 1 second",
+        ));
+    }
+    Ok(())
+}
+
+fn dataplane(d: &DataplaneConfig) -> Check {
+    let at = |k| [Key("dataplane"), Key(k)];
+    if d.workers == 0 || usize::from(d.workers) > MAX_WORKERS {
+        return Err(Invalid::at(
+            at("workers"),
+            format!(
+                "expected 1 to {MAX_WORKERS} worker lcores, got {}",
+                d.workers
+            ),
+        ));
+    }
+    if !(1024..=16384).contains(&d.mbuf_data_size) {
+        return Err(Invalid::at(
+            at("mbuf_data_size"),
+            format!("expected 1024 to 16384 bytes, got {}", d.mbuf_data_size),
+        ));
+    }
+    if d.mbufs < 1024 {
+        return Err(Invalid::at(at("mbufs"), "expected at least 1024 mbufs"));
+    }
+    Ok(())
+}
+
+fn tables(t: &TableConfig) -> Check {
+    for (k, v) in [
+        ("dialogs", t.dialogs),
+        ("registrations", t.registrations),
+        ("snat_sessions", t.snat_sessions),
+        ("tcp_connections", t.tcp_connections),
+        ("rate_sources", t.rate_sources),
+    ] {
+        if !(1024..=(1u64 << 30)).contains(&v) {
+            return Err(Invalid::at(
+                [Key("tables"), Key(k)],
+                format!("expected a capacity between 1024 and 2^30 entries, got {v}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn sip(s: &SipLimitsConfig) -> Check {
+    if s.max_headers.is_some_and(|n| n < 8) || s.max_line_len.is_some_and(|n| n < 128) {
+        return Err(Invalid::at(
+            [Key("sip")],
+            "max_headers must be at least 8 and max_line_len at least 128",
+        ));
+    }
+    Ok(())
+}
+
+fn ha(ha: &HaConfig, ports: &[PortConfig]) -> Check {
+    if !ha.enabled {
+        return Ok(());
+    }
+    let Some(peer) = ha.peer else {
+        return Err(Invalid::at(
+            [Key("ha"), Key("peer")],
+            "HA needs the peer unit's address",
+        ));
+    };
+    if !ports.iter().any(|p| p.address.contains(peer)) {
+        return Err(Invalid::at(
+            [Key("ha"), Key("peer")],
+            format!("{peer} is in no port's subnet: the peer must be reachable on a port"),
+        ));
+    }
+    if ha.heartbeat_ms < 20 || ha.dead_after == 0 || ha.sync_ms < 20 {
+        return Err(Invalid::at(
+            [Key("ha"), Key("heartbeat_ms")],
+            "heartbeat_ms and sync_ms must be at least 20 ms, dead_after at least 1",
+        ));
+    }
+    Ok(())
+}
+
+fn ports(ports: &[PortConfig]) -> Check {
+    if ports.is_empty() {
+        return Err(Invalid::at(
+            [Key("port")],
+            "at least one [[port]] is needed: name and address (e.g. address = \"198.18.0.1/24\")",
+        ));
+    }
+    if ports.len() > MAX_PORTS {
+        return Err(Invalid::at(
+            [Key("port")],
+            format!("at most {MAX_PORTS} ports"),
+        ));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        port(i, p)?;
+        if ports[..i].iter().any(|q| q.name == p.name) {
+            return Err(Invalid::at(
+                [Key("port"), Index(i), Key("name")],
+                format!("port name `{}` is used twice", p.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Port `i` on its own.
+fn port(i: usize, p: &PortConfig) -> Check {
+    let at = |k| [Key("port"), Index(i), Key(k)];
+    if !(576..=9000).contains(&p.mtu) {
+        return Err(Invalid::at(
+            at("mtu"),
+            format!("expected an MTU between 576 and 9000, got {}", p.mtu),
+        ));
+    }
+    if let Some(g) = p.gateway {
+        if !p.address.contains(g) {
+            return Err(Invalid::at(
+                at("gateway"),
+                format!("gateway {g} is outside the port's subnet {}", p.address),
+            ));
+        }
+    }
+    if let Some(k) = &p.kernel_iface {
+        if k.is_empty() || k.len() > 15 || k.contains(['/', ' ', ',', '=']) {
+            return Err(Invalid::at(
+                at("kernel_iface"),
+                format!(
+                    "`{k}` is not an interface name (1-15 characters, no '/', ' ', ',' or '=')"
+                ),
+            ));
+        }
+    }
+    if let Some(f) = p
+        .floating
+        .iter()
+        .find(|f| !p.address.contains(**f) || **f == p.address.addr)
+    {
+        return Err(Invalid::at(
+            at("floating"),
+            format!(
+                "{f} must be another address of the port's subnet {}",
+                p.address
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn farms(cfg: &Config) -> Check {
+    if cfg.farms.is_empty() {
+        return Err(Invalid::at(
+            [Key("farm")],
+            "at least one [[farm]] is needed: name, vip, port and backends",
+        ));
+    }
+    if cfg.farms.len() > MAX_FARMS {
+        return Err(Invalid::at(
+            [Key("farm")],
+            format!("at most {MAX_FARMS} farms"),
+        ));
+    }
+    for (i, f) in cfg.farms.iter().enumerate() {
+        farm(cfg, i, f)?;
+    }
+    dnat_backends_apart(&cfg.farms)?;
+    let total: usize = cfg.farms.iter().map(|f| f.backends.len()).sum();
+    if total > MAX_BACKENDS {
+        return Err(Invalid::at(
+            [Key("farm")],
+            format!("at most {MAX_BACKENDS} backends in all farms together, got {total}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Farm `i`: its own fields, how it sits beside the ports and the farms before it, and
+/// its backends.
+fn farm(cfg: &Config, i: usize, f: &FarmConfig) -> Check {
+    let at = |k| [Key("farm"), Index(i), Key(k)];
+    if f.name.is_empty() || f.name.len() > 31 {
+        return Err(Invalid::at(
+            at("name"),
+            "expected a name of 1 to 31 characters",
+        ));
+    }
+    let before = &cfg.farms[..i];
+    if before.iter().any(|g| g.name == f.name) {
+        return Err(Invalid::at(
+            at("name"),
+            format!("farm name `{}` is used twice", f.name),
+        ));
+    }
+    if f.port == 0 {
+        return Err(Invalid::at(at("port"), "expected a port number 1-65535"));
+    }
+    if f.protocols.contains(&Protocol::Tls) && f.tls_port == f.port {
+        return Err(Invalid::at(
+            at("tls_port"),
+            format!("TLS needs a port of its own, not {} (usually 5061)", f.port),
+        ));
+    }
+    if f.protocols.is_empty() {
+        return Err(Invalid::at(
+            at("protocols"),
+            "expected at least one of udp, tcp, tls",
+        ));
+    }
+    if cfg.ports.iter().any(|p| p.address.addr == f.vip) {
+        return Err(Invalid::at(
+            at("vip"),
+            format!(
+                "{} is a port's own address; a VIP needs an address of its own",
+                f.vip
+            ),
+        ));
+    }
+    if before.iter().any(|g| g.vip == f.vip && g.port == f.port) {
+        return Err(Invalid::at(
+            at("port"),
+            format!("{}:{} is already served by another farm", f.vip, f.port),
+        ));
+    }
+    if f.backends.is_empty() {
+        return Err(Invalid::at(
+            at("backends"),
+            "expected at least one backend: { address = \"198.18.1.11\", port = 5060, weight = 1 }",
+        ));
+    }
+    for (j, b) in f.backends.iter().enumerate() {
+        backend(cfg, i, f, j, b)?;
+    }
+    if let Some((field, message)) = f.health.problem() {
+        return Err(Invalid::at(
+            [Key("farm"), Index(i), Key("health"), Key(field)],
+            message,
+        ));
+    }
+    if f.backends.iter().all(|b| b.weight == 0) {
+        return Err(Invalid::at(
+            at("backends"),
+            "every backend has weight 0: nothing can take calls",
+        ));
+    }
+    Ok(())
+}
+
+/// Backend `j` of farm `i`.
+fn backend(cfg: &Config, i: usize, f: &FarmConfig, j: usize, b: &BackendConfig) -> Check {
+    let at = |k| [Key("farm"), Index(i), Key("backends"), Index(j), Key(k)];
+    if b.weight > 65535 {
+        return Err(Invalid::at(
+            at("weight"),
+            format!("expected a weight 0-65535, got {}", b.weight),
+        ));
+    }
+    if b.port == 0 {
+        return Err(Invalid::at(at("port"), "expected a port number 1-65535"));
+    }
+    if f.backends[..j]
+        .iter()
+        .any(|c| c.address == b.address && c.port == b.port)
+    {
+        return Err(Invalid::at(
+            at("address"),
+            format!("backend {}:{} is listed twice", b.address, b.port),
+        ));
+    }
+    if cfg.route(b.address).is_none() {
+        return Err(Invalid::at(
+            at("address"),
+            format!(
+                "{} is in no port's subnet and no port has a gateway: add a [[port]] for it or a gateway",
+                b.address
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// In dnat mode a backend's answers are told apart by its address and port only, so
+/// no backend may serve two farms where either is dnat.
+fn dnat_backends_apart(farms: &[FarmConfig]) -> Check {
+    for (i, f) in farms.iter().enumerate() {
+        for (j, b) in f.backends.iter().enumerate() {
+            let shared = farms[..i].iter().find(|g| {
+                (g.nat == NatMode::Dnat || f.nat == NatMode::Dnat)
+                    && g.backends
+                        .iter()
+                        .any(|c| c.address == b.address && c.port == b.port)
+            });
+            if let Some(g) = shared {
+                return Err(Invalid::at(
+                    [Key("farm"), Index(i), Key("backends"), Index(j), Key("address")],
+                    format!(
+                        "{}:{} is also a backend of farm `{}`: in dnat mode its answers could not be told apart; give it another port per farm or use snat in both",
+                        b.address, b.port, g.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
