@@ -68,11 +68,19 @@ impl EditError {
 }
 
 /// A replacement text, held inline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Text {
     bytes: [u8; MAX_TEXT],
     len: u8,
 }
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Text {}
 
 impl Default for Text {
     fn default() -> Self {
@@ -113,29 +121,58 @@ impl Text {
     }
 
     /// Appends `n` in decimal.
-    pub fn push_decimal(&mut self, mut n: u64) -> Result<(), EditError> {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+    pub fn push_decimal(&mut self, n: u32) -> Result<(), EditError> {
+        let digits = match n {
+            0..=9 => 1,
+            10..=99 => 2,
+            100..=999 => 3,
+            1_000..=9_999 => 4,
+            10_000..=99_999 => 5,
+            100_000..=999_999 => 6,
+            1_000_000..=9_999_999 => 7,
+            10_000_000..=99_999_999 => 8,
+            100_000_000..=999_999_999 => 9,
+            _ => 10,
+        };
+        let start = usize::from(self.len);
+        let dst = self
+            .bytes
+            .get_mut(start..start + digits)
+            .ok_or(EditError::TextTooLong)?;
+        let mut v = n;
+        for d in dst.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-        self.push(digits.get(i..).unwrap_or_default())
+        self.len += digits as u8;
+        Ok(())
     }
 
     /// Appends `ip` in dotted-quad text.
     pub fn push_ipv4(&mut self, ip: Ipv4Addr) -> Result<(), EditError> {
-        for (i, o) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                self.push(b".")?;
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        for o in ip.octets() {
+            // Hundreds, tens, units and a dot; the leading zeros shifted out.
+            let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, b'.'];
+            let zeros = usize::from(o < 100) + usize::from(o < 10);
+            let word = u32::from_le_bytes(digits) >> (8 * zeros);
+            if let Some(dst) = out.get_mut(n..n + 4) {
+                dst.copy_from_slice(&word.to_le_bytes());
             }
-            self.push_decimal(u64::from(o))?;
+            n += 4 - zeros;
         }
-        Ok(())
+        // Without the last dot; in one fixed-size copy where the room allows.
+        let len = n - 1;
+        let start = usize::from(self.len);
+        match self.bytes.get_mut(start..start + out.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&out);
+                self.len += len as u8;
+                Ok(())
+            }
+            None => self.push(out.get(..len).unwrap_or_default()),
+        }
     }
 }
 
@@ -335,7 +372,7 @@ impl Edits {
         }
         let body_len = (self.msg_len - self.body_offset) as isize + body_delta;
         let mut text = Text::new();
-        text.push_decimal(body_len.max(0) as u64)?;
+        text.push_decimal(u32::try_from(body_len.max(0)).unwrap_or(u32::MAX))?;
         let edit = Edit {
             at: span.start,
             old_len: span.end - span.start,
@@ -348,9 +385,12 @@ impl Edits {
     /// The message's length after [`apply`](Self::apply), Content-Length fix
     /// included; [`EditError::TooLarge`] past [`MAX_DATAGRAM`].
     pub fn new_len(&self) -> Result<usize, EditError> {
-        let cl = self.content_length_edit()?;
-        let delta: isize =
-            self.items().iter().map(Edit::delta).sum::<isize>() + cl.map_or(0, |(_, e)| e.delta());
+        self.len_after(&self.content_length_edit()?)
+    }
+
+    fn len_after(&self, cl: &Option<(usize, Edit)>) -> Result<usize, EditError> {
+        let delta: isize = self.items().iter().map(Edit::delta).sum::<isize>()
+            + cl.as_ref().map_or(0, |(_, e)| e.delta());
         let len = self.msg_len as isize + delta;
         if len > MAX_DATAGRAM as isize {
             return Err(EditError::TooLarge);
@@ -365,56 +405,70 @@ impl Edits {
         if self.msg_len > buf.len() {
             return Err(EditError::OutOfBounds);
         }
-        let new_len = self.new_len()?;
+        let cl = self.content_length_edit()?;
+        let new_len = self.len_after(&cl)?;
         if new_len > buf.len() {
             return Err(EditError::TooLarge);
         }
-        let cl = self.content_length_edit()?;
         if self.len == 0 && cl.is_none() {
             return Ok(self.msg_len);
         }
         let items = self.items();
         let n = items.len() + usize::from(cl.is_some());
         // The edits in order, the Content-Length fix merged in.
-        let edit = |k: usize| -> Edit {
-            match cl {
-                Some((i, e)) if k == i => e,
-                Some((i, _)) if k > i => items.get(k - 1).copied().unwrap_or(Edit::EMPTY),
-                _ => items.get(k).copied().unwrap_or(Edit::EMPTY),
-            }
+        let edit = |k: usize| -> &Edit {
+            let item = match &cl {
+                Some((i, e)) if k == *i => Some(e),
+                Some((i, _)) if k > *i => items.get(k - 1),
+                _ => items.get(k),
+            };
+            item.unwrap_or(&Edit::EMPTY)
         };
         // Segment k lies between edit k-1 and edit k and moves by the deltas before it.
         let segment = |k: usize| -> Range<usize> {
-            let start = if k == 0 { 0 } else { edit(k - 1).end() };
+            let start = k.checked_sub(1).map_or(0, |p| edit(p).end());
             let end = if k == n { self.msg_len } else { edit(k).at };
             start..end
         };
-        let moved = |r: &Range<usize>, shift: isize| (r.start as isize + shift) as usize;
+        let moved = |at: usize, shift: isize| (at as isize + shift) as usize;
+        // Which way segments move: most rewrites only grow or only shrink.
+        let (mut left, mut right, mut sum) = (false, false, 0isize);
+        for k in 0..n {
+            sum += edit(k).delta();
+            left |= sum < 0;
+            right |= sum > 0;
+        }
 
+        if left {
+            let mut shift = 0isize;
+            for k in 0..=n {
+                let r = segment(k);
+                if shift < 0 && !r.is_empty() {
+                    let to = moved(r.start, shift);
+                    buf.copy_within(r, to);
+                }
+                if k < n {
+                    shift += edit(k).delta();
+                }
+            }
+        }
+        if right {
+            let mut shift = sum;
+            for k in (0..=n).rev() {
+                let r = segment(k);
+                if shift > 0 && !r.is_empty() {
+                    let to = moved(r.start, shift);
+                    buf.copy_within(r, to);
+                }
+                if k > 0 {
+                    shift -= edit(k - 1).delta();
+                }
+            }
+        }
         let mut shift = 0isize;
-        for k in 0..=n {
-            let r = segment(k);
-            if shift < 0 && !r.is_empty() {
-                let to = moved(&r, shift);
-                buf.copy_within(r, to);
-            }
-            if k < n {
-                shift += edit(k).delta();
-            }
-        }
-        for k in (0..=n).rev() {
-            let r = segment(k);
-            if shift > 0 && !r.is_empty() {
-                let to = moved(&r, shift);
-                buf.copy_within(r, to);
-            }
-            if k > 0 {
-                shift -= edit(k - 1).delta();
-            }
-        }
         for k in 0..n {
             let e = edit(k);
-            let at = (e.at as isize + shift) as usize;
+            let at = moved(e.at, shift);
             if let Some(dst) = buf.get_mut(at..at + e.text.len()) {
                 dst.copy_from_slice(e.text.as_bytes());
             }
@@ -583,6 +637,15 @@ mod tests {
         t.push_ipv4(Ipv4Addr::new(255, 255, 255, 255)).unwrap();
         t.push(b":").unwrap();
         t.push_decimal(65535).unwrap();
+        for (ip, text) in [
+            ([0, 0, 0, 0], &b"0.0.0.0"[..]),
+            ([9, 10, 99, 100], b"9.10.99.100"),
+            ([255, 255, 255, 255], b"255.255.255.255"),
+        ] {
+            let mut t = Text::new();
+            t.push_ipv4(Ipv4Addr::from(ip)).unwrap();
+            assert_eq!(t.as_bytes(), text);
+        }
         assert_eq!(t.as_bytes(), b"255.255.255.255:65535");
         t.push(b"abc").unwrap();
         assert_eq!(t.push(b"d"), Err(EditError::TextTooLong));

@@ -10,66 +10,93 @@ pub(crate) fn at(s: &[u8], i: usize) -> Option<u8> {
     s.get(i).copied()
 }
 
-/// SP, HTAB and the CR LF of a folded SIP line: inside a header value any run of them
-/// is linear white space (RFC 3261 §25.1).
-#[inline(always)]
-pub(crate) fn is_ws(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+/// Character classes (bits of [`CLASSES`]), RFC 3261 §25.1.
+/// SP, HTAB and the CR LF of a folded line: inside a header value any run of them is
+/// linear white space.
+pub(crate) const WS: u8 = 1;
+/// `token`.
+pub(crate) const TOKEN: u8 = 1 << 1;
+/// A URI parameter's name or value (`paramchar`).
+pub(crate) const URI_PARAM: u8 = 1 << 2;
+/// An unquoted header parameter value (`token / host`).
+pub(crate) const PARAM_VALUE: u8 = 1 << 3;
+/// A host name or IPv4 address (`hostname`, plus "_" as the SIP scanner accepts).
+pub(crate) const HOST: u8 = 1 << 4;
+pub(crate) const DIGIT: u8 = 1 << 5;
+/// Anything but what ends an `addr-spec` in a header (";", ",", white space).
+pub(crate) const ADDR_SPEC: u8 = 1 << 6;
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        let mut k = 0;
+        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            k |= WS;
+        } else if c != b';' && c != b',' {
+            k |= ADDR_SPEC;
+        }
+        if alnum
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            k |= TOKEN | PARAM_VALUE;
+        }
+        if matches!(c, b':' | b'[' | b']') {
+            k |= PARAM_VALUE;
+        }
+        if alnum
+            || matches!(
+                c,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'['
+                    | b']'
+                    | b'/'
+                    | b':'
+                    | b'&'
+                    | b'+'
+                    | b'$'
+            )
+        {
+            k |= URI_PARAM;
+        }
+        if alnum || matches!(c, b'-' | b'.' | b'_') {
+            k |= HOST;
+        }
+        if c.is_ascii_digit() {
+            k |= DIGIT;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
 }
 
-/// RFC 3261 `token` characters.
+static CLASSES: [u8; 256] = classes();
+
+/// Whether `c` is in one of the classes of `class`.
 #[inline(always)]
-pub(crate) fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+pub(crate) fn is(c: u8, class: u8) -> bool {
+    CLASSES[usize::from(c)] & class != 0
 }
 
-/// Characters of a URI parameter's name or value (RFC 3261 §25.1 `paramchar`).
+/// The first index at or after `i` whose byte is in none of `class` (or `s.len()`).
 #[inline(always)]
-pub(crate) fn is_uri_param(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_'
-                | b'.'
-                | b'!'
-                | b'~'
-                | b'*'
-                | b'\''
-                | b'('
-                | b')'
-                | b'%'
-                | b'['
-                | b']'
-                | b'/'
-                | b':'
-                | b'&'
-                | b'+'
-                | b'$'
-        )
-}
-
-/// Characters of an unquoted header parameter value (`token / host`, §25.1).
-#[inline(always)]
-pub(crate) fn is_param_value(c: u8) -> bool {
-    is_token(c) || matches!(c, b':' | b'[' | b']')
-}
-
-/// Characters of a host name or IPv4 address (RFC 3261 §25.1 `hostname`, plus "_",
-/// which the SIP scanner accepts too).
-#[inline(always)]
-pub(crate) fn is_host(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
-}
-
-/// The first index at or after `i` whose byte does not satisfy `f` (or `s.len()`).
-#[inline(always)]
-pub(crate) fn skip(s: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
+pub(crate) fn skip(s: &[u8], mut i: usize, class: u8) -> usize {
     while let Some(&c) = s.get(i) {
-        if !f(c) {
+        if !is(c, class) {
             break;
         }
         i += 1;
@@ -79,24 +106,66 @@ pub(crate) fn skip(s: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
 
 /// [`skip`] that stops at `end` at the latest.
 #[inline(always)]
-pub(crate) fn skip_to(s: &[u8], i: usize, end: usize, f: impl Fn(u8) -> bool) -> usize {
-    skip(s.get(..end).unwrap_or(s), i, f)
+pub(crate) fn skip_to(s: &[u8], i: usize, end: usize, class: u8) -> usize {
+    skip(s.get(..end).unwrap_or(s), i, class)
 }
 
 /// Dotted-quad IPv4 text: four decimal parts of one to three digits, each at most 255.
 /// Leading zeros are read as decimal (`010` is 10), as most SIP stacks do.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    if !(7..=15).contains(&s.len()) || !s.first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
+    let (mut part, mut value, mut digits) = (0usize, 0u16, 0u8);
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 {
+                return None;
+            }
+            *octets.get_mut(part)? = value as u8;
+            part += 1;
+            (value, digits) = (0, 0);
+        } else if c.is_ascii_digit() {
+            value = value * 10 + u16::from(c - b'0');
+            digits += 1;
+            if digits > 3 || value > 255 {
+                return None;
+            }
+        } else {
             return None;
         }
-        let v = p.iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
-        *o = u8::try_from(v).ok()?;
     }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    *octets.get_mut(3)? = value as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
+/// The first `b` at or after `from`. Lines are short: eight bytes per step over the
+/// first 64, where a `memchr` call costs more than it saves, then `memchr`.
+#[inline]
+pub(crate) fn find_byte(s: &[u8], from: usize, b: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let rest = s.get(from..)?;
+    let near = rest.len().min(64);
+    let pattern = LOW * u64::from(b);
+    let mut i = 0;
+    while let Some(chunk) = rest.get(i..i + 8).filter(|_| i + 8 <= near) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // The lowest flagged byte is the first zero byte of `x` (exact; only flags
+        // above a true zero can be false).
+        let zero = x.wrapping_sub(LOW) & !x & HIGH;
+        if zero != 0 {
+            return Some(from + i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr(b, rest.get(i..)?).map(|p| from + i + p)
 }
 
 /// Whether `s` is `name`, ignoring ASCII case.
@@ -144,6 +213,28 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_found_near_and_far() {
+        let mut s = vec![b'x'; 200];
+        for at in [0, 3, 7, 8, 15, 63, 64, 65, 199] {
+            s[at] = b'\n';
+            for from in [0, 1, at.saturating_sub(1), at]
+                .into_iter()
+                .filter(|&f| f <= at)
+            {
+                assert_eq!(find_byte(&s, from, b'\n'), Some(at), "at {at} from {from}");
+            }
+            assert_eq!(find_byte(&s, at + 1, b'\n'), None);
+            s[at] = b'x';
+        }
+        // Bytes just above the searched one never flag falsely.
+        assert_eq!(
+            find_byte(b"\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0b\n", 0, b'\n'),
+            Some(8)
+        );
+        assert_eq!(find_byte(b"ab", 5, b'a'), None);
+    }
+
+    #[test]
     fn ports() {
         assert_eq!(parse_u16(b"0"), Some(0));
         assert_eq!(parse_u16(b"65535"), Some(65535));
@@ -155,14 +246,14 @@ mod tests {
 
     #[test]
     fn skipping_stops_at_the_end() {
-        assert_eq!(
-            skip(b"  \r\n\tx", 0, |c| c == b' '
-                || c == b'\r'
-                || c == b'\n'
-                || c == b'\t'),
-            5
-        );
-        assert_eq!(skip(b"  ", 7, is_host), 7);
-        assert_eq!(skip(b"abc", 0, is_host), 3);
+        assert_eq!(skip(b"  \r\n\tx", 0, WS), 5);
+        assert_eq!(skip_to(b"    x", 0, 2, WS), 2);
+        assert_eq!(skip_to(b"    x", 3, 2, WS), 3);
+        assert_eq!(skip(b"  ", 7, HOST), 7);
+        assert_eq!(skip(b"abc", 0, HOST), 3);
+        assert_eq!(skip(b"a<b;c", 0, ADDR_SPEC), 3);
+        assert_eq!(skip(b"12a", 0, DIGIT), 2);
+        assert!(is(b'~', TOKEN) && is(b':', PARAM_VALUE) && !is(b':', TOKEN));
+        assert!(is(b'/', URI_PARAM) && !is(b';', URI_PARAM) && !is(b'=', URI_PARAM));
     }
 }

@@ -79,9 +79,11 @@
 //!   too); SDP streams mapped onto the SNAT address.
 //!
 //! Checked cheaply first: the header section (and, without a mapper, the body) is
-//! searched for each rule's address text with `memchr::memmem`; only fields holding
-//! a hit are parsed. A message with nothing to change is [`Outcome::Unchanged`] and
-//! no byte moves.
+//! searched for each rule's address text with a SIMD substring finder built once per
+//! rule; each occurrence is then judged from the bytes around it (its header field,
+//! and whether it follows `sip:`/`@`, a Via's transport, or `received=`, `maddr=`,
+//! `alias=`), so only the neighbourhood of a hit is read. A message with nothing to
+//! change is [`Outcome::Unchanged`] and no byte moves.
 //!
 //! # Limits
 //!
@@ -98,7 +100,6 @@
 //!   nor are multipart bodies (a body that is not SDP but holds a rule's address is
 //!   [`RewriteError::UnsupportedBody`]).
 //! - At most [`MAX_RULES`](rewrite::MAX_RULES) rules,
-//!   [`MAX_FIELDS`](rewrite::MAX_FIELDS) header fields with hits,
 //!   [`MAX_EDITS`](edit::MAX_EDITS) replacements and [`sdp::MAX_MEDIA`] streams per
 //!   message; the result may not exceed the buffer or [`MAX_DATAGRAM`] bytes.
 //!   Every refusal is a typed error with a dense [`RewriteError::index`] for
@@ -106,6 +107,7 @@
 
 pub mod edit;
 mod lex;
+mod needle;
 pub mod rewrite;
 pub mod sdp;
 

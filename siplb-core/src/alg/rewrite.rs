@@ -4,15 +4,20 @@
 //! [`Edits::apply`]). See the module documentation of [`alg`](super) for what is
 //! rewritten where.
 //!
-//! Cost: a message is first searched (`memchr::memmem`) for the IPv4 text of each
-//! rule's address; only the header fields holding a hit are parsed, and a message
-//! without hits and without SDP to relay is [`Outcome::Unchanged`] after those
-//! searches alone. Field parsing is this module's own (the scanner validates only the
-//! top Via and the fields the balancer reads), bounded by the field, and never panics.
+//! Hit-centric: the header section is searched for each rule's address text; an
+//! occurrence is judged from its surroundings only (the field it lies in, the bytes
+//! before it: `sip:` or `@` for a URI host, a Via's transport for sent-by, `name=` for
+//! a parameter), so a message costs one SIMD pass per rule address plus a few dozen
+//! bytes per hit, whatever the rest of it holds. An occurrence in no such place (a
+//! display name, a user part, a Call-ID) is left alone. Parsing never panics; a port
+//! next to a rule's address that is not a port is an error, never guessed.
 
 use super::edit::{EditError, Edits, Text};
 use super::lex::{self, at, eq_caseless};
-use super::sdp::{Address, Connection, Direction, MediaStream, Sdp, SdpError, MAX_MEDIA};
+use super::needle::Needle;
+use super::sdp::{
+    Address, Connection, Direction, MediaStream, Origin, Sdp, SdpError, Span, MAX_MEDIA,
+};
 use crate::sip::{HeaderName, SipMessage};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::{BitOr, Range};
@@ -20,9 +25,6 @@ use std::ops::{BitOr, Range};
 /// Address rules per message: a backend and a SNAT binding toward a client, a
 /// client toward a backend, with room to spare.
 pub const MAX_RULES: usize = 8;
-
-/// Distinct header fields holding a rule's address, per message.
-pub const MAX_FIELDS: usize = 32;
 
 /// Where a rule applies: a set of the places below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,13 +94,14 @@ pub struct AddrRule {
 #[derive(Debug, Clone, Copy)]
 struct Rule {
     rule: AddrRule,
-    /// `from`'s address as text, what the message is searched for.
-    text: Text,
+    /// `from`'s address as text and a finder for it.
+    needle: Needle,
     /// Whether an earlier rule has the same address (its search finds this one's).
     repeat: bool,
 }
 
-/// The rules for one message, in a fixed array (see [`AddrRule`]).
+/// The rules for one message, in a fixed array (see [`AddrRule`]). Reuse one per
+/// worker: [`clear`](Self::clear), then [`push`](Self::push) the message's rules.
 #[derive(Debug, Clone)]
 pub struct Rules {
     items: [Option<Rule>; MAX_RULES],
@@ -124,15 +127,18 @@ impl Rules {
     /// Adds a rule; [`RewriteError::TooManyRules`] past [`MAX_RULES`]. Rules are tried
     /// in the order they were added.
     pub fn push(&mut self, rule: AddrRule) -> Result<(), RewriteError> {
-        let mut text = Text::new();
-        text.push_ipv4(*rule.from.ip())
-            .map_err(RewriteError::Edit)?;
         let repeat = self.iter().any(|r| r.from.ip() == rule.from.ip());
         let slot = self
             .items
             .get_mut(self.len)
             .ok_or(RewriteError::TooManyRules)?;
-        *slot = Some(Rule { rule, text, repeat });
+        let mut text = Text::new();
+        text.push_ipv4(*rule.from.ip())?;
+        *slot = Some(Rule {
+            rule,
+            needle: Needle::new(text),
+            repeat,
+        });
         self.len += 1;
         self.places = self.places | rule.places;
         Ok(())
@@ -151,11 +157,11 @@ impl Rules {
         self.items.iter().take(self.len).flatten()
     }
 
-    /// The address texts to search for where any rule applies in `places`, each once.
-    fn needles(&self, places: Places) -> impl Iterator<Item = &[u8]> + '_ {
+    /// The addresses to search for where any rule applies in `places`, each once.
+    fn needles(&self, places: Places) -> impl Iterator<Item = (&Needle, Ipv4Addr)> + '_ {
         self.rules()
             .filter(move |r| !r.repeat && self.any_shares(r, places))
-            .map(|r| r.text.as_bytes())
+            .map(|r| (&r.needle, *r.rule.from.ip()))
     }
 
     /// Whether a rule with `r`'s address applies somewhere in `places`.
@@ -164,14 +170,14 @@ impl Rules {
             .any(|o| o.from.ip() == r.rule.from.ip() && o.places.intersects(places))
     }
 
-    /// The rule for the transport address `ip:port` in `place`.
+    /// Where the transport address `ip:port` goes in `place`.
     fn by_transport(&self, place: Places, ip: Ipv4Addr, port: u16) -> Option<SocketAddrV4> {
         self.iter()
             .find(|r| r.places.contains(place) && *r.from.ip() == ip && r.from.port() == port)
             .map(|r| r.to)
     }
 
-    /// The rule for the address `ip` alone in `place`, preferring one whose port is
+    /// Where the address `ip` alone goes in `place`, preferring the rule whose port is
     /// `hint`.
     fn by_ip(&self, place: Places, ip: Ipv4Addr, hint: Option<u16>) -> Option<SocketAddrV4> {
         let mut first = None;
@@ -218,8 +224,11 @@ impl MediaError {
 /// One stream an SDP announces, resolved: where its endpoint receives RTP and RTCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MediaFlow<'a> {
-    /// The `m=` section as written (index, media, port, port count, proto, ...).
-    pub stream: MediaStream<'a>,
+    /// The `m=` section as written (index, port, port count, ...; its texts are
+    /// spans of the body).
+    pub stream: MediaStream,
+    /// `audio`, `video`, ...
+    pub media: &'a [u8],
     /// The `c=` that applies (media level, else session): 0.0.0.0 for RFC 2543 hold.
     pub addr: Ipv4Addr,
     /// The RTCP port: the RTP port with `a=rtcp-mux`, else `a=rtcp`'s, else RTP + 1.
@@ -261,8 +270,6 @@ pub enum RewriteError {
     Media(MediaError),
     #[error("more than 8 address rules")]
     TooManyRules,
-    #[error("more than 32 header fields hold a rule's address")]
-    TooManyFields,
     #[error("a Via holding a rule's address is malformed (RFC 3261 §20.42)")]
     MalformedVia,
     #[error("a Request-URI, Contact, Route, Record-Route, Path, Service-Route, From or To holding a rule's address is malformed (RFC 3261 §20)")]
@@ -285,7 +292,7 @@ pub enum RewriteError {
 
 impl RewriteError {
     /// Reasons of the rewriter's own, after the nested ones.
-    const OWN: usize = 11;
+    const OWN: usize = 10;
 
     /// The number of reasons, nested ones included: counters are
     /// `[Counter; RewriteError::COUNT]`.
@@ -301,16 +308,15 @@ impl RewriteError {
             Self::Edit(e) => E + e.index(),
             Self::Media(e) => M + e.index(),
             Self::TooManyRules => O,
-            Self::TooManyFields => O + 1,
-            Self::MalformedVia => O + 2,
-            Self::MalformedAddress => O + 3,
-            Self::UnsupportedBody => O + 4,
-            Self::Ipv6Media => O + 5,
-            Self::UnsupportedMediaAddress => O + 6,
-            Self::MediaAddressConflict => O + 7,
-            Self::RtcpNotAdjacent => O + 8,
-            Self::ContentLengthNotFound => O + 9,
-            Self::ForeignMessage => O + 10,
+            Self::MalformedVia => O + 1,
+            Self::MalformedAddress => O + 2,
+            Self::UnsupportedBody => O + 3,
+            Self::Ipv6Media => O + 4,
+            Self::UnsupportedMediaAddress => O + 5,
+            Self::MediaAddressConflict => O + 6,
+            Self::RtcpNotAdjacent => O + 7,
+            Self::ContentLengthNotFound => O + 8,
+            Self::ForeignMessage => O + 9,
         }
     }
 
@@ -321,7 +327,6 @@ impl RewriteError {
             Self::Edit(e) => e.name(),
             Self::Media(e) => e.name(),
             Self::TooManyRules => "too_many_rules",
-            Self::TooManyFields => "too_many_fields",
             Self::MalformedVia => "malformed_via",
             Self::MalformedAddress => "malformed_address",
             Self::UnsupportedBody => "unsupported_body",
@@ -382,47 +387,48 @@ pub fn rewrite(
     }
     edits.reset(msg_len, body_offset, None)?;
     let head = buf.get(..body_offset).unwrap_or_default();
-
-    let mut fields = [0usize; MAX_FIELDS];
-    let mut n = 0;
-    for needle in rules.needles(Places::HEADERS) {
-        for hit in memchr::memmem::find_iter(head, needle) {
-            if !alone(head, hit, needle.len()) {
-                continue;
+    // Where the top Via's sent-by lies tells which Via value is the top one.
+    let top_via = msg.via().map_or(usize::MAX, |v| {
+        (v.host.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize)
+    });
+    let mut w = Rewriter {
+        buf,
+        head,
+        rules,
+        edits,
+        request: msg.is_request(),
+        top_via,
+    };
+    for (needle, ip) in rules.needles(Places::HEADERS) {
+        let len = needle.text().len();
+        let mut from = 0;
+        while let Some(hit) = needle.find(head, from) {
+            from = hit + len;
+            if alone(head, hit, len) {
+                w.hit(hit, hit + len, ip)?;
             }
-            let start = field_start(head, hit);
-            let found = fields.get(..n).unwrap_or_default();
-            if found.contains(&start) {
-                continue;
-            }
-            let slot = fields.get_mut(n).ok_or(RewriteError::TooManyFields)?;
-            *slot = start;
-            n += 1;
-        }
-    }
-    let fields = fields.get_mut(..n).unwrap_or_default();
-    fields.sort_unstable();
-
-    let mut w = Rewriter { buf, rules, edits };
-    if !fields.is_empty() {
-        // Where the top Via's sent-by lies tells which Via field is the top one.
-        let top_via = msg.via().map(|v| {
-            let host_at = (v.host.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
-            field_start(head, host_at.min(body_offset))
-        });
-        for &start in fields.iter() {
-            w.field(head, start, msg.is_request(), top_via == Some(start))?;
         }
     }
 
     if !body.is_empty() {
-        let hit = rules.needles(Places::SDP).any(|needle| {
-            memchr::memmem::find_iter(body, needle).any(|at| alone(body, at, needle.len()))
-        });
         let is_sdp = body.starts_with(b"v=");
-        if is_sdp && (media.is_some() || hit) {
+        // A relayed SDP is read whole anyway; otherwise only a hit makes work.
+        let hit = || {
+            rules.needles(Places::SDP).any(|(needle, _)| {
+                let len = needle.text().len();
+                let mut from = 0;
+                while let Some(at) = needle.find(body, from) {
+                    if alone(body, at, len) {
+                        return true;
+                    }
+                    from = at + len;
+                }
+                false
+            })
+        };
+        if is_sdp && (media.is_some() || hit()) {
             w.sdp(body_offset, body, media)?;
-        } else if hit {
+        } else if hit() {
             return Err(RewriteError::UnsupportedBody);
         }
     }
@@ -444,7 +450,7 @@ pub fn rewrite(
 fn alone(s: &[u8], at: usize, len: usize) -> bool {
     let before = at.checked_sub(1).and_then(|i| s.get(i)).copied();
     let after = s.get(at + len).copied();
-    !before.is_some_and(lex::is_host) && !after.is_some_and(lex::is_host)
+    !before.is_some_and(|c| lex::is(c, lex::HOST)) && !after.is_some_and(|c| lex::is(c, lex::HOST))
 }
 
 /// The start of the header field holding `pos` (folded lines included): 0 for the
@@ -462,22 +468,18 @@ fn field_start(head: &[u8], pos: usize) -> usize {
     start
 }
 
-/// The end of the field starting at `start`: the CR of its last (folded) line.
-fn field_end(head: &[u8], start: usize) -> usize {
-    let mut i = start;
+/// The end of the field holding `pos`: the CR of its last (folded) line.
+fn field_end(head: &[u8], pos: usize) -> usize {
+    let mut i = pos;
     loop {
-        let Some(nl) = head
-            .get(i..)
-            .and_then(|r| memchr::memchr(b'\n', r))
-            .map(|p| i + p)
-        else {
+        let Some(nl) = lex::find_byte(head, i, b'\n') else {
             return head.len();
         };
         if matches!(at(head, nl + 1), Some(b' ' | b'\t')) {
             i = nl + 1;
             continue;
         }
-        return if nl > start && at(head, nl - 1) == Some(b'\r') {
+        return if nl > pos && at(head, nl - 1) == Some(b'\r') {
             nl - 1
         } else {
             nl
@@ -501,8 +503,8 @@ fn content_length_span(head: &[u8]) -> Option<Range<usize>> {
                 let name = trim_end(line.get(..colon).unwrap_or_default());
                 if eq_caseless(name, b"content-length") || eq_caseless(name, b"l") {
                     let fe = field_end(head, start);
-                    let v = lex::skip_to(head, start + colon + 1, fe, lex::is_ws);
-                    let d = lex::skip_to(head, v, fe, |c| c.is_ascii_digit());
+                    let v = lex::skip_to(head, start + colon + 1, fe, lex::WS);
+                    let d = lex::skip_to(head, v, fe, lex::DIGIT);
                     return (d > v).then_some(v..d);
                 }
             }
@@ -519,7 +521,7 @@ fn trim_end(s: &[u8]) -> &[u8] {
     s.get(..n).unwrap_or_default()
 }
 
-/// The headers (other than Via) whose values are name-addr lists the rules cover.
+/// The headers whose values the rules cover, Via apart.
 fn address_place(name: &[u8]) -> Option<Places> {
     match HeaderName::from_bytes(name) {
         HeaderName::Contact => Some(Places::CONTACT),
@@ -536,10 +538,187 @@ fn address_place(name: &[u8]) -> Option<Places> {
     }
 }
 
+/// The index of the last byte before `i` (at or after `floor`) that is not white
+/// space, if any.
+fn back_ws(s: &[u8], floor: usize, i: usize) -> Option<usize> {
+    let mut j = i;
+    while j > floor {
+        j -= 1;
+        if !matches!(at(s, j), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            return Some(j);
+        }
+    }
+    None
+}
+
+/// The name of the parameter whose value starts at `value` (`;name = value`): `None`
+/// unless `=` and then a token preceded by `;` come before it.
+fn param_name(s: &[u8], floor: usize, value: usize) -> Option<&[u8]> {
+    let eq = back_ws(s, floor, value)?;
+    if at(s, eq)? != b'=' {
+        return None;
+    }
+    let end = back_ws(s, floor, eq)? + 1;
+    let mut start = end;
+    while start > floor && at(s, start - 1).is_some_and(|c| lex::is(c, lex::TOKEN)) {
+        start -= 1;
+    }
+    let semi = back_ws(s, floor, start)?;
+    (start < end && at(s, semi)? == b';').then(|| s.get(start..end).unwrap_or_default())
+}
+
+/// `:port` at `i` (white space around the colon allowed when `lws`): the digits'
+/// span and value, or `None` if no colon follows; an error if the port is malformed.
+fn port_at(
+    s: &[u8],
+    i: usize,
+    end: usize,
+    lws: bool,
+    bad: RewriteError,
+) -> Result<Option<(Range<usize>, u16)>, RewriteError> {
+    let c = if lws {
+        lex::skip_to(s, i, end, lex::WS)
+    } else {
+        i
+    };
+    if c >= end || at(s, c) != Some(b':') {
+        return Ok(None);
+    }
+    let p = if lws {
+        lex::skip_to(s, c + 1, end, lex::WS)
+    } else {
+        c + 1
+    };
+    let pe = lex::skip_to(s, p, end, lex::DIGIT);
+    let port = lex::parse_u16(s.get(p..pe).unwrap_or_default()).ok_or(bad)?;
+    Ok(Some((p..pe, port)))
+}
+
+/// Whether the URI parameters from `i` (a URI's host or port ends there) hold
+/// `transport=tls`, before `end` or the URI's `>`.
+fn transport_tls(s: &[u8], i: usize, end: usize) -> bool {
+    const NAME: &[u8] = b"transport=";
+    let stop = lex::find_byte(s.get(..end).unwrap_or(s), i, b'>').unwrap_or(end);
+    let mut semi = i;
+    while at(s, semi) == Some(b';') && semi < stop {
+        let name = s.get(semi + 1..semi + 1 + NAME.len());
+        if name.is_some_and(|n| eq_caseless(n, NAME)) {
+            let v = semi + 1 + NAME.len();
+            let ve = lex::skip_to(s, v, stop, lex::URI_PARAM);
+            return eq_caseless(s.get(v..ve).unwrap_or_default(), b"tls");
+        }
+        semi = lex::find_byte(s.get(..stop).unwrap_or(s), semi + 1, b';').unwrap_or(stop);
+    }
+    false
+}
+
+/// What a Via value's parameters say about where responses go.
+#[derive(Default)]
+struct ViaParams {
+    /// `rport`: `Some(None)` bare, `Some(Some(..))` with its value's span and port.
+    rport: Option<Option<(Range<usize>, u16)>>,
+    received: Option<Range<usize>>,
+}
+
+/// Reads the parameters from the `;` at `i` to `end` (one Via value), hopping from
+/// `;` to `;` rather than reading every byte of long values like `branch`.
+fn via_params(s: &[u8], mut i: usize, end: usize) -> Result<ViaParams, RewriteError> {
+    let bad = RewriteError::MalformedVia;
+    let mut p = ViaParams::default();
+    while i < end && at(s, i) == Some(b';') {
+        let ns = lex::skip_to(s, i + 1, end, lex::WS);
+        let ne = lex::skip_to(s, ns, end, lex::TOKEN);
+        let name = s.get(ns..ne).unwrap_or_default();
+        let eq = lex::skip_to(s, ne, end, lex::WS);
+        let mut next = lex::find_byte(s.get(..end).unwrap_or(s), ne, b';').unwrap_or(end);
+        let value = if eq < end && at(s, eq) == Some(b'=') {
+            let vs = lex::skip_to(s, eq + 1, end, lex::WS);
+            if at(s, vs) == Some(b'"') {
+                let q = quoted_end(s, vs, end).ok_or(bad)?;
+                next = lex::skip_to(s, q, end, lex::WS);
+                Some(vs..q)
+            } else {
+                let value = s.get(vs..next).unwrap_or_default();
+                let len = value
+                    .iter()
+                    .rposition(|&c| !lex::is(c, lex::WS))
+                    .map_or(0, |p| p + 1);
+                Some(vs..vs + len)
+            }
+        } else {
+            None
+        };
+        if eq_caseless(name, b"rport") {
+            let port = match value {
+                Some(r) => {
+                    let n = lex::parse_u16(s.get(r.clone()).unwrap_or_default()).ok_or(bad)?;
+                    Some((r, n))
+                }
+                None => None,
+            };
+            p.rport.get_or_insert(port);
+        } else if eq_caseless(name, b"received") && p.received.is_none() {
+            p.received = value;
+        }
+        i = next;
+    }
+    Ok(p)
+}
+
+/// A Via value's sent-protocol and sent-by from `vs` up to the `;` at `semi`: whether
+/// the transport is TLS, the host's span, and the port.
+struct SentBy {
+    tls: bool,
+    host: Range<usize>,
+    port: Option<(Range<usize>, u16)>,
+}
+
+fn sent_by(s: &[u8], vs: usize, semi: usize) -> Result<SentBy, RewriteError> {
+    let bad = RewriteError::MalformedVia;
+    // SIP / 2.0 / transport, white space around the slashes allowed.
+    let mut i = vs;
+    let mut transport = 0..0;
+    for part in 0..3 {
+        let t = lex::skip_to(s, i, semi, lex::WS);
+        let te = lex::skip_to(s, t, semi, lex::TOKEN);
+        if te == t {
+            return Err(bad);
+        }
+        transport = t..te;
+        i = lex::skip_to(s, te, semi, lex::WS);
+        if part < 2 {
+            if at(s, i) != Some(b'/') {
+                return Err(bad);
+            }
+            i += 1;
+        }
+    }
+    let h = i;
+    let he = if at(s, h) == Some(b'[') {
+        lex::find_byte(s.get(..semi).unwrap_or(s), h, b']').ok_or(bad)? + 1
+    } else {
+        lex::skip_to(s, h, semi, lex::HOST)
+    };
+    if he == h || he == transport.end {
+        return Err(bad);
+    }
+    let port = port_at(s, he, semi, true, bad)?;
+    Ok(SentBy {
+        tls: eq_caseless(s.get(transport).unwrap_or_default(), b"tls"),
+        host: h..he,
+        port,
+    })
+}
+
 struct Rewriter<'b, 'e> {
+    /// The whole message, and its header section.
     buf: &'b [u8],
+    head: &'b [u8],
     rules: &'e Rules,
     edits: &'e mut Edits,
+    request: bool,
+    /// Where the top Via's sent-by starts (`usize::MAX` without Via).
+    top_via: usize,
 }
 
 impl Rewriter<'_, '_> {
@@ -561,7 +740,7 @@ impl Rewriter<'_, '_> {
 
     fn emit_port(&mut self, range: Range<usize>, port: u16) -> Result<(), RewriteError> {
         let mut t = Text::new();
-        t.push_decimal(u64::from(port))?;
+        t.push_decimal(u32::from(port))?;
         self.emit(range, t)
     }
 
@@ -578,422 +757,238 @@ impl Rewriter<'_, '_> {
         t.push_ipv4(*to.ip())?;
         if port.is_some() || to.port() != default {
             t.push(b":")?;
-            t.push_decimal(u64::from(to.port()))?;
+            t.push_decimal(u32::from(to.port()))?;
         }
         let end = port.map_or(host.end, |p| p.end);
         self.emit(host.start..end, t)
     }
 
-    /// The field starting at `start` (0: the start line).
-    fn field(
-        &mut self,
-        head: &[u8],
-        start: usize,
-        request: bool,
-        top_via: bool,
-    ) -> Result<(), RewriteError> {
-        let end = field_end(head, start);
-        if start == 0 {
-            if !request || !self.rules.places.contains(Places::REQUEST_URI) {
+    /// An occurrence of `ip` (a rule's address) at `at..e` in the header section:
+    /// finds its field and what it is there, and rewrites it if a rule says so.
+    fn hit(&mut self, at: usize, e: usize, ip: Ipv4Addr) -> Result<(), RewriteError> {
+        let head = self.head;
+        let start = field_start(head, at);
+        let end = field_end(head, at);
+        let (place, vs) = if start == 0 {
+            // The Request-URI follows the method.
+            let Some(sp) = lex::find_byte(head, 0, b' ').filter(|_| self.request) else {
                 return Ok(());
-            }
-            // Method SP Request-URI SP SIP-Version
-            let line = head.get(..end).unwrap_or_default();
-            let (Some(sp1), Some(sp2)) = (memchr::memchr(b' ', line), memchr::memrchr(b' ', line))
-            else {
-                return Err(RewriteError::MalformedAddress);
             };
-            return self.uri(sp1 + 1, sp2, Places::REQUEST_URI);
-        }
-        let Some(colon) = head
-            .get(start..end)
-            .and_then(|f| memchr::memchr(b':', f))
-            .map(|c| start + c)
-        else {
-            return Ok(());
+            (Places::REQUEST_URI, sp + 1)
+        } else {
+            let Some(colon) = lex::find_byte(head.get(..at).unwrap_or(head), start, b':') else {
+                return Ok(());
+            };
+            let name = trim_end(head.get(start..colon).unwrap_or_default());
+            if HeaderName::from_bytes(name) == HeaderName::Via {
+                return self.via_hit(colon + 1, end, at, e, ip);
+            }
+            match address_place(name) {
+                Some(place) => (place, colon + 1),
+                None => return Ok(()),
+            }
         };
-        let name = trim_end(head.get(start..colon).unwrap_or_default());
-        if HeaderName::from_bytes(name) == HeaderName::Via {
-            if self
-                .rules
-                .places
-                .intersects(Places::TOP_VIA | Places::OTHER_VIA)
-            {
-                self.via_list(colon + 1, end, top_via)?;
-            }
+        if !self.rules.places.contains(place) {
             return Ok(());
         }
-        match address_place(name) {
-            Some(place) if self.rules.places.contains(place) => {
-                self.address_list(colon + 1, end, place)
+        match param_name(head, vs, at) {
+            Some(n) if eq_caseless(n, b"received") || eq_caseless(n, b"maddr") => {
+                self.ip_only(at, e, ip, place, None)
             }
-            _ => Ok(()),
+            Some(n) if eq_caseless(n, b"alias") => self.alias(at, e, end, ip, place),
+            Some(_) => Ok(()),
+            None => self.uri_host(vs, end, at, e, ip, place),
         }
     }
 
-    /// A SIP URI in `buf[s..e]`: its host and port, and its `maddr` and `alias`
-    /// parameters. Other schemes (`tel:`, ...) carry no transport address.
-    fn uri(&mut self, s: usize, e: usize, place: Places) -> Result<(), RewriteError> {
-        let buf = self.buf;
-        let bad = RewriteError::MalformedAddress;
-        let u = buf.get(s..e).ok_or(bad)?;
-        let colon = s + memchr::memchr(b':', u).ok_or(bad)?;
-        let scheme = buf.get(s..colon).unwrap_or_default();
+    /// A hit in the Via field whose value starts at `vs` and ends at `end`.
+    fn via_hit(
+        &mut self,
+        vs: usize,
+        end: usize,
+        at: usize,
+        e: usize,
+        ip: Ipv4Addr,
+    ) -> Result<(), RewriteError> {
+        let head = self.head;
+        // The value holding the hit: between the commas around it.
+        let value_start = head
+            .get(vs..at)
+            .and_then(|v| memchr::memrchr(b',', v))
+            .map_or(vs, |c| vs + c + 1);
+        let value_end = lex::find_byte(head.get(..end).unwrap_or(head), e, b',').unwrap_or(end);
+        let place = if (value_start..value_end).contains(&self.top_via) {
+            Places::TOP_VIA
+        } else {
+            Places::OTHER_VIA
+        };
+        if !self.rules.places.contains(place) {
+            return Ok(());
+        }
+        self.via(value_start, value_end, at, e, ip, place)
+    }
+
+    /// A hit that may be the host of a SIP URI (`sip:HOST`, `sip:user@HOST`), the URI
+    /// lying in `vs..end`.
+    fn uri_host(
+        &mut self,
+        vs: usize,
+        end: usize,
+        at: usize,
+        e: usize,
+        ip: Ipv4Addr,
+        place: Places,
+    ) -> Result<(), RewriteError> {
+        let head = self.head;
+        let colon = match at.checked_sub(1).and_then(|i| lex::at(head, i)) {
+            Some(b':') => at - 1,
+            // The userinfo before "@" may hold ":" (a password): the scheme's colon is
+            // the first one after where the URI starts.
+            Some(b'@') => {
+                let mut j = at - 1;
+                while j > vs
+                    && !matches!(
+                        lex::at(head, j - 1),
+                        Some(b'<' | b' ' | b'\t' | b'\n' | b'"' | b',')
+                    )
+                {
+                    j -= 1;
+                }
+                match lex::find_byte(head.get(..at).unwrap_or(head), j, b':') {
+                    Some(c) => c,
+                    None => return Ok(()),
+                }
+            }
+            _ => return Ok(()),
+        };
+        let scheme_start = {
+            let mut j = colon;
+            while j > vs && lex::at(head, j - 1).is_some_and(|c| c.is_ascii_alphabetic()) {
+                j -= 1;
+            }
+            j
+        };
+        let scheme = head.get(scheme_start..colon).unwrap_or_default();
         let sips = eq_caseless(scheme, b"sips");
         if !sips && !eq_caseless(scheme, b"sip") {
             return Ok(());
         }
-        // The first "@" ends the userinfo: none can follow it in a SIP URI.
-        let rest = colon + 1;
-        let host_start = buf
-            .get(rest..e)
-            .and_then(|r| memchr::memchr(b'@', r))
-            .map_or(rest, |a| rest + a + 1);
-        let host_end = if at(buf, host_start) == Some(b'[') {
-            let close = buf
-                .get(host_start..e)
-                .and_then(|r| memchr::memchr(b']', r))
-                .ok_or(bad)?;
-            host_start + close + 1
+        let bad = RewriteError::MalformedAddress;
+        let port = port_at(head, e, end, false, bad)?;
+        let after = port.as_ref().map_or(e, |(r, _)| r.end);
+        // `sip:HOST:x@...`: the hit was a user name and password.
+        if lex::at(head, after) == Some(b'@') {
+            return Ok(());
+        }
+        let default = if sips || port.is_none() && transport_tls(head, after, end) {
+            5061
         } else {
-            lex::skip_to(buf, host_start, e, lex::is_host)
+            5060
         };
-        if host_end == host_start {
-            return Err(bad);
-        }
-        let mut i = host_end;
-        let mut port = None;
-        if i < e && at(buf, i) == Some(b':') {
-            let pe = lex::skip_to(buf, i + 1, e, |c| c.is_ascii_digit());
-            let p = lex::parse_u16(buf.get(i + 1..pe).unwrap_or_default()).ok_or(bad)?;
-            port = Some((i + 1..pe, p));
-            i = pe;
-        }
-        let (mut tls, mut maddr, mut alias) = (sips, None, None);
-        while i < e && at(buf, i) == Some(b';') {
-            let ne = lex::skip_to(buf, i + 1, e, lex::is_uri_param);
-            let name = buf.get(i + 1..ne).unwrap_or_default();
-            let (vs, ve) = if ne < e && at(buf, ne) == Some(b'=') {
-                (ne + 1, lex::skip_to(buf, ne + 1, e, lex::is_uri_param))
-            } else {
-                (ne, ne)
-            };
-            if name.is_empty() {
-                return Err(bad);
-            }
-            let value = buf.get(vs..ve).unwrap_or_default();
-            if eq_caseless(name, b"transport") {
-                tls = eq_caseless(value, b"tls");
-            } else if eq_caseless(name, b"maddr") {
-                maddr = Some(vs..ve);
-            } else if eq_caseless(name, b"alias") {
-                alias = Some(vs..ve);
-            }
-            i = ve;
-        }
-        if i < e && at(buf, i) != Some(b'?') {
-            return Err(bad);
-        }
-        let default = if tls { 5061 } else { 5060 };
-        let host = buf.get(host_start..host_end).unwrap_or_default();
-        if let Some(ip) = lex::parse_ipv4(host) {
-            let p = port.as_ref().map_or(default, |(_, p)| *p);
-            if let Some(to) = self.rules.by_transport(place, ip, p) {
-                self.emit_host_port(host_start..host_end, port.map(|(r, _)| r), default, to)?;
-            }
-        }
-        if let Some(m) = maddr {
-            self.ip_param(m, place, None)?;
-        }
-        if let Some(a) = alias {
-            self.alias(a, place)?;
+        let p = port.as_ref().map_or(default, |(_, p)| *p);
+        if let Some(to) = self.rules.by_transport(place, ip, p) {
+            self.emit_host_port(at..e, port.map(|(r, _)| r), default, to)?;
         }
         Ok(())
     }
 
-    /// An address-only parameter value (`received=`, `maddr=`).
-    fn ip_param(
+    /// An address alone (`received=`, `maddr=`).
+    fn ip_only(
         &mut self,
-        r: Range<usize>,
+        at: usize,
+        e: usize,
+        ip: Ipv4Addr,
         place: Places,
         hint: Option<u16>,
     ) -> Result<(), RewriteError> {
-        let text = self.buf.get(r.clone()).unwrap_or_default();
-        if let Some(to) = lex::parse_ipv4(text).and_then(|ip| self.rules.by_ip(place, ip, hint)) {
-            self.emit_ip(r, *to.ip())?;
+        if let Some(to) = self.rules.by_ip(place, ip, hint) {
+            self.emit_ip(at..e, *to.ip())?;
         }
         Ok(())
     }
 
     /// Kamailio's `alias=ip~port~proto` (nathelper `add_contact_alias`).
-    fn alias(&mut self, r: Range<usize>, place: Places) -> Result<(), RewriteError> {
-        let v = self.buf.get(r.clone()).unwrap_or_default();
-        let mut parts = v.split(|&c| c == b'~');
-        let (Some(ip), Some(port)) = (parts.next(), parts.next()) else {
+    fn alias(
+        &mut self,
+        at: usize,
+        e: usize,
+        end: usize,
+        ip: Ipv4Addr,
+        place: Places,
+    ) -> Result<(), RewriteError> {
+        let head = self.head;
+        if lex::at(head, e) != Some(b'~') {
+            return Ok(());
+        }
+        let pe = lex::skip_to(head, e + 1, end, lex::DIGIT);
+        let Some(port) = lex::parse_u16(head.get(e + 1..pe).unwrap_or_default()) else {
             return Ok(());
         };
-        let (Some(ip_addr), Some(p)) = (lex::parse_ipv4(ip), lex::parse_u16(port)) else {
-            return Ok(());
-        };
-        if let Some(to) = self.rules.by_transport(place, ip_addr, p) {
+        if let Some(to) = self.rules.by_transport(place, ip, port) {
             let mut t = Text::new();
             t.push_ipv4(*to.ip())?;
             t.push(b"~")?;
-            t.push_decimal(u64::from(to.port()))?;
-            self.emit(r.start..r.start + ip.len() + 1 + port.len(), t)?;
+            t.push_decimal(u32::from(to.port()))?;
+            self.emit(at..pe, t)?;
         }
         Ok(())
     }
 
-    /// A list of `name-addr / addr-spec` values with header parameters, `buf[s..e]`
-    /// (Contact, Route, Record-Route, Path, Service-Route, From, To).
-    fn address_list(&mut self, s: usize, e: usize, place: Places) -> Result<(), RewriteError> {
-        let buf = self.buf;
-        let bad = RewriteError::MalformedAddress;
-        let mut i = s;
-        loop {
-            i = lex::skip_to(buf, i, e, lex::is_ws);
-            if i >= e {
-                return Ok(());
-            }
-            let after = match at(buf, i) {
-                Some(b'*') => i + 1,
-                Some(b'"') => {
-                    let q = quoted_end(buf, i, e).ok_or(bad)?;
-                    let lt = lex::skip_to(buf, q, e, lex::is_ws);
-                    if at(buf, lt) != Some(b'<') {
-                        return Err(bad);
-                    }
-                    self.bracketed(lt, e, place)?
-                }
-                _ => {
-                    let stop = lex::skip_to(buf, i, e, |c| lex::is_token(c) || lex::is_ws(c));
-                    if stop < e && at(buf, stop) == Some(b'<') {
-                        self.bracketed(stop, e, place)?
-                    } else {
-                        // addr-spec: the URI ends at the first ";", "," or white space.
-                        let end =
-                            lex::skip_to(buf, i, e, |c| c != b';' && c != b',' && !lex::is_ws(c));
-                        self.uri(i, end, place)?;
-                        end
-                    }
-                }
-            };
-            i = self.header_params(after, e, place)?;
-            if i < e {
-                if at(buf, i) != Some(b',') {
-                    return Err(bad);
-                }
-                i += 1;
-            }
-        }
-    }
-
-    /// `<uri>` from the `<` at `lt`: rewrites the URI, returns the index after `>`.
-    fn bracketed(&mut self, lt: usize, e: usize, place: Places) -> Result<usize, RewriteError> {
-        let gt = self
-            .buf
-            .get(lt + 1..e)
-            .and_then(|r| memchr::memchr(b'>', r))
-            .map(|p| lt + 1 + p)
-            .ok_or(RewriteError::MalformedAddress)?;
-        self.uri(lt + 1, gt, place)?;
-        Ok(gt + 1)
-    }
-
-    /// Header parameters from `i`: `received` (an address, or a quoted URI as
-    /// Kamailio's registrar writes it) and `alias`. Returns where they end.
-    fn header_params(
+    /// A hit in the Via value `vs..ve`: its sent-by, `received` or `maddr`; `rport`
+    /// follows the address it goes with (`received`, else sent-by).
+    fn via(
         &mut self,
-        mut i: usize,
+        vs: usize,
+        ve: usize,
+        at: usize,
         e: usize,
+        ip: Ipv4Addr,
         place: Places,
-    ) -> Result<usize, RewriteError> {
-        let buf = self.buf;
-        let bad = RewriteError::MalformedAddress;
-        loop {
-            i = lex::skip_to(buf, i, e, lex::is_ws);
-            if i >= e || at(buf, i) != Some(b';') {
-                return Ok(i);
+    ) -> Result<(), RewriteError> {
+        let head = self.head;
+        let semi = lex::find_byte(head.get(..ve).unwrap_or(head), vs, b';').unwrap_or(ve);
+        if at < semi {
+            let by = sent_by(head, vs, semi)?;
+            if by.host != (at..e)
+                || lex::skip_to(head, by.port.as_ref().map_or(e, |p| p.0.end), semi, lex::WS)
+                    != semi
+            {
+                return Err(RewriteError::MalformedVia);
             }
-            let ns = lex::skip_to(buf, i + 1, e, lex::is_ws);
-            let ne = lex::skip_to(buf, ns, e, lex::is_token);
-            if ne == ns {
-                return Err(bad);
+            let default = if by.tls { 5061 } else { 5060 };
+            let sent_port = by.port.as_ref().map_or(default, |(_, p)| *p);
+            if let Some(to) = self.rules.by_transport(place, ip, sent_port) {
+                self.emit_host_port(at..e, by.port.map(|(r, _)| r), default, to)?;
             }
-            let name = buf.get(ns..ne).unwrap_or_default();
-            let eq = lex::skip_to(buf, ne, e, lex::is_ws);
-            if eq >= e || at(buf, eq) != Some(b'=') {
-                i = ne;
-                continue;
-            }
-            let vs = lex::skip_to(buf, eq + 1, e, lex::is_ws);
-            let quoted = at(buf, vs) == Some(b'"');
-            let ve = if quoted {
-                quoted_end(buf, vs, e).ok_or(bad)?
-            } else {
-                lex::skip_to(buf, vs, e, lex::is_param_value)
-            };
-            if ve == vs {
-                return Err(bad);
-            }
-            if eq_caseless(name, b"received") {
-                if quoted {
-                    let inner = buf.get(vs + 1..ve - 1).unwrap_or_default();
-                    let prefix = |p: &[u8]| inner.get(..p.len()).is_some_and(|h| eq_caseless(h, p));
-                    if prefix(b"sip:") || prefix(b"sips:") {
-                        self.uri(vs + 1, ve - 1, place)?;
-                    }
-                } else {
-                    self.ip_param(vs..ve, place, None)?;
-                }
-            } else if eq_caseless(name, b"alias") && !quoted {
-                self.alias(vs..ve, place)?;
-            }
-            i = ve;
-        }
-    }
-
-    /// The Via values of one field, `buf[s..e]`; the first is the top Via when
-    /// `top` (the message's first Via field).
-    fn via_list(&mut self, s: usize, e: usize, top: bool) -> Result<(), RewriteError> {
-        let buf = self.buf;
-        let bad = RewriteError::MalformedVia;
-        let ws = |i: usize| lex::skip_to(buf, i, e, lex::is_ws);
-        let token = |i: usize| {
-            let start = ws(i);
-            let end = lex::skip_to(buf, start, e, lex::is_token);
-            (end > start).then_some((start..end, end))
-        };
-        let slash = |i: usize| {
-            let j = ws(i);
-            (at(buf, j) == Some(b'/') && j < e).then_some(j + 1)
-        };
-        let mut i = s;
-        let mut first = top;
-        loop {
-            i = ws(i);
-            if i >= e {
-                return Ok(());
-            }
-            let place = if first {
-                Places::TOP_VIA
-            } else {
-                Places::OTHER_VIA
-            };
-            first = false;
-            // sent-protocol LWS sent-by
-            let (_, j) = token(i).ok_or(bad)?;
-            let j = slash(j).ok_or(bad)?;
-            let (_, j) = token(j).ok_or(bad)?;
-            let j = slash(j).ok_or(bad)?;
-            let (transport, j) = token(j).ok_or(bad)?;
-            let h = ws(j);
-            if h == j {
-                return Err(bad);
-            }
-            let h_end = if at(buf, h) == Some(b'[') {
-                buf.get(h..e)
-                    .and_then(|r| memchr::memchr(b']', r))
-                    .map(|p| h + p + 1)
-                    .ok_or(bad)?
-            } else {
-                lex::skip_to(buf, h, e, lex::is_host)
-            };
-            if h_end == h {
-                return Err(bad);
-            }
-            let mut k = h_end;
-            let mut port = None;
-            let c = ws(k);
-            if c < e && at(buf, c) == Some(b':') {
-                let p = ws(c + 1);
-                let pe = lex::skip_to(buf, p, e, |c| c.is_ascii_digit());
-                let v = lex::parse_u16(buf.get(p..pe).unwrap_or_default()).ok_or(bad)?;
-                port = Some((p..pe, v));
-                k = pe;
-            }
-            // via-params
-            let (mut received, mut rport, mut maddr) = (None, None, None);
-            loop {
-                let semi = ws(k);
-                if semi >= e || at(buf, semi) != Some(b';') {
-                    k = semi;
-                    break;
-                }
-                let (name, ne) = token(semi + 1).ok_or(bad)?;
-                let eq = ws(ne);
-                let value = if eq < e && at(buf, eq) == Some(b'=') {
-                    let vs = ws(eq + 1);
-                    let ve = if at(buf, vs) == Some(b'"') {
-                        quoted_end(buf, vs, e).ok_or(bad)?
-                    } else {
-                        lex::skip_to(buf, vs, e, lex::is_param_value)
-                    };
-                    if ve == vs {
-                        return Err(bad);
-                    }
-                    k = ve;
-                    Some(vs..ve)
-                } else {
-                    k = ne;
-                    None
-                };
-                let name = buf.get(name).unwrap_or_default();
-                if eq_caseless(name, b"received") {
-                    received = received.or(value);
-                } else if eq_caseless(name, b"rport") {
-                    rport = rport.or(Some(value));
-                } else if eq_caseless(name, b"maddr") {
-                    maddr = maddr.or(value);
-                }
-            }
-            if k < e {
-                if at(buf, k) != Some(b',') {
-                    return Err(bad);
-                }
-                k += 1;
-            }
-            i = k;
-            if !self.rules.places.contains(place) {
-                continue;
-            }
-            let tls = eq_caseless(buf.get(transport).unwrap_or_default(), b"tls");
-            let default = if tls { 5061 } else { 5060 };
-            let sent_by = lex::parse_ipv4(buf.get(h..h_end).unwrap_or_default());
-            let sent_port = port.as_ref().map_or(default, |(_, p)| *p);
-            if let Some(to) = sent_by.and_then(|ip| self.rules.by_transport(place, ip, sent_port)) {
-                self.emit_host_port(h..h_end, port.map(|(r, _)| r), default, to)?;
-            }
-            let received_ip = received
-                .clone()
-                .and_then(|r| lex::parse_ipv4(buf.get(r).unwrap_or_default()));
-            // rport=N with the address it goes with: a transport address.
-            let rport = rport.flatten().and_then(|r| {
-                let n = lex::parse_u16(buf.get(r.clone()).unwrap_or_default())?;
-                Some((r, n))
-            });
-            let rport_n = rport.as_ref().map(|(_, n)| *n);
-            let mut received_done = false;
-            if let Some((r, n)) = rport {
-                let to = received_ip
-                    .or(sent_by)
-                    .and_then(|ip| self.rules.by_transport(place, ip, n));
-                if let Some(to) = to {
+            // rport goes with the sent-by when no received says otherwise.
+            let params = via_params(head, semi, ve)?;
+            if let (None, Some(Some((r, n)))) = (params.received, params.rport) {
+                if let Some(to) = self.rules.by_transport(place, ip, n) {
                     self.emit_port(r, to.port())?;
-                    if let (Some(rr), Some(_)) = (received.clone(), received_ip) {
-                        self.emit_ip(rr, *to.ip())?;
-                        received_done = true;
-                    }
                 }
             }
-            if let (Some(rr), false) = (received, received_done) {
-                let hint = rport_n.unwrap_or(sent_port);
-                self.ip_param(rr, place, Some(hint))?;
+            return Ok(());
+        }
+        match param_name(head, semi, at) {
+            Some(n) if eq_caseless(n, b"received") => {
+                let params = via_params(head, semi, ve)?;
+                if params.received != Some(at..e) {
+                    return Ok(());
+                }
+                if let Some(Some((r, n))) = params.rport {
+                    if let Some(to) = self.rules.by_transport(place, ip, n) {
+                        self.emit_port(r, to.port())?;
+                        return self.emit_ip(at..e, *to.ip());
+                    }
+                    return self.ip_only(at, e, ip, place, Some(n));
+                }
+                let by = sent_by(head, vs, semi)?;
+                let default = if by.tls { 5061 } else { 5060 };
+                let hint = by.port.map_or(default, |(_, p)| p);
+                self.ip_only(at, e, ip, place, Some(hint))
             }
-            if let Some(m) = maddr {
-                self.ip_param(m, place, None)?;
-            }
+            Some(n) if eq_caseless(n, b"maddr") => self.ip_only(at, e, ip, place, None),
+            _ => Ok(()),
         }
     }
 
@@ -1006,26 +1001,28 @@ impl Rewriter<'_, '_> {
         media: Option<&mut dyn MediaMapper>,
     ) -> Result<(), RewriteError> {
         let sdp = Sdp::parse(body)?;
-        let span = |s: super::sdp::Span| base + usize::from(s.start)..base + usize::from(s.end);
-        // (address the stream had, where it goes now) per m= line.
+        let streams = sdp.media();
+        let span = |s: Span| base + usize::from(s.start)..base + usize::from(s.end);
+        // Per m= line: the address the stream had, and where it goes now.
         let mut mapped: [Option<(Ipv4Addr, Mapped)>; MAX_MEDIA] = [None; MAX_MEDIA];
         if let Some(mapper) = media {
-            let mut flows = [None; MAX_MEDIA];
-            for (slot, m) in flows.iter_mut().zip(sdp.media()) {
-                if !m.is_rejected() {
-                    *slot = Some(flow(&sdp, m)?);
-                }
+            // Every stream is checked before the first mapping is made.
+            for m in streams.iter().filter(|m| !m.is_rejected()) {
+                flow(&sdp, m)?;
             }
-            for (slot, f) in mapped.iter_mut().zip(flows) {
-                let Some(f) = f else { continue };
+            for (slot, m) in mapped.iter_mut().zip(streams) {
+                if m.is_rejected() {
+                    continue;
+                }
+                let f = flow(&sdp, m)?;
                 let to = mapper.map(&f)?;
-                let s = &f.stream;
-                if s.rtcp.is_none() && !s.rtcp_mux && Some(to.rtcp_port) != to.port.checked_add(1) {
+                if m.rtcp.is_none() && !m.rtcp_mux && Some(to.rtcp_port) != to.port.checked_add(1) {
                     return Err(RewriteError::RtcpNotAdjacent);
                 }
                 *slot = Some((f.addr, to));
             }
         }
+        let rules = self.rules;
         // An address that is not a mapped stream's own: a mapped stream's former
         // address becomes its new one, else the rules decide.
         let subst = |ip: Ipv4Addr| -> Option<Ipv4Addr> {
@@ -1034,28 +1031,21 @@ impl Rewriter<'_, '_> {
                 .flatten()
                 .find(|(from, _)| *from == ip && !ip.is_unspecified())
                 .map(|(_, to)| to.addr)
-                .or_else(|| self.rules.by_ip(Places::SDP, ip, None).map(|to| *to.ip()))
+                .or_else(|| rules.by_ip(Places::SDP, ip, None).map(|to| *to.ip()))
         };
-        let mut edits: [Option<(Range<usize>, Ipv4Addr)>; 2 + 2 * MAX_MEDIA] =
-            [const { None }; 2 + 2 * MAX_MEDIA];
-        let mut n = 0;
-        let mut push = |r: Range<usize>, ip: Ipv4Addr| {
-            if let Some(slot) = edits.get_mut(n) {
-                *slot = Some((r, ip));
-                n += 1;
-            }
-        };
-        if let Some(o) = sdp.origin() {
-            if let Address::V4(ip) = o.addr {
-                if let Some(to) = subst(ip) {
-                    push(span(o.span), to);
-                }
+        if let Some(Origin {
+            addr: Address::V4(ip),
+            span: s,
+        }) = sdp.origin()
+        {
+            if let Some(to) = subst(*ip) {
+                self.emit_ip(span(*s), to)?;
             }
         }
         if let Some(c) = sdp.connection().filter(|c| !c.is_hold()) {
             // The streams using the session c= must agree on their new address.
             let mut to = None;
-            for (m, map) in sdp.media().iter().zip(&mapped) {
+            for (m, map) in streams.iter().zip(&mapped) {
                 if let (None, Some((_, dst))) = (m.connection, map) {
                     if to.is_some_and(|t| t != dst.addr) {
                         return Err(RewriteError::MediaAddressConflict);
@@ -1069,31 +1059,22 @@ impl Rewriter<'_, '_> {
                 _ => None,
             };
             if let Some(t) = to {
-                push(span(c.span), t);
+                self.emit_ip(span(c.span), t)?;
             }
         }
-        for (m, map) in sdp.media().iter().zip(&mapped) {
-            let own = |c: &Connection<'_>| match (map, c.addr) {
+        for (m, map) in streams.iter().zip(&mapped) {
+            let own = |c: &Connection| match (map, c.addr) {
                 _ if c.is_hold() => None,
                 (Some((_, to)), _) => Some(to.addr),
                 (None, Address::V4(ip)) => subst(ip),
                 _ => None,
             };
-            if let Some(c) = &m.connection {
+            let rtcp_c = m.rtcp.as_ref().and_then(|r| r.connection.as_ref());
+            for c in m.connection.iter().chain(rtcp_c) {
                 if let Some(t) = own(c) {
-                    push(span(c.span), t);
+                    self.emit_ip(span(c.span), t)?;
                 }
             }
-            if let Some(c) = m.rtcp.as_ref().and_then(|r| r.connection.as_ref()) {
-                if let Some(t) = own(c) {
-                    push(span(c.span), t);
-                }
-            }
-        }
-        for (r, ip) in edits.into_iter().flatten() {
-            self.emit_ip(r, ip)?;
-        }
-        for (m, map) in sdp.media().iter().zip(mapped) {
             let Some((_, to)) = map else { continue };
             self.emit_port(span(m.port_span), to.port)?;
             if let Some(r) = &m.rtcp {
@@ -1131,10 +1112,10 @@ impl Rewriter<'_, '_> {
 }
 
 /// The stream `m` resolved for the mapper; only IPv4 unicast can be relayed.
-fn flow<'a>(sdp: &Sdp<'a>, m: &MediaStream<'a>) -> Result<MediaFlow<'a>, RewriteError> {
-    let v4 = |c: &Connection<'_>| match c.addr {
+fn flow<'a>(sdp: &Sdp<'a>, m: &MediaStream) -> Result<MediaFlow<'a>, RewriteError> {
+    let v4 = |c: &Connection| match c.addr {
         Address::V4(ip) if !ip.is_multicast() => Ok(ip),
-        Address::V6(_) => Err(RewriteError::Ipv6Media),
+        Address::V6 => Err(RewriteError::Ipv6Media),
         _ => Err(RewriteError::UnsupportedMediaAddress),
     };
     let c = sdp.connection_of(m).ok_or(SdpError::MissingConnection)?;
@@ -1150,6 +1131,7 @@ fn flow<'a>(sdp: &Sdp<'a>, m: &MediaStream<'a>) -> Result<MediaFlow<'a>, Rewrite
     };
     Ok(MediaFlow {
         stream: *m,
+        media: sdp.text(m.media),
         addr,
         rtcp_port,
         rtcp_addr,
@@ -1210,8 +1192,13 @@ mod tests {
             if let Some(e) = self.fail {
                 return Err(e);
             }
-            self.flows
-                .push((f.stream.index, f.addr, f.stream.port, f.rtcp_port, f.hold));
+            self.flows.push((
+                usize::from(f.stream.index),
+                f.addr,
+                f.stream.port,
+                f.rtcp_port,
+                f.hold,
+            ));
             let port = self.next;
             self.next += 2;
             Ok(Mapped {
@@ -1645,7 +1632,7 @@ Content-Length: 0\r
                 RewriteError::UnsupportedBody,
             ),
             (
-                msg(&KAMAILIO_INVITE.replace("Record-Route: <sip:198.19.1.1;lr", "Record-Route: <sip:198.19.1.1;lr;")),
+                msg(&KAMAILIO_INVITE.replace("Record-Route: <sip:198.19.1.1;lr", "Record-Route: <sip:198.19.1.1:99999;lr")),
                 RewriteError::MalformedAddress,
             ),
             (
@@ -1762,10 +1749,17 @@ Content-Length: N\r
         let to_a = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 11), 5062);
         let to_b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 12), 5064);
         let r = rules(&[(a, to_a, Places::ALL), (b, to_b, Places::ALL)]);
-        assert_eq!(r.by_ip(Places::TOP_VIA, *SNAT.ip(), Some(1026)), Some(to_b));
-        assert_eq!(r.by_ip(Places::TOP_VIA, *SNAT.ip(), Some(9)), Some(to_a));
+        let to = |r: Option<SocketAddrV4>| r;
         assert_eq!(
-            r.by_transport(Places::CONTACT, *SNAT.ip(), 1026),
+            to(r.by_ip(Places::TOP_VIA, *SNAT.ip(), Some(1026))),
+            Some(to_b)
+        );
+        assert_eq!(
+            to(r.by_ip(Places::TOP_VIA, *SNAT.ip(), Some(9))),
+            Some(to_a)
+        );
+        assert_eq!(
+            to(r.by_transport(Places::CONTACT, *SNAT.ip(), 1026)),
             Some(to_b)
         );
         assert_eq!(r.needles(Places::ALL).count(), 1);
@@ -1786,7 +1780,6 @@ Content-Length: N\r
     fn error_indices_are_dense_and_names_unique() {
         let mut all = vec![
             RewriteError::TooManyRules,
-            RewriteError::TooManyFields,
             RewriteError::MalformedVia,
             RewriteError::MalformedAddress,
             RewriteError::UnsupportedBody,

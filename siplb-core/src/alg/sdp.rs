@@ -106,20 +106,20 @@ impl Span {
     }
 }
 
-/// A `c=`, `o=` or `a=rtcp` address.
+/// A `c=`, `o=` or `a=rtcp` address. The text is at the holder's span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Address<'a> {
+pub enum Address {
     V4(Ipv4Addr),
-    V6(Ipv6Addr),
+    V6,
     /// A host name (or anything else that is not an address) under `IP4`, or a
     /// name under `IP6` in `o=`.
-    Name(&'a [u8]),
+    Name,
 }
 
 /// A connection line (`c=`), or the address part of `a=rtcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Connection<'a> {
-    pub addr: Address<'a>,
+pub struct Connection {
+    pub addr: Address,
     /// The address text, without the `/ttl` and `/count` suffixes.
     pub span: Span,
     /// Multicast TTL (`IP4 addr/ttl`).
@@ -128,7 +128,7 @@ pub struct Connection<'a> {
     pub count: u16,
 }
 
-impl Connection<'_> {
+impl Connection {
     /// `c=IN IP4 0.0.0.0`: the RFC 2543 way to put a stream on hold.
     pub fn is_hold(&self) -> bool {
         self.addr == Address::V4(Ipv4Addr::UNSPECIFIED)
@@ -137,8 +137,8 @@ impl Connection<'_> {
 
 /// The `o=` line's address: the session's originator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin<'a> {
-    pub addr: Address<'a>,
+pub struct Origin {
+    pub addr: Address,
     pub span: Span,
 }
 
@@ -154,33 +154,34 @@ pub enum Direction {
 
 /// `a=rtcp:port [IN IP4 address]` (RFC 3605).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rtcp<'a> {
+pub struct Rtcp {
     pub port: u16,
     pub port_span: Span,
-    pub connection: Option<Connection<'a>>,
+    pub connection: Option<Connection>,
 }
 
-/// One media section: its `m=` line and the attributes of its section.
+/// One media section: its `m=` line and the attributes of its section. Texts are
+/// spans of the body: read them with [`Sdp::text`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MediaStream<'a> {
+pub struct MediaStream {
     /// Position among the `m=` lines, from 0: an answer's streams match the offer's
     /// by this index (RFC 3264 §6).
-    pub index: usize,
+    pub index: u8,
     /// `audio`, `video`, `application`, ...
-    pub media: &'a [u8],
+    pub media: Span,
     /// 0 rejects the stream.
     pub port: u16,
     pub port_span: Span,
     /// `port/count`; 1 when absent.
     pub port_count: u16,
     /// `RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, `udp`, ...
-    pub proto: &'a [u8],
+    pub proto: Span,
     /// The format list as written (payload types for RTP).
-    pub formats: &'a [u8],
+    pub formats: Span,
     /// Media-level `c=`; the session's applies when `None` (see
     /// [`Sdp::connection_of`]).
-    pub connection: Option<Connection<'a>>,
-    pub rtcp: Option<Rtcp<'a>>,
+    pub connection: Option<Connection>,
+    pub rtcp: Option<Rtcp>,
     pub rtcp_mux: bool,
     /// Media-level direction; see [`Sdp::direction_of`].
     pub direction: Option<Direction>,
@@ -190,21 +191,23 @@ pub struct MediaStream<'a> {
     pub section: Span,
 }
 
-impl MediaStream<'_> {
-    const EMPTY: MediaStream<'static> = MediaStream {
+const NO_SPAN: Span = Span { start: 0, end: 0 };
+
+impl MediaStream {
+    const EMPTY: MediaStream = MediaStream {
         index: 0,
-        media: b"",
+        media: NO_SPAN,
         port: 0,
-        port_span: Span { start: 0, end: 0 },
+        port_span: NO_SPAN,
         port_count: 1,
-        proto: b"",
-        formats: b"",
+        proto: NO_SPAN,
+        formats: NO_SPAN,
         connection: None,
         rtcp: None,
         rtcp_mux: false,
         direction: None,
         ice_lines: 0,
-        section: Span { start: 0, end: 0 },
+        section: NO_SPAN,
     };
 
     /// Port 0: a stream the answerer rejects or the offerer removes (RFC 3264 §6, §8.2).
@@ -217,11 +220,11 @@ impl MediaStream<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sdp<'a> {
     body: &'a [u8],
-    origin: Option<Origin<'a>>,
-    connection: Option<Connection<'a>>,
+    origin: Option<Origin>,
+    connection: Option<Connection>,
     direction: Option<Direction>,
-    media: [MediaStream<'a>; MAX_MEDIA],
-    media_len: usize,
+    media_len: u8,
+    media: [MediaStream; MAX_MEDIA],
 }
 
 impl<'a> Sdp<'a> {
@@ -230,19 +233,21 @@ impl<'a> Sdp<'a> {
         if body.len() > usize::from(u16::MAX) {
             return Err(SdpError::TooLarge);
         }
+        if !body.starts_with(b"v=") {
+            return Err(SdpError::NotSdp);
+        }
         let mut sdp = Sdp {
             body,
             origin: None,
             connection: None,
             direction: None,
-            media: [MediaStream::EMPTY; MAX_MEDIA],
             media_len: 0,
+            media: [MediaStream::EMPTY; MAX_MEDIA],
         };
-        let mut pos = 0;
-        let mut seen_v = false;
+        // The v= line, then one line at a time.
+        let mut pos = lex::find_byte(body, 0, b'\n').map_or(body.len(), |nl| nl + 1);
         while pos < body.len() {
-            let rest = body.get(pos..).unwrap_or_default();
-            let nl = memchr::memchr(b'\n', rest).map_or(body.len(), |i| pos + i);
+            let nl = lex::find_byte(body, pos, b'\n').unwrap_or(body.len());
             let end = if nl > pos && at(body, nl - 1) == Some(b'\r') {
                 nl - 1
             } else {
@@ -255,29 +260,12 @@ impl<'a> Sdp<'a> {
             }
             let kind = at(body, start).unwrap_or(0);
             if !kind.is_ascii_alphabetic() || at(body, start + 1) != Some(b'=') {
-                return Err(if seen_v {
-                    SdpError::BadLine
-                } else {
-                    SdpError::NotSdp
-                });
-            }
-            if !seen_v {
-                if kind != b'v' {
-                    return Err(SdpError::NotSdp);
-                }
-                seen_v = true;
-                continue;
+                return Err(SdpError::BadLine);
             }
             sdp.line(kind, start, start + 2, end)?;
         }
-        if !seen_v {
-            return Err(SdpError::NotSdp);
-        }
-        if let Some(last) = sdp
-            .media_len
-            .checked_sub(1)
-            .and_then(|i| sdp.media.get_mut(i))
-        {
+        let n = usize::from(sdp.media_len);
+        if let Some(last) = n.checked_sub(1).and_then(|i| sdp.media.get_mut(i)) {
             last.section.end = body.len() as u16;
         }
         let session = sdp.connection.is_some();
@@ -294,12 +282,30 @@ impl<'a> Sdp<'a> {
     /// Takes in the line `kind=` whose value is `body[v..end]`.
     fn line(&mut self, kind: u8, start: usize, v: usize, end: usize) -> Result<(), SdpError> {
         let body = self.body;
-        let current = self
-            .media_len
-            .checked_sub(1)
-            .and_then(|i| self.media.get_mut(i));
+        let n = usize::from(self.media_len);
+        let current = n.checked_sub(1).and_then(|i| self.media.get_mut(i));
         match kind {
-            b'o' if current.is_none() => self.origin = Some(origin(body, v, end)?),
+            b'a' => {
+                let value = body.get(v..end).unwrap_or_default();
+                match (attribute(value), current) {
+                    (Attribute::Direction(d), None) => self.direction = Some(d),
+                    (Attribute::Direction(d), Some(m)) => m.direction = Some(d),
+                    (Attribute::Rtcp, Some(m)) => m.rtcp = Some(rtcp(body, v + 5, end)?),
+                    (Attribute::RtcpMux, Some(m)) => m.rtcp_mux = true,
+                    (Attribute::Ice, Some(m)) => m.ice_lines = m.ice_lines.saturating_add(1),
+                    _ => {}
+                }
+            }
+            b'm' => {
+                if let Some(m) = current {
+                    m.section.end = start as u16;
+                }
+                let slot = self.media.get_mut(n).ok_or(SdpError::TooManyMedia)?;
+                media(body, v, end, slot)?;
+                slot.index = n as u8;
+                slot.section = Span::new(start, end);
+                self.media_len += 1;
+            }
             b'c' => {
                 let c = connection(body, v, end).ok_or(SdpError::BadConnection)?;
                 let slot = match current {
@@ -310,46 +316,7 @@ impl<'a> Sdp<'a> {
                     return Err(SdpError::BadConnection);
                 }
             }
-            b'm' => {
-                if let Some(m) = current {
-                    m.section.end = start as u16;
-                }
-                let index = self.media_len;
-                let slot = self.media.get_mut(index).ok_or(SdpError::TooManyMedia)?;
-                *slot = media(body, v, end, index)?;
-                slot.section = Span::new(start, end);
-                self.media_len += 1;
-            }
-            b'a' => {
-                let value = body.get(v..end).unwrap_or_default();
-                let direction = match value {
-                    b"sendrecv" => Some(Direction::SendRecv),
-                    b"sendonly" => Some(Direction::SendOnly),
-                    b"recvonly" => Some(Direction::RecvOnly),
-                    b"inactive" => Some(Direction::Inactive),
-                    _ => None,
-                };
-                match current {
-                    None => {
-                        if direction.is_some() {
-                            self.direction = direction;
-                        }
-                    }
-                    Some(m) => {
-                        if direction.is_some() {
-                            m.direction = direction;
-                        } else if let Some(r) = value.strip_prefix(b"rtcp:") {
-                            m.rtcp = Some(rtcp(body, end - r.len(), end)?);
-                        } else if value == b"rtcp-mux" {
-                            m.rtcp_mux = true;
-                        } else if value.starts_with(b"candidate:")
-                            || value.starts_with(b"remote-candidates:")
-                        {
-                            m.ice_lines = m.ice_lines.saturating_add(1);
-                        }
-                    }
-                }
-            }
+            b'o' if current.is_none() => self.origin = Some(origin(body, v, end)?),
             _ => {}
         }
         Ok(())
@@ -360,12 +327,17 @@ impl<'a> Sdp<'a> {
         self.body
     }
 
-    pub fn origin(&self) -> Option<&Origin<'a>> {
+    /// The text at `span`.
+    pub fn text(&self, span: Span) -> &'a [u8] {
+        self.body.get(span.range()).unwrap_or_default()
+    }
+
+    pub fn origin(&self) -> Option<&Origin> {
         self.origin.as_ref()
     }
 
     /// The session-level `c=`.
-    pub fn connection(&self) -> Option<&Connection<'a>> {
+    pub fn connection(&self) -> Option<&Connection> {
         self.connection.as_ref()
     }
 
@@ -375,22 +347,24 @@ impl<'a> Sdp<'a> {
     }
 
     /// The media sections, in order.
-    pub fn media(&self) -> &[MediaStream<'a>] {
-        self.media.get(..self.media_len).unwrap_or_default()
+    pub fn media(&self) -> &[MediaStream] {
+        self.media
+            .get(..usize::from(self.media_len))
+            .unwrap_or_default()
     }
 
     /// The `c=` that applies to `m`: its own, else the session's.
-    pub fn connection_of(&self, m: &MediaStream<'a>) -> Option<Connection<'a>> {
+    pub fn connection_of(&self, m: &MediaStream) -> Option<Connection> {
         m.connection.or(self.connection)
     }
 
     /// The direction that applies to `m`: its own, else the session's, else sendrecv.
-    pub fn direction_of(&self, m: &MediaStream<'a>) -> Direction {
+    pub fn direction_of(&self, m: &MediaStream) -> Direction {
         m.direction.or(self.direction).unwrap_or_default()
     }
 
     /// Whether `m` is on hold in either form: `sendonly`/`inactive`, or `c=` 0.0.0.0.
-    pub fn on_hold(&self, m: &MediaStream<'a>) -> bool {
+    pub fn on_hold(&self, m: &MediaStream) -> bool {
         matches!(
             self.direction_of(m),
             Direction::SendOnly | Direction::Inactive
@@ -398,130 +372,167 @@ impl<'a> Sdp<'a> {
     }
 }
 
-/// The index of the last `c` in `s[..before]`.
-fn rfind(s: &[u8], c: u8, before: usize) -> Option<usize> {
-    s.get(..before)?.iter().rposition(|&x| x == c)
+/// The attributes the view reads (RFC 3264 §5.1, RFC 3605, RFC 5761, RFC 8839).
+enum Attribute {
+    Direction(Direction),
+    /// `rtcp:` (its value starts after those five bytes).
+    Rtcp,
+    RtcpMux,
+    /// `candidate:` or `remote-candidates:`.
+    Ice,
+    Other,
 }
 
-/// `o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`. The
-/// fields are read from the right, so a user name with spaces (seen in the wild)
-/// does not shift the address.
-fn origin(body: &[u8], v: usize, end: usize) -> Result<Origin<'_>, SdpError> {
-    let bad = SdpError::BadOrigin;
-    let value = body.get(v..end).ok_or(bad)?;
-    let sp3 = rfind(value, b' ', value.len()).ok_or(bad)?;
-    let sp2 = rfind(value, b' ', sp3).ok_or(bad)?;
-    let sp1 = rfind(value, b' ', sp2).ok_or(bad)?;
-    let head = value.get(..sp1).unwrap_or_default();
-    if head.iter().filter(|&&c| c == b' ').count() < 2
-        || value.get(sp1 + 1..sp2) != Some(&b"IN"[..])
-    {
-        return Err(bad);
+/// Classifies an attribute by its first bytes: most lines are `rtpmap`/`fmtp`.
+fn attribute(value: &[u8]) -> Attribute {
+    match value.first() {
+        Some(b's') => match value {
+            b"sendrecv" => Attribute::Direction(Direction::SendRecv),
+            b"sendonly" => Attribute::Direction(Direction::SendOnly),
+            _ => Attribute::Other,
+        },
+        Some(b'r') => match value.get(..5) {
+            Some(b"rtcp:") => Attribute::Rtcp,
+            Some(b"rtcp-") if value == b"rtcp-mux" => Attribute::RtcpMux,
+            Some(b"recvo") if value == b"recvonly" => Attribute::Direction(Direction::RecvOnly),
+            Some(b"remot") if value.starts_with(b"remote-candidates:") => Attribute::Ice,
+            _ => Attribute::Other,
+        },
+        Some(b'i') if value == b"inactive" => Attribute::Direction(Direction::Inactive),
+        Some(b'c') if value.starts_with(b"candidate:") => Attribute::Ice,
+        _ => Attribute::Other,
     }
-    let addrtype = value.get(sp2 + 1..sp3).unwrap_or_default();
-    let text = value.get(sp3 + 1..).unwrap_or_default();
-    let addr = match addrtype {
-        _ if text.is_empty() => return Err(bad),
-        b"IP4" => lex::parse_ipv4(text).map_or(Address::Name(text), Address::V4),
-        b"IP6" => ipv6(text).map_or(Address::Name(text), Address::V6),
-        _ => return Err(bad),
-    };
-    Ok(Origin {
-        addr,
-        span: Span::new(v + sp3 + 1, end),
-    })
+}
+
+/// `IN IP4 ` or `IN IP6 ` at `i`: 4 or 6.
+fn addrtype(s: &[u8], i: usize) -> Option<u8> {
+    match s.get(i..i + 7)? {
+        b"IN IP4 " => Some(4),
+        b"IN IP6 " => Some(6),
+        _ => None,
+    }
 }
 
 fn ipv6(text: &[u8]) -> Option<Ipv6Addr> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-/// `IN IP4 <address>[/ttl[/count]]` or `IN IP6 <address>[/count]` in `body[v..end]`.
-fn connection(body: &[u8], v: usize, end: usize) -> Option<Connection<'_>> {
-    let value = body.get(v..end)?;
-    let (addrtype, a) = if let Some(rest) = value.strip_prefix(b"IN IP4 ") {
-        (4, rest)
-    } else {
-        (6, value.strip_prefix(b"IN IP6 ")?)
+/// `o=<username> <sess-id> <sess-version> IN IP4|IP6 <unicast-address>`. Read from the
+/// right, so a user name with spaces (seen in the wild) does not shift the address.
+fn origin(body: &[u8], v: usize, end: usize) -> Result<Origin, SdpError> {
+    let bad = SdpError::BadOrigin;
+    let sp = body
+        .get(v..end)
+        .and_then(|value| value.iter().rposition(|&c| c == b' '))
+        .map(|p| v + p)
+        .ok_or(bad)?;
+    // `IN IP4 ` ends at the last space, after user, session id and version.
+    let t = sp.checked_sub(6).filter(|&t| t > v + 1).ok_or(bad)?;
+    let space_before = |i: usize| body.get(v..i)?.iter().rposition(|&c| c == b' ');
+    let fields = space_before(t - 1).and_then(|s2| space_before(v + s2));
+    let kind = addrtype(body, t).filter(|_| at(body, t - 1) == Some(b' ') && fields.is_some());
+    let text = body.get(sp + 1..end).unwrap_or_default();
+    let addr = match kind {
+        _ if text.is_empty() => return Err(bad),
+        Some(4) => lex::parse_ipv4(text).map_or(Address::Name, Address::V4),
+        Some(_) => ipv6(text).map_or(Address::Name, |_| Address::V6),
+        None => return Err(bad),
     };
-    let a_start = end - a.len();
-    let slash = a.iter().position(|&c| c == b'/').unwrap_or(a.len());
-    let text = a.get(..slash)?;
-    let mut suffix = a.get(slash..)?.split(|&c| c == b'/').skip(1);
-    let (addr, ttl, count) = if addrtype == 4 {
-        let addr = match lex::parse_ipv4(text) {
+    Ok(Origin {
+        addr,
+        span: Span::new(sp + 1, end),
+    })
+}
+
+/// `IN IP4 <address>[/ttl[/count]]` or `IN IP6 <address>[/count]` in `body[v..end]`.
+fn connection(body: &[u8], v: usize, end: usize) -> Option<Connection> {
+    let kind = addrtype(body, v)?;
+    let a = v + 7;
+    let slash = lex::find_byte(body.get(..end)?, a, b'/').unwrap_or(end);
+    let text = body.get(a..slash)?;
+    let addr = if kind == 4 {
+        match lex::parse_ipv4(text) {
             Some(ip) => Address::V4(ip),
-            None if !text.is_empty() && text.iter().all(|&c| lex::is_host(c)) => {
-                Address::Name(text)
+            None if !text.is_empty() && text.iter().all(|&c| lex::is(c, lex::HOST)) => {
+                Address::Name
             }
             None => return None,
-        };
-        let ttl = match suffix.next() {
-            Some(t) => Some(u8::try_from(lex::parse_u16(t)?).ok()?),
-            None => None,
-        };
-        (addr, ttl, suffix.next())
+        }
     } else {
-        (Address::V6(ipv6(text)?), None, suffix.next())
+        ipv6(text)?;
+        Address::V6
     };
-    if suffix.next().is_some() {
+    // Suffixes: IP4 `/ttl[/count]`, IP6 `/count`.
+    let number = |from: usize| {
+        let e = lex::skip_to(body, from, end, lex::DIGIT);
+        Some((lex::parse_u16(body.get(from..e)?)?, e))
+    };
+    let (mut ttl, mut count, mut i) = (None, 1, slash);
+    if i < end && kind == 4 {
+        let (t, e) = number(i + 1)?;
+        ttl = Some(u8::try_from(t).ok()?);
+        i = e;
+    }
+    if i < end {
+        if at(body, i) != Some(b'/') {
+            return None;
+        }
+        let (c, e) = number(i + 1)?;
+        count = c;
+        i = e;
+    }
+    if i != end || !(1..=MAX_PORT_COUNT).contains(&count) {
         return None;
     }
-    let count = match count {
-        Some(c) => lex::parse_u16(c).filter(|&n| (1..=MAX_PORT_COUNT).contains(&n))?,
-        None => 1,
-    };
     Some(Connection {
         addr,
-        span: Span::new(a_start, a_start + slash),
+        span: Span::new(a, slash),
         ttl,
         count,
     })
 }
 
-/// `m=<media> <port>[/<count>] <proto> <fmt> ...` in `body[v..end]`.
-fn media(body: &[u8], v: usize, end: usize, index: usize) -> Result<MediaStream<'_>, SdpError> {
+/// `m=<media> <port>[/<count>] <proto> <fmt> ...` in `body[v..end]`, into `m`.
+fn media(body: &[u8], v: usize, end: usize, m: &mut MediaStream) -> Result<(), SdpError> {
     let bad = SdpError::BadMedia;
-    let value = body.get(v..end).unwrap_or_default();
-    let mut fields = value.splitn(4, |&c| c == b' ');
-    let media = fields.next().unwrap_or_default();
-    let ports = fields.next().unwrap_or_default();
-    let proto = fields.next().unwrap_or_default();
-    let formats = fields.next().unwrap_or_default();
-    if media.is_empty() || ports.is_empty() || proto.is_empty() {
+    let line = body.get(..end).ok_or(bad)?;
+    let sp = lex::find_byte(line, v, b' ').ok_or(bad)?;
+    let p = sp + 1;
+    let pe = lex::skip_to(body, p, end, lex::DIGIT);
+    let port = lex::parse_u16(body.get(p..pe).unwrap_or_default()).ok_or(bad)?;
+    let mut i = pe;
+    let mut port_count = 1;
+    if at(body, i) == Some(b'/') && i < end {
+        let ce = lex::skip_to(body, i + 1, end, lex::DIGIT);
+        port_count = lex::parse_u16(body.get(i + 1..ce).unwrap_or_default())
+            .filter(|&n| (1..=MAX_PORT_COUNT).contains(&n))
+            .ok_or(SdpError::BadCount)?;
+        i = ce;
+    }
+    if at(body, i) != Some(b' ') || i >= end || sp == v {
         return Err(bad);
     }
-    let slash = ports.iter().position(|&c| c == b'/');
-    let port_text = ports
-        .get(..slash.unwrap_or(ports.len()))
-        .unwrap_or_default();
-    let port = lex::parse_u16(port_text).ok_or(bad)?;
-    let port_count = match slash {
-        Some(s) => lex::parse_u16(ports.get(s + 1..).unwrap_or_default())
-            .filter(|&n| (1..=MAX_PORT_COUNT).contains(&n))
-            .ok_or(SdpError::BadCount)?,
-        None => 1,
-    };
+    let t = i + 1;
+    let te = lex::find_byte(line, t, b' ').unwrap_or(end);
+    if te == t {
+        return Err(bad);
+    }
     // RTP takes `count` even ports from `port`, RTCP the odd one above each.
     if port != 0 && u32::from(port) + 2 * u32::from(port_count) - 1 > u32::from(u16::MAX) {
         return Err(SdpError::BadCount);
     }
-    let p_start = v + media.len() + 1;
-    Ok(MediaStream {
-        index,
-        media,
-        port,
-        port_span: Span::new(p_start, p_start + port_text.len()),
-        port_count,
-        proto,
-        formats,
-        ..MediaStream::EMPTY
-    })
+    m.media = Span::new(v, sp);
+    m.port = port;
+    m.port_span = Span::new(p, pe);
+    m.port_count = port_count;
+    m.proto = Span::new(t, te);
+    m.formats = Span::new((te + 1).min(end), end);
+    Ok(())
 }
 
 /// `a=rtcp:` value in `body[v..end]`: `<port> [<nettype> <addrtype> <address>]`.
-fn rtcp(body: &[u8], v: usize, end: usize) -> Result<Rtcp<'_>, SdpError> {
-    let stop = lex::skip(body, v, |c| c.is_ascii_digit()).min(end);
+fn rtcp(body: &[u8], v: usize, end: usize) -> Result<Rtcp, SdpError> {
+    let stop = lex::skip_to(body, v, end, lex::DIGIT);
     let port = lex::parse_u16(body.get(v..stop).unwrap_or_default()).ok_or(SdpError::BadRtcp)?;
     let connection = match at(body, stop) {
         _ if stop == end => None,
@@ -571,12 +582,12 @@ a=rtpmap:99 h263-1998/90000\r\n";
             panic!("two streams")
         };
         assert_eq!(
-            (audio.index, audio.media, audio.port),
+            (audio.index, sdp.text(audio.media), audio.port),
             (0, &b"audio"[..], 49170)
         );
         assert_eq!(text(OFFER, audio.port_span), b"49170");
         assert_eq!(
-            (audio.proto, audio.formats),
+            (sdp.text(audio.proto), sdp.text(audio.formats)),
             (&b"RTP/AVP"[..], &b"0 8 101"[..])
         );
         assert_eq!(sdp.connection_of(audio).as_ref(), sdp.connection());
@@ -640,24 +651,17 @@ m=video 49180 RTP/AVP 31\r\nc=IN IP6 2001:2::10\r\n\
 m=text 49190 RTP/AVP 98\r\nc=IN IP4 media.example.com\r\n\
 a=candidate:1 1 UDP 2130706431 198.18.0.10 49190 typ host\r\n";
         let sdp = Sdp::parse(body).unwrap();
-        assert_eq!(
-            sdp.origin().unwrap().addr,
-            Address::V6("2001:2::10".parse().unwrap())
-        );
+        assert_eq!(sdp.origin().unwrap().addr, Address::V6);
+        assert_eq!(sdp.text(sdp.origin().unwrap().span), b"2001:2::10");
         let [a, v, t] = sdp.media() else { panic!() };
         assert_eq!(a.port_count, 2);
         let c = a.connection.unwrap();
         assert_eq!((c.ttl, c.count), (Some(127), 2));
         assert_eq!(text(body, c.span), b"233.252.0.1");
         assert!(a.rtcp_mux);
-        assert_eq!(
-            v.connection.unwrap().addr,
-            Address::V6("2001:2::10".parse().unwrap())
-        );
-        assert_eq!(
-            t.connection.unwrap().addr,
-            Address::Name(b"media.example.com")
-        );
+        assert_eq!(v.connection.unwrap().addr, Address::V6);
+        assert_eq!(t.connection.unwrap().addr, Address::Name);
+        assert_eq!(sdp.text(t.connection.unwrap().span), b"media.example.com");
         assert_eq!(t.ice_lines, 1);
     }
 
