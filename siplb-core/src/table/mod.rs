@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod dialog;
 pub mod flow;
+pub mod media;
 pub mod registration;
 pub mod sweep;
 
