@@ -1,0 +1,364 @@
+//! Per-packet cost of RTP through the media table, in process, no I/O (issue 12,
+//! item 6).
+//!
+//!   cargo run --release -p bench --bin media [-- MAPPINGS [ROUNDS [FRAMES]]]
+//!
+//! Lays out 64 pools (ports 1024-65535 of 32 VIP and 32 SNAT addresses, as a farm
+//! with a pool of addresses would), creates MAPPINGS (default 1,000,000) mappings
+//! through `MediaTable::announce` (the client's offer and the backend's answer), and
+//! prints bytes per mapping. Then it times, over FRAMES (default 262,144) prebuilt
+//! 200-byte RTP frames of mappings picked at random (so the table is hit at random
+//! places, as by many calls), per frame:
+//!
+//! - media path: copy into the "mbuf", the Ethernet/IPv4/UDP checks, `forward`
+//!   (lookup, source check, deadline refresh, counters) and the NAT rewrite (both
+//!   addresses and ports, TTL, incremental IPv4 and UDP checksums),
+//! - `forward` alone, from addresses parsed beforehand,
+//! - the reference in the same run: the copy plus the Ethernet/IPv4/UDP checks (what
+//!   any UDP forwarder does), as `pipeline` measures it,
+//!
+//! in both directions (client → VIP leg, backend → SNAT leg). Each round is one pass
+//! over all frames; the best and median round are printed. Figures, no asserts on
+//! time: the machine is shared.
+
+use siplb_core::alg::Mapped;
+use siplb_core::lb::sim::{self, port_mac};
+use siplb_core::table::media::{
+    Announce, Leg, MediaMemory, MediaTable, Placement, PoolSpec, Side, MAX_STREAMS,
+};
+use siplb_core::wire::ethernet::{self, EthernetFrame};
+use siplb_core::wire::ipv4::Ipv4Packet;
+use siplb_core::wire::udp::UdpPacket;
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+/// Table time (s); mappings idle out after `TIMEOUT` s, never during the run.
+const T0: u32 = 1000;
+const TIMEOUT: u16 = 60;
+const ADDRS: u32 = 32;
+/// Ethernet 14 + IPv4 20 + UDP 8 + RTP 12 + 146 bytes of audio.
+const FRAME: usize = 200;
+
+fn vip(j: u32) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 2, 1 + j as u8)
+}
+
+fn snat(j: u32) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 3, 1 + j as u8)
+}
+
+/// The endpoints of mapping `i`: a client behind the VIP side, a media relay behind
+/// the farm.
+fn client(i: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | i), 4000)
+}
+
+fn relay(i: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(198, 18, 1, 11 + (i % 4) as u8),
+        20000 + 2 * (i % 10000) as u16,
+    )
+}
+
+fn call(i: u32) -> u64 {
+    siplb_core::hash::hash64(&i.to_le_bytes())
+}
+
+/// An RTP frame with a filled UDP checksum, so the rewrite updates it.
+fn rtp_frame(from: SocketAddrV4, to: SocketAddrV4, seq: u16) -> Vec<u8> {
+    let mut payload = vec![0xd5u8; FRAME - 42];
+    payload[..4].copy_from_slice(&[0x80, 0x00, (seq >> 8) as u8, seq as u8]);
+    let mut f = sim::udp_frame(
+        port_mac(0),
+        (*from.ip(), from.port()),
+        (*to.ip(), to.port()),
+        &payload,
+    );
+    UdpPacket::new_unchecked(&mut f[34..]).fill_checksum(*from.ip(), *to.ip());
+    assert_eq!(f.len(), FRAME);
+    f
+}
+
+/// The media path for one frame: copy, checks, table, NAT rewrite.
+#[inline(always)]
+fn media_path(t: &MediaTable, mbuf: &mut [u8], f: &[u8], now: u32) -> usize {
+    let m = &mut mbuf[..f.len()];
+    m.copy_from_slice(f);
+    let (src, dst, len) = {
+        let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
+            return 0;
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return 0;
+        };
+        if siplb_core::wire::checksum::checksum(ip.header()) != 0 {
+            return 0;
+        }
+        let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
+            return 0;
+        };
+        (
+            SocketAddrV4::new(ip.src(), u.src_port()),
+            SocketAddrV4::new(ip.dst(), u.dst_port()),
+            u.len() as u32,
+        )
+    };
+    let Ok(nat) = t.forward(dst, src, len, now) else {
+        return 0;
+    };
+    let l4 = {
+        let mut ip = Ipv4Packet::new_unchecked(&mut m[ethernet::HEADER_LEN..]);
+        if !ip.decrement_ttl() {
+            return 0;
+        }
+        ip.set_src(*nat.src.ip());
+        ip.set_dst(*nat.dst.ip());
+        ethernet::HEADER_LEN + ip.header_len()
+    };
+    let mut u = UdpPacket::new_unchecked(&mut m[l4..]);
+    u.pseudo_addr_changed(*src.ip(), *nat.src.ip());
+    u.set_src_port(nat.src.port());
+    u.pseudo_addr_changed(*dst.ip(), *nat.dst.ip());
+    u.set_dst_port(nat.dst.port());
+    1 + usize::from(m[29])
+}
+
+/// Frames per burst, as the worker receives them.
+const BURST: usize = 32;
+
+/// A burst through the media path, as a worker would run it: first each frame's leg
+/// is found from its destination (fixed offsets: IPv4 without options) and
+/// prefetched, then the frames are processed, so the DRAM accesses overlap.
+#[inline(always)]
+fn media_burst(t: &MediaTable, mbuf: &mut [u8], burst: &[u8], now: u32) -> usize {
+    for f in burst.chunks_exact(FRAME) {
+        let to = SocketAddrV4::new(
+            Ipv4Addr::new(f[30], f[31], f[32], f[33]),
+            u16::from_be_bytes([f[36], f[37]]),
+        );
+        if let Some(leg) = t.leg_for(to) {
+            // SAFETY: a prefetch has no architectural effect and never faults; the
+            // address is that of a live reference.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (leg as *const Leg).cast(),
+                )
+            };
+        }
+    }
+    burst
+        .chunks_exact(FRAME)
+        .map(|f| media_path(t, mbuf, f, now))
+        .sum()
+}
+
+/// Reference: copy, then the checks of a plain UDP forwarder (as `pipeline`).
+#[inline(always)]
+fn copy_and_headers(mbuf: &mut [u8], f: &[u8]) -> usize {
+    let m = &mut mbuf[..f.len()];
+    m.copy_from_slice(f);
+    let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
+        return 0;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return 0;
+    };
+    let ok = siplb_core::wire::checksum::checksum(ip.header()) == 0;
+    match UdpPacket::new_checked(ip.payload()) {
+        Ok(u) if ok => usize::from(u.dst_port()) + u.payload().len(),
+        _ => 0,
+    }
+}
+
+/// Best and median ns per packet over `rounds` passes (after one warm-up pass).
+fn time(rounds: usize, mut pass: impl FnMut() -> usize) -> (f64, f64) {
+    pass();
+    let mut per: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            let n = pass();
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    (per[0], per[rounds / 2])
+}
+
+fn row(kind: &str, what: &str, (best, median): (f64, f64)) {
+    println!(
+        "{kind:<22} {what:<40} {best:>9.1} {median:>9.1} {:>8.2}",
+        1e3 / median
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mappings: u32 = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("MAPPINGS"));
+    let rounds: usize = args.next().map_or(11, |a| a.parse().expect("ROUNDS"));
+    let frames: u32 = args.next().map_or(1 << 18, |a| a.parse().expect("FRAMES"));
+    println!(
+        "media: {mappings} mappings, {frames} frames of {FRAME} bytes, {rounds} rounds, load average {} at start",
+        bench::load_average()
+    );
+
+    let specs: Vec<PoolSpec> = (0..ADDRS)
+        .flat_map(|j| [vip(j), snat(j)])
+        .map(|addr| PoolSpec {
+            addr,
+            ports: 1024..=65535,
+        })
+        .collect();
+    let mem = MediaMemory::new(&specs).expect("pools");
+    let t = mem.table();
+    let start = Instant::now();
+    // (client leg, backend leg) of each mapping: where the client and the relay send.
+    let mut legs: Vec<(Mapped, Mapped)> = Vec::with_capacity(mappings as usize);
+    for i in 0..mappings {
+        let j = i % ADDRS;
+        let place = Placement {
+            farm: 0,
+            client_pool: t.pool(vip(j), 1024).expect("VIP pool"),
+            backend_pool: t.pool(snat(j), 1024).expect("SNAT pool"),
+            timeout: TIMEOUT,
+        };
+        let ann = |from, e: SocketAddrV4| Announce {
+            call: call(i),
+            stream: (i % MAX_STREAMS as u32) as u8,
+            from,
+            rtp: e,
+            rtcp: SocketAddrV4::new(*e.ip(), e.port() + 1),
+        };
+        let to_backend = t.announce(&place, &ann(Side::Client, client(i)), T0);
+        let to_client = t.announce(&place, &ann(Side::Backend, relay(i)), T0);
+        legs.push((
+            to_client.expect("mapping created"),
+            to_backend.expect("mapping created"),
+        ));
+    }
+    let created = start.elapsed();
+    let live = t.count_live();
+    assert_eq!(live, mappings as usize, "every mapping is live");
+    println!(
+        "created {mappings} mappings (offer + answer each) in {:.2} s, {:.0} ns per mapping",
+        created.as_secs_f64(),
+        created.as_nanos() as f64 / f64::from(mappings)
+    );
+    println!(
+        "memory: {} bytes ({} MiB) for pools of {} mappings: {:.1} bytes per mapping live, {:.1} per mapping at full pools",
+        mem.bytes(),
+        mem.bytes() >> 20,
+        mem.capacity(),
+        mem.bytes() as f64 / f64::from(mappings),
+        mem.bytes() as f64 / mem.capacity() as f64
+    );
+
+    // Mappings in a random order (a multiplicative permutation), frames back to back.
+    let pick = |k: u32| ((u64::from(k) * 2_654_435_761) % u64::from(mappings)) as u32;
+    let build = |dir: Side| -> (Vec<u8>, Vec<(SocketAddrV4, SocketAddrV4)>) {
+        let mut buf = Vec::with_capacity(frames as usize * FRAME);
+        let mut addrs = Vec::with_capacity(frames as usize);
+        for k in 0..frames {
+            let i = pick(k);
+            let (to_c, to_b) = legs[i as usize];
+            let (from, to) = match dir {
+                Side::Client => (client(i), SocketAddrV4::new(to_c.addr, to_c.port)),
+                Side::Backend => (relay(i), SocketAddrV4::new(to_b.addr, to_b.port)),
+            };
+            buf.extend_from_slice(&rtp_frame(from, to, k as u16));
+            addrs.push((from, to));
+        }
+        (buf, addrs)
+    };
+    println!(
+        "\n{:<22} {:<40} {:>9} {:>9} {:>8}",
+        "RTP, 200 B", "work", "best ns", "median ns", "Mpps med"
+    );
+    let mut mbuf = vec![0u8; 2048];
+    let mut summary = Vec::new();
+    for (kind, dir) in [
+        ("client -> VIP leg", Side::Client),
+        ("backend -> SNAT leg", Side::Backend),
+    ] {
+        let (buf, addrs) = build(dir);
+        let media = time(rounds, || {
+            let sink: usize = buf
+                .chunks_exact(FRAME)
+                .map(|f| media_path(&t, &mut mbuf, f, T0))
+                .sum();
+            assert!(sink >= frames as usize, "every frame forwarded");
+            black_box(sink);
+            frames as usize
+        });
+        let burst = time(rounds, || {
+            let sink: usize = buf
+                .chunks(FRAME * BURST)
+                .map(|b| media_burst(&t, &mut mbuf, b, T0))
+                .sum();
+            assert!(sink >= frames as usize, "every frame forwarded");
+            black_box(sink);
+            frames as usize
+        });
+        let table = time(rounds, || {
+            let sink: usize = addrs
+                .iter()
+                .map(|&(from, to)| {
+                    t.forward(to, from, 158, T0)
+                        .map_or(0, |n| n.dst.port() as usize)
+                })
+                .sum();
+            black_box(sink);
+            frames as usize
+        });
+        let reference = time(rounds, || {
+            let sink: usize = buf
+                .chunks_exact(FRAME)
+                .map(|f| copy_and_headers(&mut mbuf, f))
+                .sum();
+            black_box(sink);
+            frames as usize
+        });
+        row(kind, "media path (copy+checks+forward+NAT)", media);
+        row(kind, "media path, bursts of 32, legs prefetched", burst);
+        row(kind, "MediaTable::forward alone", table);
+        row(kind, "ref: copy + Eth/IPv4/UDP checks", reference);
+        println!(
+            "{kind:<22} ratio (median): {:.2}x copy+headers; with prefetch {:.2}x\n",
+            media.1 / reference.1,
+            burst.1 / reference.1
+        );
+        summary.push((kind, media, burst, table, reference));
+    }
+
+    // The rewrite is right, untimed: a frame of mapping 0 both ways.
+    let (to_c, to_b) = legs[0];
+    let f = rtp_frame(client(0), SocketAddrV4::new(to_c.addr, to_c.port), 1);
+    assert_ne!(media_path(&t, &mut mbuf, &f, T0), 0, "forwarded");
+    let m = &mbuf[..FRAME];
+    let ip = Ipv4Packet::new_checked(&m[14..]).expect("IPv4");
+    assert_eq!((ip.src(), ip.dst()), (to_b.addr, *relay(0).ip()));
+    assert_eq!(siplb_core::wire::checksum::checksum(ip.header()), 0);
+    let u = UdpPacket::new_checked(ip.payload()).expect("UDP");
+    assert_eq!((u.src_port(), u.dst_port()), (to_b.port, relay(0).port()));
+    assert!(u.verify(ip.src(), ip.dst()), "UDP checksum still right");
+
+    // Ending dialogs: index lookups, no scan.
+    let n_end = mappings.min(100_000);
+    let start = Instant::now();
+    let ended: usize = (0..n_end).map(|i| t.end_dialog(call(i))).sum();
+    let end_ns = start.elapsed().as_nanos() as f64 / f64::from(n_end);
+    assert_eq!(ended, n_end as usize);
+    println!(
+        "end_dialog: {n_end} dialogs ended, {end_ns:.0} ns each; {} mappings live; load average {} at end",
+        t.count_live(),
+        bench::load_average()
+    );
+    for (kind, media, burst, table, reference) in summary {
+        println!(
+            "csv,{kind},{mappings},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            media.0, media.1, burst.0, burst.1, table.0, table.1, reference.0, reference.1
+        );
+    }
+}
