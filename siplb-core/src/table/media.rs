@@ -932,7 +932,7 @@ pub struct MediaSession<'t, 'm> {
 
 impl MediaMapper for MediaSession<'_, '_> {
     fn map(&mut self, f: &MediaFlow<'_>) -> Result<Mapped, MediaError> {
-        let stream = u8::try_from(f.stream.index).map_err(|_| MediaError::Refused)?;
+        let stream = f.stream.index;
         let a = Announce {
             call: self.call,
             stream,
