@@ -120,7 +120,7 @@ pub fn run(opts: Options) -> Result<()> {
     let macs: Vec<_> = ports.iter().map(Port::mac).collect();
     let clock = Clock::calibrate();
     let shared = Shared::create(&cfg, clock)?;
-    let mut registry = SlotRegistry::default();
+    let mut registry = SlotRegistry::new(shared.tables.snat.addresses());
     let svc = Services::build(&cfg, &macs, &HashMap::new(), &mut registry)?;
     housekeeping::publish_directory(&shared, &registry);
     let published: &'static Published<Services> =

@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+mod address_range;
 mod error;
 mod ipv4_net;
 mod runtime;
 mod validate;
+pub use address_range::AddressRange;
 pub use error::ConfigError;
 use error::{read, toml_error};
 pub use ipv4_net::Ipv4Net;
@@ -24,6 +26,9 @@ pub const MAX_FARMS: usize = 64;
 pub const MAX_BACKENDS: usize = 1024;
 pub const MAX_PORTS: usize = 8;
 pub const MAX_WORKERS: usize = 32;
+/// SNAT pool addresses of all farms together (distinct): the reverse table takes
+/// 16 bytes per address and port, about 0.5 MB per address.
+pub const MAX_SNAT_ADDRESSES: usize = 256;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +315,10 @@ pub struct FarmConfig {
     /// Source address for `snat`; defaults to the egress port's own address.
     #[serde(default)]
     pub snat_address: Option<Ipv4Addr>,
+    /// A pool of SNAT source addresses (single addresses, `a-b` ranges, prefixes),
+    /// each with its own ports 1024-32767; instead of `snat_address`.
+    #[serde(default)]
+    pub snat_addresses: Vec<AddressRange>,
     /// What happens to dialogs in progress on a backend that goes down: `keep` them
     /// there until they end, or `move` them on their next request.
     #[serde(default = "default_down_policy")]
@@ -377,7 +386,33 @@ fn default_weight() -> u32 {
     1
 }
 
+impl FarmConfig {
+    /// The farm's SNAT source addresses in configured order, without repeats; empty
+    /// means the egress port's own address.
+    pub fn snat_pool(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self.snat_address.into_iter().collect();
+        for a in self.snat_addresses.iter().flat_map(AddressRange::iter) {
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    }
+}
+
 impl Config {
+    /// Every farm's SNAT pool address once, in farm and pool order: the order in which
+    /// they get their share of the SNAT reverse table.
+    pub fn snat_pool_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = Vec::new();
+        for a in self.farms.iter().flat_map(FarmConfig::snat_pool) {
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    }
+
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Self::parse(&read(path)?, path)

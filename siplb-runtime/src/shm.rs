@@ -12,7 +12,7 @@ use dpdk::memzone::Memzone;
 use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::counters::WorkerCounters;
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
-use siplb_core::lb::snat::{SnatSlot, SnatTable};
+use siplb_core::lb::snat::{SnatSlot, SnatTable, PORTS_PER_ADDRESS};
 use siplb_core::lb::Tables;
 use siplb_core::table::connection::ConnectionTable;
 use siplb_core::table::dialog::DialogTable;
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 8;
+const LAYOUT_VERSION: u32 = 9;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -38,6 +38,9 @@ pub struct Header {
     pub dialog_slots: u64,
     pub registration_slots: u64,
     pub snat_slots: u64,
+    /// SNAT address slots of the reverse table: the ports' own addresses and every
+    /// pool address of the configuration the dataplane started with.
+    pub snat_address_slots: u64,
     pub connection_slots: u64,
     pub rate_slots: u64,
     pub clock: Clock,
@@ -127,6 +130,7 @@ impl Shared {
         let dialog_slots = slots_for(cfg.tables.dialogs);
         let registration_slots = slots_for(cfg.tables.registrations);
         let snat_slots = slots_for(cfg.tables.snat_sessions);
+        let snat_address_slots = 1 + cfg.snat_pool_addresses().len() as u64;
         let connection_slots = slots_for(cfg.tables.tcp_connections);
         let rate_slots = slots_for(cfg.tables.rate_sources);
         let h = hdr.addr() as *mut Header;
@@ -139,6 +143,7 @@ impl Shared {
             (*h).dialog_slots = dialog_slots;
             (*h).registration_slots = registration_slots;
             (*h).snat_slots = snat_slots;
+            (*h).snat_address_slots = snat_address_slots;
             (*h).connection_slots = connection_slots;
             (*h).rate_slots = rate_slots;
             (*h).clock = clock;
@@ -167,7 +172,10 @@ impl Shared {
             MZ_SNAT_FWD,
             snat_slots as usize * std::mem::size_of::<Slot>(),
         )?;
-        let mz_sr = reserve(MZ_SNAT_REV, 65536 * std::mem::size_of::<SnatSlot>())?;
+        let mz_sr = reserve(
+            MZ_SNAT_REV,
+            snat_address_slots as usize * PORTS_PER_ADDRESS * std::mem::size_of::<SnatSlot>(),
+        )?;
         let mz_n = reserve(
             MZ_NEIGHBOURS,
             NEIGHBOUR_SLOTS * std::mem::size_of::<NeighbourSlot>(),
@@ -245,7 +253,7 @@ impl Shared {
                 neighbours: NeighbourTable::new(n.slice::<NeighbourSlot>(0, NEIGHBOUR_SLOTS)),
                 snat: SnatTable::new(
                     FlowTable::new(sf.slice::<Slot>(0, header.snat_slots as usize), MAX_PROBE),
-                    sr.slice::<SnatSlot>(0, 65536),
+                    sr.slice::<SnatSlot>(0, header.snat_address_slots as usize * PORTS_PER_ADDRESS),
                 ),
             }
         };

@@ -21,7 +21,9 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const MAGIC: &[u8; 4] = b"SLB1";
+/// The last byte is the message format's version: SNAT reverse entries grew to 16 bytes
+/// (a u32 index) with SNAT address pools.
+const MAGIC: &[u8; 4] = b"SLB2";
 const HEARTBEAT: u8 = 1;
 const SYNC: u8 = 2;
 /// Flow-table entries per sync datagram (16 bytes each; the datagram stays < 1400 B).
@@ -66,7 +68,7 @@ impl Shadow {
             .iter()
             .map(|n| vec![(0, 0); *n])
             .collect(),
-            reverse: vec![(0, 0); 65536],
+            reverse: vec![(0, 0); t.snat.mappings()],
         }
     }
 
@@ -253,11 +255,11 @@ impl Ha {
     fn import(&self, table: u8, count: usize, body: &[u8]) {
         let now = self.clock.now();
         if table == SNAT_REVERSE {
-            for e in body.chunks_exact(14).take(count) {
-                let port = u16::from_be_bytes([e[0], e[1]]);
-                let client = u64::from_be_bytes(e[2..10].try_into().unwrap());
-                let deadline = u32::from_be_bytes(e[10..14].try_into().unwrap());
-                self.tables.snat.import(port, client, deadline);
+            for e in body.chunks_exact(16).take(count) {
+                let index = u32::from_be_bytes(e[..4].try_into().unwrap());
+                let client = u64::from_be_bytes(e[4..12].try_into().unwrap());
+                let deadline = u32::from_be_bytes(e[12..16].try_into().unwrap());
+                self.tables.snat.import(index, client, deadline);
             }
             return;
         }
@@ -299,16 +301,16 @@ impl Ha {
                 out.push(m);
             }
         }
-        let mut rev: Vec<(u16, u64, u32)> = Vec::new();
-        tables.snat.for_each_port(|p, c, d| {
-            let sh = &mut shadow.reverse[usize::from(p)];
+        let mut rev: Vec<(u32, u64, u32)> = Vec::new();
+        tables.snat.for_each_mapping(|i, c, d| {
+            let sh = &mut shadow.reverse[i as usize];
             if *sh != (c, d) {
                 *sh = (c, d);
-                rev.push((p, c, d));
+                rev.push((i, c, d));
             }
         });
         for chunk in rev.chunks(PER_DATAGRAM) {
-            let mut m = Vec::with_capacity(8 + 14 * chunk.len());
+            let mut m = Vec::with_capacity(8 + 16 * chunk.len());
             m.extend_from_slice(MAGIC);
             m.push(SYNC);
             m.push(SNAT_REVERSE);

@@ -7,7 +7,7 @@ use super::error::Seg::{Index, Key};
 use super::{
     BackendConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, HaConfig, NatMode,
     PortConfig, Protocol, SipLimitsConfig, TableConfig, MAX_BACKENDS, MAX_FARMS, MAX_PORTS,
-    MAX_WORKERS,
+    MAX_SNAT_ADDRESSES, MAX_WORKERS,
 };
 
 type Check = Result<(), Invalid>;
@@ -211,6 +211,15 @@ fn farms(cfg: &Config) -> Check {
             format!("at most {MAX_BACKENDS} backends in all farms together, got {total}"),
         ));
     }
+    let pool = cfg.snat_pool_addresses().len();
+    if pool > MAX_SNAT_ADDRESSES {
+        return Err(Invalid::at(
+            [Key("farm")],
+            format!(
+                "at most {MAX_SNAT_ADDRESSES} SNAT addresses in all farms together, got {pool}"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -259,6 +268,12 @@ fn farm(cfg: &Config, i: usize, f: &FarmConfig) -> Check {
         return Err(Invalid::at(
             at("port"),
             format!("{}:{} is already served by another farm", f.vip, f.port),
+        ));
+    }
+    if f.snat_address.is_some() && !f.snat_addresses.is_empty() {
+        return Err(Invalid::at(
+            at("snat_addresses"),
+            "give either snat_address or snat_addresses (the pool), not both",
         ));
     }
     if f.backends.is_empty() {

@@ -23,6 +23,7 @@ use super::counters::DropReason;
 use super::packet::Flow;
 use super::reassembly::Reassembly;
 use super::services::Services;
+use super::snat::PORT_ADDRESS;
 use crate::config::NatMode;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
@@ -219,12 +220,19 @@ impl Ctx<'_, '_, '_> {
     /// else is the host's (ICMP, SSH, health-check answers...).
     fn own_address_in(&mut self, frame: &mut [u8], flow: &Flow) -> Verdict {
         let svc = self.svc;
-        // A session's port belongs to it only on the address its farm translates to.
+        // A pool address's ports are its own; the ports' own addresses share slot
+        // PORT_ADDRESS, whose session belongs to the address its farm translates to.
         let session = |cx: &Self, dport: u16| {
-            cx.t.snat.by_port(dport, cx.now).filter(|s| {
-                svc.farms
-                    .get(usize::from(s.farm))
-                    .is_some_and(|f| svc.snat_source(f, flow.in_port) == flow.dst)
+            let pooled = svc
+                .snat_slot(flow.dst)
+                .and_then(|a| cx.t.snat.by_port(a, dport, cx.now));
+            pooled.or_else(|| {
+                cx.t.snat.by_port(PORT_ADDRESS, dport, cx.now).filter(|s| {
+                    svc.farms.get(usize::from(s.farm)).is_some_and(|f| {
+                        f.snat_pool.is_empty()
+                            && svc.snat_source(PORT_ADDRESS, flow.in_port) == flow.dst
+                    })
+                })
             })
         };
         match (flow.proto, flow.ports) {

@@ -20,8 +20,8 @@ const ARP_RETRY_S: u32 = 1;
 
 impl Ctx<'_, '_, '_> {
     /// The source a client's packet gets toward a backend: unchanged in dnat; in snat
-    /// the balancer's address and the client flow's port (a session kept `lifetime`
-    /// seconds).
+    /// an address of the farm's pool (or the egress port's) and the client flow's port
+    /// there (a session kept `lifetime` seconds).
     pub(super) fn nat_source(
         &mut self,
         farm: &Farm,
@@ -37,8 +37,8 @@ impl Ctx<'_, '_, '_> {
             .snat
             .session(
                 &mut self.w.snat_ports,
-                client,
-                cport,
+                farm.snat_slots(),
+                (client, cport),
                 farm.id,
                 self.now,
                 lifetime,
@@ -47,7 +47,7 @@ impl Ctx<'_, '_, '_> {
         if created {
             self.w.counters.snat_sessions_created.inc();
         }
-        Ok(Some((self.svc.snat_source(farm, out_port), s.port)))
+        Ok(Some((self.svc.snat_source(s.address, out_port), s.port)))
     }
 
     /// Sets the Ethernet addresses for the next hop toward `dst`, or asks ARP for it.

@@ -4,6 +4,7 @@
 //! it, and a change builds a new one.
 
 use super::security::Policy;
+use super::snat::PORT_ADDRESS;
 use crate::config::{Affinity, Config, FarmConfig, Ipv4Net, NatMode, Protocol, MAX_BACKENDS};
 use crate::hash::hash64;
 use crate::maglev::{self, MaglevBackend};
@@ -76,7 +77,9 @@ pub struct Farm {
     pub tls_port: u16,
     pub nat: NatMode,
     pub affinity: Affinity,
-    pub snat_address: Option<Ipv4Addr>,
+    /// SNAT address slots of the farm's pool (`SlotRegistry::snat_slot`); empty: the
+    /// egress port's own address (slot `PORT_ADDRESS`).
+    pub snat_pool: Vec<u16>,
     pub move_dialogs_on_down: bool,
     /// Rewrite addresses in SIP (`[[farm]] alg`).
     pub alg: bool,
@@ -87,6 +90,16 @@ pub struct Farm {
 }
 
 impl Farm {
+    /// The SNAT address slots new client flows of this farm take ports from.
+    #[inline]
+    pub fn snat_slots(&self) -> &[u16] {
+        if self.snat_pool.is_empty() {
+            &[PORT_ADDRESS]
+        } else {
+            &self.snat_pool
+        }
+    }
+
     /// The backend for a key hash by consistent hashing, if any backend takes work.
     #[inline]
     pub fn pick(&self, key: u64) -> Option<usize> {
@@ -105,12 +118,42 @@ pub struct BackendOverride {
 /// Assigns each (farm, address, port) a stable slot so counters and table entries keep
 /// meaning across reconfigurations. Slots of removed backends are not reused while the
 /// process lives (MAX_BACKENDS bounds the total).
-#[derive(Debug, Default, Clone)]
+///
+/// Likewise every SNAT pool address gets a slot (its share of the SNAT reverse table,
+/// whose size the dataplane fixed at start: `snat_address_slots`, slot 0 being the
+/// ports' own addresses), so sessions keep their address across reconfigurations.
+#[derive(Debug, Clone)]
 pub struct SlotRegistry {
     slots: HashMap<(String, Ipv4Addr, u16), u16>,
+    /// Pool address of slot `i + 1`.
+    snat: Vec<Ipv4Addr>,
+    snat_address_slots: usize,
 }
 
 impl SlotRegistry {
+    /// A registry for a SNAT reverse table of `snat_address_slots` address slots
+    /// (`SnatTable::addresses`).
+    pub fn new(snat_address_slots: usize) -> Self {
+        Self {
+            slots: HashMap::new(),
+            snat: Vec::new(),
+            snat_address_slots,
+        }
+    }
+
+    /// The SNAT address slot of pool address `a`; `None` when the reverse table has
+    /// no slot left for a new address.
+    pub fn snat_slot(&mut self, a: Ipv4Addr) -> Option<u16> {
+        if let Some(i) = self.snat.iter().position(|x| *x == a) {
+            return Some(i as u16 + 1);
+        }
+        if self.snat.len() + 1 >= self.snat_address_slots {
+            return None;
+        }
+        self.snat.push(a);
+        Some(self.snat.len() as u16)
+    }
+
     pub fn slot(&mut self, farm: &str, addr: Ipv4Addr, port: u16) -> Option<u16> {
         let next = self.slots.len();
         if let Some(s) = self.slots.get(&(farm.to_owned(), addr, port)) {
@@ -137,6 +180,8 @@ pub enum BuildError {
     PortCount(usize, usize),
     #[error("[security] deny_file: {0}")]
     Security(String),
+    #[error("farm `{0}`: SNAT address {1} is new and the SNAT table has room for the {2} pool addresses it started with; restart the dataplane to add SNAT addresses")]
+    SnatAddresses(String, Ipv4Addr, usize),
 }
 
 fn key(ip: Ipv4Addr, port: u16) -> u64 {
@@ -184,6 +229,11 @@ pub struct Services {
     tcp_backends: Index<(u8, u16, bool)>,
     /// Addresses of ours that are not VIPs: port addresses and SNAT addresses.
     own: Index<u8>,
+    /// SNAT pool address → its slot, for the addresses of the current farms' pools.
+    snat_slots: Index<u16>,
+    /// Slot → SNAT pool address, every slot ever assigned (sessions outlive a
+    /// reconfiguration); slot 0 (the port addresses) is unspecified.
+    snat_addrs: Vec<Ipv4Addr>,
     /// Each port has a kernel interface for the host's own traffic.
     pub exception_path: bool,
     /// Deny/allow lists, scanner User-Agents, per-source limits.
@@ -223,7 +273,16 @@ impl Services {
             farms.push(build_farm(id as u8, f, overrides, registry)?);
         }
         let security = Policy::build(&cfg.security).map_err(BuildError::Security)?;
-        let mut s = Self::index(ports, farms, cfg.dataplane.exception_path, security);
+        let snat_addrs = std::iter::once(Ipv4Addr::UNSPECIFIED)
+            .chain(registry.snat.iter().copied())
+            .collect();
+        let mut s = Self::index(
+            ports,
+            farms,
+            snat_addrs,
+            cfg.dataplane.exception_path,
+            security,
+        );
         s.active = !cfg.ha.enabled;
         Ok(s)
     }
@@ -237,9 +296,11 @@ impl Services {
     fn index(
         ports: Vec<PortInfo>,
         farms: Vec<Farm>,
+        snat_addrs: Vec<Ipv4Addr>,
         exception_path: bool,
         security: Policy,
     ) -> Services {
+        let mut snat_slots = Vec::new();
         let mut vips = Vec::new();
         let mut vip_addrs = Vec::new();
         let mut backends = Vec::new();
@@ -276,8 +337,10 @@ impl Services {
                 }
                 slots[usize::from(b.slot)] = Some((f.id, i as u16));
             }
-            if let Some(a) = f.snat_address {
-                own.push((u64::from(u32::from(a)), 0u8));
+            for &slot in &f.snat_pool {
+                let a = u64::from(u32::from(snat_addrs[usize::from(slot)]));
+                own.push((a, 0u8));
+                snat_slots.push((a, slot));
             }
         }
         for (i, p) in ports.iter().enumerate() {
@@ -287,6 +350,8 @@ impl Services {
             }
         }
         own.dedup_by_key(|e| e.0);
+        snat_slots.sort_by_key(|e| e.0);
+        snat_slots.dedup_by_key(|e| e.0);
         Services {
             ports,
             farms,
@@ -295,6 +360,8 @@ impl Services {
             backends: Index::build(backends),
             slots,
             own: Index::build(own),
+            snat_slots: Index::build(snat_slots),
+            snat_addrs,
             tcp_vips: Index::build(tcp_vips),
             tcp_backends: Index::build(tcp_backends),
             exception_path,
@@ -383,11 +450,20 @@ impl Services {
             .find_map(|(i, p)| p.gateway.map(|g| (i as u8, g)))
     }
 
-    /// The source address for SNAT toward a backend reached through `port`.
+    /// The source address of SNAT address slot `slot` on `port`: a pool address, or
+    /// for slot `PORT_ADDRESS` the port's own.
     #[inline]
-    pub fn snat_source(&self, farm: &Farm, port: u8) -> Ipv4Addr {
-        farm.snat_address
-            .unwrap_or(self.ports[usize::from(port)].net.addr)
+    pub fn snat_source(&self, slot: u16, port: u8) -> Ipv4Addr {
+        match self.snat_addrs.get(usize::from(slot)) {
+            Some(a) if slot != PORT_ADDRESS => *a,
+            _ => self.ports[usize::from(port)].net.addr,
+        }
+    }
+
+    /// The SNAT address slot of `ip` if it is in a farm's pool.
+    #[inline]
+    pub fn snat_slot(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.snat_slots.get(u64::from(u32::from(ip)))
     }
 
     /// Every address ARP should answer for on `port`: its own address, SNAT addresses
@@ -405,8 +481,7 @@ impl Services {
         if p.floating.contains(&ip) {
             return true;
         }
-        let ours = self.farm_with_vip(ip).is_some()
-            || self.farms.iter().any(|f| f.snat_address == Some(ip));
+        let ours = self.farm_with_vip(ip).is_some() || self.snat_slot(ip).is_some();
         ours && (p.net.contains(ip) || !self.ports.iter().any(|q| q.net.contains(ip)))
     }
 
@@ -417,11 +492,15 @@ impl Services {
         if self.active {
             v.extend(p.floating.iter().copied());
         }
-        for f in &self.farms {
-            for a in std::iter::once(f.vip).chain(f.snat_address) {
-                if self.answers_arp(port, a) && !v.contains(&a) {
-                    v.push(a);
-                }
+        let vips = self.farms.iter().map(|f| f.vip);
+        let pools = self
+            .snat_slots
+            .entries
+            .iter()
+            .map(|e| Ipv4Addr::from(e.0 as u32));
+        for a in vips.chain(pools) {
+            if self.answers_arp(port, a) && !v.contains(&a) {
+                v.push(a);
             }
         }
         v
@@ -471,6 +550,17 @@ fn build_farm(
         });
     }
     let table = build_table(&backends);
+    let mut snat_pool = Vec::new();
+    for a in f.snat_pool() {
+        let slot = registry.snat_slot(a).ok_or_else(|| {
+            BuildError::SnatAddresses(
+                f.name.clone(),
+                a,
+                registry.snat_address_slots.saturating_sub(1),
+            )
+        })?;
+        snat_pool.push(slot);
+    }
     Ok(Farm {
         id,
         name: f.name.clone(),
@@ -482,7 +572,7 @@ fn build_farm(
         tls_port: f.tls_port,
         nat: f.nat,
         affinity: f.affinity,
-        snat_address: f.snat_address,
+        snat_pool,
         move_dialogs_on_down: f.on_backend_down == crate::config::DownPolicy::Move,
         alg: f.alg,
         timers: f.timers.clone(),

@@ -5,7 +5,7 @@ use super::counters::WorkerCounters;
 use super::neighbour::{NeighbourSlot, NeighbourTable};
 use super::reassembly::Reassembler;
 use super::services::{Services, SlotRegistry};
-use super::snat::{SnatAllocator, SnatSlot, SnatTable};
+use super::snat::{SnatAllocator, SnatSlot, SnatTable, PORTS_PER_ADDRESS};
 use super::{process_in, ArpRequests, Tables, Verdict, WorkerCtx};
 use crate::alg::Edits;
 use crate::config::Config;
@@ -35,14 +35,22 @@ pub struct SimMemory {
 
 impl SimMemory {
     pub fn new(dialog_slots: usize) -> Self {
+        Self::with_snat(dialog_slots, 1 << 16, SNAT_ADDRESS_SLOTS)
+    }
+
+    /// With a SNAT forward table of `forward_slots` and a reverse table for
+    /// `address_slots` SNAT address slots.
+    pub fn with_snat(dialog_slots: usize, forward_slots: usize, address_slots: usize) -> Self {
         let slots = |n: usize| (0..n).map(|_| Slot::default()).collect::<Vec<_>>();
         Self {
             dialogs: slots(dialog_slots),
             rates: slots(1 << 12),
             connections: slots(1 << 14),
             registrations: slots(1 << 16),
-            snat_forward: slots(1 << 16),
-            snat_reverse: (0..65536).map(|_| SnatSlot::default()).collect(),
+            snat_forward: slots(forward_slots),
+            snat_reverse: (0..address_slots * PORTS_PER_ADDRESS)
+                .map(|_| SnatSlot::default())
+                .collect(),
             neighbours: (0..4096).map(|_| NeighbourSlot::default()).collect(),
         }
     }
@@ -59,6 +67,9 @@ impl SimMemory {
     }
 }
 
+/// SNAT address slots of `SimMemory::new`: the ports' own and a few pool addresses.
+pub const SNAT_ADDRESS_SLOTS: usize = 4;
+
 /// MAC address of port `i` in the simulation.
 pub fn port_mac(i: u8) -> MacAddr {
     MacAddr([0x02, 0x5b, 0, 0, 0, i])
@@ -73,7 +84,9 @@ pub fn host_mac(ip: Ipv4Addr) -> MacAddr {
 pub fn services(cfg_toml: &str) -> Services {
     let cfg = Config::parse(cfg_toml, Path::new("sim.toml")).expect("simulation config");
     let macs: Vec<MacAddr> = (0..cfg.ports.len()).map(|i| port_mac(i as u8)).collect();
-    Services::build(&cfg, &macs, &HashMap::new(), &mut SlotRegistry::default()).expect("services")
+    let mut registry =
+        SlotRegistry::new(SNAT_ADDRESS_SLOTS.max(1 + cfg.snat_pool_addresses().len()));
+    Services::build(&cfg, &macs, &HashMap::new(), &mut registry).expect("services")
 }
 
 pub fn worker(counters: &WorkerCounters) -> WorkerCtx<'_> {

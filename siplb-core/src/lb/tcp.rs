@@ -154,7 +154,7 @@ impl Ctx<'_, '_, '_> {
         let client = (session.client, session.client_port);
         let state = self.backend_segment(flow, farm, idx, client, vport);
         self.t.snat.extend(
-            session.port,
+            &session,
             self.now.saturating_add(state.lifetime(&farm.timers)),
         );
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), Some(client)) {

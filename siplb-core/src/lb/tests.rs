@@ -880,3 +880,142 @@ mod alg {
         }
     }
 }
+
+mod snat_pool {
+    use crate::lb::context::Ctx;
+    use crate::lb::counters::{DropReason, WorkerCounters};
+    use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+    use crate::lb::snat::PORTS_PER_ADDRESS;
+    use crate::lb::Verdict;
+    use crate::wire::ipv4::Ipv4Packet;
+    use crate::wire::udp::UdpPacket;
+    use std::net::Ipv4Addr;
+
+    const POOL: usize = 32;
+    const FIRST: u32 = 0xc612_0164; // 198.18.1.100
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+    const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+
+    fn config() -> String {
+        "[[port]]\nname='front'\naddress='198.19.0.1/16'\n[[port]]\nname='back'\naddress='198.18.1.1/24'\n[[farm]]\nname='f'\nvip='198.19.0.2'\nnat='snat'\nsnat_addresses=['198.18.1.100-198.18.1.131']\nbackends=[{address='198.18.1.11'}]\n".into()
+    }
+
+    /// Spoofed client flow `i`: 32768 ports on each of 198.19.0.0, 198.19.0.1...
+    fn client(i: usize) -> (Ipv4Addr, u16) {
+        (
+            Ipv4Addr::from(0xc613_0000 + (i >> 15) as u32),
+            1024 + (i & 0x7fff) as u16,
+        )
+    }
+
+    fn addrs(f: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(u.verify(ip.src(), ip.dst()), "UDP checksum");
+        ((ip.src(), u.src_port()), (ip.dst(), u.dst_port()))
+    }
+
+    /// A million client flows at once through one farm's pool of 32 addresses, then a
+    /// counted refusal for every flow past its capacity while the admitted ones keep
+    /// mapping both ways.
+    #[test]
+    fn a_pool_of_32_addresses_carries_a_million_flows_and_refuses_the_rest() {
+        let svc = sim::services(&config());
+        let pool: Vec<Ipv4Addr> = (0..POOL as u32)
+            .map(|k| Ipv4Addr::from(FIRST + k))
+            .collect();
+        for a in &pool {
+            assert!(svc.is_own(*a) && svc.answers_arp(1, *a), "{a} is ours");
+        }
+        assert!(pool.iter().all(|a| svc.announced(1).contains(a)));
+        assert!(!svc.answers_arp(1, Ipv4Addr::from(FIRST + POOL as u32)));
+        let capacity = POOL * PORTS_PER_ADDRESS;
+        assert_eq!(capacity, 1_015_808);
+        // The forward table at the dataplane's sizing (`slots_for`: load at most 1/2).
+        let mem = SimMemory::with_snat(1 << 10, (2 * capacity).next_power_of_two(), 1 + POOL);
+        let t = mem.tables();
+        let counters: Box<WorkerCounters> = Box::default();
+        let mut w = sim::worker(&counters);
+        let farm = &svc.farms[0];
+        const EXTRA: usize = 1000;
+        let mut used = vec![false; capacity];
+        let mut admitted = Vec::with_capacity(capacity);
+        {
+            let mut cx = Ctx {
+                svc: &svc,
+                t: &t,
+                w: &mut w,
+                now: 100,
+                len: 0,
+            };
+            for i in 0..capacity + EXTRA {
+                match cx.nat_source(farm, 1, client(i), 600) {
+                    Ok(Some((a, p))) => {
+                        let k = (u32::from(a) - FIRST) as usize;
+                        assert!(k < POOL, "{a} is a pool address");
+                        let j = k * PORTS_PER_ADDRESS + usize::from(p - 1024);
+                        assert!(!used[j], "{a}:{p} given twice");
+                        used[j] = true;
+                        admitted.push((i, (a, p)));
+                    }
+                    // What the worker does with the verdict.
+                    Err(r) => cx.w.counters.dropped(r),
+                    Ok(None) => unreachable!("snat farm"),
+                }
+            }
+        }
+        assert_eq!(
+            admitted.len(),
+            capacity,
+            "every (address, port) of the pool"
+        );
+        assert_eq!(counters.snat_sessions_created.get(), capacity as u64);
+        let refused = counters.drops[DropReason::SnatPortsExhausted as usize].get();
+        assert_eq!(refused, EXTRA as u64);
+        assert_eq!(counters.total_drops(), EXTRA as u64);
+        assert_eq!(t.snat.count_live(100), capacity);
+        // Admitted flows map both ways: the same mapping again, the reverse lookup,
+        // and a backend's answer through the packet path back to the client.
+        let neighbours = [(BACKEND, 1u8)];
+        for (ip, port) in neighbours {
+            t.neighbours.learn(ip, host_mac(ip), port, 1);
+        }
+        let mut cx = Ctx {
+            svc: &svc,
+            t: &t,
+            w: &mut w,
+            now: 101,
+            len: 0,
+        };
+        for &(i, mapped) in [0, capacity / 2, capacity - 1]
+            .iter()
+            .map(|&n| &admitted[n])
+        {
+            assert_eq!(cx.nat_source(farm, 1, client(i), 600), Ok(Some(mapped)));
+            let (cip, cport) = client(i);
+            cx.t.neighbours.learn(cip, host_mac(cip), 0, 1);
+            let mut f = sim::udp_frame(
+                port_mac(1),
+                (BACKEND, 5060),
+                mapped,
+                b"OPTIONS sip:x@198.18.1.100 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.11:5060;branch=z9hG4bKb\r\nFrom: <sip:pbx@x>;tag=1\r\nTo: <sip:a@x>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            );
+            let v = sim::run(&svc, &t, cx.w, &mut f, 1, 101);
+            assert_eq!(v, Verdict::Forward(0));
+            assert_eq!(addrs(&f), ((VIP, 5060), (cip, cport)));
+        }
+        // A new client's INVITE through the packet path is refused and counted.
+        let (nip, nport) = client(capacity + EXTRA);
+        let invite = format!("INVITE sip:b@198.19.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP {nip}:{nport};branch=z9hG4bKn\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: n\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+        let mut f = sim::udp_frame(port_mac(0), (nip, nport), (VIP, 5060), invite.as_bytes());
+        let v = sim::run(&svc, &t, cx.w, &mut f, 0, 101);
+        assert_eq!(v, Verdict::Drop(DropReason::SnatPortsExhausted));
+        let Verdict::Drop(r) = v else { unreachable!() };
+        cx.w.counters.dropped(r);
+        assert_eq!(
+            counters.drops[DropReason::SnatPortsExhausted as usize].get(),
+            EXTRA as u64 + 1
+        );
+        assert_eq!(counters.snat_sessions_created.get(), capacity as u64);
+    }
+}

@@ -475,7 +475,7 @@ impl Ctx<'_, '_, '_> {
             Ok(keep) => keep,
             Err(r) => return Verdict::Drop(r),
         };
-        self.t.snat.extend(session.port, keep);
+        self.t.snat.extend(&session, keep);
         let client = (session.client, session.client_port);
         let rewritten = if farm.alg {
             let snat = (flow.dst, flow.dport());
