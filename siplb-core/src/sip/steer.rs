@@ -35,10 +35,10 @@ use super::name_addr::{self, NameAddr};
 ///
 /// Header names are found on every line start (any case, long or compact form,
 /// `i:`/`t:`), not by searching for `Call-ID:`: names are case-insensitive and a second
-/// Call-ID spelled `i:` must be refused, so no line start may be skipped. Line ends
-/// are found eight bytes at a time, `memchr` (SIMD) past 64 bytes; the three fields
-/// take the full parser's fast paths when spelled canonically, else its general
-/// grammar for that field (folding, white space before the colon, ...).
+/// Call-ID spelled `i:` must be refused, so no line start may be skipped. Line ends of
+/// the other fields are found by `memchr` (SIMD); the three fields take the full
+/// parser's fast paths when spelled canonically, else its general grammar for that
+/// field (folding, white space before the colon, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SteerView<'a> {
     start_line: StartLine<'a>,
