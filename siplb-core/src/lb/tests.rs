@@ -368,7 +368,8 @@ backends = [ {{ address = "198.18.1.11" }}, {{ address = "198.18.1.12" }} ]
         }
         assert_eq!(verdicts[..2], [Verdict::Consumed, Verdict::Consumed]);
         assert_eq!(verdicts[2], Verdict::Forward(1));
-        assert_eq!(last.len(), whole.len());
+        // The ALG names the backend in the Request-URI (198.18.0.2 → 198.18.1.1x).
+        assert_eq!(last.len(), whole.len() + 1);
         let (src, dst) = addrs(&last);
         assert_eq!(src, (CLIENT, 5060));
         assert!(dst.0 == B1 || dst.0 == B2);
@@ -791,8 +792,8 @@ mod alg {
         let to_backend = bed.send(0, (CLIENT, 5060), (VIP, 5060), INVITE);
         assert_eq!(
             sip_of(&to_backend),
-            INVITE,
-            "dnat: the client's message is untouched"
+            INVITE.replace("sip:bob@198.18.0.2 ", "sip:bob@198.18.1.11 "),
+            "dnat: only the VIP in the Request-URI becomes the backend; the client's addresses stay"
         );
         let out = bed.send(
             1,
@@ -813,7 +814,11 @@ mod alg {
             text.contains("Contact: <sip:bob@198.18.0.2:5060>\r\n"),
             "{text}"
         );
-        assert_eq!(bed.counters.alg_rewritten.get(), 1);
+        assert_eq!(
+            bed.counters.alg_rewritten.get(),
+            2,
+            "the INVITE and the 200"
+        );
     }
 
     #[test]

@@ -98,14 +98,14 @@ impl Ctx<'_, '_, '_> {
             Ok(src) => src,
             Err(r) => return Verdict::Drop(r),
         };
-        let rewritten = match new_src {
-            Some(snat) if farm.alg => {
-                match self.alg(frame, flow, &rules_to_backend((client, cport), snat)) {
-                    Ok(r) => r,
-                    Err(r) => return Verdict::Drop(r),
-                }
+        let rewritten = if farm.alg {
+            let rules = rules_to_backend(farm, p.backend, (client, cport), new_src);
+            match self.alg(frame, flow, &rules) {
+                Ok(r) => r,
+                Err(r) => return Verdict::Drop(r),
             }
-            _ => false,
+        } else {
+            false
         };
         if let Err(r) = rewrite_l4(frame, flow, new_src, Some((backend.addr, backend.port))) {
             return Verdict::Drop(r);
@@ -506,6 +506,10 @@ impl Ctx<'_, '_, '_> {
     /// be computed anew). A message that cannot be rewritten correctly is refused,
     /// counted by reason, and left as it was.
     fn alg(&mut self, buf: &mut [u8], flow: &Flow, rules: &Rules) -> Result<bool, DropReason> {
+        // A datagram that cannot be forwarded is not worth rewriting.
+        if Ipv4Packet::new_unchecked(&buf[ethernet::HEADER_LEN..]).ttl() <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
         let payload = flow.udp_payload();
         let outcome = {
             let sip = &buf[payload.clone()];
@@ -570,17 +574,33 @@ fn rules_to_client(
     rules
 }
 
-/// The ALG's rules for a client's message toward a backend in snat: the client's
-/// transport address in the top Via and Contact becomes the balancer's address and
-/// port of its flow, so everything the backend sends to the client comes back through
-/// the balancer.
-fn rules_to_backend(client: (Ipv4Addr, u16), snat: (Ipv4Addr, u16)) -> Rules {
+/// The ALG's rules for a client's message toward a backend: the VIP in the
+/// Request-URI and the Route set (what the phone took from a rewritten Contact or
+/// Record-Route) becomes the backend's own address again, so the backend's loose
+/// routing recognises itself; in snat, the client's transport address in the top Via
+/// and Contact becomes the balancer's address and port of its flow (`snat`), so
+/// everything the backend sends to the client comes back through the balancer.
+fn rules_to_backend(
+    farm: &Farm,
+    backend: usize,
+    client: (Ipv4Addr, u16),
+    snat: Option<(Ipv4Addr, u16)>,
+) -> Rules {
+    let b = &farm.backends[backend];
     let mut rules = Rules::new();
+    // At most two rules: within MAX_RULES, so `push` cannot fail.
     let _ = rules.push(AddrRule {
-        from: SocketAddrV4::new(client.0, client.1),
-        to: SocketAddrV4::new(snat.0, snat.1),
-        places: Places::TOP_VIA.union(Places::CONTACT),
+        from: SocketAddrV4::new(farm.vip, farm.port),
+        to: SocketAddrV4::new(b.addr, b.port),
+        places: Places::REQUEST_URI.union(Places::ROUTE),
     });
+    if let Some(snat) = snat {
+        let _ = rules.push(AddrRule {
+            from: SocketAddrV4::new(client.0, client.1),
+            to: SocketAddrV4::new(snat.0, snat.1),
+            places: Places::TOP_VIA.union(Places::CONTACT),
+        });
+    }
     rules
 }
 
