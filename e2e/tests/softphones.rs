@@ -471,6 +471,59 @@ fn expect_full_call(r: &CallReport) {
     assert_eq!(r.leaks(), 0, "backend addresses reached the phones");
 }
 
+/// With the ALG on SIP headers (SDP and media not yet through the VIP): the whole call
+/// signals through the VIP — ACK, hold/resume re-INVITEs and BYE reach the other
+/// phone — and no backend address is left in any SIP header a phone receives; the
+/// only ones left are in SDP bodies.
+fn expect_signalling_through_the_vip(r: &CallReport) {
+    assert_eq!(r.registered, [true, true], "registration through the VIP");
+    assert!(r.callee_rang && r.caller_heard_ringing, "ringing");
+    assert!(r.answered && r.callee_established, "answer");
+    assert!(r.ack_at_backend && r.ack_at_callee, "ACK of the 200");
+    assert_eq!(
+        (r.reinvites_ok, r.reinvites_at_callee),
+        (2, 2),
+        "hold/resume"
+    );
+    assert!(r.bye_at_callee && r.bye_answered, "BYE");
+    let mut sdp_leaks = 0;
+    for (i, u) in USERS.iter().enumerate() {
+        let c = &r.captures[i];
+        assert!(
+            c.sip_received.len() >= 4 && c.sdp_received >= 1,
+            "{u}: the checker decoded only {} SIP messages ({} SDP)",
+            c.sip_received.len(),
+            c.sdp_received
+        );
+        let in_headers: Vec<_> = c
+            .leaks
+            .iter()
+            .filter(|l| !l.place.starts_with("SDP"))
+            .collect();
+        assert!(
+            in_headers.is_empty(),
+            "{u}: backend addresses in SIP headers: {in_headers:?}"
+        );
+        sdp_leaks += c.leaks.len();
+    }
+    // The media path is not built yet: the SDP still names the backends' media relay,
+    // which the checker must still see (else it has stopped looking at SDP).
+    assert!(
+        sdp_leaks > 0,
+        "no SDP address of the backends seen: is the checker blind?"
+    );
+}
+
+#[test]
+fn dnat_alg_on_the_call_signals_through_the_vip() {
+    expect_signalling_through_the_vip(&run_call("dnat", true));
+}
+
+#[test]
+fn snat_alg_on_the_call_signals_through_the_vip() {
+    expect_signalling_through_the_vip(&run_call("snat", true));
+}
+
 #[test]
 fn dnat_alg_off_phones_receive_backend_addresses() {
     expect_leak_shown(&run_call("dnat", false));
