@@ -564,11 +564,17 @@ fn rules_to_client(
         to: SocketAddrV4::new(farm.vip, farm.port),
         places: Places::HEADERS,
     });
+    // Only where this client's flow can stand: its own Via (the top one of a response
+    // to it), the Contact the registrar echoes, the Request-URI of a request to it.
+    // Other flows share the SNAT address (`received=` matches by address alone), so a
+    // lower Via or another party's header is not this flow's to rewrite.
     if let Some(((sa, sp), (ca, cp))) = snat {
         let _ = rules.push(AddrRule {
             from: SocketAddrV4::new(sa, sp),
             to: SocketAddrV4::new(ca, cp),
-            places: Places::HEADERS,
+            places: Places::TOP_VIA
+                .union(Places::CONTACT)
+                .union(Places::REQUEST_URI),
         });
     }
     rules
