@@ -26,6 +26,7 @@
 
 use siplb_core::alg::{
     rewrite, AddrRule, Edits, Mapped, MediaError, MediaFlow, MediaMapper, Outcome, Places, Rules,
+    Sdp,
 };
 use siplb_core::sip::{Limits, SipMessage};
 use std::hint::black_box;
@@ -179,8 +180,9 @@ fn time(rounds: usize, batch: usize, mut f: impl FnMut() -> usize) -> (f64, f64)
     (per[0], per[rounds / 2])
 }
 
-/// `count N [I]`: N parses, then N copy + parse + rewrite + apply, of each message (or
-/// of message I only), untimed, for instruction counts under callgrind.
+/// `count N [I]`: N SDP views of the body, N parses, then N copy + parse + rewrite +
+/// apply, of each message (or of message I only), untimed, for instruction counts
+/// under callgrind.
 fn count(n: usize, only: Option<usize>, limits: &Limits) {
     #[inline(never)]
     fn count_parse(c: &Case, n: usize, limits: &Limits) -> usize {
@@ -190,10 +192,18 @@ fn count(n: usize, only: Option<usize>, limits: &Limits) {
     fn count_rewrite(c: &Case, w: &mut Worker, n: usize, limits: &Limits) -> usize {
         (0..n).map(|_| full(black_box(c), w, limits)).sum()
     }
+    #[inline(never)]
+    fn count_sdp(c: &Case, n: usize, limits: &Limits) -> usize {
+        let m = SipMessage::parse(c.msg, limits).expect("bench message parses");
+        (0..n)
+            .map(|_| Sdp::parse(black_box(m.body())).map_or(0, |s| s.media().len()))
+            .sum()
+    }
     for (i, c) in cases().iter().enumerate() {
         if only.is_some_and(|o| o != i) {
             continue;
         }
+        black_box(count_sdp(c, n, limits));
         let mut w = Worker::new(c);
         black_box(count_parse(c, n, limits));
         black_box(count_rewrite(c, &mut w, n, limits));

@@ -309,7 +309,15 @@ impl Edits {
         if self.len == MAX_EDITS {
             return Err(EditError::TooManyEdits);
         }
-        // Nearly always appended in order: the search runs from the end.
+        let edit = Edit { at, old_len, text };
+        // Nearly always appended in order.
+        if self.items().last().map_or(0, Edit::end) <= at {
+            if let Some(slot) = self.items.get_mut(self.len) {
+                *slot = edit;
+                self.len += 1;
+            }
+            return Ok(());
+        }
         let items = self.items.get(..self.len).unwrap_or_default();
         let i = items.iter().rposition(|e| e.at <= at).map_or(0, |p| p + 1);
         let prev_end = i
@@ -323,7 +331,7 @@ impl Edits {
             tail.rotate_right(1);
         }
         if let Some(slot) = self.items.get_mut(i) {
-            *slot = Edit { at, old_len, text };
+            *slot = edit;
         }
         self.len += 1;
         Ok(())

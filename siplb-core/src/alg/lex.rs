@@ -113,34 +113,37 @@ pub(crate) fn skip_to(s: &[u8], i: usize, end: usize, class: u8) -> usize {
 /// Dotted-quad IPv4 text: four decimal parts of one to three digits, each at most 255.
 /// Leading zeros are read as decimal (`010` is 10), as most SIP stacks do.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
-    if !(7..=15).contains(&s.len()) || !s.first().is_some_and(u8::is_ascii_digit) {
+    let (ip, end) = ipv4_at(s, 0)?;
+    (end == s.len()).then_some(ip)
+}
+
+/// Dotted-quad IPv4 text at `i`: the address and the index after it (the caller
+/// checks what follows). Octets unrolled: three digit tests at most each.
+#[inline]
+pub(crate) fn ipv4_at(s: &[u8], i: usize) -> Option<(Ipv4Addr, usize)> {
+    let digit = |j: usize| s.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10);
+    let octet = |j: usize| -> Option<(u8, usize)> {
+        let d0 = u16::from(digit(j)?);
+        let Some(d1) = digit(j + 1) else {
+            return Some((d0 as u8, j + 1));
+        };
+        let v = d0 * 10 + u16::from(d1);
+        let Some(d2) = digit(j + 2) else {
+            return Some((v as u8, j + 2));
+        };
+        let v = v * 10 + u16::from(d2);
+        (v <= 255).then_some((v as u8, j + 3))
+    };
+    let dot = |j: usize| (s.get(j) == Some(&b'.')).then_some(j + 1);
+    let (a, j) = octet(i)?;
+    let (b, j) = octet(dot(j)?)?;
+    let (c, j) = octet(dot(j)?)?;
+    let (d, j) = octet(dot(j)?)?;
+    // A fourth digit or a fifth part belongs to something else.
+    if digit(j).is_some() {
         return None;
     }
-    let mut octets = [0u8; 4];
-    let (mut part, mut value, mut digits) = (0usize, 0u16, 0u8);
-    for &c in s {
-        if c == b'.' {
-            if digits == 0 {
-                return None;
-            }
-            *octets.get_mut(part)? = value as u8;
-            part += 1;
-            (value, digits) = (0, 0);
-        } else if c.is_ascii_digit() {
-            value = value * 10 + u16::from(c - b'0');
-            digits += 1;
-            if digits > 3 || value > 255 {
-                return None;
-            }
-        } else {
-            return None;
-        }
-    }
-    if part != 3 || digits == 0 {
-        return None;
-    }
-    *octets.get_mut(3)? = value as u8;
-    Some(Ipv4Addr::from(octets))
+    Some((Ipv4Addr::new(a, b, c, d), j))
 }
 
 /// The first `b` at or after `from`. Lines are short: eight bytes per step over the
@@ -166,6 +169,26 @@ pub(crate) fn find_byte(s: &[u8], from: usize, b: u8) -> Option<usize> {
         i += 8;
     }
     memchr::memchr(b, rest.get(i..)?).map(|p| from + i + p)
+}
+
+/// Decimal digits at `i`, before `end`: their value (at most 5 digits, else `None`)
+/// and the index after them. No digit: `None`.
+#[inline]
+pub(crate) fn u16_at(s: &[u8], i: usize, end: usize) -> Option<(u16, usize)> {
+    let mut v = 0u32;
+    let mut j = i;
+    while j < end {
+        match s.get(j).map(|c| c.wrapping_sub(b'0')) {
+            Some(d @ 0..=9) => v = v * 10 + u32::from(d),
+            _ => break,
+        }
+        j += 1;
+        if j - i > 5 {
+            return None;
+        }
+    }
+    (j > i).then_some(())?;
+    Some((u16::try_from(v).ok()?, j))
 }
 
 /// Whether `s` is `name`, ignoring ASCII case.
@@ -207,6 +230,8 @@ mod tests {
             b"198.18.0.1000",
             b"198.18.0.x",
             b"+98.18.0.1",
+            b"198.18.0.1234",
+            b"1.2.3.4.5",
         ] {
             assert_eq!(parse_ipv4(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
@@ -232,6 +257,16 @@ mod tests {
             Some(8)
         );
         assert_eq!(find_byte(b"ab", 5, b'a'), None);
+    }
+
+    #[test]
+    fn numbers_in_place() {
+        assert_eq!(u16_at(b"x49170 ", 1, 7), Some((49170, 6)));
+        assert_eq!(u16_at(b"65535", 0, 5), Some((65535, 5)));
+        assert_eq!(u16_at(b"65536", 0, 5), None);
+        assert_eq!(u16_at(b"123456", 0, 6), None);
+        assert_eq!(u16_at(b"12/3", 0, 1), Some((1, 1)));
+        assert_eq!(u16_at(b"x", 0, 1), None);
     }
 
     #[test]

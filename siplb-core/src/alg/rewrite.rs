@@ -18,7 +18,7 @@ use super::needle::Needle;
 use super::sdp::{
     Address, Connection, Direction, MediaStream, Origin, Sdp, SdpError, Span, MAX_MEDIA,
 };
-use crate::sip::{HeaderName, SipMessage};
+use crate::sip::SipMessage;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::{BitOr, Range};
 
@@ -96,6 +96,9 @@ struct Rule {
     rule: AddrRule,
     /// `from`'s address as text and a finder for it.
     needle: Needle,
+    /// `to` as text: the address, and `address:port`.
+    to_ip: Text,
+    to_ip_port: Text,
     /// Whether an earlier rule has the same address (its search finds this one's).
     repeat: bool,
 }
@@ -134,9 +137,16 @@ impl Rules {
             .ok_or(RewriteError::TooManyRules)?;
         let mut text = Text::new();
         text.push_ipv4(*rule.from.ip())?;
+        let mut to_ip = Text::new();
+        to_ip.push_ipv4(*rule.to.ip())?;
+        let mut to_ip_port = to_ip;
+        to_ip_port.push(b":")?;
+        to_ip_port.push_decimal(u32::from(rule.to.port()))?;
         *slot = Some(Rule {
             rule,
             needle: Needle::new(text),
+            to_ip,
+            to_ip_port,
             repeat,
         });
         self.len += 1;
@@ -170,25 +180,26 @@ impl Rules {
             .any(|o| o.from.ip() == r.rule.from.ip() && o.places.intersects(places))
     }
 
-    /// Where the transport address `ip:port` goes in `place`.
-    fn by_transport(&self, place: Places, ip: Ipv4Addr, port: u16) -> Option<SocketAddrV4> {
-        self.iter()
-            .find(|r| r.places.contains(place) && *r.from.ip() == ip && r.from.port() == port)
-            .map(|r| r.to)
+    /// The rule for the transport address `ip:port` in `place`.
+    fn by_transport(&self, place: Places, ip: Ipv4Addr, port: u16) -> Option<&Rule> {
+        self.rules().find(|r| {
+            let a = &r.rule;
+            a.places.contains(place) && *a.from.ip() == ip && a.from.port() == port
+        })
     }
 
-    /// Where the address `ip` alone goes in `place`, preferring the rule whose port is
+    /// The rule for the address `ip` alone in `place`, preferring one whose port is
     /// `hint`.
-    fn by_ip(&self, place: Places, ip: Ipv4Addr, hint: Option<u16>) -> Option<SocketAddrV4> {
+    fn by_ip(&self, place: Places, ip: Ipv4Addr, hint: Option<u16>) -> Option<&Rule> {
         let mut first = None;
         for r in self
-            .iter()
-            .filter(|r| r.places.contains(place) && *r.from.ip() == ip)
+            .rules()
+            .filter(|r| r.rule.places.contains(place) && *r.rule.from.ip() == ip)
         {
-            if Some(r.from.port()) == hint {
-                return Some(r.to);
+            if Some(r.rule.from.port()) == hint {
+                return Some(r);
             }
-            first.get_or_insert(r.to);
+            first.get_or_insert(r);
         }
         first
     }
@@ -398,6 +409,7 @@ pub fn rewrite(
         edits,
         request: msg.is_request(),
         top_via,
+        last_ip: None,
     };
     for (needle, ip) in rules.needles(Places::HEADERS) {
         let len = needle.text().len();
@@ -502,9 +514,9 @@ fn content_length_span(head: &[u8]) -> Option<Range<usize>> {
             if let Some(colon) = memchr::memchr(b':', line) {
                 let name = trim_end(line.get(..colon).unwrap_or_default());
                 if eq_caseless(name, b"content-length") || eq_caseless(name, b"l") {
-                    let fe = field_end(head, start);
-                    let v = lex::skip_to(head, start + colon + 1, fe, lex::WS);
-                    let d = lex::skip_to(head, v, fe, lex::DIGIT);
+                    // The digits, after white space that may fold the line.
+                    let v = lex::skip_to(head, start + colon + 1, head.len(), lex::WS);
+                    let d = lex::skip_to(head, v, head.len(), lex::DIGIT);
                     return (d > v).then_some(v..d);
                 }
             }
@@ -521,21 +533,29 @@ fn trim_end(s: &[u8]) -> &[u8] {
     s.get(..n).unwrap_or_default()
 }
 
-/// The headers whose values the rules cover, Via apart.
-fn address_place(name: &[u8]) -> Option<Places> {
-    match HeaderName::from_bytes(name) {
-        HeaderName::Contact => Some(Places::CONTACT),
-        HeaderName::From | HeaderName::To => Some(Places::FROM_TO),
-        HeaderName::Other
-            if eq_caseless(name, b"record-route")
-                || eq_caseless(name, b"route")
-                || eq_caseless(name, b"path")
-                || eq_caseless(name, b"service-route") =>
-        {
-            Some(Places::ROUTE)
-        }
-        _ => None,
-    }
+/// The header fields the rules cover: Via (`None` place: top or other is told by
+/// the value) or the place of an address field. Names compare without case; compact
+/// forms as [`HeaderName`](crate::sip::HeaderName) knows them.
+fn field_kind(name: &[u8]) -> Option<Option<Places>> {
+    let is = |long: &[u8]| eq_caseless(name, long);
+    let place = match name.len() {
+        1 => match name.first().map(|c| c | 0x20) {
+            Some(b'v') => return Some(None),
+            Some(b'm') => Places::CONTACT,
+            Some(b'f' | b't') => Places::FROM_TO,
+            _ => return None,
+        },
+        2 if is(b"to") => Places::FROM_TO,
+        3 if is(b"via") => return Some(None),
+        4 if is(b"from") => Places::FROM_TO,
+        4 if is(b"path") => Places::ROUTE,
+        5 if is(b"route") => Places::ROUTE,
+        7 if is(b"contact") => Places::CONTACT,
+        12 if is(b"record-route") => Places::ROUTE,
+        13 if is(b"service-route") => Places::ROUTE,
+        _ => return None,
+    };
+    Some(Some(place))
 }
 
 /// The index of the last byte before `i` (at or after `floor`) that is not white
@@ -595,19 +615,26 @@ fn port_at(
 }
 
 /// Whether the URI parameters from `i` (a URI's host or port ends there) hold
-/// `transport=tls`, before `end` or the URI's `>`.
+/// `transport=tls`, before `end`; they end at the first byte that is not a parameter
+/// character, `;` or `=` (`>`, `,`, `?`, white space).
 fn transport_tls(s: &[u8], i: usize, end: usize) -> bool {
     const NAME: &[u8] = b"transport=";
-    let stop = lex::find_byte(s.get(..end).unwrap_or(s), i, b'>').unwrap_or(end);
     let mut semi = i;
-    while at(s, semi) == Some(b';') && semi < stop {
-        let name = s.get(semi + 1..semi + 1 + NAME.len());
-        if name.is_some_and(|n| eq_caseless(n, NAME)) {
-            let v = semi + 1 + NAME.len();
-            let ve = lex::skip_to(s, v, stop, lex::URI_PARAM);
-            return eq_caseless(s.get(v..ve).unwrap_or_default(), b"tls");
+    while semi < end && at(s, semi) == Some(b';') {
+        let name_end = lex::skip_to(s, semi + 1, end, lex::URI_PARAM);
+        let has_value = name_end < end && at(s, name_end) == Some(b'=');
+        let value_end = if has_value {
+            lex::skip_to(s, name_end + 1, end, lex::URI_PARAM)
+        } else {
+            name_end
+        };
+        if has_value
+            && s.get(semi + 1..=name_end)
+                .is_some_and(|n| eq_caseless(n, NAME))
+        {
+            return eq_caseless(s.get(name_end + 1..value_end).unwrap_or_default(), b"tls");
         }
-        semi = lex::find_byte(s.get(..stop).unwrap_or(s), semi + 1, b';').unwrap_or(stop);
+        semi = value_end;
     }
     false
 }
@@ -719,6 +746,7 @@ struct Rewriter<'b, 'e> {
     request: bool,
     /// Where the top Via's sent-by starts (`usize::MAX` without Via).
     top_via: usize,
+    last_ip: Option<(Ipv4Addr, Text)>,
 }
 
 impl Rewriter<'_, '_> {
@@ -732,10 +760,18 @@ impl Rewriter<'_, '_> {
             .replace_text(range.start, range.end - range.start, text)?)
     }
 
+    /// An address; the text of the last one is kept (an SDP repeats the same).
     fn emit_ip(&mut self, range: Range<usize>, ip: Ipv4Addr) -> Result<(), RewriteError> {
-        let mut t = Text::new();
-        t.push_ipv4(ip)?;
-        self.emit(range, t)
+        let text = match self.last_ip {
+            Some((last, text)) if last == ip => text,
+            _ => {
+                let mut t = Text::new();
+                t.push_ipv4(ip)?;
+                self.last_ip = Some((ip, t));
+                t
+            }
+        };
+        self.emit(range, text)
     }
 
     fn emit_port(&mut self, range: Range<usize>, port: u16) -> Result<(), RewriteError> {
@@ -744,23 +780,22 @@ impl Rewriter<'_, '_> {
         self.emit(range, t)
     }
 
-    /// `host[:port]` → `to`, with a port where there was one or where `to`'s is not
-    /// the default.
+    /// `host[:port]` → the rule's `to`, with a port where there was one or where
+    /// `to`'s is not the default.
     fn emit_host_port(
         &mut self,
         host: Range<usize>,
         port: Option<Range<usize>>,
         default: u16,
-        to: SocketAddrV4,
+        rule: &Rule,
     ) -> Result<(), RewriteError> {
-        let mut t = Text::new();
-        t.push_ipv4(*to.ip())?;
-        if port.is_some() || to.port() != default {
-            t.push(b":")?;
-            t.push_decimal(u32::from(to.port()))?;
-        }
+        let text = if port.is_some() || rule.rule.to.port() != default {
+            rule.to_ip_port
+        } else {
+            rule.to_ip
+        };
         let end = port.map_or(host.end, |p| p.end);
-        self.emit(host.start..end, t)
+        self.emit(host.start..end, text)
     }
 
     /// An occurrence of `ip` (a rule's address) at `at..e` in the header section:
@@ -768,7 +803,8 @@ impl Rewriter<'_, '_> {
     fn hit(&mut self, at: usize, e: usize, ip: Ipv4Addr) -> Result<(), RewriteError> {
         let head = self.head;
         let start = field_start(head, at);
-        let end = field_end(head, at);
+        // Values end at their own terminators; only a Via needs its field's end.
+        let end = head.len();
         let (place, vs) = if start == 0 {
             // The Request-URI follows the method.
             let Some(sp) = lex::find_byte(head, 0, b' ').filter(|_| self.request) else {
@@ -780,11 +816,9 @@ impl Rewriter<'_, '_> {
                 return Ok(());
             };
             let name = trim_end(head.get(start..colon).unwrap_or_default());
-            if HeaderName::from_bytes(name) == HeaderName::Via {
-                return self.via_hit(colon + 1, end, at, e, ip);
-            }
-            match address_place(name) {
-                Some(place) => (place, colon + 1),
+            match field_kind(name) {
+                Some(None) => return self.via_hit(colon + 1, field_end(head, at), at, e, ip),
+                Some(Some(place)) => (place, colon + 1),
                 None => return Ok(()),
             }
         };
@@ -886,8 +920,9 @@ impl Rewriter<'_, '_> {
             5060
         };
         let p = port.as_ref().map_or(default, |(_, p)| *p);
-        if let Some(to) = self.rules.by_transport(place, ip, p) {
-            self.emit_host_port(at..e, port.map(|(r, _)| r), default, to)?;
+        let rules = self.rules;
+        if let Some(rule) = rules.by_transport(place, ip, p) {
+            self.emit_host_port(at..e, port.map(|(r, _)| r), default, rule)?;
         }
         Ok(())
     }
@@ -901,8 +936,9 @@ impl Rewriter<'_, '_> {
         place: Places,
         hint: Option<u16>,
     ) -> Result<(), RewriteError> {
-        if let Some(to) = self.rules.by_ip(place, ip, hint) {
-            self.emit_ip(at..e, *to.ip())?;
+        let rules = self.rules;
+        if let Some(rule) = rules.by_ip(place, ip, hint) {
+            self.emit(at..e, rule.to_ip)?;
         }
         Ok(())
     }
@@ -924,11 +960,10 @@ impl Rewriter<'_, '_> {
         let Some(port) = lex::parse_u16(head.get(e + 1..pe).unwrap_or_default()) else {
             return Ok(());
         };
-        if let Some(to) = self.rules.by_transport(place, ip, port) {
-            let mut t = Text::new();
-            t.push_ipv4(*to.ip())?;
+        if let Some(rule) = self.rules.by_transport(place, ip, port) {
+            let mut t = rule.to_ip;
             t.push(b"~")?;
-            t.push_decimal(u32::from(to.port()))?;
+            t.push_decimal(u32::from(rule.rule.to.port()))?;
             self.emit(at..pe, t)?;
         }
         Ok(())
@@ -957,14 +992,15 @@ impl Rewriter<'_, '_> {
             }
             let default = if by.tls { 5061 } else { 5060 };
             let sent_port = by.port.as_ref().map_or(default, |(_, p)| *p);
-            if let Some(to) = self.rules.by_transport(place, ip, sent_port) {
-                self.emit_host_port(at..e, by.port.map(|(r, _)| r), default, to)?;
+            let rules = self.rules;
+            if let Some(rule) = rules.by_transport(place, ip, sent_port) {
+                self.emit_host_port(at..e, by.port.map(|(r, _)| r), default, rule)?;
             }
             // rport goes with the sent-by when no received says otherwise.
             let params = via_params(head, semi, ve)?;
             if let (None, Some(Some((r, n)))) = (params.received, params.rport) {
-                if let Some(to) = self.rules.by_transport(place, ip, n) {
-                    self.emit_port(r, to.port())?;
+                if let Some(rule) = self.rules.by_transport(place, ip, n) {
+                    self.emit_port(r, rule.rule.to.port())?;
                 }
             }
             return Ok(());
@@ -976,9 +1012,10 @@ impl Rewriter<'_, '_> {
                     return Ok(());
                 }
                 if let Some(Some((r, n))) = params.rport {
-                    if let Some(to) = self.rules.by_transport(place, ip, n) {
-                        self.emit_port(r, to.port())?;
-                        return self.emit_ip(at..e, *to.ip());
+                    let rules = self.rules;
+                    if let Some(rule) = rules.by_transport(place, ip, n) {
+                        self.emit_port(r, rule.rule.to.port())?;
+                        return self.emit(at..e, rule.to_ip);
                     }
                     return self.ip_only(at, e, ip, place, Some(n));
                 }
@@ -1007,8 +1044,10 @@ impl Rewriter<'_, '_> {
         let mut mapped: [Option<(Ipv4Addr, Mapped)>; MAX_MEDIA] = [None; MAX_MEDIA];
         if let Some(mapper) = media {
             // Every stream is checked before the first mapping is made.
-            for m in streams.iter().filter(|m| !m.is_rejected()) {
-                flow(&sdp, m)?;
+            if streams.iter().filter(|m| !m.is_rejected()).count() > 1 {
+                for m in streams.iter().filter(|m| !m.is_rejected()) {
+                    flow(&sdp, m)?;
+                }
             }
             for (slot, m) in mapped.iter_mut().zip(streams) {
                 if m.is_rejected() {
@@ -1031,7 +1070,7 @@ impl Rewriter<'_, '_> {
                 .flatten()
                 .find(|(from, _)| *from == ip && !ip.is_unspecified())
                 .map(|(_, to)| to.addr)
-                .or_else(|| rules.by_ip(Places::SDP, ip, None).map(|to| *to.ip()))
+                .or_else(|| rules.by_ip(Places::SDP, ip, None).map(|r| *r.rule.to.ip()))
         };
         if let Some(Origin {
             addr: Address::V4(ip),
@@ -1508,6 +1547,38 @@ hello"
     }
 
     #[test]
+    fn tls_uris_default_to_5061() {
+        let input = msg("OPTIONS sip:198.19.1.1;transport=TLS SIP/2.0\r
+Via: SIP/2.0/UDP 198.18.0.10;branch=z9hG4bK7\r
+From: <sip:a@example.com>;tag=1\r
+To: <sip:b@example.com>\r
+Call-ID: tls1\r
+CSeq: 1 OPTIONS\r
+Contact: <sips:198.19.1.1>, <sip:198.19.1.1;lr;transport=tls>, <sip:198.19.1.1;transport=udp>\r
+Content-Length: 0\r
+\r
+");
+        let tls = SocketAddrV4::new(*BACKEND.ip(), 5061);
+        let vip_tls = SocketAddrV4::new(*VIP.ip(), 5061);
+        let r = rules(&[(tls, vip_tls, Places::ALL)]);
+        let (_, out) = run(&input, &r, None).unwrap();
+        let out = text(&out);
+        assert!(
+            out.starts_with("OPTIONS sip:198.18.0.100;transport=TLS SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(out.contains(
+            "Contact: <sips:198.18.0.100>, <sip:198.18.0.100;lr;transport=tls>, <sip:198.19.1.1;transport=udp>\r\n"
+        ), "{out}");
+        // The plain-SIP rule does not take the TLS ones.
+        let r = rules(&[(BACKEND, VIP, Places::ALL)]);
+        let (_, out) = run(&input, &r, None).unwrap();
+        assert!(text(&out).contains(
+            "Contact: <sips:198.19.1.1>, <sip:198.19.1.1;lr;transport=tls>, <sip:198.18.0.100;transport=udp>\r\n"
+        ));
+    }
+
+    #[test]
     fn toward_a_backend_in_snat() {
         let input = msg("INVITE sip:bob@example.com SIP/2.0\r
 Via: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK776asdhds;rport\r
@@ -1749,7 +1820,7 @@ Content-Length: N\r
         let to_a = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 11), 5062);
         let to_b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 12), 5064);
         let r = rules(&[(a, to_a, Places::ALL), (b, to_b, Places::ALL)]);
-        let to = |r: Option<SocketAddrV4>| r;
+        let to = |r: Option<&Rule>| r.map(|r| r.rule.to);
         assert_eq!(
             to(r.by_ip(Places::TOP_VIA, *SNAT.ip(), Some(1026))),
             Some(to_b)

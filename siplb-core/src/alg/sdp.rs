@@ -12,7 +12,8 @@
 //! - Lines end in CRLF or LF alone; empty lines are skipped (many stacks end the body
 //!   with an extra CRLF). The first line must be `v=`.
 //! - Lines the relay does not read (`s=`, `t=`, `b=`, other attributes) are only
-//!   checked to be `<letter>=`.
+//!   checked to be `<letter>=`; `o=` is read from its end (`IN IP4|IP6 address`
+//!   after at least one other field), so a user name with spaces does not shift it.
 //! - A `c=` address that is not IPv4 text under `IP4` is a host name
 //!   ([`Address::Name`], RFC 8866 §5.7 allows one); under `IP6` it must be IPv6.
 //! - Hold is either form: a direction attribute (`sendonly`, `inactive`, RFC 3264
@@ -244,7 +245,7 @@ impl<'a> Sdp<'a> {
             media_len: 0,
             media: [MediaStream::EMPTY; MAX_MEDIA],
         };
-        // The v= line, then one line at a time.
+        // The v= line is the first.
         let mut pos = lex::find_byte(body, 0, b'\n').map_or(body.len(), |nl| nl + 1);
         while pos < body.len() {
             let nl = lex::find_byte(body, pos, b'\n').unwrap_or(body.len());
@@ -262,7 +263,9 @@ impl<'a> Sdp<'a> {
             if !kind.is_ascii_alphabetic() || at(body, start + 1) != Some(b'=') {
                 return Err(SdpError::BadLine);
             }
-            sdp.line(kind, start, start + 2, end)?;
+            if matches!(kind, b'a' | b'm' | b'c' | b'o') {
+                sdp.line(kind, start, start + 2, end)?;
+            }
         }
         let n = usize::from(sdp.media_len);
         if let Some(last) = n.checked_sub(1).and_then(|i| sdp.media.get_mut(i)) {
@@ -280,22 +283,24 @@ impl<'a> Sdp<'a> {
     }
 
     /// Takes in the line `kind=` whose value is `body[v..end]`.
+    #[inline]
     fn line(&mut self, kind: u8, start: usize, v: usize, end: usize) -> Result<(), SdpError> {
         let body = self.body;
         let n = usize::from(self.media_len);
-        let current = n.checked_sub(1).and_then(|i| self.media.get_mut(i));
+        let current = match n {
+            0 => None,
+            _ => self.media.get_mut(n - 1),
+        };
         match kind {
-            b'a' => {
-                let value = body.get(v..end).unwrap_or_default();
-                match (attribute(value), current) {
-                    (Attribute::Direction(d), None) => self.direction = Some(d),
-                    (Attribute::Direction(d), Some(m)) => m.direction = Some(d),
-                    (Attribute::Rtcp, Some(m)) => m.rtcp = Some(rtcp(body, v + 5, end)?),
-                    (Attribute::RtcpMux, Some(m)) => m.rtcp_mux = true,
-                    (Attribute::Ice, Some(m)) => m.ice_lines = m.ice_lines.saturating_add(1),
-                    _ => {}
-                }
-            }
+            b'a' => match (attribute(body, v, end), current) {
+                (Attribute::Other, _) => {}
+                (Attribute::Direction(d), None) => self.direction = Some(d),
+                (Attribute::Direction(d), Some(m)) => m.direction = Some(d),
+                (Attribute::Rtcp, Some(m)) => m.rtcp = Some(rtcp(body, v + 5, end)?),
+                (Attribute::RtcpMux, Some(m)) => m.rtcp_mux = true,
+                (Attribute::Ice, Some(m)) => m.ice_lines = m.ice_lines.saturating_add(1),
+                (_, None) => {}
+            },
             b'm' => {
                 if let Some(m) = current {
                     m.section.end = start as u16;
@@ -316,7 +321,7 @@ impl<'a> Sdp<'a> {
                     return Err(SdpError::BadConnection);
                 }
             }
-            b'o' if current.is_none() => self.origin = Some(origin(body, v, end)?),
+            _ if current.is_none() => self.origin = Some(origin(body, v, end)?),
             _ => {}
         }
         Ok(())
@@ -383,23 +388,26 @@ enum Attribute {
     Other,
 }
 
-/// Classifies an attribute by its first bytes: most lines are `rtpmap`/`fmtp`.
-fn attribute(value: &[u8]) -> Attribute {
-    match value.first() {
-        Some(b's') => match value {
+/// Classifies the attribute `body[v..end]` by its first bytes: most lines are
+/// `rtpmap`/`fmtp`, told apart by the second byte.
+#[inline]
+fn attribute(body: &[u8], v: usize, end: usize) -> Attribute {
+    let value = body.get(v..end).unwrap_or_default();
+    match value {
+        [b'r', b't', b'c', b'p', b':', ..] => Attribute::Rtcp,
+        [b'r', b't', b'c', b'p', b'-', ..] if value == b"rtcp-mux" => Attribute::RtcpMux,
+        [b'r', b'e', ..] => match value {
+            b"recvonly" => Attribute::Direction(Direction::RecvOnly),
+            _ if value.starts_with(b"remote-candidates:") => Attribute::Ice,
+            _ => Attribute::Other,
+        },
+        [b's', b'e', ..] => match value {
             b"sendrecv" => Attribute::Direction(Direction::SendRecv),
             b"sendonly" => Attribute::Direction(Direction::SendOnly),
             _ => Attribute::Other,
         },
-        Some(b'r') => match value.get(..5) {
-            Some(b"rtcp:") => Attribute::Rtcp,
-            Some(b"rtcp-") if value == b"rtcp-mux" => Attribute::RtcpMux,
-            Some(b"recvo") if value == b"recvonly" => Attribute::Direction(Direction::RecvOnly),
-            Some(b"remot") if value.starts_with(b"remote-candidates:") => Attribute::Ice,
-            _ => Attribute::Other,
-        },
-        Some(b'i') if value == b"inactive" => Attribute::Direction(Direction::Inactive),
-        Some(b'c') if value.starts_with(b"candidate:") => Attribute::Ice,
+        b"inactive" => Attribute::Direction(Direction::Inactive),
+        [b'c', b'a', ..] if value.starts_with(b"candidate:") => Attribute::Ice,
         _ => Attribute::Other,
     }
 }
@@ -426,11 +434,9 @@ fn origin(body: &[u8], v: usize, end: usize) -> Result<Origin, SdpError> {
         .and_then(|value| value.iter().rposition(|&c| c == b' '))
         .map(|p| v + p)
         .ok_or(bad)?;
-    // `IN IP4 ` ends at the last space, after user, session id and version.
+    // `IN IP4 ` ends at the last space, after the other fields and a space.
     let t = sp.checked_sub(6).filter(|&t| t > v + 1).ok_or(bad)?;
-    let space_before = |i: usize| body.get(v..i)?.iter().rposition(|&c| c == b' ');
-    let fields = space_before(t - 1).and_then(|s2| space_before(v + s2));
-    let kind = addrtype(body, t).filter(|_| at(body, t - 1) == Some(b' ') && fields.is_some());
+    let kind = addrtype(body, t).filter(|_| at(body, t - 1) == Some(b' '));
     let text = body.get(sp + 1..end).unwrap_or_default();
     let addr = match kind {
         _ if text.is_empty() => return Err(bad),
@@ -448,19 +454,21 @@ fn origin(body: &[u8], v: usize, end: usize) -> Result<Origin, SdpError> {
 fn connection(body: &[u8], v: usize, end: usize) -> Option<Connection> {
     let kind = addrtype(body, v)?;
     let a = v + 7;
-    let slash = lex::find_byte(body.get(..end)?, a, b'/').unwrap_or(end);
-    let text = body.get(a..slash)?;
-    let addr = if kind == 4 {
-        match lex::parse_ipv4(text) {
-            Some(ip) => Address::V4(ip),
-            None if !text.is_empty() && text.iter().all(|&c| lex::is(c, lex::HOST)) => {
-                Address::Name
+    let ends = |e: usize| e == end || (e < end && at(body, e) == Some(b'/'));
+    let (addr, slash) = match lex::ipv4_at(body, a).filter(|&(_, e)| ends(e)) {
+        Some((ip, e)) if kind == 4 => (Address::V4(ip), e),
+        _ if kind == 4 => {
+            let e = lex::skip_to(body, a, end, lex::HOST);
+            if e == a || !ends(e) {
+                return None;
             }
-            None => return None,
+            (Address::Name, e)
         }
-    } else {
-        ipv6(text)?;
-        Address::V6
+        _ => {
+            let e = lex::find_byte(body.get(..end)?, a, b'/').unwrap_or(end);
+            ipv6(body.get(a..e)?)?;
+            (Address::V6, e)
+        }
     };
     // Suffixes: IP4 `/ttl[/count]`, IP6 `/count`.
     let number = |from: usize| {
@@ -498,15 +506,14 @@ fn media(body: &[u8], v: usize, end: usize, m: &mut MediaStream) -> Result<(), S
     let line = body.get(..end).ok_or(bad)?;
     let sp = lex::find_byte(line, v, b' ').ok_or(bad)?;
     let p = sp + 1;
-    let pe = lex::skip_to(body, p, end, lex::DIGIT);
-    let port = lex::parse_u16(body.get(p..pe).unwrap_or_default()).ok_or(bad)?;
+    let (port, pe) = lex::u16_at(body, p, end).ok_or(bad)?;
     let mut i = pe;
     let mut port_count = 1;
     if at(body, i) == Some(b'/') && i < end {
-        let ce = lex::skip_to(body, i + 1, end, lex::DIGIT);
-        port_count = lex::parse_u16(body.get(i + 1..ce).unwrap_or_default())
-            .filter(|&n| (1..=MAX_PORT_COUNT).contains(&n))
+        let (n, ce) = lex::u16_at(body, i + 1, end)
+            .filter(|&(n, _)| (1..=MAX_PORT_COUNT).contains(&n))
             .ok_or(SdpError::BadCount)?;
+        port_count = n;
         i = ce;
     }
     if at(body, i) != Some(b' ') || i >= end || sp == v {
@@ -532,8 +539,7 @@ fn media(body: &[u8], v: usize, end: usize, m: &mut MediaStream) -> Result<(), S
 
 /// `a=rtcp:` value in `body[v..end]`: `<port> [<nettype> <addrtype> <address>]`.
 fn rtcp(body: &[u8], v: usize, end: usize) -> Result<Rtcp, SdpError> {
-    let stop = lex::skip_to(body, v, end, lex::DIGIT);
-    let port = lex::parse_u16(body.get(v..stop).unwrap_or_default()).ok_or(SdpError::BadRtcp)?;
+    let (port, stop) = lex::u16_at(body, v, end).ok_or(SdpError::BadRtcp)?;
     let connection = match at(body, stop) {
         _ if stop == end => None,
         Some(b' ') => Some(connection(body, stop + 1, end).ok_or(SdpError::BadRtcp)?),
@@ -719,7 +725,7 @@ a=candidate:1 1 UDP 2130706431 198.18.0.10 49190 typ host\r\n";
             b"v=0\r\no=- 1 2 IN IP4 198.18.0.10\r\ns=-\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0\r\n";
         assert_eq!(Sdp::parse(no_c), Err(SdpError::MissingConnection));
         for bad_o in [
-            "o=- 1 IN IP4 198.18.0.1",
+            "o=IN IP4 198.18.0.1",
             "o=- 1 2 XX IP4 198.18.0.1",
             "o=- 1 2 IN IP4 ",
             "o=- 1 2 IN IPX a",
