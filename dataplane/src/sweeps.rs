@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 
 /// Flow-table buckets (64-byte cache lines) each pass visits per tick; the SNAT pass
 /// reads as many bytes (four 16-byte ports a line). The bound: 3 × 128 KiB read per
-/// tick, 7 µs per table on the test machines (`cargo run --release -p bench --bin
-/// sweep`: median 6.6 µs per 2048 buckets; the whole default dialog table in one go,
-/// as the old once-a-second count did, 1.9 ms). At a 20 ms tick the default tables
+/// tick, about 6 µs per table on the test machines (`cargo run --release -p bench --bin
+/// sweep`: median 5.5 µs per 2048 buckets; the whole default dialog table in one go,
+/// as the old once-a-second count did, 1.0 ms). At a 20 ms tick the default tables
 /// (2^19 dialog buckets, 2^17 registration buckets) take 5.2 s and 1.3 s per pass; an
 /// expiry is counted within two passes of its deadline.
 pub const BUCKETS_PER_TICK: usize = 2048;
