@@ -144,6 +144,29 @@ pub struct FarmStats {
     pub dialogs_active: u64,
     pub registrations_active: u64,
     pub backends: Vec<BackendStats>,
+    /// The media relay of the farm (all zero when it relays none).
+    #[serde(default)]
+    pub media: MediaStats,
+}
+
+/// One farm's media relay: RTP/RTCP streams mapped from SDP and forwarded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MediaStats {
+    /// Streams mapped (a stream seen in SDP for the first time).
+    pub flows: u64,
+    /// Mappings live now (a scan of the media table).
+    pub live: u64,
+    /// Mappings ended by their dialog (BYE, CANCEL, a failed INVITE).
+    pub ended: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    /// Media datagrams dropped, by reason (only non-zero ones).
+    pub drops: BTreeMap<String, u64>,
+    /// SDP streams the table refused to map, by reason (the message was dropped).
+    pub refused: BTreeMap<String, u64>,
+    /// SDP bodies left as they were: the farm's media pools came with a reload.
+    pub unplaced: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! of one item (a worker, a backend, ...) — and one loop renders a table over its
 //! items: HELP and TYPE, then the family's samples together.
 
-use crate::api::{BackendStats, BackendStatus, StatsView, StatusView, WorkerStats};
+use crate::api::{BackendStats, BackendStatus, MediaStats, StatsView, StatusView, WorkerStats};
 use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
 
@@ -159,6 +159,61 @@ const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
     },
 ];
 
+const MEDIA: &[Family<MediaStats>] = &[
+    Family {
+        name: "siplb_media_flows_total",
+        kind: Counter,
+        help: "RTP/RTCP streams mapped through the balancer from SDP, per farm.",
+        get: One(|m| m.flows as f64),
+    },
+    Family {
+        name: "siplb_media_mappings",
+        kind: Gauge,
+        help: "Media mappings live now, per farm.",
+        get: One(|m| m.live as f64),
+    },
+    Family {
+        name: "siplb_media_ended_total",
+        kind: Counter,
+        help: "Media mappings ended by their dialog (BYE, CANCEL, a failed INVITE), per farm.",
+        get: One(|m| m.ended as f64),
+    },
+    Family {
+        name: "siplb_media_packets_total",
+        kind: Counter,
+        help: "RTP/RTCP packets forwarded, per farm.",
+        get: One(|m| m.packets as f64),
+    },
+    Family {
+        name: "siplb_media_bytes_total",
+        kind: Counter,
+        help: "RTP/RTCP bytes forwarded (UDP header and payload), per farm.",
+        get: One(|m| m.bytes as f64),
+    },
+    Family {
+        name: "siplb_media_drops_total",
+        kind: Counter,
+        help: "Media packets dropped, per farm and reason.",
+        get: By("reason", |m| {
+            m.drops
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64))
+                .collect()
+        }),
+    },
+    Family {
+        name: "siplb_media_refused_total",
+        kind: Counter,
+        help: "SDP streams the media table refused (the message was dropped), per farm and reason.",
+        get: By("reason", |m| {
+            m.refused
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64))
+                .collect()
+        }),
+    },
+];
+
 const BACKEND_STATE: &[Family<BackendStatus>] = &[
     Family {
         name: "siplb_backend_state",
@@ -232,6 +287,12 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
         })
         .collect();
     table(o, BACKEND_TRAFFIC, &traffic);
+    let media: Vec<_> = stats
+        .farms
+        .iter()
+        .map(|f| (vec![("farm", f.name.clone())], &f.media))
+        .collect();
+    table(o, MEDIA, &media);
     let state: Vec<_> = status
         .farms
         .iter()

@@ -367,6 +367,18 @@ impl StatsPrinter {
                 n(live.snat_sessions)
             ));
         }
+        let media = (
+            sum(&|c| c.media.iter().map(|m| m.flows.get()).sum()),
+            sum(&|c| c.media.iter().map(|m| m.packets.get()).sum()),
+        );
+        if media != (0, 0) {
+            line.push_str(&format!(
+                " media flows={} live={} packets={}",
+                media.0,
+                n(live.media_mappings),
+                media.1
+            ));
+        }
         for f in &svc.farms {
             for b in &f.backends {
                 let s = usize::from(b.slot);

@@ -18,12 +18,26 @@ use std::sync::atomic::Ordering;
 /// expiry is counted within two passes of its deadline.
 pub const BUCKETS_PER_TICK: usize = 2048;
 const SNAT_PORTS_PER_TICK: usize = BUCKETS_PER_TICK * 4;
+/// Media bitmap words (64 legs, one 64-byte line each) per tick: 2048 legs, as many
+/// lines as the flow-table passes.
+const MEDIA_WORDS_PER_TICK: usize = BUCKETS_PER_TICK / 64;
+
+/// The media table's idle sweep: ends mappings both of whose legs idled past their
+/// timeout, and counts live legs over each complete pass.
+struct MediaSweep {
+    cursor: usize,
+    words: usize,
+    seen: usize,
+    live: Option<usize>,
+}
 
 pub struct TableSweeps {
     header: &'static Header,
     dialogs: Sweep<'static, FlowTable<'static>>,
     registrations: Sweep<'static, FlowTable<'static>>,
     snat: Sweep<'static, SnatTable<'static>>,
+    tables: &'static Tables<'static>,
+    media: MediaSweep,
 }
 
 /// Live entries per table; `None` until a first pass has ended.
@@ -32,6 +46,7 @@ pub struct Live {
     pub dialogs: Option<usize>,
     pub registrations: Option<usize>,
     pub snat_sessions: Option<usize>,
+    pub media_mappings: Option<usize>,
 }
 
 impl Live {
@@ -42,6 +57,7 @@ impl Live {
             dialogs: Some(tables.dialogs.count_live(now)),
             registrations: Some(tables.registrations.count_live(now)),
             snat_sessions: Some(tables.snat.count_live(now)),
+            media_mappings: Some(tables.media.count_live()),
         }
     }
 }
@@ -55,6 +71,13 @@ impl TableSweeps {
             dialogs: Sweep::new(t.dialogs.flow(), now),
             registrations: Sweep::new(t.registrations.flow(), now),
             snat: Sweep::new(&t.snat, now),
+            tables: t,
+            media: MediaSweep {
+                cursor: 0,
+                words: shared.header.media_legs.div_ceil(64) as usize,
+                seen: 0,
+                live: None,
+            },
         }
     }
 
@@ -63,6 +86,7 @@ impl TableSweeps {
         let d = self.dialogs.step(now, BUCKETS_PER_TICK);
         let r = self.registrations.step(now, BUCKETS_PER_TICK);
         self.snat.step(now, SNAT_PORTS_PER_TICK);
+        self.media_step(now);
         if d > 0 {
             self.header.dialogs_expired.fetch_add(d, Ordering::Relaxed);
         }
@@ -79,6 +103,30 @@ impl TableSweeps {
             dialogs: self.dialogs.live(),
             registrations: self.registrations.live(),
             snat_sessions: self.snat.live(),
+            media_mappings: self.media.live,
+        }
+    }
+
+    fn media_step(&mut self, now: u32) {
+        let m = &mut self.media;
+        if m.words == 0 {
+            return;
+        }
+        let start = m.cursor;
+        let s = self
+            .tables
+            .media
+            .sweep(&mut m.cursor, MEDIA_WORDS_PER_TICK, now);
+        m.seen += s.visited.saturating_sub(2 * s.ended);
+        if m.cursor <= start {
+            // A pass ended: two legs a mapping.
+            m.live = Some(m.seen / 2);
+            m.seen = 0;
+        }
+        if s.ended > 0 {
+            self.header
+                .media_expired
+                .fetch_add(s.ended as u64, Ordering::Relaxed);
         }
     }
 }

@@ -11,12 +11,14 @@ use std::path::Path;
 mod address_range;
 mod error;
 mod ipv4_net;
+mod port_range;
 mod runtime;
 mod validate;
 pub use address_range::AddressRange;
 pub use error::ConfigError;
 use error::{read, toml_error};
 pub use ipv4_net::Ipv4Net;
+pub use port_range::PortRange;
 pub use runtime::Runtime;
 use runtime::DEFAULT_RUN_DIR;
 
@@ -328,6 +330,21 @@ pub struct FarmConfig {
     /// balancer's toward backends. Off for backends that advertise the VIP themselves.
     #[serde(default = "default_alg")]
     pub alg: bool,
+    /// Media through the VIP (with `alg`): the RTP/RTCP of every SDP that crosses is
+    /// relayed by the balancer on ports of `media_ports`, and the SDP says so.
+    /// Default: on when `alg` is.
+    #[serde(default)]
+    pub media: Option<bool>,
+    /// Ports of the media relay. In `dnat` both legs of a stream are on the VIP: the
+    /// lower half of the range faces clients, the upper half backends. In `snat` the
+    /// client leg is on the VIP and the backend leg on the flow's SNAT address (above
+    /// the SNAT ports 1024-32767), both from the whole range.
+    #[serde(default = "default_media_ports")]
+    pub media_ports: PortRange,
+    /// Seconds a stream may carry no packet in either direction before its ports are
+    /// freed (a call that ended without a BYE the balancer saw).
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout: u16,
     #[serde(default)]
     pub timers: Timers,
     /// How backends are checked (`[farm.health]`); none by default.
@@ -346,6 +363,14 @@ pub enum DownPolicy {
 
 fn default_alg() -> bool {
     true
+}
+
+fn default_media_ports() -> PortRange {
+    PortRange::new(40000, 59999)
+}
+
+fn default_media_timeout() -> u16 {
+    120
 }
 
 fn default_down_policy() -> DownPolicy {
@@ -386,7 +411,37 @@ fn default_weight() -> u32 {
     1
 }
 
+/// Where a farm's media legs live: the client legs' ports on the VIP, the backend
+/// legs' ports on the VIP (`dnat`) or on the SNAT addresses (`snat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPorts {
+    pub client: PortRange,
+    pub backend: PortRange,
+}
+
 impl FarmConfig {
+    /// Whether the farm relays media (`media`, default: with `alg`).
+    pub fn media_on(&self) -> bool {
+        self.alg && self.media.unwrap_or(true)
+    }
+
+    /// The farm's media port ranges, if it relays media.
+    pub fn media_ports(&self) -> Option<MediaPorts> {
+        if !self.media_on() {
+            return None;
+        }
+        Some(match self.nat {
+            NatMode::Dnat => {
+                let (client, backend) = self.media_ports.halves();
+                MediaPorts { client, backend }
+            }
+            NatMode::Snat => MediaPorts {
+                client: self.media_ports,
+                backend: self.media_ports,
+            },
+        })
+    }
+
     /// The farm's SNAT source addresses in configured order, without repeats; empty
     /// means the egress port's own address.
     pub fn snat_pool(&self) -> Vec<Ipv4Addr> {
@@ -401,6 +456,57 @@ impl FarmConfig {
 }
 
 impl Config {
+    /// The media pools of every farm that relays media, each (address, range) once
+    /// (farms may share one): the client legs' on the VIP; the backend legs' on the VIP
+    /// (`dnat`), or on each SNAT address the farm may use (`snat`: its pool, else the
+    /// own address of every port that reaches one of its backends).
+    pub fn media_pools(&self) -> Vec<crate::table::media::PoolSpec> {
+        use crate::table::media::PoolSpec;
+        let mut v: Vec<PoolSpec> = Vec::new();
+        let mut add = |addr: Ipv4Addr, r: PortRange| {
+            let s = PoolSpec {
+                addr,
+                ports: r.ports(),
+            };
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        };
+        for f in &self.farms {
+            let Some(m) = f.media_ports() else { continue };
+            add(f.vip, m.client);
+            match f.nat {
+                NatMode::Dnat => add(f.vip, m.backend),
+                NatMode::Snat => {
+                    let pool = f.snat_pool();
+                    if pool.is_empty() {
+                        for a in self.egress_addresses(f) {
+                            add(a, m.backend);
+                        }
+                    } else {
+                        for a in pool {
+                            add(a, m.backend);
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The own addresses of the ports that reach `f`'s backends (a connected subnet,
+    /// else the first port with a gateway), without repeats.
+    fn egress_addresses(&self, f: &FarmConfig) -> Vec<Ipv4Addr> {
+        let mut v = Vec::new();
+        for (port, _) in f.backends.iter().filter_map(|b| self.route(b.address)) {
+            let a = self.ports[port].address.addr;
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    }
+
     /// Every farm's SNAT pool address once, in farm and pool order: the order in which
     /// they get their share of the SNAT reverse table.
     pub fn snat_pool_addresses(&self) -> Vec<Ipv4Addr> {
@@ -519,6 +625,72 @@ backends = [
             Some((1, Ipv4Addr::new(198, 18, 1, 12)))
         );
         assert_eq!(c.route(Ipv4Addr::new(198, 19, 0, 1)), None);
+    }
+
+    #[test]
+    fn media_pools_follow_the_nat_mode() {
+        use crate::table::media::PoolSpec;
+        let c = Config::parse(GOOD, Path::new("x.toml")).unwrap();
+        let vip = Ipv4Addr::new(198, 18, 0, 2);
+        assert_eq!(
+            c.media_pools(),
+            [
+                PoolSpec {
+                    addr: vip,
+                    ports: 40000..=49999
+                },
+                PoolSpec {
+                    addr: vip,
+                    ports: 50000..=59999
+                },
+            ],
+            "dnat: both halves on the VIP"
+        );
+        let c = Config::parse(&GOOD.replace("\"dnat\"", "\"snat\""), Path::new("x.toml")).unwrap();
+        assert_eq!(
+            c.media_pools(),
+            [
+                PoolSpec {
+                    addr: vip,
+                    ports: 40000..=59999
+                },
+                PoolSpec {
+                    addr: Ipv4Addr::new(198, 18, 1, 1),
+                    ports: 40000..=59999
+                },
+            ],
+            "snat: the VIP and the back port's own address"
+        );
+        let off = GOOD.replace(
+            "affinity = \"call-id\"",
+            "affinity = \"call-id\"\nmedia = false",
+        );
+        assert!(Config::parse(&off, Path::new("x.toml"))
+            .unwrap()
+            .media_pools()
+            .is_empty());
+    }
+
+    #[test]
+    fn media_ports_errors_say_what_to_change() {
+        let with = |nat: &str, ports: &str| {
+            err(&GOOD.replace("\"dnat\"", &format!("\"{nat}\"\nmedia_ports = \"{ports}\"")))
+        };
+        let e = with("snat", "20000-40000");
+        assert_eq!(e.field, "farm[0].media_ports");
+        assert!(e.message.contains("SNAT ports"), "{e}");
+        let e = with("dnat", "5000-5100");
+        assert!(e.message.contains("SIP port 5060"), "{e}");
+        let e = with("dnat", "40000-40004");
+        assert!(e.message.contains("at least 8 ports"), "{e}");
+        let e = with("dnat", "40000");
+        assert!(e.message.contains("range of ports"), "{e}");
+        let two = format!(
+            "{GOOD}\n[[farm]]\nname = \"b\"\nvip = \"198.18.0.2\"\nport = 5070\nmedia_ports = \"45000-46001\"\nbackends = [{{ address = \"198.18.1.13\" }}]\n"
+        );
+        let e = err(&two);
+        assert_eq!(e.field, "farm[1].media_ports");
+        assert!(e.message.contains("overlap"), "{e}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use crate::clock::Clock;
 use crate::names::{
-    MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_HEADER, MZ_NEIGHBOURS, MZ_RATES,
-    MZ_REGISTRATIONS, MZ_SNAT_FWD, MZ_SNAT_REV,
+    MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_HEADER, MZ_MEDIA, MZ_NEIGHBOURS,
+    MZ_RATES, MZ_REGISTRATIONS, MZ_SNAT_FWD, MZ_SNAT_REV,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
@@ -17,13 +17,14 @@ use siplb_core::lb::Tables;
 use siplb_core::table::connection::ConnectionTable;
 use siplb_core::table::dialog::DialogTable;
 use siplb_core::table::flow::{FlowTable, Slot};
+use siplb_core::table::media::{self, Leg, LegInfo, MediaMemory, MediaTable, Pool};
 use siplb_core::table::registration::RegistrationTable;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 9;
+const LAYOUT_VERSION: u32 = 10;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -52,6 +53,30 @@ pub struct Header {
     /// passed.
     pub dialogs_expired: AtomicU64,
     pub registrations_expired: AtomicU64,
+    /// The media table (`MZ_MEDIA`): pools of the start-up configuration, their legs,
+    /// and the dialog index's slots.
+    pub media_pools: u64,
+    pub media_legs: u64,
+    pub media_index_slots: u64,
+    /// Media mappings ended idle by the main lcore's sweep.
+    pub media_expired: AtomicU64,
+}
+
+/// Byte offsets in `MZ_MEDIA` of the pools, legs, leg infos, bitmap and index, and
+/// the zone's length (each part 64-byte aligned).
+fn media_offsets(pools: usize, legs: usize, index: usize) -> [usize; 6] {
+    let sizes = [
+        pools * std::mem::size_of::<Pool>(),
+        legs * std::mem::size_of::<Leg>(),
+        legs * std::mem::size_of::<LegInfo>(),
+        legs.div_ceil(64) * 8,
+        index * std::mem::size_of::<Slot>(),
+    ];
+    let mut out = [0; 6];
+    for (i, s) in sizes.iter().enumerate() {
+        out[i + 1] = (out[i] + s).next_multiple_of(64);
+    }
+    out
 }
 
 /// Slots for `entries` live entries at a load factor of at most 1/2, a power of two.
@@ -133,6 +158,10 @@ impl Shared {
         let snat_address_slots = 1 + cfg.snat_pool_addresses().len() as u64;
         let connection_slots = slots_for(cfg.tables.tcp_connections);
         let rate_slots = slots_for(cfg.tables.rate_sources);
+        let (pools, media_legs) = media::layout(&cfg.media_pools()).context(
+            "laying out the farms' media_ports (the configuration check should have refused this)",
+        )?;
+        let media_index_slots = MediaMemory::index_slots(media_legs);
         let h = hdr.addr() as *mut Header;
         // SAFETY: a fresh zero-filled zone of the right size and alignment (all-zero is a
         // valid Header) that no reference points into yet. Secondaries may look the zone
@@ -146,6 +175,9 @@ impl Shared {
             (*h).snat_address_slots = snat_address_slots;
             (*h).connection_slots = connection_slots;
             (*h).rate_slots = rate_slots;
+            (*h).media_pools = pools.len() as u64;
+            (*h).media_legs = media_legs as u64;
+            (*h).media_index_slots = media_index_slots as u64;
             (*h).clock = clock;
         }
         // SAFETY: initialised above; from here on only atomics are written.
@@ -186,10 +218,18 @@ impl Shared {
             connection_slots as usize * std::mem::size_of::<Slot>(),
         )?;
         let mz_rate = reserve(MZ_RATES, rate_slots as usize * std::mem::size_of::<Slot>())?;
+        let off = media_offsets(pools.len(), media_legs, media_index_slots);
+        // At least a line: a zero-length reservation would take the largest free block.
+        let mz_media = reserve(MZ_MEDIA, off[5].max(64))?;
+        for (i, pool) in pools.into_iter().enumerate() {
+            // SAFETY: the zone holds `off[1] - off[0]` bytes for the pools at offset 0,
+            // 64-byte aligned; nothing reads them before `magic` is published.
+            unsafe { std::ptr::write((mz_media.addr() as *mut Pool).add(i), pool) };
+        }
         let shared = Self::view(
             header,
             [
-                mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate,
+                mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media,
             ],
         )?;
         header.magic.store(MAGIC, Ordering::Release);
@@ -222,12 +262,19 @@ impl Shared {
                 look(MZ_DIRECTORY)?,
                 look(MZ_CONNECTIONS)?,
                 look(MZ_RATES)?,
+                look(MZ_MEDIA)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 9]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 10]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m] = zones;
+        let (pools, legs, index) = (
+            header.media_pools as usize,
+            header.media_legs as usize,
+            header.media_index_slots as usize,
+        );
+        let off = media_offsets(pools, legs, index);
         let workers = header.workers as usize;
         if workers == 0 || workers > MAX_WORKERS {
             bail!("corrupt shared header: {workers} workers");
@@ -254,6 +301,15 @@ impl Shared {
                 snat: SnatTable::new(
                     FlowTable::new(sf.slice::<Slot>(0, header.snat_slots as usize), MAX_PROBE),
                     sr.slice::<SnatSlot>(0, header.snat_address_slots as usize * PORTS_PER_ADDRESS),
+                ),
+                // Pools were written by the primary before publication; legs, infos,
+                // bitmap and index are atomics, zero-filled when free.
+                media: MediaTable::new(
+                    m.slice::<Pool>(off[0], pools),
+                    m.slice::<Leg>(off[1], legs),
+                    m.slice::<LegInfo>(off[2], legs),
+                    m.slice::<AtomicU64>(off[3], legs.div_ceil(64)),
+                    m.slice::<Slot>(off[4], index),
                 ),
             }
         };

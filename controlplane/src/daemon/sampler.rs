@@ -1,12 +1,14 @@
 //! Reads the workers' counters and the tables from shared memory (plain loads: the
 //! workers are never disturbed) and turns two successive samples into rates.
 
-use crate::api::{BackendStats, FarmStats, StatsView, Traffic, WorkerStats};
+use crate::api::{BackendStats, FarmStats, MediaStats, StatsView, Traffic, WorkerStats};
 use crate::daemon::state::ControlState;
 use runtime::shm::Shared;
-use siplb_core::config::MAX_BACKENDS;
+use siplb_core::alg::MediaError;
+use siplb_core::config::{MAX_BACKENDS, MAX_FARMS};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::sip::SipError;
+use siplb_core::table::media::MediaDrop;
 use siplb_core::table::DialogState;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +18,8 @@ struct Raw {
     time: f64,
     workers: Vec<[u64; 6]>,
     backends: Vec<[u64; 4]>,
+    /// Media packets per farm.
+    media_packets: Vec<u64>,
 }
 
 fn read(shared: &Shared) -> Raw {
@@ -50,10 +54,55 @@ fn read(shared: &Shared) -> Raw {
             v
         })
         .collect();
+    let media_packets = (0..MAX_FARMS)
+        .map(|f| {
+            shared
+                .counters
+                .iter()
+                .map(|c| c.media[f].packets.get())
+                .sum()
+        })
+        .collect();
     Raw {
         time,
         workers,
         backends,
+        media_packets,
+    }
+}
+
+/// Farm `id`'s media relay as the workers counted it; `live` from a scan.
+fn media_stats(shared: &Shared, id: usize, live: u64, pps: f64) -> MediaStats {
+    let sum = |f: &dyn Fn(&WorkerCounters) -> u64| -> u64 { shared.counters.iter().map(f).sum() };
+    let named = |pairs: Vec<(&str, u64)>| -> BTreeMap<String, u64> {
+        pairs
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect()
+    };
+    let drops = [
+        MediaDrop::NotMapped,
+        MediaDrop::NoDestination,
+        MediaDrop::ForeignSource,
+    ]
+    .map(|d| (d.name(), sum(&|c| c.media[id].drops[d.index()].get())));
+    let refused = [
+        MediaError::Exhausted,
+        MediaError::TableFull,
+        MediaError::Refused,
+    ]
+    .map(|e| (e.name(), sum(&|c| c.media[id].refused[e.index()].get())));
+    MediaStats {
+        flows: sum(&|c| c.media[id].flows.get()),
+        live,
+        ended: sum(&|c| c.media[id].ended.get()),
+        packets: sum(&|c| c.media[id].packets.get()),
+        bytes: sum(&|c| c.media[id].bytes.get()),
+        pps,
+        drops: named(drops.to_vec()),
+        refused: named(refused.to_vec()),
+        unplaced: sum(&|c| c.media[id].unplaced.get()),
     }
 }
 
@@ -151,11 +200,14 @@ impl Sampler {
             .enumerate()
             .filter_map(|(i, e)| e.get().map(|id| (id, i)))
             .collect();
+        let mut media_live = vec![0u64; MAX_FARMS];
+        shared.tables.media.live_by_farm(&mut media_live);
         let farms = state
             .config
             .farms
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(id, f)| {
                 let backends: Vec<BackendStats> = f
                     .backends
                     .iter()
@@ -194,6 +246,15 @@ impl Sampler {
                     dialogs_active: backends.iter().map(|b| b.dialogs_active).sum(),
                     registrations_active: backends.iter().map(|b| b.registrations_active).sum(),
                     backends,
+                    media: media_stats(
+                        shared,
+                        id,
+                        media_live[id],
+                        rate(
+                            now.media_packets[id],
+                            self.last.media_packets.get(id).copied().unwrap_or_default(),
+                        ),
+                    ),
                 }
             })
             .collect();

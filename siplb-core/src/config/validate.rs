@@ -220,7 +220,82 @@ fn farms(cfg: &Config) -> Check {
             ),
         ));
     }
+    media_pools(cfg)
+}
+
+/// Farm `i`'s media ports: whole RTP/RTCP pairs, clear of its SIP ports on the VIP and
+/// of the SNAT ports on SNAT addresses.
+fn media(i: usize, f: &FarmConfig) -> Check {
+    let at = |k| [Key("farm"), Index(i), Key(k)];
+    let Some(m) = f.media_ports() else {
+        return Ok(());
+    };
+    if f.media_timeout == 0 {
+        return Err(Invalid::at(
+            at("media_timeout"),
+            "expected idle seconds above 0 (default 120)",
+        ));
+    }
+    let need = if f.nat == NatMode::Dnat { 8 } else { 4 };
+    if f.media_ports.len() < need || m.client.len() < 2 || m.backend.len() < 2 {
+        return Err(Invalid::at(
+            at("media_ports"),
+            format!(
+                "{}: at least {need} ports are needed (RTP/RTCP pairs from an even port{})",
+                f.media_ports,
+                if f.nat == NatMode::Dnat {
+                    "; in dnat half the range faces clients, half backends"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let sip = [
+        Some(f.port),
+        f.protocols.contains(&Protocol::Tls).then_some(f.tls_port),
+    ];
+    if let Some(p) = sip
+        .into_iter()
+        .flatten()
+        .find(|p| f.media_ports.contains(*p))
+    {
+        return Err(Invalid::at(
+            at("media_ports"),
+            format!(
+                "{} holds the VIP's SIP port {p}: give media a range of its own",
+                f.media_ports
+            ),
+        ));
+    }
+    let snat = crate::lb::snat::FIRST_PORT..=crate::lb::snat::LAST_PORT;
+    if f.nat == NatMode::Snat && m.backend.overlaps(snat.clone()) {
+        return Err(Invalid::at(
+            at("media_ports"),
+            format!(
+                "{} overlaps the SNAT ports {}-{} of the SNAT addresses, where snat puts the backend legs: use ports above {}",
+                f.media_ports,
+                snat.start(),
+                snat.end(),
+                snat.end()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// All farms' media pools together: ranges on one address are the same (shared) or
+/// apart.
+fn media_pools(cfg: &Config) -> Check {
+    let pools = cfg.media_pools();
+    crate::table::media::layout(&pools).map(drop).map_err(|e| {
+        let i = cfg
+            .farms
+            .iter()
+            .rposition(|f| f.media_on())
+            .unwrap_or_default();
+        Invalid::at([Key("farm"), Index(i), Key("media_ports")], e.to_string())
+    })
 }
 
 /// Farm `i`: its own fields, how it sits beside the ports and the farms before it, and
@@ -297,7 +372,7 @@ fn farm(cfg: &Config, i: usize, f: &FarmConfig) -> Check {
             "every backend has weight 0: nothing can take calls",
         ));
     }
-    Ok(())
+    media(i, f)
 }
 
 /// Backend `j` of farm `i`.

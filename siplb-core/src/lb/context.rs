@@ -15,6 +15,7 @@ use crate::alg::Edits;
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
 use crate::table::flow::FlowTable;
+use crate::table::media::MediaTable;
 use crate::table::registration::RegistrationTable;
 use std::net::Ipv4Addr;
 
@@ -50,6 +51,8 @@ pub struct Tables<'m> {
     pub registrations: RegistrationTable<'m>,
     pub neighbours: NeighbourTable<'m>,
     pub snat: SnatTable<'m>,
+    /// RTP/RTCP mappings of the SDP the ALG relays (`lb/media.rs`).
+    pub media: MediaTable<'m>,
 }
 
 /// ARP requests the worker must send after this packet (the frame that caused them

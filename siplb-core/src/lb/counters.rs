@@ -3,9 +3,11 @@
 //! read them without disturbing the worker. Blocks are cache-line aligned so two
 //! workers never write the same line.
 
+use crate::alg::MediaError;
 use crate::alg::RewriteError;
-use crate::config::MAX_BACKENDS;
+use crate::config::{MAX_BACKENDS, MAX_FARMS};
 use crate::sip::SipError;
+use crate::table::media::MediaDrop;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Why a packet was dropped. Dense, so counters are an array indexed by reason.
@@ -74,6 +76,12 @@ pub enum DropReason {
     /// A SIP message the ALG could not rewrite correctly (the reason is in the ALG
     /// error counters); never sent half-rewritten.
     AlgRefused,
+    /// RTP/RTCP to a media port that no live mapping holds (a call that ended, a scan).
+    MediaNotMapped,
+    /// Media toward a side that has not said where it receives, or holds (`0.0.0.0`).
+    MediaNoDestination,
+    /// Media from a source other than the endpoint the stream latched or announced.
+    MediaForeignSource,
     /// The TX queue was full.
     TxFull,
     /// No mbuf available for a generated packet (ARP request, fragment).
@@ -113,6 +121,9 @@ impl DropReason {
         Self::Flood,
         Self::Standby,
         Self::AlgRefused,
+        Self::MediaNotMapped,
+        Self::MediaNoDestination,
+        Self::MediaForeignSource,
         Self::TxFull,
         Self::NoMbuf,
     ];
@@ -150,6 +161,9 @@ impl DropReason {
             Self::Flood => "flood",
             Self::Standby => "standby",
             Self::AlgRefused => "alg_refused",
+            Self::MediaNotMapped => "media_not_mapped",
+            Self::MediaNoDestination => "media_no_destination",
+            Self::MediaForeignSource => "media_foreign_source",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
         }
@@ -186,6 +200,36 @@ pub struct BackendCounters {
     pub to_bytes: Counter,
     pub from_packets: Counter,
     pub from_bytes: Counter,
+}
+
+impl From<MediaDrop> for DropReason {
+    fn from(d: MediaDrop) -> Self {
+        match d {
+            MediaDrop::NotMapped => Self::MediaNotMapped,
+            MediaDrop::NoDestination => Self::MediaNoDestination,
+            MediaDrop::ForeignSource => Self::MediaForeignSource,
+        }
+    }
+}
+
+/// One farm's media relay: streams mapped and ended, what was forwarded, what was
+/// dropped, and SDP streams the table could not map.
+#[derive(Default)]
+#[repr(C)]
+pub struct MediaCounters {
+    /// Mappings created (a stream announced in SDP for the first time).
+    pub flows: Counter,
+    /// Mappings ended by the dialog (BYE, CANCEL, a final error to the INVITE).
+    pub ended: Counter,
+    pub packets: Counter,
+    pub bytes: Counter,
+    /// Drops by `MediaDrop::index` (forwarding).
+    pub drops: [Counter; MediaDrop::COUNT],
+    /// SDP streams not mapped, by `MediaError::index` (the message was refused).
+    pub refused: [Counter; MediaError::COUNT],
+    /// SDP left as it was because the farm's media pools do not exist (added by a
+    /// reload: pools are laid out when the dataplane starts).
+    pub unplaced: Counter,
 }
 
 /// One worker's counters. `#[repr(C)]` with fixed-size arrays: the layout is the same in
@@ -227,6 +271,8 @@ pub struct WorkerCounters {
     /// Why the ALG refused messages (`RewriteError::index`).
     pub alg_errors: [Counter; RewriteError::COUNT],
     pub backends: [BackendCounters; MAX_BACKENDS],
+    /// Per farm (`Farm::id`).
+    pub media: [MediaCounters; MAX_FARMS],
 }
 
 impl WorkerCounters {
@@ -273,6 +319,7 @@ impl Default for WorkerCounters {
             sip_errors: std::array::from_fn(|_| Counter::default()),
             alg_errors: std::array::from_fn(|_| Counter::default()),
             backends: std::array::from_fn(|_| BackendCounters::default()),
+            media: std::array::from_fn(|_| MediaCounters::default()),
         }
     }
 }

@@ -22,14 +22,16 @@ use super::context::{Ctx, Tables, Verdict, WorkerCtx};
 use super::counters::DropReason;
 use super::packet::Flow;
 use super::reassembly::Reassembly;
+use super::services::Farm;
 use super::services::Services;
-use super::snat::PORT_ADDRESS;
+use super::snat::{LAST_PORT, PORT_ADDRESS};
 use crate::config::NatMode;
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::WireError;
+use std::net::SocketAddrV4;
 
 /// Processes one frame received on `in_port` at time `now` (seconds), with no room
 /// to grow: a message the SIP ALG would lengthen is refused (counted).
@@ -151,7 +153,8 @@ impl Ctx<'_, '_, '_> {
             return match (flow.proto, flow.ports) {
                 (ipv4::PROTO_UDP, Some((_, dport))) => match svc.farm_for(flow.dst, dport) {
                     Some(f) if f.udp => self.udp_client_to_vip(frame, &flow, f),
-                    _ => Verdict::Drop(DropReason::VipPortClosed),
+                    Some(_) => Verdict::Drop(DropReason::VipPortClosed),
+                    None => self.media_to_vip(frame, &flow, farm),
                 },
                 (ipv4::PROTO_UDP, None) => Verdict::Drop(DropReason::UdpMalformed),
                 (ipv4::PROTO_ICMP, _) => self.echo_reply(frame, &flow),
@@ -188,6 +191,18 @@ impl Ctx<'_, '_, '_> {
             }
         }
         Verdict::Drop(DropReason::NotBalanced)
+    }
+
+    /// UDP to a VIP port that no farm serves: a media leg's, or closed.
+    fn media_to_vip(&mut self, frame: &mut [u8], flow: &Flow, farm: &Farm) -> Verdict {
+        let to = SocketAddrV4::new(flow.dst, flow.dport());
+        if self.t.media.leg_for(to).is_none() {
+            return Verdict::Drop(DropReason::VipPortClosed);
+        }
+        match self.media_in(frame, flow) {
+            Ok(v) => v,
+            Err(_) => self.media_not_mapped(farm),
+        }
     }
 
     /// A fragment: only datagrams for us are reassembled; others would be routed as
@@ -236,6 +251,18 @@ impl Ctx<'_, '_, '_> {
             })
         };
         match (flow.proto, flow.ports) {
+            // Media legs on SNAT addresses lie above the SNAT ports.
+            (ipv4::PROTO_UDP, Some((_, dport))) if dport > LAST_PORT => {
+                let to = SocketAddrV4::new(flow.dst, dport);
+                if self.t.media.leg_for(to).is_some() {
+                    match self.media_in(frame, flow) {
+                        Ok(v) => return v,
+                        // Not a live leg: the host's own socket may own the port.
+                        Err(_) if svc.exception_path => return Verdict::ToKernel,
+                        Err(d) => return Verdict::Drop(d.into()),
+                    }
+                }
+            }
             (ipv4::PROTO_UDP, Some((_, dport))) => {
                 if let Some(s) = session(self, dport) {
                     return self.udp_snat_backend_to_client(frame, flow, s);

@@ -5,6 +5,8 @@
 //! - `udp`: SIP over UDP, balanced per dialog (placement, tables, translation);
 //! - `tcp`: SIP over TCP and TLS, balanced per connection;
 //! - `nat`: SNAT source, L3/L4 rewrite with incremental checksums, next hop;
+//! - `media`: RTP/RTCP through the VIP (the SDP side for the ALG, and the forwarding
+//!   of datagrams to media ports);
 //! - `context`: what they all share (`Verdict`, `Tables`, `WorkerCtx`, the per-packet
 //!   `Ctx`);
 //!
@@ -13,11 +15,14 @@
 
 mod context;
 mod dispatch;
+mod media;
 mod nat;
 mod packet;
 mod tcp;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_media;
 mod udp;
 
 pub mod counters;

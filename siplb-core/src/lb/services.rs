@@ -83,10 +83,22 @@ pub struct Farm {
     pub move_dialogs_on_down: bool,
     /// Rewrite addresses in SIP (`[[farm]] alg`).
     pub alg: bool,
+    /// Relay the media of SDP through the balancer (`media`, `media_ports`).
+    pub media: Option<FarmMedia>,
     pub timers: Timers,
     pub backends: Vec<Backend>,
     /// Maglev lookup table: entries index `backends`.
     pub table: Vec<u16>,
+}
+
+/// Where a farm's media mappings take their legs: the pools holding these first
+/// ports on the VIP (client legs) and on the backend-side address (backend legs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FarmMedia {
+    pub client_port: u16,
+    pub backend_port: u16,
+    /// Idle seconds before a mapping ends.
+    pub timeout: u16,
 }
 
 impl Farm {
@@ -575,6 +587,11 @@ fn build_farm(
         snat_pool,
         move_dialogs_on_down: f.on_backend_down == crate::config::DownPolicy::Move,
         alg: f.alg,
+        media: f.media_ports().map(|m| FarmMedia {
+            client_port: m.client.first,
+            backend_port: m.backend.first,
+            timeout: f.media_timeout,
+        }),
         timers: f.timers.clone(),
         backends,
         table,

@@ -13,6 +13,7 @@ use crate::sip::Limits;
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
 use crate::table::flow::{FlowTable, Slot};
+use crate::table::media::MediaMemory;
 use crate::table::registration::RegistrationTable;
 use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
 use crate::wire::ipv4;
@@ -31,6 +32,7 @@ pub struct SimMemory {
     snat_forward: Vec<Slot>,
     snat_reverse: Vec<SnatSlot>,
     neighbours: Vec<NeighbourSlot>,
+    media: MediaMemory,
 }
 
 impl SimMemory {
@@ -52,7 +54,15 @@ impl SimMemory {
                 .map(|_| SnatSlot::default())
                 .collect(),
             neighbours: (0..4096).map(|_| NeighbourSlot::default()).collect(),
+            media: MediaMemory::new(&[]).expect("no media pools"),
         }
+    }
+
+    /// With the media pools of the configuration `cfg_toml` (farms relaying media).
+    pub fn with_media(mut self, cfg_toml: &str) -> Self {
+        let cfg = Config::parse(cfg_toml, Path::new("sim.toml")).expect("simulation config");
+        self.media = MediaMemory::new(&cfg.media_pools()).expect("media pools");
+        self
     }
 
     pub fn tables(&self) -> Tables<'_> {
@@ -63,6 +73,7 @@ impl SimMemory {
             registrations: RegistrationTable::new(FlowTable::new(&self.registrations, 16)),
             neighbours: NeighbourTable::new(&self.neighbours),
             snat: SnatTable::new(FlowTable::new(&self.snat_forward, 16), &self.snat_reverse),
+            media: self.media.table(),
         }
     }
 }

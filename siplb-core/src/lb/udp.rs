@@ -8,15 +8,17 @@
 
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
+use super::media::MediaPlan;
 use super::nat::rewrite_l4;
 use super::packet::Flow;
 use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
-use crate::alg::{self, AddrRule, Outcome, Places, Rules};
+use crate::alg::{self, AddrRule, Outcome, Places, RewriteError, Rules};
 use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::sip::{Method, SipMessage, SipUri, StartLine, SteerView};
 use crate::table::dialog::{Dialog, DialogState};
+use crate::table::media::Side;
 use crate::table::registration::Registration;
 use crate::wire::ethernet;
 use crate::wire::ipv4::Ipv4Packet;
@@ -99,8 +101,15 @@ impl Ctx<'_, '_, '_> {
             Err(r) => return Verdict::Drop(r),
         };
         let rewritten = if farm.alg {
-            let rules = rules_to_backend(farm, p.backend, (client, cport), new_src);
-            match self.alg(frame, flow, &rules) {
+            let media = farm.media.is_some();
+            let rules = rules_to_backend(farm, p.backend, (client, cport), new_src, media);
+            let plan = MediaPlan {
+                farm,
+                from: Side::Client,
+                client: (client, cport),
+                backend_side: new_src.map_or(farm.vip, |(a, _)| a),
+            };
+            match self.alg(frame, flow, &rules, Some(plan)) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -436,7 +445,14 @@ impl Ctx<'_, '_, '_> {
             return Verdict::Drop(r);
         }
         let rewritten = if farm.alg {
-            match self.alg(frame, flow, &rules_to_client(farm, backend, None)) {
+            let plan = MediaPlan {
+                farm,
+                from: Side::Backend,
+                client: (flow.dst, flow.dport()),
+                backend_side: farm.vip,
+            };
+            let rules = rules_to_client(farm, backend, None);
+            match self.alg(frame, flow, &rules, Some(plan)) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -479,11 +495,14 @@ impl Ctx<'_, '_, '_> {
         let client = (session.client, session.client_port);
         let rewritten = if farm.alg {
             let snat = (flow.dst, flow.dport());
-            match self.alg(
-                frame,
-                flow,
-                &rules_to_client(farm, backend, Some((snat, client))),
-            ) {
+            let plan = MediaPlan {
+                farm,
+                from: Side::Backend,
+                client,
+                backend_side: flow.dst,
+            };
+            let rules = rules_to_client(farm, backend, Some((snat, client)));
+            match self.alg(frame, flow, &rules, Some(plan)) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -505,7 +524,13 @@ impl Ctx<'_, '_, '_> {
     /// IPv4 lengths. Returns whether the message changed (its UDP checksum must then
     /// be computed anew). A message that cannot be rewritten correctly is refused,
     /// counted by reason, and left as it was.
-    fn alg(&mut self, buf: &mut [u8], flow: &Flow, rules: &Rules) -> Result<bool, DropReason> {
+    fn alg(
+        &mut self,
+        buf: &mut [u8],
+        flow: &Flow,
+        rules: &Rules,
+        plan: Option<MediaPlan<'_>>,
+    ) -> Result<bool, DropReason> {
         // A datagram that cannot be forwarded is not worth rewriting.
         if Ipv4Packet::new_unchecked(&buf[ethernet::HEADER_LEN..]).ttl() <= 1 {
             return Err(DropReason::TtlExpired);
@@ -517,7 +542,25 @@ impl Ctx<'_, '_, '_> {
                 self.w.counters.sip_errors[e.index()].inc();
                 DropReason::SipMalformed
             })?;
-            alg::rewrite(sip, &msg, rules, None, &mut self.w.edits)
+            let mut session = plan.as_ref().and_then(|p| self.media_session(p, &msg));
+            let mapper = session.as_mut().map(|s| s as &mut dyn alg::MediaMapper);
+            let mut outcome = alg::rewrite(sip, &msg, rules, mapper, &mut self.w.edits);
+            if let (Some(p), Some(s)) = (&plan, &session) {
+                let c = &self.w.counters.media[usize::from(p.farm.id)];
+                c.flows.add(u64::from(s.created));
+                match outcome {
+                    // Streams the relay cannot carry (an IPv6 or host-name `c=`) keep
+                    // their SDP; the headers are still rewritten.
+                    Err(e @ (RewriteError::Ipv6Media | RewriteError::UnsupportedMediaAddress)) => {
+                        self.w.counters.alg_errors[e.index()].inc();
+                        outcome = alg::rewrite(sip, &msg, rules, None, &mut self.w.edits);
+                    }
+                    Err(RewriteError::Media(e)) => c.refused[e.index()].inc(),
+                    _ => {}
+                }
+                self.media_lifecycle(p, &msg);
+            }
+            outcome
         };
         let refused = |cx: &Self, i: usize| {
             cx.w.counters.alg_errors[i].inc();
@@ -549,8 +592,10 @@ impl Ctx<'_, '_, '_> {
 /// address becomes the VIP's SIP address; in snat, also the balancer's address and port
 /// of this client's flow (`snat`), which a backend writes into `received=`/`rport`,
 /// `alias`, a REGISTER 200's Contact or the Request-URI of a request to a registered
-/// phone, becomes the client's. Headers only: SDP addresses stay until media is
-/// relayed through the VIP (a rewritten `c=` without a media path would silence calls).
+/// phone, becomes the client's. SDP: with media relayed (`farm.media`) the streams are
+/// mapped by the media table and the backend's address elsewhere in the body (`o=`)
+/// becomes the VIP; without, SDP stays (a rewritten `c=` without a media path would
+/// silence calls).
 fn rules_to_client(
     farm: &Farm,
     backend: usize,
@@ -562,7 +607,11 @@ fn rules_to_client(
     let _ = rules.push(AddrRule {
         from: SocketAddrV4::new(b.addr, b.port),
         to: SocketAddrV4::new(farm.vip, farm.port),
-        places: Places::HEADERS,
+        places: if farm.media.is_some() {
+            Places::ALL
+        } else {
+            Places::HEADERS
+        },
     });
     // Only where this client's flow can stand: its own Via (the top one of a response
     // to it), the Contact the registrar echoes, the Request-URI of a request to it.
@@ -591,6 +640,7 @@ fn rules_to_backend(
     backend: usize,
     client: (Ipv4Addr, u16),
     snat: Option<(Ipv4Addr, u16)>,
+    media: bool,
 ) -> Rules {
     let b = &farm.backends[backend];
     let mut rules = Rules::new();
@@ -601,10 +651,12 @@ fn rules_to_backend(
         places: Places::REQUEST_URI.union(Places::ROUTE),
     });
     if let Some(snat) = snat {
+        // With media relayed, the SDP's other mentions of the client (`o=`) go too.
+        let sdp = if media { Places::SDP } else { Places::NONE };
         let _ = rules.push(AddrRule {
             from: SocketAddrV4::new(client.0, client.1),
             to: SocketAddrV4::new(snat.0, snat.1),
-            places: Places::TOP_VIA.union(Places::CONTACT),
+            places: Places::TOP_VIA.union(Places::CONTACT).union(sdp),
         });
     }
     rules

@@ -189,7 +189,9 @@ pub struct PoolSpec {
     pub ports: RangeInclusive<u16>,
 }
 
-/// A pool in the table: its pairs are the legs `leg_base..leg_base + pairs`.
+/// A pool in the table: its pairs are the legs `leg_base..leg_base + pairs`. `repr(C)`:
+/// the dataplane lays pools in shared memory that the control plane reads.
+#[repr(C)]
 #[derive(Debug, Default)]
 pub struct Pool {
     addr: u32,
@@ -606,12 +608,22 @@ impl<'m> MediaTable<'m> {
         a: &Announce,
         now: u32,
     ) -> Result<Mapped, MediaError> {
+        self.announce_counted(place, a, now).map(|(m, _)| m)
+    }
+
+    /// [`announce`](Self::announce), also saying whether it created the mapping.
+    pub fn announce_counted(
+        &self,
+        place: &Placement,
+        a: &Announce,
+        now: u32,
+    ) -> Result<(Mapped, bool), MediaError> {
         if usize::from(a.stream) >= MAX_STREAMS {
             return Err(MediaError::Refused);
         }
-        let ci = match self.head(a.call, a.stream) {
-            Some(ci) => ci,
-            None => self.create(place, a, now)?,
+        let (ci, created) = match self.head(a.call, a.stream) {
+            Some(ci) => (ci, false),
+            None => (self.create(place, a, now)?, true),
         };
         let cl = &self.legs[ci as usize];
         let g = generation(cl.link.load(Acquire));
@@ -624,11 +636,12 @@ impl<'m> MediaTable<'m> {
             self.set_endpoint(from_leg, to_leg, k, ep_of(e), g);
         }
         let local = sock(self.legs[from_leg as usize].out.load(Relaxed));
-        Ok(Mapped {
+        let m = Mapped {
             addr: *local.ip(),
             port: local.port(),
             rtcp_port: local.port() + 1,
-        })
+        };
+        Ok((m, created))
     }
 
     /// The side facing leg `from_leg` announced `e` for kind `k`: the peer leg sends
@@ -901,6 +914,24 @@ impl<'m> MediaTable<'m> {
         })
     }
 
+    /// Live mappings per farm into `out[farm]` (a scan, like `count_live`).
+    pub fn live_by_farm(&self, out: &mut [u64]) {
+        for (w, word) in self.bitmap.iter().enumerate() {
+            let mut bits = word.load(Relaxed);
+            while bits != 0 {
+                let leg = &self.legs[w * 64 + bits.trailing_zeros() as usize];
+                bits &= bits - 1;
+                let l = leg.link.load(Relaxed);
+                if state(l) == LIVE && l & ROLE_BACKEND == 0 {
+                    let farm = (leg.peer.load(Relaxed) >> 32) as u16;
+                    if let Some(n) = out.get_mut(usize::from(farm)) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+    }
+
     /// Live mappings (a scan of the bitmap and client legs; not for the hot path).
     pub fn count_live(&self) -> usize {
         let mut n = 0;
@@ -928,6 +959,8 @@ pub struct MediaSession<'t, 'm> {
     pub call: u64,
     pub from: Side,
     pub now: u32,
+    /// Mappings this session created (streams seen for the first time).
+    pub created: u32,
 }
 
 impl MediaMapper for MediaSession<'_, '_> {
@@ -940,7 +973,9 @@ impl MediaMapper for MediaSession<'_, '_> {
             rtp: SocketAddrV4::new(f.addr, f.stream.port),
             rtcp: SocketAddrV4::new(f.rtcp_addr, f.rtcp_port),
         };
-        self.table.announce(&self.place, &a, self.now)
+        let (m, created) = self.table.announce_counted(&self.place, &a, self.now)?;
+        self.created += u32::from(created);
+        Ok(m)
     }
 }
 
@@ -1472,6 +1507,7 @@ mod tests {
             call: c,
             from: Side::Client,
             now: T,
+            created: 0,
         };
         let mut edits = Edits::new();
         let out = rewrite(
@@ -1485,6 +1521,7 @@ mod tests {
         assert!(matches!(out, Outcome::Rewritten { .. }));
         let n = edits.apply(&mut buf).unwrap();
         let s = String::from_utf8_lossy(&buf[..n]);
+        assert_eq!(session.created, 1, "one stream, one mapping");
         let v = t.get(SNAT, 30000).unwrap();
         assert_eq!((v.call, v.side), (c, Side::Backend));
         assert!(s.contains("c=IN IP4 198.18.1.1\r\n"), "{s}");
