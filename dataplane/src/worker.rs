@@ -18,6 +18,9 @@ use std::time::Duration;
 pub const BURST: usize = 32;
 /// How far ahead of the packet being processed its successors are prefetched.
 const PREFETCH_AHEAD: usize = 3;
+/// How far ahead the media leg of a packet is prefetched (its data was prefetched
+/// `PREFETCH_AHEAD - LEG_AHEAD` packets earlier).
+const LEG_AHEAD: usize = 1;
 /// The kernel interfaces are polled once every this many loops: reading a TAP is a
 /// system call, and the host's own traffic is light.
 const KERNEL_POLL_EVERY: u32 = 16;
@@ -68,6 +71,14 @@ impl Worker {
                 }
                 for i in 0..n {
                     rx.prefetch(i + PREFETCH_AHEAD);
+                    // Media legs are random lines of a large table: the leg of a packet
+                    // whose data arrived (prefetched earlier) is fetched while this
+                    // one is handled.
+                    if let Some(m) = rx.get(i + LEG_AHEAD) {
+                        if let Some(leg) = lb::media_leg(self.tables, m.data()) {
+                            dpdk::prefetch(leg);
+                        }
+                    }
                     if let Some(m) = rx.take(i) {
                         self.handle(svc, m, pi as u8, now, &mut tx);
                     }

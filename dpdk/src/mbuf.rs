@@ -223,6 +223,12 @@ impl<const N: usize> Burst<N> {
         }
     }
 
+    /// Packet `i`, if present and not taken.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> Option<&Mbuf> {
+        self.slots[..self.len].get(i)?.as_ref()
+    }
+
     /// Takes packet `i` out of the burst.
     #[inline(always)]
     pub fn take(&mut self, i: usize) -> Option<Mbuf> {

@@ -3,13 +3,17 @@
 //!
 //!   cargo run --release -p bench --bin media [-- MAPPINGS [ROUNDS [FRAMES]]]
 //!
-//! Lays out 64 pools (ports 1024-65535 of 32 VIP and 32 SNAT addresses, as a farm
-//! with a pool of addresses would), creates MAPPINGS (default 1,000,000) mappings
-//! through `MediaTable::announce` (the client's offer and the backend's answer), and
-//! prints bytes per mapping. Then it times, over FRAMES (default 262,144) prebuilt
-//! 200-byte RTP frames of mappings picked at random (so the table is hit at random
-//! places, as by many calls), per frame:
+//! Configures 64 `snat` farms (the most a configuration holds), each with its VIP, one
+//! SNAT address and `media_ports = "32768-65535"`: 128 pools of 16,384 pairs, laid out
+//! from the configuration as the dataplane does. Creates MAPPINGS (default 1,000,000)
+//! mappings through `MediaTable::announce` (the client's offer and the backend's
+//! answer), and prints bytes per mapping. Then it times, over FRAMES (default 262,144)
+//! prebuilt 200-byte RTP frames of mappings picked at random (so the table is hit at
+//! random places, as by many calls), per frame:
 //!
+//! - `lb::process`: the dataplane's own per-packet entry (Ethernet, the IPv4 checks
+//!   into a `Flow`, VIP or own address, `media_in`: forward, NAT rewrite, next hop),
+//!   on a copy of the frame, as the worker runs it;
 //! - media path: copy into the "mbuf", the Ethernet/IPv4/UDP checks, `forward`
 //!   (lookup, source check, deadline refresh, counters) and the NAT rewrite (both
 //!   addresses and ports, TTL, incremental IPv4 and UDP checksums),
@@ -22,9 +26,10 @@
 //! time: the machine is shared.
 
 use siplb_core::alg::Mapped;
-use siplb_core::lb::sim::{self, port_mac};
+use siplb_core::lb::sim::{self, host_mac, port_mac, SimMemory};
+use siplb_core::lb::{process, Verdict};
 use siplb_core::table::media::{
-    Announce, Leg, MediaMemory, MediaTable, Placement, PoolSpec, Side, MAX_STREAMS,
+    Announce, Leg, MediaMemory, MediaTable, Placement, Side, MAX_STREAMS,
 };
 use siplb_core::wire::ethernet::{self, EthernetFrame};
 use siplb_core::wire::ipv4::Ipv4Packet;
@@ -36,7 +41,9 @@ use std::time::Instant;
 /// Table time (s); mappings idle out after `TIMEOUT` s, never during the run.
 const T0: u32 = 1000;
 const TIMEOUT: u16 = 60;
-const ADDRS: u32 = 32;
+/// Farms, each with a VIP and a SNAT address.
+const ADDRS: u32 = 64;
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 /// Ethernet 14 + IPv4 20 + UDP 8 + RTP 12 + 146 bytes of audio.
 const FRAME: usize = 200;
 
@@ -46,6 +53,22 @@ fn vip(j: u32) -> Ipv4Addr {
 
 fn snat(j: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 3, 1 + j as u8)
+}
+
+/// The farms: clients (10.0.0.0/8) beyond a gateway of the front port, relays on the
+/// back port.
+fn config() -> String {
+    let mut c = String::from(
+        "[[port]]\nname='front'\naddress='198.18.0.1/24'\ngateway='198.18.0.254'\n[[port]]\nname='back'\naddress='198.18.1.1/24'\n",
+    );
+    for j in 0..ADDRS {
+        c += &format!(
+            "[[farm]]\nname='f{j}'\nvip='{}'\nnat='snat'\nsnat_address='{}'\nmedia_ports='32768-65535'\nmedia_timeout={TIMEOUT}\nbackends=[{{address='198.18.1.11'}}]\n",
+            vip(j),
+            snat(j)
+        );
+    }
+    c
 }
 
 /// The endpoints of mapping `i`: a client behind the VIP side, a media relay behind
@@ -66,11 +89,11 @@ fn call(i: u32) -> u64 {
 }
 
 /// An RTP frame with a filled UDP checksum, so the rewrite updates it.
-fn rtp_frame(from: SocketAddrV4, to: SocketAddrV4, seq: u16) -> Vec<u8> {
+fn rtp_frame(from: SocketAddrV4, to: SocketAddrV4, seq: u16, port: u8) -> Vec<u8> {
     let mut payload = vec![0xd5u8; FRAME - 42];
     payload[..4].copy_from_slice(&[0x80, 0x00, (seq >> 8) as u8, seq as u8]);
     let mut f = sim::udp_frame(
-        port_mac(0),
+        port_mac(port),
         (*from.ip(), from.port()),
         (*to.ip(), to.port()),
         &payload,
@@ -78,6 +101,11 @@ fn rtp_frame(from: SocketAddrV4, to: SocketAddrV4, seq: u16) -> Vec<u8> {
     UdpPacket::new_unchecked(&mut f[34..]).fill_checksum(*from.ip(), *to.ip());
     assert_eq!(f.len(), FRAME);
     f
+}
+
+/// Clients are behind the front port (0), relays on the back port (1).
+fn in_port(dir: Side) -> u8 {
+    u8::from(dir == Side::Backend)
 }
 
 /// The media path for one frame: copy, checks, table, NAT rewrite.
@@ -124,6 +152,18 @@ fn media_path(t: &MediaTable, mbuf: &mut [u8], f: &[u8], now: u32) -> usize {
     1 + usize::from(m[29])
 }
 
+/// Prefetches a leg's line.
+#[inline(always)]
+fn prefetch(leg: &Leg) {
+    // SAFETY: a prefetch has no architectural effect and never faults; the address is
+    // that of a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (leg as *const Leg).cast(),
+        )
+    };
+}
+
 /// Frames per burst, as the worker receives them.
 const BURST: usize = 32;
 
@@ -138,13 +178,7 @@ fn media_burst(t: &MediaTable, mbuf: &mut [u8], burst: &[u8], now: u32) -> usize
             u16::from_be_bytes([f[36], f[37]]),
         );
         if let Some(leg) = t.leg_for(to) {
-            // SAFETY: a prefetch has no architectural effect and never faults; the
-            // address is that of a live reference.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    (leg as *const Leg).cast(),
-                )
-            };
+            prefetch(leg);
         }
     }
     burst
@@ -204,24 +238,32 @@ fn main() {
         bench::load_average()
     );
 
-    let specs: Vec<PoolSpec> = (0..ADDRS)
-        .flat_map(|j| [vip(j), snat(j)])
-        .map(|addr| PoolSpec {
-            addr,
-            ports: 1024..=65535,
-        })
-        .collect();
-    let mem = MediaMemory::new(&specs).expect("pools");
-    let t = mem.table();
+    let cfg = config();
+    let svc = sim::services(&cfg);
+    let sim_mem = SimMemory::new(1 << 10).with_media(&cfg);
+    let tables = sim_mem.tables();
+    for ip in [
+        GATEWAY,
+        Ipv4Addr::new(198, 18, 1, 11),
+        Ipv4Addr::new(198, 18, 1, 12),
+    ]
+    .into_iter()
+    .chain((0..4).map(|r| *relay(r).ip()))
+    {
+        let port = u8::from(ip.octets()[2] == 1);
+        tables.neighbours.learn(ip, host_mac(ip), port, T0);
+    }
+    let mem: &MediaMemory = sim_mem.media_memory();
+    let t = tables.media;
     let start = Instant::now();
     // (client leg, backend leg) of each mapping: where the client and the relay send.
     let mut legs: Vec<(Mapped, Mapped)> = Vec::with_capacity(mappings as usize);
     for i in 0..mappings {
         let j = i % ADDRS;
         let place = Placement {
-            farm: 0,
-            client_pool: t.pool(vip(j), 1024).expect("VIP pool"),
-            backend_pool: t.pool(snat(j), 1024).expect("SNAT pool"),
+            farm: j as u16,
+            client_pool: t.pool(vip(j), 32768).expect("VIP pool"),
+            backend_pool: t.pool(snat(j), 32768).expect("SNAT pool"),
             timeout: TIMEOUT,
         };
         let ann = |from, e: SocketAddrV4| Announce {
@@ -267,7 +309,7 @@ fn main() {
                 Side::Client => (client(i), SocketAddrV4::new(to_c.addr, to_c.port)),
                 Side::Backend => (relay(i), SocketAddrV4::new(to_b.addr, to_b.port)),
             };
-            buf.extend_from_slice(&rtp_frame(from, to, k as u16));
+            buf.extend_from_slice(&rtp_frame(from, to, k as u16, in_port(dir)));
             addrs.push((from, to));
         }
         (buf, addrs)
@@ -277,6 +319,8 @@ fn main() {
         "RTP, 200 B", "work", "best ns", "median ns", "Mpps med"
     );
     let mut mbuf = vec![0u8; 2048];
+    let counters: Box<siplb_core::lb::counters::WorkerCounters> = Box::default();
+    let mut w = sim::worker(&counters);
     let mut summary = Vec::new();
     for (kind, dir) in [
         ("client -> VIP leg", Side::Client),
@@ -289,6 +333,42 @@ fn main() {
                 .map(|f| media_path(&t, &mut mbuf, f, T0))
                 .sum();
             assert!(sink >= frames as usize, "every frame forwarded");
+            black_box(sink);
+            frames as usize
+        });
+        let dispatch = time(rounds, || {
+            let sink: usize = buf
+                .chunks_exact(FRAME)
+                .map(|f| {
+                    let m = &mut mbuf[..FRAME];
+                    m.copy_from_slice(f);
+                    let v = process(&svc, &tables, &mut w, m, in_port(dir), T0);
+                    usize::from(matches!(v, Verdict::Forward(_)))
+                })
+                .sum();
+            assert_eq!(sink, frames as usize, "every frame forwarded by process");
+            black_box(sink);
+            frames as usize
+        });
+        // As the worker runs a burst: the media leg of the next frame is prefetched
+        // (`lb::media_leg`) while this one goes through `process`.
+        let dispatch_ahead = time(rounds, || {
+            let frames_of = |b: &[u8]| b.chunks_exact(FRAME).count();
+            let mut sink = 0;
+            for b in buf.chunks(FRAME * BURST) {
+                for i in 0..frames_of(b) {
+                    if let Some(next) = b.get((i + 1) * FRAME..(i + 2) * FRAME) {
+                        if let Some(leg) = siplb_core::lb::media_leg(&tables, next) {
+                            prefetch(leg);
+                        }
+                    }
+                    let m = &mut mbuf[..FRAME];
+                    m.copy_from_slice(&b[i * FRAME..(i + 1) * FRAME]);
+                    let v = process(&svc, &tables, &mut w, m, in_port(dir), T0);
+                    sink += usize::from(matches!(v, Verdict::Forward(_)));
+                }
+            }
+            assert_eq!(sink, frames as usize, "every frame forwarded by process");
             black_box(sink);
             frames as usize
         });
@@ -320,21 +400,37 @@ fn main() {
             black_box(sink);
             frames as usize
         });
+        row(kind, "siplb lb::process (copy + the whole path)", dispatch);
+        row(
+            kind,
+            "lb::process, next frame's leg prefetched",
+            dispatch_ahead,
+        );
         row(kind, "media path (copy+checks+forward+NAT)", media);
         row(kind, "media path, bursts of 32, legs prefetched", burst);
         row(kind, "MediaTable::forward alone", table);
         row(kind, "ref: copy + Eth/IPv4/UDP checks", reference);
         println!(
-            "{kind:<22} ratio (median): {:.2}x copy+headers; with prefetch {:.2}x\n",
+            "{kind:<22} ratio (median): process {:.2}x copy+headers, {:.2}x with the leg prefetched; media path {:.2}x, with prefetch {:.2}x\n",
+            dispatch.1 / reference.1,
+            dispatch_ahead.1 / reference.1,
             media.1 / reference.1,
             burst.1 / reference.1
         );
-        summary.push((kind, media, burst, table, reference));
+        summary.push((
+            kind,
+            dispatch,
+            dispatch_ahead,
+            media,
+            burst,
+            table,
+            reference,
+        ));
     }
 
     // The rewrite is right, untimed: a frame of mapping 0 both ways.
     let (to_c, to_b) = legs[0];
-    let f = rtp_frame(client(0), SocketAddrV4::new(to_c.addr, to_c.port), 1);
+    let f = rtp_frame(client(0), SocketAddrV4::new(to_c.addr, to_c.port), 1, 0);
     assert_ne!(media_path(&t, &mut mbuf, &f, T0), 0, "forwarded");
     let m = &mbuf[..FRAME];
     let ip = Ipv4Packet::new_checked(&m[14..]).expect("IPv4");
@@ -355,10 +451,23 @@ fn main() {
         t.count_live(),
         bench::load_average()
     );
-    for (kind, media, burst, table, reference) in summary {
+    let forwarded: u64 = counters.media.iter().map(|m| m.packets.get()).sum();
+    println!("media packets counted by the workers' per-farm counters: {forwarded}");
+    for (kind, dispatch, ahead, media, burst, table, reference) in summary {
         println!(
-            "csv,{kind},{mappings},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
-            media.0, media.1, burst.0, burst.1, table.0, table.1, reference.0, reference.1
+            "csv,{kind},{mappings},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            dispatch.0,
+            dispatch.1,
+            ahead.0,
+            ahead.1,
+            media.0,
+            media.1,
+            burst.0,
+            burst.1,
+            table.0,
+            table.1,
+            reference.0,
+            reference.1
         );
     }
 }

@@ -35,5 +35,6 @@ pub mod snat;
 
 pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
 pub use dispatch::{process, process_in};
+pub use media::media_leg;
 pub use nat::{write_arp_request, write_gratuitous_arp};
 pub use packet::Flow;

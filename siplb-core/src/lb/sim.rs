@@ -58,6 +58,11 @@ impl SimMemory {
         }
     }
 
+    /// The media table's memory (its size, for benchmarks).
+    pub fn media_memory(&self) -> &MediaMemory {
+        &self.media
+    }
+
     /// With the media pools of the configuration `cfg_toml` (farms relaying media).
     pub fn with_media(mut self, cfg_toml: &str) -> Self {
         let cfg = Config::parse(cfg_toml, Path::new("sim.toml")).expect("simulation config");

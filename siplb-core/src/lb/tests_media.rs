@@ -335,3 +335,147 @@ fn media_to_a_snat_address_port_nobody_holds_goes_to_the_kernel_or_is_counted() 
         assert_eq!(sim::run(&svc, &t, &mut w, &mut f, 1, T), expect);
     }
 }
+
+/// Bad input on the media path: every case is a counted drop or a counted, untouched
+/// forward; none crashes or leaves a mapping behind.
+mod bad_input {
+    use super::*;
+    use crate::alg::{EditError, RewriteError, SdpError};
+    use crate::lb::process;
+
+    fn alg_error(bed: &Bed, e: RewriteError) -> u64 {
+        bed.counters.alg_errors[e.index()].get()
+    }
+
+    fn offer(body_edit: impl Fn(String) -> String) -> String {
+        let sip = invite();
+        let (head, body) = sip.split_once("\r\n\r\n").unwrap();
+        let body = body_edit(body.to_string());
+        let head = head
+            .lines()
+            .filter(|l| !l.starts_with("Content-Length"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    }
+
+    #[test]
+    fn absurd_port_counts_and_missing_c_are_refused_and_counted() {
+        let bed = Bed::new("snat", "");
+        for (edit, e) in [
+            (
+                "m=audio 6000/1000 RTP/AVP 0",
+                RewriteError::Sdp(SdpError::BadCount),
+            ),
+            (
+                "m=audio 65534/4 RTP/AVP 0",
+                RewriteError::Sdp(SdpError::BadCount),
+            ),
+        ] {
+            let sip = offer(|b| b.replace("m=audio 6000 RTP/AVP 0", edit));
+            let (v, _) = bed.run(0, (CLIENT, 5060), (VIP, 5060), sip.as_bytes());
+            assert_eq!(v, Verdict::Drop(DropReason::AlgRefused), "{edit}");
+            assert!(alg_error(&bed, e) >= 1, "{edit}: {e:?} counted");
+        }
+        let sip = offer(|b| b.replace("c=IN IP4 198.18.0.10\r\n", ""));
+        let (v, _) = bed.run(0, (CLIENT, 5060), (VIP, 5060), sip.as_bytes());
+        assert_eq!(v, Verdict::Drop(DropReason::AlgRefused));
+        assert_eq!(
+            alg_error(&bed, RewriteError::Sdp(SdpError::MissingConnection)),
+            1
+        );
+        assert_eq!(bed.media().flows.get(), 0);
+        assert_eq!(
+            bed.mem.tables().media.count_live(),
+            0,
+            "nothing left behind"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_c_line_keeps_its_sdp_and_the_headers_are_still_rewritten() {
+        let bed = Bed::new("snat", "");
+        let sip = offer(|b| {
+            b.replace("c=IN IP4 198.18.0.10", "c=IN IP6 2001:2::10")
+                .replace("IN IP4 198.18.0.10", "IN IP6 2001:2::10")
+        });
+        let out = bed.send(0, (CLIENT, 5060), (VIP, 5060), sip.as_bytes());
+        let text = sip_text(&out);
+        assert!(
+            text.contains("c=IN IP6 2001:2::10\r\nt=0 0\r\nm=audio 6000 "),
+            "{text}"
+        );
+        assert!(!text.contains("198.18.0.10"), "headers rewritten:\n{text}");
+        assert_eq!(alg_error(&bed, RewriteError::Ipv6Media), 1);
+        assert_eq!(bed.media().flows.get(), 0);
+    }
+
+    #[test]
+    fn a_content_length_that_lies_is_a_counted_drop() {
+        let bed = Bed::new("dnat", "");
+        let sip = invite();
+        let n: usize = sip
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Longer than the datagram: malformed, dropped.
+        let bad = sip.replace(
+            &format!("Content-Length: {n}\r\n"),
+            &format!("Content-Length: {}\r\n", n + 40),
+        );
+        let (v, _) = bed.run(0, (CLIENT, 5060), (VIP, 5060), bad.as_bytes());
+        assert_eq!(v, Verdict::Drop(DropReason::SipMalformed));
+        let scanner_errors: u64 = bed.counters.sip_errors.iter().map(|c| c.get()).sum();
+        assert_eq!(scanner_errors, 1, "the scanner's reason counted");
+        assert_eq!(bed.mem.tables().media.count_live(), 0);
+        // Shorter: the bytes past it are not part of the message (RFC 3261 §18.3):
+        // the SDP it keeps is rewritten and what follows is not forwarded.
+        let sdp_start = sip.find("\r\n\r\n").unwrap() + 4;
+        let keep = sip[sdp_start..].find("m=audio").unwrap() + "m=audio 6000 RTP/AVP 0\r\n".len();
+        let short = sip.replace(
+            &format!("Content-Length: {n}\r\n"),
+            &format!("Content-Length: {keep}\r\n"),
+        );
+        let out = bed.send(0, (CLIENT, 5060), (VIP, 5060), short.as_bytes());
+        let text = sip_text(&out);
+        assert!(text.ends_with("m=audio 40032 RTP/AVP 0\r\n"), "{text}");
+        assert!(
+            !text.contains("a=sendrecv"),
+            "the bytes past Content-Length went:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_message_that_would_outgrow_its_buffer_or_64k_is_refused_untouched() {
+        // No room after the frame: the dnat INVITE grows (the VIP in the Request-URI
+        // becomes the longer backend address; the phone's short c= and o= address
+        // becomes the VIP, the m= port gains a digit).
+        let bed = Bed::new("dnat", "");
+        let sip = offer(|b| b.replace("198.18.0.10", "1.2.3.4"));
+        let mut f = sim::udp_frame(port_mac(0), (CLIENT, 5060), (VIP, 5060), sip.as_bytes());
+        let before = f.clone();
+        let t = bed.mem.tables();
+        let mut w = sim::worker(&bed.counters);
+        let v = process(&bed.svc, &t, &mut w, &mut f, 0, T);
+        assert_eq!(v, Verdict::Drop(DropReason::AlgRefused));
+        assert_eq!(f, before, "refused, the frame is as it came");
+        assert_eq!(alg_error(&bed, RewriteError::Edit(EditError::TooLarge)), 1);
+
+        // A datagram of the largest UDP payload that grows past 65,507 bytes.
+        let pad = 65_507 - sip.len() - 12;
+        let big = offer(|b| {
+            format!(
+                "{}a=x:{}\r\n",
+                b.replace("198.18.0.10", "1.2.3.4"),
+                "p".repeat(pad)
+            )
+        });
+        assert!(big.len() > 65_400 && big.len() <= 65_507, "{}", big.len());
+        let (v, f) = bed.run(0, (CLIENT, 5060), (VIP, 5060), big.as_bytes());
+        assert_eq!(v, Verdict::Drop(DropReason::AlgRefused));
+        assert_eq!(&f[42..], big.as_bytes(), "untouched");
+        assert_eq!(alg_error(&bed, RewriteError::Edit(EditError::TooLarge)), 2);
+    }
+}
