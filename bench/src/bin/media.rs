@@ -226,6 +226,71 @@ fn row(kind: &str, what: &str, (best, median): (f64, f64)) {
     );
 }
 
+/// A new INVITE with SDP through `lb::process` (the pipeline's INVITE, a new dialog
+/// each), with the farm's ALG off, with the ALG on headers only (`media = false`), and
+/// with the ALG relaying media (the SDP rewritten, a mapping created): same run,
+/// fresh tables each round (outside the timing).
+fn invite_cost(rounds: usize) {
+    const N: u32 = 10_000;
+    let frames: Vec<Vec<u8>> = (0..N)
+        .map(|i| bench::from_client(&bench::invite(i)))
+        .collect();
+    let variants = [
+        ("alg = false", "alg = false"),
+        ("ALG, headers only", "alg = true\nmedia = false"),
+        (
+            "ALG + media (SDP, mapping)",
+            "alg = true\nmedia_ports = \"10000-65535\"",
+        ),
+    ];
+    println!(
+        "\n{:<22} {:<40} {:>9} {:>9} {:>8}",
+        "INVITE + SDP, 612 B", "farm", "best ns", "median ns", "Mpps med"
+    );
+    let mut med = Vec::new();
+    for (name, alg) in variants {
+        let cfg = bench::CONFIG.replace("alg = false", alg);
+        let svc = sim::services(&cfg);
+        let counters: Box<siplb_core::lb::counters::WorkerCounters> = Box::default();
+        let mut per = Vec::new();
+        for _ in 0..=rounds {
+            let mem = SimMemory::new(bench::dialog_slots(N as usize)).with_media(&cfg);
+            let t = mem.tables();
+            t.neighbours
+                .learn(bench::CLIENT, host_mac(bench::CLIENT), 0, 1);
+            for b in 0..bench::BACKENDS {
+                t.neighbours
+                    .learn(bench::backend(b), host_mac(bench::backend(b)), 1, 1);
+            }
+            let mut w = sim::worker(&counters);
+            let mut mbuf = vec![0u8; 2048];
+            let start = Instant::now();
+            let mut sent = 0usize;
+            for f in &frames {
+                mbuf[..f.len()].copy_from_slice(f);
+                let v = siplb_core::lb::process_in(&svc, &t, &mut w, &mut mbuf, f.len(), 0, T0);
+                sent += usize::from(matches!(v, Verdict::Forward(_)));
+            }
+            per.push(start.elapsed().as_nanos() as f64 / f64::from(N));
+            assert_eq!(sent, N as usize, "{name}: every INVITE forwarded");
+            if alg.contains("media_ports") {
+                assert_eq!(t.media.count_live(), N as usize, "one mapping per INVITE");
+            }
+        }
+        per.remove(0); // warm-up
+        per.sort_by(f64::total_cmp);
+        let (best, median) = (per[0], per[per.len() / 2]);
+        row("INVITE (new dialog)", name, (best, median));
+        med.push(median);
+    }
+    println!(
+        "{:<22} ratio (median): ALG + media {:.2}x the ALG off, {:.2}x headers only",
+        "INVITE (new dialog)",
+        med[2] / med[0],
+        med[2] / med[1]
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mappings: u32 = args
@@ -451,6 +516,8 @@ fn main() {
         t.count_live(),
         bench::load_average()
     );
+    invite_cost(rounds);
+
     let forwarded: u64 = counters.media.iter().map(|m| m.packets.get()).sum();
     println!("media packets counted by the workers' per-farm counters: {forwarded}");
     for (kind, dispatch, ahead, media, burst, table, reference) in summary {

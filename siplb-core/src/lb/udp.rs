@@ -78,15 +78,19 @@ impl Ctx<'_, '_, '_> {
         farm: &Farm,
     ) -> Verdict {
         let (client, cport) = (flow.src, flow.sport());
-        let placed = match self.steer_client_message(farm, &frame[flow.udp_payload()]) {
-            Some(p) => Ok(p),
-            None => self
-                .parse_sip(frame, flow.udp_payload())
-                .and_then(|msg| self.place_client_message(farm, &msg, flow)),
-        };
-        let p = match placed {
-            Ok(p) => p,
-            Err(r) => return Verdict::Drop(r),
+        // Parsed in full when it is not steered; the ALG then reads the same view.
+        let (p, msg) = match self.steer_client_message(farm, &frame[flow.udp_payload()]) {
+            Some(p) => (p, None),
+            None => {
+                let msg = match self.parse_sip(frame, flow.udp_payload()) {
+                    Ok(m) => m,
+                    Err(r) => return Verdict::Drop(r),
+                };
+                match self.place_client_message(farm, &msg, flow) {
+                    Ok(p) => (p, Some(msg)),
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
         };
         let backend = &farm.backends[p.backend];
         let Some((out_port, _)) = self.svc.route(backend.addr) else {
@@ -100,7 +104,7 @@ impl Ctx<'_, '_, '_> {
             Ok(src) => src,
             Err(r) => return Verdict::Drop(r),
         };
-        let rewritten = if farm.alg {
+        let outcome = if farm.alg {
             let media = farm.media.is_some();
             let rules = rules_to_backend(farm, p.backend, (client, cport), new_src, media);
             let plan = MediaPlan {
@@ -109,12 +113,16 @@ impl Ctx<'_, '_, '_> {
                 client: (client, cport),
                 backend_side: new_src.map_or(farm.vip, |(a, _)| a),
             };
-            match self.alg(frame, flow, &rules, Some(plan)) {
-                Ok(r) => r,
+            match self.alg_edits(frame, flow, msg.as_ref(), &rules, plan) {
+                Ok(o) => o,
                 Err(r) => return Verdict::Drop(r),
             }
         } else {
-            false
+            Outcome::Unchanged
+        };
+        let rewritten = match self.alg_apply(frame, flow, outcome) {
+            Ok(r) => r,
+            Err(r) => return Verdict::Drop(r),
         };
         if let Err(r) = rewrite_l4(frame, flow, new_src, Some((backend.addr, backend.port))) {
             return Verdict::Drop(r);
@@ -358,20 +366,22 @@ impl Ctx<'_, '_, '_> {
 
     /// What a backend's message means for the tables: steered from the light scan
     /// when it belongs to a known dialog, else parsed in full. Returns how long the
-    /// client's state must be kept.
-    fn backend_message(
+    /// client's state must be kept, and the full parse if there was one (the ALG reads
+    /// it).
+    fn backend_message<'f>(
         &self,
         farm: &Farm,
         backend: usize,
-        frame: &[u8],
+        frame: &'f [u8],
         flow: &Flow,
-    ) -> Result<u32, DropReason> {
+    ) -> Result<(u32, Option<SipMessage<'f>>), DropReason> {
         let sip = &frame[flow.udp_payload()];
         if let Some(keep) = self.steer_backend_message(farm, sip) {
-            return Ok(keep);
+            return Ok((keep, None));
         }
-        self.parse_sip(frame, flow.udp_payload())
-            .map(|msg| self.observe_backend_message(farm, backend, &msg))
+        let msg = self.parse_sip(frame, flow.udp_payload())?;
+        let keep = self.observe_backend_message(farm, backend, &msg);
+        Ok((keep, Some(msg)))
     }
 
     /// Notes what a backend's message means for dialogs and registrations, and returns
@@ -441,10 +451,11 @@ impl Ctx<'_, '_, '_> {
         farm: &Farm,
         backend: usize,
     ) -> Verdict {
-        if let Err(r) = self.backend_message(farm, backend, frame, flow) {
-            return Verdict::Drop(r);
-        }
-        let rewritten = if farm.alg {
+        let msg = match self.backend_message(farm, backend, frame, flow) {
+            Ok((_, msg)) => msg,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let outcome = if farm.alg {
             let plan = MediaPlan {
                 farm,
                 from: Side::Backend,
@@ -452,12 +463,16 @@ impl Ctx<'_, '_, '_> {
                 backend_side: farm.vip,
             };
             let rules = rules_to_client(farm, backend, None);
-            match self.alg(frame, flow, &rules, Some(plan)) {
-                Ok(r) => r,
+            match self.alg_edits(frame, flow, msg.as_ref(), &rules, plan) {
+                Ok(o) => o,
                 Err(r) => return Verdict::Drop(r),
             }
         } else {
-            false
+            Outcome::Unchanged
+        };
+        let rewritten = match self.alg_apply(frame, flow, outcome) {
+            Ok(r) => r,
+            Err(r) => return Verdict::Drop(r),
         };
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, farm.port)), None) {
             return Verdict::Drop(r);
@@ -487,13 +502,13 @@ impl Ctx<'_, '_, '_> {
             // Only the farm's backends may use a client's session.
             return Verdict::Drop(DropReason::NotBalanced);
         };
-        let keep = match self.backend_message(farm, backend, frame, flow) {
-            Ok(keep) => keep,
+        let (keep, msg) = match self.backend_message(farm, backend, frame, flow) {
+            Ok(r) => r,
             Err(r) => return Verdict::Drop(r),
         };
         self.t.snat.extend(&session, keep);
         let client = (session.client, session.client_port);
-        let rewritten = if farm.alg {
+        let outcome = if farm.alg {
             let snat = (flow.dst, flow.dport());
             let plan = MediaPlan {
                 farm,
@@ -502,12 +517,16 @@ impl Ctx<'_, '_, '_> {
                 backend_side: flow.dst,
             };
             let rules = rules_to_client(farm, backend, Some((snat, client)));
-            match self.alg(frame, flow, &rules, Some(plan)) {
-                Ok(r) => r,
+            match self.alg_edits(frame, flow, msg.as_ref(), &rules, plan) {
+                Ok(o) => o,
                 Err(r) => return Verdict::Drop(r),
             }
         } else {
-            false
+            Outcome::Unchanged
+        };
+        let rewritten = match self.alg_apply(frame, flow, outcome) {
+            Ok(r) => r,
+            Err(r) => return Verdict::Drop(r),
         };
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, farm.port)), Some(client)) {
             return Verdict::Drop(r);
@@ -519,65 +538,81 @@ impl Ctx<'_, '_, '_> {
         self.next_hop(frame, session.client)
     }
 
-    /// Rewrites the addresses `rules` name in the SIP message of `flow` (the ALG), in
-    /// place in `buf`, whose room past the frame it may grow into; fixes the UDP and
-    /// IPv4 lengths. Returns whether the message changed (its UDP checksum must then
-    /// be computed anew). A message that cannot be rewritten correctly is refused,
-    /// counted by reason, and left as it was.
-    fn alg(
+    /// The ALG, first half: what `rules` and the media relay (`plan`) change in the
+    /// SIP message of `flow`, recorded in the worker's edits; nothing is written. `msg`
+    /// is the message as placement parsed it, if it did (a steered message is parsed
+    /// here). A message that cannot be rewritten correctly is refused, counted by
+    /// reason.
+    fn alg_edits(
+        &mut self,
+        frame: &[u8],
+        flow: &Flow,
+        msg: Option<&SipMessage<'_>>,
+        rules: &Rules,
+        plan: MediaPlan<'_>,
+    ) -> Result<Outcome, DropReason> {
+        // A datagram that cannot be forwarded is not worth rewriting.
+        if Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).ttl() <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        let sip = &frame[flow.udp_payload()];
+        let parsed;
+        let msg = match msg {
+            Some(m) => m,
+            None => {
+                parsed = self.parse_sip(frame, flow.udp_payload())?;
+                &parsed
+            }
+        };
+        let mut session = self.media_session(&plan, msg);
+        let mapper = session.as_mut().map(|s| s as &mut dyn alg::MediaMapper);
+        let mut outcome = alg::rewrite(sip, msg, rules, mapper, &mut self.w.edits);
+        if let Some(s) = &session {
+            let c = &self.w.counters.media[usize::from(plan.farm.id)];
+            c.flows.add(u64::from(s.created));
+            match outcome {
+                // Streams the relay cannot carry (an IPv6 or host-name `c=`) keep
+                // their SDP; the headers are still rewritten.
+                Err(e @ (RewriteError::Ipv6Media | RewriteError::UnsupportedMediaAddress)) => {
+                    self.w.counters.alg_errors[e.index()].inc();
+                    outcome = alg::rewrite(sip, msg, rules, None, &mut self.w.edits);
+                }
+                Err(RewriteError::Media(e)) => c.refused[e.index()].inc(),
+                _ => {}
+            }
+        }
+        self.media_lifecycle(&plan, msg);
+        outcome.map_err(|e| {
+            self.w.counters.alg_errors[e.index()].inc();
+            DropReason::AlgRefused
+        })
+    }
+
+    /// The ALG, second half: applies the edits of a rewritten message in place in
+    /// `buf`, whose room past the frame it may grow into, and fixes the UDP and IPv4
+    /// lengths. Returns whether the message changed (its UDP checksum must then be
+    /// computed anew); a result that does not fit is refused, counted, and the buffer
+    /// left as it was.
+    fn alg_apply(
         &mut self,
         buf: &mut [u8],
         flow: &Flow,
-        rules: &Rules,
-        plan: Option<MediaPlan<'_>>,
+        outcome: Outcome,
     ) -> Result<bool, DropReason> {
-        // A datagram that cannot be forwarded is not worth rewriting.
-        if Ipv4Packet::new_unchecked(&buf[ethernet::HEADER_LEN..]).ttl() <= 1 {
-            return Err(DropReason::TtlExpired);
+        if outcome == Outcome::Unchanged {
+            return Ok(false);
         }
         let payload = flow.udp_payload();
-        let outcome = {
-            let sip = &buf[payload.clone()];
-            let msg = SipMessage::parse(sip, &self.w.limits).map_err(|e| {
-                self.w.counters.sip_errors[e.index()].inc();
-                DropReason::SipMalformed
-            })?;
-            let mut session = plan.as_ref().and_then(|p| self.media_session(p, &msg));
-            let mapper = session.as_mut().map(|s| s as &mut dyn alg::MediaMapper);
-            let mut outcome = alg::rewrite(sip, &msg, rules, mapper, &mut self.w.edits);
-            if let (Some(p), Some(s)) = (&plan, &session) {
-                let c = &self.w.counters.media[usize::from(p.farm.id)];
-                c.flows.add(u64::from(s.created));
-                match outcome {
-                    // Streams the relay cannot carry (an IPv6 or host-name `c=`) keep
-                    // their SDP; the headers are still rewritten.
-                    Err(e @ (RewriteError::Ipv6Media | RewriteError::UnsupportedMediaAddress)) => {
-                        self.w.counters.alg_errors[e.index()].inc();
-                        outcome = alg::rewrite(sip, &msg, rules, None, &mut self.w.edits);
-                    }
-                    Err(RewriteError::Media(e)) => c.refused[e.index()].inc(),
-                    _ => {}
-                }
-                self.media_lifecycle(p, &msg);
-            }
-            outcome
-        };
-        let refused = |cx: &Self, i: usize| {
-            cx.w.counters.alg_errors[i].inc();
-            DropReason::AlgRefused
-        };
-        match outcome {
-            Ok(Outcome::Unchanged) => return Ok(false),
-            Ok(Outcome::Rewritten { .. }) => {}
-            Err(e) => return Err(refused(self, e.index())),
-        }
         // The datagram may grow up to what the buffer holds and UDP over IPv4 carries.
         let room = buf.len().min(flow.l4 + usize::from(u16::MAX) - 20);
         let new_len = self
             .w
             .edits
             .apply(&mut buf[payload.start..room])
-            .map_err(|e| refused(self, alg::RewriteError::from(e).index()))?;
+            .map_err(|e| {
+                self.w.counters.alg_errors[alg::RewriteError::from(e).index()].inc();
+                DropReason::AlgRefused
+            })?;
         let udp_len = udp::HEADER_LEN + new_len;
         UdpPacket::new_unchecked(&mut buf[flow.l4..]).set_len(udp_len as u16);
         let ip_len = flow.l4 - ethernet::HEADER_LEN + udp_len;
