@@ -63,8 +63,11 @@
 //! Media: with a [`MediaMapper`], every stream of an SDP body that is not rejected
 //! (port 0) is handed to it, resolved ([`MediaFlow`]: address, RTP and RTCP ports,
 //! direction, hold), and its `m=` port, `a=rtcp` port and address, and the `c=` it
-//! uses become the mapper's answer ([`Mapped`]); `o=` and any other SDP address
-//! that was a relayed stream's becomes that stream's new address. Hold keeps its
+//! uses become the mapper's answer ([`Mapped`]); an IPv4 `o=` becomes the first
+//! relayed stream's new address whatever it was (a media server keeps the caller's
+//! origin, which names a balancer back address once the caller's side was
+//! rewritten), and any other SDP address that was a relayed stream's becomes that
+//! stream's new address. Hold keeps its
 //! `c=IN IP4 0.0.0.0`; `a=candidate` and `a=remote-candidates` lines of relayed
 //! streams are removed (they name the endpoint's own addresses).
 //!

@@ -1077,7 +1077,11 @@ impl Rewriter<'_, '_> {
             span: s,
         }) = sdp.origin()
         {
-            if let Some(to) = subst(*ip) {
+            // Once media is relayed the origin names the relay, whatever it was: a
+            // media server keeps the caller's `o=`, which after the caller's side was
+            // rewritten names a balancer back address that no stream accounts for.
+            let relay = mapped.iter().flatten().next().map(|(_, to)| to.addr);
+            if let Some(to) = relay.or_else(|| subst(*ip)) {
                 self.emit_ip(span(*s), to)?;
             }
         }
@@ -1442,6 +1446,47 @@ a=sendonly\r
             table.flows,
             [(0, Ipv4Addr::UNSPECIFIED, 30000, 30001, true)]
         );
+    }
+
+    #[test]
+    fn the_origin_names_the_relay_whatever_it_was() {
+        // rtpengine kept the caller's o=, which names the caller's SNAT address after
+        // the balancer rewrote the caller's side; no stream and no rule accounts for it.
+        let input = msg(&KAMAILIO_INVITE.replace(
+            "o=rtpengine 1712 1 IN IP4 198.19.1.1",
+            "o=alice 2890844526 2890844526 IN IP4 198.19.0.100",
+        ));
+        let r = rules(&[(BACKEND, VIP, Places::ALL)]);
+        let mut table = Table::new(*VIP.ip());
+        let (_, out) = run(&input, &r, Some(&mut table)).unwrap();
+        let out = text(&out);
+        assert!(
+            out.contains("o=alice 2890844526 2890844526 IN IP4 198.18.0.100\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("198.19."), "{out}");
+        assert_eq!(table.flows.len(), 1);
+        // The first relayed stream's address, even when streams map apart and the
+        // first one is rejected.
+        let two = msg(&KAMAILIO_INVITE
+            .replace(
+                "o=rtpengine 1712 1 IN IP4 198.19.1.1",
+                "o=- 1 1 IN IP4 198.19.0.100",
+            )
+            .replace(
+                "m=audio 30000 RTP/AVP 0 101\r\n",
+                "m=video 0 RTP/AVP 99\r\nm=audio 30000 RTP/AVP 0 101\r\n",
+            ));
+        let mut table = Table::new(Ipv4Addr::new(198, 18, 0, 101));
+        let (_, out) = run(&two, &r, Some(&mut table)).unwrap();
+        assert!(
+            text(&out).contains("o=- 1 1 IN IP4 198.18.0.101\r\n"),
+            "{}",
+            text(&out)
+        );
+        // Without a relay the origin is an address like any other: no rule, no change.
+        let (_, out) = run(&input, &r, None).unwrap();
+        assert!(text(&out).contains("IN IP4 198.19.0.100\r\n"));
     }
 
     #[test]
