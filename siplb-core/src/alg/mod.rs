@@ -113,10 +113,12 @@ mod lex;
 mod needle;
 pub mod rewrite;
 pub mod sdp;
+pub mod token;
 
 pub use edit::{EditError, Edits, MAX_DATAGRAM};
 pub use rewrite::{
-    rewrite, AddrRule, Mapped, MediaError, MediaFlow, MediaMapper, Outcome, Places, RewriteError,
-    Rules,
+    rewrite, AddrRule, FlowTokens, Mapped, MediaError, MediaFlow, MediaMapper, Outcome, Places,
+    RewriteError, Rules, TokenWay,
 };
 pub use sdp::{Sdp, SdpError};
+pub use token::{AddrSet, TokenKey};
