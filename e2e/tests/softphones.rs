@@ -541,7 +541,6 @@ fn dnat_alg_on_full_call_without_leaks() {
 }
 
 #[test]
-#[ignore = "snat: the other phone's SNAT flow (Contact, Via) and the caller's o= line still show the balancer's back address; RTP flows (>= 99 % each way)"]
 fn snat_alg_on_full_call_without_leaks() {
     expect_full_call(&run_call("snat", true));
 }

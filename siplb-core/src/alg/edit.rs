@@ -220,6 +220,8 @@ pub struct Edits {
     msg_len: usize,
     body_offset: usize,
     content_length: Option<Range<usize>>,
+    /// Flow tokens the rewrite found but could not read (left as they were).
+    foreign_tokens: usize,
 }
 
 impl Default for Edits {
@@ -236,6 +238,7 @@ impl Edits {
             msg_len: 0,
             body_offset: 0,
             content_length: None,
+            foreign_tokens: 0,
         }
     }
 
@@ -254,6 +257,7 @@ impl Edits {
         self.msg_len = 0;
         self.body_offset = 0;
         self.content_length = None;
+        self.foreign_tokens = 0;
         if body_offset > msg_len
             || content_length
                 .as_ref()
@@ -335,6 +339,17 @@ impl Edits {
         }
         self.len += 1;
         Ok(())
+    }
+
+    /// Notes a flow token ([`token`](super::token)) that was foreign or garbled.
+    pub fn note_foreign_token(&mut self) {
+        self.foreign_tokens += 1;
+    }
+
+    /// Flow tokens of this message that named none of the farm's addresses, left as
+    /// they were (the caller counts them).
+    pub fn foreign_tokens(&self) -> usize {
+        self.foreign_tokens
     }
 
     /// Number of replacements recorded (the Content-Length fix not counted).

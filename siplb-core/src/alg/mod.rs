@@ -10,6 +10,9 @@
 //!   untouched.
 //! - [`rewrite`](mod@rewrite): the rewriter, which turns address [`Rules`] and a
 //!   [`MediaMapper`] into [`Edits`].
+//! - [`token`]: flow tokens, the checked, keyed `slbf=` parameter that stands for
+//!   another client's SNAT flow in what a phone receives, and the set of a farm's
+//!   SNAT addresses a token may name.
 //!
 //! # Use
 //!
@@ -60,11 +63,28 @@
 //! | [`Places::FROM_TO`] | From and To URIs whose host is the transport address |
 //! | [`Places::SDP`] | `o=`, `c=` and `a=rtcp` addresses that no relayed stream accounts for |
 //!
+//! Flow tokens ([`FlowTokens`], [`Rules::set_tokens`]): a second kind of rule that
+//! matches every port of a set of addresses (the farm's SNAT addresses), taken only
+//! where no [`AddrRule`] matched:
+//!
+//! | place | hidden toward a client ([`TokenWay::Hide`]) | restored toward a backend ([`TokenWay::Restore`]) |
+//! |---|---|---|
+//! | Request-URI, Contact (and its quoted `received="sip:..."`), Route set | `SNAT:port` → `VIP:sipport;slbf=<token>`; a bare Contact or Route addr-spec gets `<>` so the parameter stays the URI's | `VIP[:port];slbf=<token>` → `SNAT:port`, the parameter removed |
+//! | Via values | sent-by `SNAT:port` → `VIP:sipport;slbf=<token>`; `received=SNAT` → the VIP (a natted sent-by's `received` carries a token `(SNAT, 0)` of its own); `rport` stays | sent-by and `received=` back, the parameter removed |
+//!
+//! A token that does not decode to one of the set's addresses is left as it is and
+//! counted ([`Edits::foreign_tokens`], [`RewriteError::ForeignToken`]). Not covered:
+//! `maddr=`, `alias=` and unquoted `received=` URI or Contact parameters naming
+//! another flow.
+//!
 //! Media: with a [`MediaMapper`], every stream of an SDP body that is not rejected
 //! (port 0) is handed to it, resolved ([`MediaFlow`]: address, RTP and RTCP ports,
 //! direction, hold), and its `m=` port, `a=rtcp` port and address, and the `c=` it
-//! uses become the mapper's answer ([`Mapped`]); `o=` and any other SDP address
-//! that was a relayed stream's becomes that stream's new address. Hold keeps its
+//! uses become the mapper's answer ([`Mapped`]); an IPv4 `o=` becomes the first
+//! relayed stream's new address whatever it was (a media server keeps the caller's
+//! origin, which names a balancer back address once the caller's side was
+//! rewritten), and any other SDP address that was a relayed stream's becomes that
+//! stream's new address. Hold keeps its
 //! `c=IN IP4 0.0.0.0`; `a=candidate` and `a=remote-candidates` lines of relayed
 //! streams are removed (they name the endpoint's own addresses).
 //!
@@ -73,14 +93,17 @@
 //!   `snat` also the balancer's SNAT `addr:port` for this client's flow → the
 //!   client's `addr:port` (a backend writes it into `received=`/`rport=`, `alias=`,
 //!   a REGISTER 200's Contact, and the Request-URI of requests to a registered
-//!   phone); SDP streams mapped onto the VIP.
+//!   phone), and every other flow on the farm's SNAT addresses → a flow token
+//!   (another phone's Via and Contact that a proxy forwards); SDP streams mapped onto
+//!   the VIP.
 //! - toward backends in `snat`: the client's `addr:port` (the packet's source) → the
 //!   SNAT `addr:port` in `TOP_VIA | CONTACT | SDP` (add `FROM_TO` to hide it there
-//!   too); SDP streams mapped onto the SNAT address.
+//!   too); flow tokens back to their flows; SDP streams mapped onto the SNAT address.
 //!
 //! Checked cheaply first: the header section (and, without a mapper, the body) is
 //! searched for each rule's address text with a SIMD substring finder built once per
-//! rule; each occurrence is then judged from the bytes around it (its header field,
+//! rule (for flow tokens, the text the set's ranges start with, or the VIP's);
+//! each occurrence is then judged from the bytes around it (its header field,
 //! and whether it follows `sip:`/`@`, a Via's transport, or `received=`, `maddr=`,
 //! `alias=`), so only the neighbourhood of a hit is read. A message with nothing to
 //! change is [`Outcome::Unchanged`] and no byte moves.
@@ -110,10 +133,12 @@ mod lex;
 mod needle;
 pub mod rewrite;
 pub mod sdp;
+pub mod token;
 
 pub use edit::{EditError, Edits, MAX_DATAGRAM};
 pub use rewrite::{
-    rewrite, AddrRule, Mapped, MediaError, MediaFlow, MediaMapper, Outcome, Places, RewriteError,
-    Rules,
+    rewrite, AddrRule, FlowTokens, Mapped, MediaError, MediaFlow, MediaMapper, Outcome, Places,
+    RewriteError, Rules, TokenWay,
 };
 pub use sdp::{Sdp, SdpError};
+pub use token::{AddrSet, TokenKey};

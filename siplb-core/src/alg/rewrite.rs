@@ -18,6 +18,7 @@ use super::needle::Needle;
 use super::sdp::{
     Address, Connection, Direction, MediaStream, Origin, Sdp, SdpError, Span, MAX_MEDIA,
 };
+use super::token::{self, AddrSet, TokenKey, MAX_RANGES};
 use crate::sip::SipMessage;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::{BitOr, Range};
@@ -103,6 +104,54 @@ struct Rule {
     repeat: bool,
 }
 
+/// Which way [`FlowTokens`] work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenWay {
+    /// Toward a client: a transport address on one of the set's addresses, any port,
+    /// that no [`AddrRule`] takes becomes the VIP with `;slbf=<token>`.
+    Hide,
+    /// Toward a backend: the VIP with `;slbf=<token>` naming one of the set's
+    /// addresses becomes that address and port again, the parameter removed.
+    Restore,
+}
+
+/// Other flows' SNAT addresses hidden behind the VIP ([`token`](super::token)): in
+/// URIs (Request-URI, Contact, Route set) `SNAT:port` ⇄ `VIP:sipport;slbf=<token>`;
+/// in a Via value the sent-by likewise, and a `received=` on the set's address ⇄ the
+/// VIP (a Via whose sent-by is no flow carries `(received, 0)` in its token).
+/// `maddr`, `alias` and unquoted `received` parameters of URIs are not covered.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowTokens {
+    pub way: TokenWay,
+    /// The only addresses a token may name: the farm's SNAT addresses.
+    pub snat: AddrSet,
+    /// The VIP's SIP transport address, written in their place.
+    pub vip: SocketAddrV4,
+    pub key: TokenKey,
+    /// Header places only; see [`FlowTokens`] for what is covered in each.
+    pub places: Places,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TokenRule {
+    t: FlowTokens,
+    /// What finds the addresses the tokens own: the set's ranges' common text
+    /// prefixes (Hide), the VIP (Restore).
+    needles: [Option<Needle>; MAX_RANGES],
+    vip_ip: Text,
+    vip_ip_port: Text,
+}
+
+impl TokenRule {
+    /// Whether hits of `ip` are the tokens' to judge (before any [`AddrRule`]'s).
+    fn owns(&self, ip: Ipv4Addr) -> bool {
+        match self.t.way {
+            TokenWay::Hide => self.t.snat.contains(ip),
+            TokenWay::Restore => ip == *self.t.vip.ip(),
+        }
+    }
+}
+
 /// The rules for one message, in a fixed array (see [`AddrRule`]). Reuse one per
 /// worker: [`clear`](Self::clear), then [`push`](Self::push) the message's rules.
 #[derive(Debug, Clone)]
@@ -110,6 +159,7 @@ pub struct Rules {
     items: [Option<Rule>; MAX_RULES],
     len: usize,
     places: Places,
+    tokens: Option<TokenRule>,
 }
 
 impl Default for Rules {
@@ -124,7 +174,78 @@ impl Rules {
             items: [None; MAX_RULES],
             len: 0,
             places: Places::NONE,
+            tokens: None,
         }
+    }
+
+    /// Adds other flows' tokens ([`FlowTokens`]), replacing any set before. Their
+    /// places are limited to [`Places::HEADERS`].
+    pub fn set_tokens(&mut self, t: FlowTokens) -> Result<(), RewriteError> {
+        let text = |ip: u32| -> Result<Text, RewriteError> {
+            let mut x = Text::new();
+            x.push_ipv4(Ipv4Addr::from(ip))?;
+            Ok(x)
+        };
+        // A range's addresses all start with the text its ends share. One whose ends
+        // share none (9.255.255.255-10.0.0.0) cannot be searched for, and is left out.
+        let prefix = |(lo, hi): (u32, u32)| -> Result<Text, RewriteError> {
+            let (lo, hi) = (text(lo)?, text(hi)?);
+            let k = lo
+                .as_bytes()
+                .iter()
+                .zip(hi.as_bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            Ok(Text::try_from(lo.as_bytes().get(..k).unwrap_or_default())?)
+        };
+        let mut snat = t.snat;
+        snat.retain(|r| prefix(r).is_ok_and(|p| !p.is_empty()));
+        let t = FlowTokens {
+            snat,
+            places: Places(t.places.0 & Places::HEADERS.0),
+            ..t
+        };
+        let mut needles = [None; MAX_RANGES];
+        match t.way {
+            TokenWay::Hide => {
+                // A prefix that another one starts with finds nothing new.
+                let mut prefixes = [Text::new(); MAX_RANGES];
+                let mut n = 0;
+                for &r in t.snat.ranges() {
+                    let p = prefix(r)?;
+                    let found = |q: &Text| p.as_bytes().starts_with(q.as_bytes());
+                    if prefixes.iter().take(n).any(found) {
+                        continue;
+                    }
+                    // Drop those this one finds.
+                    let mut kept = 0;
+                    for i in 0..n {
+                        if !prefixes[i].as_bytes().starts_with(p.as_bytes()) {
+                            prefixes[kept] = prefixes[i];
+                            kept += 1;
+                        }
+                    }
+                    prefixes[kept] = p;
+                    n = kept + 1;
+                }
+                for (slot, p) in needles.iter_mut().zip(prefixes.iter().take(n)) {
+                    *slot = Some(Needle::new(*p));
+                }
+            }
+            TokenWay::Restore => needles[0] = Some(Needle::new(text(u32::from(*t.vip.ip()))?)),
+        }
+        let vip_ip = text(u32::from(*t.vip.ip()))?;
+        let mut vip_ip_port = vip_ip;
+        vip_ip_port.push(b":")?;
+        vip_ip_port.push_decimal(u32::from(t.vip.port()))?;
+        self.tokens = Some(TokenRule {
+            t,
+            needles,
+            vip_ip,
+            vip_ip_port,
+        });
+        self.places = self.places | t.places;
+        Ok(())
     }
 
     /// Adds a rule; [`RewriteError::TooManyRules`] past [`MAX_RULES`]. Rules are tried
@@ -157,6 +278,7 @@ impl Rules {
     pub fn clear(&mut self) {
         self.len = 0;
         self.places = Places::NONE;
+        self.tokens = None;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &AddrRule> + '_ {
@@ -167,11 +289,33 @@ impl Rules {
         self.items.iter().take(self.len).flatten()
     }
 
-    /// The addresses to search for where any rule applies in `places`, each once.
-    fn needles(&self, places: Places) -> impl Iterator<Item = (&Needle, Ipv4Addr)> + '_ {
+    /// The texts to search for where any rule applies in `places`, each address
+    /// found once: a rule's address (`Some`), or a prefix of the addresses the
+    /// tokens own (`None`: the address is read at the hit), which the rules' searches
+    /// then leave to it.
+    fn needles(&self, places: Places) -> impl Iterator<Item = (&Needle, Option<Ipv4Addr>)> + '_ {
+        let tokens = self
+            .tokens
+            .as_ref()
+            .filter(|t| t.t.places.intersects(places));
         self.rules()
-            .filter(move |r| !r.repeat && self.any_shares(r, places))
-            .map(|r| (&r.needle, *r.rule.from.ip()))
+            .filter(move |r| {
+                !r.repeat
+                    && self.any_shares(r, places)
+                    && !tokens.is_some_and(|t| t.owns(*r.rule.from.ip()))
+            })
+            .map(|r| (&r.needle, Some(*r.rule.from.ip())))
+            .chain(
+                tokens
+                    .into_iter()
+                    .flat_map(|t| t.needles.iter().flatten())
+                    .map(|n| (n, None)),
+            )
+    }
+
+    /// The tokens, where they apply in `place`.
+    fn tokens_in(&self, place: Places) -> Option<&TokenRule> {
+        self.tokens.as_ref().filter(|t| t.t.places.contains(place))
     }
 
     /// Whether a rule with `r`'s address applies somewhere in `places`.
@@ -299,11 +443,15 @@ pub enum RewriteError {
     ContentLengthNotFound,
     #[error("the SipMessage was not parsed from this buffer")]
     ForeignMessage,
+    /// Never returned: counts the flow tokens ([`Edits::foreign_tokens`]) left as
+    /// they were in messages that were forwarded.
+    #[error("a flow token (slbf=) names none of the farm's SNAT addresses (left as it was)")]
+    ForeignToken,
 }
 
 impl RewriteError {
     /// Reasons of the rewriter's own, after the nested ones.
-    const OWN: usize = 10;
+    const OWN: usize = 11;
 
     /// The number of reasons, nested ones included: counters are
     /// `[Counter; RewriteError::COUNT]`.
@@ -328,6 +476,7 @@ impl RewriteError {
             Self::RtcpNotAdjacent => O + 7,
             Self::ContentLengthNotFound => O + 8,
             Self::ForeignMessage => O + 9,
+            Self::ForeignToken => O + 10,
         }
     }
 
@@ -347,6 +496,7 @@ impl RewriteError {
             Self::RtcpNotAdjacent => "rtcp_not_adjacent",
             Self::ContentLengthNotFound => "content_length_not_found",
             Self::ForeignMessage => "foreign_message",
+            Self::ForeignToken => "foreign_token",
         }
     }
 }
@@ -416,8 +566,19 @@ pub fn rewrite(
         let mut from = 0;
         while let Some(hit) = needle.find(head, from) {
             from = hit + len;
-            if alone(head, hit, len) {
-                w.hit(hit, hit + len, ip)?;
+            match ip {
+                Some(ip) if alone(head, hit, len) => w.hit(hit, hit + len, ip)?,
+                Some(_) => {}
+                // A prefix: the tokens' if the whole address at the hit is theirs.
+                None => {
+                    if let Some((ip, e)) = lex::ipv4_at(head, hit) {
+                        if alone(head, hit, e - hit)
+                            && rules.tokens.as_ref().is_some_and(|t| t.owns(ip))
+                        {
+                            w.hit(hit, e, ip)?;
+                        }
+                    }
+                }
             }
         }
     }
@@ -639,12 +800,50 @@ fn transport_tls(s: &[u8], i: usize, end: usize) -> bool {
     false
 }
 
+/// The URI parameter `name` (with a value) among those from `i` (a URI's host or
+/// port ends there) before `end`: the spans of `;name=value` and of the value.
+fn uri_param(s: &[u8], i: usize, end: usize, name: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
+    let mut semi = i;
+    while semi < end && at(s, semi) == Some(b';') {
+        let name_end = lex::skip_to(s, semi + 1, end, lex::URI_PARAM);
+        let has_value = name_end < end && at(s, name_end) == Some(b'=');
+        let value_end = if has_value {
+            lex::skip_to(s, name_end + 1, end, lex::URI_PARAM)
+        } else {
+            name_end
+        };
+        if has_value
+            && s.get(semi + 1..name_end)
+                .is_some_and(|n| eq_caseless(n, name))
+        {
+            return Some((semi..value_end, name_end + 1..value_end));
+        }
+        semi = value_end;
+    }
+    None
+}
+
+/// `;slbf=<token of flow>`, and the `>` that closes a bracket opened for it.
+fn token_text(t: &TokenRule, flow: SocketAddrV4, close: bool) -> Result<Text, RewriteError> {
+    let mut x = Text::new();
+    x.push(b";")?;
+    x.push(token::PARAM)?;
+    x.push(b"=")?;
+    x.push(&t.t.key.encode(flow))?;
+    if close {
+        x.push(b">")?;
+    }
+    Ok(x)
+}
+
 /// What a Via value's parameters say about where responses go.
 #[derive(Default)]
 struct ViaParams {
     /// `rport`: `Some(None)` bare, `Some(Some(..))` with its value's span and port.
     rport: Option<Option<(Range<usize>, u16)>>,
     received: Option<Range<usize>>,
+    /// A flow token: the span of `;slbf=value` and of its value.
+    token: Option<(Range<usize>, Range<usize>)>,
 }
 
 /// Reads the parameters from the `;` at `i` to `end` (one Via value), hopping from
@@ -686,6 +885,8 @@ fn via_params(s: &[u8], mut i: usize, end: usize) -> Result<ViaParams, RewriteEr
             p.rport.get_or_insert(port);
         } else if eq_caseless(name, b"received") && p.received.is_none() {
             p.received = value;
+        } else if eq_caseless(name, token::PARAM) && p.token.is_none() {
+            p.token = value.map(|v| (i..v.end, v));
         }
         i = next;
     }
@@ -789,13 +990,68 @@ impl Rewriter<'_, '_> {
         default: u16,
         rule: &Rule,
     ) -> Result<(), RewriteError> {
-        let text = if port.is_some() || rule.rule.to.port() != default {
-            rule.to_ip_port
+        let to = (rule.rule.to.port(), rule.to_ip, rule.to_ip_port);
+        self.emit_host_port_to(host, port, default, to)
+    }
+
+    /// [`emit_host_port`](Self::emit_host_port) toward `(port, address text,
+    /// address:port text)`.
+    fn emit_host_port_to(
+        &mut self,
+        host: Range<usize>,
+        port: Option<Range<usize>>,
+        default: u16,
+        (to_port, to_ip, to_ip_port): (u16, Text, Text),
+    ) -> Result<(), RewriteError> {
+        let text = if port.is_some() || to_port != default {
+            to_ip_port
         } else {
-            rule.to_ip
+            to_ip
         };
         let end = port.map_or(host.end, |p| p.end);
         self.emit(host.start..end, text)
+    }
+
+    /// `host[:port]` → the VIP.
+    fn emit_vip(
+        &mut self,
+        t: &TokenRule,
+        host: Range<usize>,
+        port: Option<Range<usize>>,
+        default: u16,
+    ) -> Result<(), RewriteError> {
+        let to = (t.t.vip.port(), t.vip_ip, t.vip_ip_port);
+        self.emit_host_port_to(host, port, default, to)
+    }
+
+    /// `host[:port]` → the flow a token named.
+    fn emit_flow(
+        &mut self,
+        flow: SocketAddrV4,
+        host: Range<usize>,
+        port: Option<Range<usize>>,
+        default: u16,
+    ) -> Result<(), RewriteError> {
+        let mut ip = Text::new();
+        ip.push_ipv4(*flow.ip())?;
+        let mut ip_port = ip;
+        ip_port.push(b":")?;
+        ip_port.push_decimal(u32::from(flow.port()))?;
+        self.emit_host_port_to(host, port, default, (flow.port(), ip, ip_port))
+    }
+
+    /// The flow the token at `value` names, if it is one of the farm's; a foreign or
+    /// garbled token is counted and its place left as it is.
+    fn read_token(&mut self, t: &TokenRule, value: Range<usize>) -> Option<SocketAddrV4> {
+        let flow = self
+            .head
+            .get(value)
+            .and_then(|v| t.t.key.decode(v))
+            .filter(|f| t.t.snat.contains(*f.ip()));
+        if flow.is_none() {
+            self.edits.note_foreign_token();
+        }
+        flow
     }
 
     /// An occurrence of `ip` (a rule's address) at `at..e` in the header section:
@@ -920,9 +1176,31 @@ impl Rewriter<'_, '_> {
             5060
         };
         let p = port.as_ref().map_or(default, |(_, p)| *p);
+        let port = port.map(|(r, _)| r);
         let rules = self.rules;
+        let tokens = rules.tokens_in(place);
+        if let Some(t) = tokens.filter(|t| t.t.way == TokenWay::Restore && t.owns(ip)) {
+            if let Some((param, value)) = uri_param(head, after, end, token::PARAM) {
+                // A URI without a port is never a flow's.
+                if let Some(flow) = self.read_token(t, value).filter(|f| f.port() != 0) {
+                    self.emit_flow(flow, at..e, port, default)?;
+                    self.emit(param, Text::new())?;
+                }
+                return Ok(());
+            }
+        }
         if let Some(rule) = rules.by_transport(place, ip, p) {
-            self.emit_host_port(at..e, port.map(|(r, _)| r), default, rule)?;
+            self.emit_host_port(at..e, port, default, rule)?;
+        } else if let Some(t) = tokens.filter(|t| t.t.way == TokenWay::Hide && t.owns(ip)) {
+            // A bare addr-spec (Contact, Route) would take the parameter as the
+            // header's: it gets brackets. A Request-URI and a quoted URI need none.
+            let before = back_ws(head, vs, scheme_start).and_then(|i| lex::at(head, i));
+            let bare = place != Places::REQUEST_URI && !matches!(before, Some(b'<' | b'"'));
+            if bare {
+                self.edits.replace(scheme_start, 0, b"<")?;
+            }
+            self.emit_vip(t, at..e, port, default)?;
+            self.emit(after..after, token_text(t, SocketAddrV4::new(ip, p), bare)?)?;
         }
         Ok(())
     }
@@ -992,12 +1270,34 @@ impl Rewriter<'_, '_> {
             }
             let default = if by.tls { 5061 } else { 5060 };
             let sent_port = by.port.as_ref().map_or(default, |(_, p)| *p);
+            let port = by.port.map(|(r, _)| r);
             let rules = self.rules;
+            let params = via_params(head, semi, ve)?;
+            if let Some(t) = rules.tokens_in(place).filter(|t| t.owns(ip)) {
+                match (t.t.way, params.token) {
+                    (TokenWay::Restore, Some((param, value))) => {
+                        if let Some(flow) = self.read_token(t, value) {
+                            if flow.port() != 0 {
+                                self.emit_flow(flow, at..e, port, default)?;
+                            }
+                            self.emit(param, Text::new())?;
+                        }
+                        return Ok(());
+                    }
+                    (TokenWay::Hide, _) if rules.by_transport(place, ip, sent_port).is_none() => {
+                        // rport stays: a port alone names no address.
+                        let end = port.as_ref().map_or(e, |p| p.end);
+                        self.emit_vip(t, at..e, port, default)?;
+                        let flow = SocketAddrV4::new(ip, sent_port);
+                        return self.emit(end..end, token_text(t, flow, false)?);
+                    }
+                    _ => {}
+                }
+            }
             if let Some(rule) = rules.by_transport(place, ip, sent_port) {
-                self.emit_host_port(at..e, by.port.map(|(r, _)| r), default, rule)?;
+                self.emit_host_port(at..e, port, default, rule)?;
             }
             // rport goes with the sent-by when no received says otherwise.
-            let params = via_params(head, semi, ve)?;
             if let (None, Some(Some((r, n)))) = (params.received, params.rport) {
                 if let Some(rule) = self.rules.by_transport(place, ip, n) {
                     self.emit_port(r, rule.rule.to.port())?;
@@ -1010,6 +1310,11 @@ impl Rewriter<'_, '_> {
                 let params = via_params(head, semi, ve)?;
                 if params.received != Some(at..e) {
                     return Ok(());
+                }
+                if let Some(t) = self.rules.tokens_in(place).filter(|t| t.owns(ip)) {
+                    if self.via_received_token(t, vs, semi, at..e, ip, place, params.token)? {
+                        return Ok(());
+                    }
                 }
                 if let Some(Some((r, n))) = params.rport {
                     let rules = self.rules;
@@ -1026,6 +1331,66 @@ impl Rewriter<'_, '_> {
             }
             Some(n) if eq_caseless(n, b"maddr") => self.ip_only(at, e, ip, place, None),
             _ => Ok(()),
+        }
+    }
+
+    /// A Via's `received=` on an address the tokens own, in the value from `vs` whose
+    /// sent-by ends at `semi`: whether the tokens took it. Hidden, it becomes the VIP,
+    /// carried by the sent-by's token when the sent-by is the same flow's, else by a
+    /// token of its own `(received, 0)` after it. Restored, it becomes the token's
+    /// address; the token goes with the sent-by when that is the VIP, else here.
+    #[allow(clippy::too_many_arguments)]
+    fn via_received_token(
+        &mut self,
+        t: &TokenRule,
+        vs: usize,
+        semi: usize,
+        received: Range<usize>,
+        ip: Ipv4Addr,
+        place: Places,
+        token: Option<(Range<usize>, Range<usize>)>,
+    ) -> Result<bool, RewriteError> {
+        let head = self.head;
+        let by = sent_by(head, vs, semi)?;
+        let by_ip = head.get(by.host.clone()).and_then(lex::parse_ipv4);
+        let default = if by.tls { 5061 } else { 5060 };
+        let by_port = by.port.map_or(default, |(_, p)| p);
+        match (t.t.way, token) {
+            (TokenWay::Restore, Some((param, value))) => {
+                let with_sent_by = by_ip == Some(ip);
+                if with_sent_by {
+                    // The sent-by's hit counted a foreign token and removes a good one.
+                    let flow = head
+                        .get(value)
+                        .and_then(|v| t.t.key.decode(v))
+                        .filter(|f| t.t.snat.contains(*f.ip()));
+                    if let Some(f) = flow {
+                        self.emit_ip(received, *f.ip())?;
+                    }
+                } else if let Some(f) = self.read_token(t, value) {
+                    self.emit_ip(received, *f.ip())?;
+                    self.emit(param, Text::new())?;
+                }
+                Ok(true)
+            }
+            (TokenWay::Hide, _) if self.rules.by_ip(place, ip, None).is_none() => {
+                let rules = self.rules;
+                let by_hidden = by_ip
+                    .is_some_and(|a| t.owns(a) && rules.by_transport(place, a, by_port).is_none());
+                if by_hidden {
+                    // Another address than the sent-by's flow: a Via the balancer
+                    // never makes, left as it is.
+                    if by_ip == Some(ip) {
+                        self.emit(received, t.vip_ip)?;
+                    }
+                } else {
+                    let end = received.end;
+                    self.emit(received, t.vip_ip)?;
+                    self.emit(end..end, token_text(t, SocketAddrV4::new(ip, 0), false)?)?;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -1077,7 +1442,11 @@ impl Rewriter<'_, '_> {
             span: s,
         }) = sdp.origin()
         {
-            if let Some(to) = subst(*ip) {
+            // Once media is relayed the origin names the relay, whatever it was: a
+            // media server keeps the caller's `o=`, which after the caller's side was
+            // rewritten names a balancer back address that no stream accounts for.
+            let relay = mapped.iter().flatten().next().map(|(_, to)| to.addr);
+            if let Some(to) = relay.or_else(|| subst(*ip)) {
                 self.emit_ip(span(*s), to)?;
             }
         }
@@ -1442,6 +1811,47 @@ a=sendonly\r
             table.flows,
             [(0, Ipv4Addr::UNSPECIFIED, 30000, 30001, true)]
         );
+    }
+
+    #[test]
+    fn the_origin_names_the_relay_whatever_it_was() {
+        // rtpengine kept the caller's o=, which names the caller's SNAT address after
+        // the balancer rewrote the caller's side; no stream and no rule accounts for it.
+        let input = msg(&KAMAILIO_INVITE.replace(
+            "o=rtpengine 1712 1 IN IP4 198.19.1.1",
+            "o=alice 2890844526 2890844526 IN IP4 198.19.0.100",
+        ));
+        let r = rules(&[(BACKEND, VIP, Places::ALL)]);
+        let mut table = Table::new(*VIP.ip());
+        let (_, out) = run(&input, &r, Some(&mut table)).unwrap();
+        let out = text(&out);
+        assert!(
+            out.contains("o=alice 2890844526 2890844526 IN IP4 198.18.0.100\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("198.19."), "{out}");
+        assert_eq!(table.flows.len(), 1);
+        // The first relayed stream's address, even when streams map apart and the
+        // first one is rejected.
+        let two = msg(&KAMAILIO_INVITE
+            .replace(
+                "o=rtpengine 1712 1 IN IP4 198.19.1.1",
+                "o=- 1 1 IN IP4 198.19.0.100",
+            )
+            .replace(
+                "m=audio 30000 RTP/AVP 0 101\r\n",
+                "m=video 0 RTP/AVP 99\r\nm=audio 30000 RTP/AVP 0 101\r\n",
+            ));
+        let mut table = Table::new(Ipv4Addr::new(198, 18, 0, 101));
+        let (_, out) = run(&two, &r, Some(&mut table)).unwrap();
+        assert!(
+            text(&out).contains("o=- 1 1 IN IP4 198.18.0.101\r\n"),
+            "{}",
+            text(&out)
+        );
+        // Without a relay the origin is an address like any other: no rule, no change.
+        let (_, out) = run(&input, &r, None).unwrap();
+        assert!(text(&out).contains("IN IP4 198.19.0.100\r\n"));
     }
 
     #[test]
@@ -1847,6 +2257,338 @@ Content-Length: N\r
         assert_eq!(full.iter().count(), 0);
     }
 
+    // Flow tokens (snat): the callee B at 198.18.0.11 behind its flow SNAT_B, the
+    // caller's flow SNAT (198.19.0.100:1024) seen by B only as the VIP and a token.
+    const BOB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 11), 5060);
+    const SNAT_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 100), 1030);
+    const KEY: u64 = 0x5eed;
+
+    fn snat_set(addrs: &[Ipv4Addr]) -> AddrSet {
+        let mut set = AddrSet::new();
+        for a in addrs {
+            assert!(set.insert(*a));
+        }
+        set
+    }
+
+    fn tokens(way: TokenWay, set: AddrSet) -> FlowTokens {
+        FlowTokens {
+            way,
+            snat: set,
+            vip: VIP,
+            key: TokenKey::new(KEY),
+            places: Places::HEADERS,
+        }
+    }
+
+    /// What the balancer applies toward B: the backend becomes the VIP, B's own flow
+    /// becomes B, other flows on `set` become tokens.
+    fn toward_bob(set: AddrSet) -> Rules {
+        let mut r = rules(&[
+            (BACKEND, VIP, Places::HEADERS),
+            (
+                SNAT_B,
+                BOB,
+                Places::TOP_VIA | Places::CONTACT | Places::REQUEST_URI,
+            ),
+        ]);
+        r.set_tokens(tokens(TokenWay::Hide, set)).unwrap();
+        r
+    }
+
+    /// What the balancer applies to B's messages toward the backend.
+    fn from_bob(set: AddrSet) -> Rules {
+        let mut r = rules(&[
+            (VIP, BACKEND, Places::REQUEST_URI | Places::ROUTE),
+            (BOB, SNAT_B, Places::TOP_VIA | Places::CONTACT),
+        ]);
+        r.set_tokens(tokens(TokenWay::Restore, set)).unwrap();
+        r
+    }
+
+    fn token_of(flow: SocketAddrV4) -> String {
+        String::from_utf8(TokenKey::new(KEY).encode(flow).to_vec()).unwrap()
+    }
+
+    /// Rewrites with `r` and returns the text and the foreign tokens counted.
+    fn run_tokens(input: &[u8], r: &Rules) -> (String, usize) {
+        let m = SipMessage::parse(input, &Limits::default()).unwrap();
+        let mut edits = Edits::new();
+        rewrite(input, &m, r, None, &mut edits).unwrap();
+        let foreign = edits.foreign_tokens();
+        let (_, out) = run(input, r, None).unwrap();
+        (text(&out), foreign)
+    }
+
+    /// Kamailio forwards A's INVITE to B's flow: A's Via and Contact name A's flow.
+    const FORWARDED_INVITE: &str = "INVITE sip:bob@198.19.0.100:1030 SIP/2.0\r
+Record-Route: <sip:198.19.1.1;lr;ftag=as1>\r
+Via: SIP/2.0/UDP 198.19.1.1;branch=z9hG4bK1b0.1\r
+Via: SIP/2.0/UDP 198.19.0.100:1024;branch=z9hG4bKa;rport=1024;received=198.19.0.100\r
+Max-Forwards: 69\r
+From: <sip:alice@example.com>;tag=as1\r
+To: <sip:bob@example.com>\r
+Call-ID: t1@x\r
+CSeq: 1 INVITE\r
+Contact: <sip:alice@198.19.0.100:1024>\r
+Content-Type: application/sdp\r
+Content-Length: N\r
+\r
+v=0\r
+o=- 1 1 IN IP4 198.18.0.10\r
+s=-\r
+c=IN IP4 198.18.0.10\r
+t=0 0\r
+m=audio 4000 RTP/AVP 0\r
+";
+
+    #[test]
+    fn other_flows_reach_a_phone_as_the_vip_and_come_back_exactly() {
+        let set = snat_set(&[*SNAT.ip()]);
+        let a = token_of(SNAT);
+        let input = msg(FORWARDED_INVITE);
+        let (out, foreign) = run_tokens(&input, &toward_bob(set));
+        assert_eq!(foreign, 0);
+        let head = out.split_once("\r\n\r\n").unwrap().0;
+        assert_eq!(
+            head,
+            format!(
+                "INVITE sip:bob@198.18.0.11:5060 SIP/2.0\r
+Record-Route: <sip:198.18.0.100;lr;ftag=as1>\r
+Via: SIP/2.0/UDP 198.18.0.100;branch=z9hG4bK1b0.1\r
+Via: SIP/2.0/UDP 198.18.0.100:5060;slbf={a};branch=z9hG4bKa;rport=1024;received=198.18.0.100\r
+Max-Forwards: 69\r
+From: <sip:alice@example.com>;tag=as1\r
+To: <sip:bob@example.com>\r
+Call-ID: t1@x\r
+CSeq: 1 INVITE\r
+Contact: <sip:alice@198.18.0.100:5060;slbf={a}>\r
+Content-Type: application/sdp\r
+Content-Length: 91"
+            )
+        );
+        assert!(!out.contains("198.19."), "{out}");
+        // Grown by two tokens and the backend's two addresses (two bytes each),
+        // shorter by B's address (one byte); the body is untouched.
+        assert_eq!(
+            out.len(),
+            input.len() + 2 * (6 + token::TOKEN_LEN) + 2 * 2 - 1
+        );
+
+        // B's 200 carries both Vias back: the backend receives A's Via as it wrote it.
+        let via_a = head.lines().nth(3).unwrap();
+        let ok = msg(&format!(
+            "SIP/2.0 200 OK\r
+Via: SIP/2.0/UDP 198.18.0.100;branch=z9hG4bK1b0.1\r
+{via_a}\r
+Record-Route: <sip:198.18.0.100;lr;ftag=as1>\r
+From: <sip:alice@example.com>;tag=as1\r
+To: <sip:bob@example.com>;tag=b1\r
+Call-ID: t1@x\r
+CSeq: 1 INVITE\r
+Contact: <sip:bob@198.18.0.11:5060>\r
+Content-Length: 0\r
+\r
+"
+        ));
+        let (back, foreign) = run_tokens(&ok, &from_bob(set));
+        assert_eq!(foreign, 0);
+        assert!(
+            back.contains("\r\nVia: SIP/2.0/UDP 198.19.0.100:1024;branch=z9hG4bKa;rport=1024;received=198.19.0.100\r\n"),
+            "{back}"
+        );
+        assert!(back.contains("Contact: <sip:bob@198.19.0.100:1030>\r\n"));
+        assert!(!back.contains("slbf"), "{back}");
+        assert!(back.len() < ok.len(), "the message shrank");
+
+        // B's BYE to A's Contact, routed through the backend's Record-Route.
+        let bye = msg(&format!(
+            "BYE sip:alice@198.18.0.100:5060;slbf={a} SIP/2.0\r
+Via: SIP/2.0/UDP 198.18.0.11:5060;branch=z9hG4bKb\r
+Route: <sip:198.18.0.100;lr;ftag=as1>\r
+From: <sip:bob@example.com>;tag=b1\r
+To: <sip:alice@example.com>;tag=as1\r
+Call-ID: t1@x\r
+CSeq: 1 BYE\r
+Content-Length: 0\r
+\r
+"
+        ));
+        let (back, foreign) = run_tokens(&bye, &from_bob(set));
+        assert_eq!(foreign, 0);
+        assert!(
+            back.starts_with("BYE sip:alice@198.19.0.100:1024 SIP/2.0\r\n"),
+            "{back}"
+        );
+        assert!(back.contains("Route: <sip:198.19.1.1;lr;ftag=as1>\r\n"));
+        assert!(back.contains("Via: SIP/2.0/UDP 198.19.0.100:1030;branch=z9hG4bKb\r\n"));
+    }
+
+    #[test]
+    fn bare_contacts_get_brackets_and_natted_vias_a_token_of_their_own() {
+        let set = snat_set(&[*SNAT.ip()]);
+        let a = token_of(SNAT);
+        let r0 = token_of(SocketAddrV4::new(*SNAT.ip(), 0));
+        let input = msg("SIP/2.0 200 OK\r
+Via: SIP/2.0/UDP 198.18.0.11:5060;rport=1030;received=198.19.0.100;branch=z9hG4bKr\r
+Via: SIP/2.0/UDP 192.168.1.5:5060;rport=1024;received=198.19.0.100;branch=z9hG4bKp\r
+From: <sip:bob@example.com>;tag=r1\r
+To: <sip:bob@example.com>;tag=k1\r
+Call-ID: reg2@x\r
+CSeq: 2 REGISTER\r
+Contact: sip:bob@198.19.0.100:1024;expires=60, <sip:bob@198.19.0.100:1030>;expires=3600;received=\"sip:198.19.0.100:1024\"\r
+Content-Length: 0\r
+\r
+");
+        let (out, _) = run_tokens(&input, &toward_bob(set));
+        // B's own flow (top Via, its binding) goes back to B; the rest is tokens.
+        assert!(out.contains("Via: SIP/2.0/UDP 198.18.0.11:5060;rport=5060;received=198.18.0.11;branch=z9hG4bKr\r\n"), "{out}");
+        assert!(
+            out.contains(&format!("Via: SIP/2.0/UDP 192.168.1.5:5060;rport=1024;received=198.18.0.100;slbf={r0};branch=z9hG4bKp\r\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!(
+            "Contact: <sip:bob@198.18.0.100:5060;slbf={a}>;expires=60, <sip:bob@198.18.0.11:5060>;expires=3600;received=\"sip:198.18.0.100:5060;slbf={a}\"\r\n"
+        )), "{out}");
+        assert!(!out.contains("198.19."), "{out}");
+        // The parser reads the bracketed Contact's expires as before.
+        let m = SipMessage::parse(out.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(m.contact_expires(), Some(60));
+
+        // The natted Via comes back with its received, and its token goes.
+        let via = out.lines().nth(2).unwrap();
+        let req = msg(&format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.100;branch=z9hG4bKk\r\n{via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let (back, foreign) = run_tokens(&req, &from_bob(set));
+        assert_eq!(foreign, 0);
+        assert!(back.contains("Via: SIP/2.0/UDP 192.168.1.5:5060;rport=1024;received=198.19.0.100;branch=z9hG4bKp\r\n"), "{back}");
+    }
+
+    #[test]
+    fn foreign_and_garbled_tokens_are_left_alone_and_counted() {
+        let set = snat_set(&[*SNAT.ip()]);
+        let good = token_of(SNAT);
+        let other_key = String::from_utf8(TokenKey::new(KEY + 1).encode(SNAT).to_vec()).unwrap();
+        let outside = token_of(SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 200), 1024));
+        for bad in [
+            "garbage",
+            "0000000000000",
+            other_key.as_str(),
+            outside.as_str(),
+        ] {
+            let bye = msg(&format!(
+                "BYE sip:alice@198.18.0.100:5060;slbf={bad} SIP/2.0\r
+Via: SIP/2.0/UDP 198.18.0.11:5060;branch=z9hG4bKb\r
+Via: SIP/2.0/UDP 198.18.0.100:5060;slbf={bad};branch=z9hG4bKa;rport=1024;received=198.18.0.100\r
+Route: <sip:198.18.0.100;lr>\r
+From: <sip:bob@example.com>;tag=b1\r
+To: <sip:alice@example.com>;tag=as1\r
+Call-ID: t1@x\r
+CSeq: 1 BYE\r
+Content-Length: 0\r
+\r
+"
+            ));
+            let (back, foreign) = run_tokens(&bye, &from_bob(set));
+            // The Request-URI and the Via (once for the value), both left as they were.
+            assert_eq!(foreign, 2, "{bad}: {back}");
+            assert!(
+                back.starts_with(&format!(
+                    "BYE sip:alice@198.18.0.100:5060;slbf={bad} SIP/2.0\r\n"
+                )),
+                "{back}"
+            );
+            assert!(back.contains(&format!(
+                "Via: SIP/2.0/UDP 198.18.0.100:5060;slbf={bad};branch=z9hG4bKa;rport=1024;received=198.18.0.100\r\n"
+            )));
+            // The rest is rewritten as without tokens.
+            assert!(back.contains("Route: <sip:198.19.1.1;lr>\r\n"), "{back}");
+        }
+        // Upper case is the same token (URI parameters compare without case).
+        let upper = msg(&format!(
+            "BYE sip:alice@198.18.0.100:5060;slbf={} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.11:5060;branch=z9hG4bKb\r\nFrom: <sip:b@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            good.to_uppercase()
+        ));
+        let (back, foreign) = run_tokens(&upper, &from_bob(set));
+        assert_eq!(foreign, 0);
+        assert!(
+            back.starts_with("BYE sip:alice@198.19.0.100:1024 SIP/2.0\r\n"),
+            "{back}"
+        );
+    }
+
+    #[test]
+    fn a_pool_is_found_by_its_prefix_and_nothing_else() {
+        // A pool sharing its text prefix with the backend's address (198.19.1.1).
+        let pool: Vec<Ipv4Addr> = (100..132).map(|k| Ipv4Addr::new(198, 19, 1, k)).collect();
+        let mut set = snat_set(&pool);
+        assert!(set.insert(*SNAT.ip()));
+        let r = toward_bob(set);
+        assert_eq!(
+            r.needles(Places::HEADERS).count(),
+            3,
+            "backend, 198.19.1.1, 198.19.0.100"
+        );
+        let input = msg("INVITE sip:bob@198.19.0.100:1030 SIP/2.0\r
+Via: SIP/2.0/UDP 198.19.1.1;branch=z9hG4bK1\r
+Via: SIP/2.0/UDP 198.19.1.131:2000;branch=z9hG4bK2\r
+Via: SIP/2.0/UDP 198.19.1.132:2000;branch=z9hG4bK3\r
+Via: SIP/2.0/UDP 198.19.1.100:32767;branch=z9hG4bK4\r
+From: <sip:alice@example.com>;tag=as1\r
+To: <sip:bob@example.com>\r
+Call-ID: p1@x\r
+CSeq: 1 INVITE\r
+Contact: <sip:alice@198.19.1.11:2000>\r
+Content-Length: 0\r
+\r
+");
+        let (out, _) = run_tokens(&input, &r);
+        let t131 = token_of(SocketAddrV4::new(Ipv4Addr::new(198, 19, 1, 131), 2000));
+        let t100 = token_of(SocketAddrV4::new(Ipv4Addr::new(198, 19, 1, 100), 32767));
+        assert!(out.starts_with("INVITE sip:bob@198.18.0.11:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.100;branch=z9hG4bK1\r\n"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "Via: SIP/2.0/UDP 198.18.0.100:5060;slbf={t131};branch=z9hG4bK2\r\n"
+            )),
+            "{out}"
+        );
+        // Past the pool, and an address the prefix finds that is no flow: left.
+        assert!(out.contains("Via: SIP/2.0/UDP 198.19.1.132:2000;branch=z9hG4bK3\r\n"));
+        assert!(out.contains(&format!(
+            "Via: SIP/2.0/UDP 198.18.0.100:5060;slbf={t100};branch=z9hG4bK4\r\n"
+        )));
+        assert!(out.contains("Contact: <sip:alice@198.19.1.11:2000>\r\n"));
+        // Round trip of the pool's flows.
+        let vias: Vec<&str> = out.lines().filter(|l| l.starts_with("Via:")).collect();
+        let ok = msg(&format!(
+            "SIP/2.0 200 OK\r\n{}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+            vias.join("\r\n")
+        ));
+        let (back, foreign) = run_tokens(&ok, &from_bob(set));
+        assert_eq!(foreign, 0);
+        assert!(back.contains("Via: SIP/2.0/UDP 198.19.1.131:2000;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP 198.19.1.132:2000;branch=z9hG4bK3\r\nVia: SIP/2.0/UDP 198.19.1.100:32767;branch=z9hG4bK4\r\n"), "{back}");
+        // Without tokens the other flows stay as they were (today's behaviour).
+        let mut plain = rules(&[
+            (BACKEND, VIP, Places::HEADERS),
+            (
+                SNAT_B,
+                BOB,
+                Places::TOP_VIA | Places::CONTACT | Places::REQUEST_URI,
+            ),
+        ]);
+        let (out, _) = run_tokens(&input, &plain);
+        assert!(out.contains("Via: SIP/2.0/UDP 198.19.1.131:2000;branch=z9hG4bK2\r\n"));
+        plain
+            .set_tokens(tokens(TokenWay::Hide, AddrSet::new()))
+            .unwrap();
+        assert_eq!(
+            run_tokens(&input, &plain).0,
+            out,
+            "an empty set hides nothing"
+        );
+    }
+
     #[test]
     fn error_indices_are_dense_and_names_unique() {
         let mut all = vec![
@@ -1860,6 +2602,7 @@ Content-Length: N\r
             RewriteError::RtcpNotAdjacent,
             RewriteError::ContentLengthNotFound,
             RewriteError::ForeignMessage,
+            RewriteError::ForeignToken,
         ];
         all.extend(
             [

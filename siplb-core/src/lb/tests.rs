@@ -716,6 +716,7 @@ mod security {
 }
 
 mod alg {
+    use crate::alg::{self, RewriteError};
     use crate::lb::counters::WorkerCounters;
     use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
     use crate::lb::Verdict;
@@ -861,6 +862,99 @@ mod alg {
             "{text}"
         );
         assert_eq!(bed.counters.alg_rewritten.get(), 2);
+    }
+
+    /// The source port the balancer gave a client's message toward the backend.
+    fn snat_port(to_backend: &[u8]) -> u16 {
+        let ip = Ipv4Packet::new_checked(&to_backend[14..]).unwrap();
+        assert_eq!(ip.src(), SNAT);
+        UdpPacket::new_checked(ip.payload()).unwrap().src_port()
+    }
+
+    fn destination(f: &[u8]) -> (Ipv4Addr, u16) {
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        (
+            ip.dst(),
+            UdpPacket::new_checked(ip.payload()).unwrap().dst_port(),
+        )
+    }
+
+    /// snat: a proxy forwards phone A's INVITE to phone B. B receives A's Via and
+    /// Contact as the VIP with a flow token, never a balancer back address; what B
+    /// sends back gives the backend A's flow exactly as the backend wrote it.
+    #[test]
+    fn snat_another_phones_flow_reaches_a_phone_as_the_vip_and_comes_back_exactly() {
+        const BOB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+        const BACKEND: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 18, 1, 11), 5060);
+        let bed = Bed::new("snat", true);
+        bed.mem.tables().neighbours.learn(BOB, host_mac(BOB), 0, 1);
+        // B registers: its flow.
+        let register = "REGISTER sip:198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.11:5060;branch=z9hG4bKr1;rport\r\nFrom: <sip:bob@pbx.test>;tag=r\r\nTo: <sip:bob@pbx.test>\r\nCall-ID: reg-b@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@198.18.0.11:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let sb = snat_port(&bed.send(0, (BOB, 5060), (VIP, 5060), register));
+        // A calls: its flow.
+        let sa = snat_port(&bed.send(0, (CLIENT, 5060), (VIP, 5060), INVITE));
+        assert_ne!(sa, sb);
+        // The proxy forwards the INVITE to B's flow.
+        let via_a = format!(
+            "Via: SIP/2.0/UDP 198.18.1.1:{sa};branch=z9hG4bKa1;rport={sa};received=198.18.1.1"
+        );
+        let forwarded = format!("INVITE sip:bob@198.18.1.1:{sb} SIP/2.0\r\nRecord-Route: <sip:198.18.1.11;lr>\r\nVia: SIP/2.0/UDP 198.18.1.11;branch=z9hG4bKk1\r\n{via_a}\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>\r\nCall-ID: alg1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.18.1.1:{sa}>\r\nMax-Forwards: 69\r\nContent-Length: 0\r\n\r\n");
+        let to_b = bed.send(1, BACKEND, (SNAT, sb), &forwarded);
+        assert_eq!(destination(&to_b), (BOB, 5060));
+        let text = sip_of(&to_b);
+        assert!(
+            !text.contains("198.18.1."),
+            "a back-side address reached B:\n{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "INVITE sip:bob@198.18.0.11:5060 SIP/2.0");
+        assert_eq!(lines[1], "Record-Route: <sip:198.18.0.2;lr>");
+        assert_eq!(lines[2], "Via: SIP/2.0/UDP 198.18.0.2;branch=z9hG4bKk1");
+        let token = |l: &str| {
+            let t = l.split("slbf=").nth(1).expect("a flow token");
+            t[..alg::token::TOKEN_LEN].to_string()
+        };
+        let t = token(lines[3]);
+        assert_eq!(
+            lines[3],
+            format!("Via: SIP/2.0/UDP 198.18.0.2:5060;slbf={t};branch=z9hG4bKa1;rport={sa};received=198.18.0.2")
+        );
+        assert_eq!(
+            lines[8],
+            format!("Contact: <sip:alice@198.18.0.2:5060;slbf={t}>")
+        );
+        // B answers with both Vias; the backend receives A's as it wrote it.
+        let ok = format!("SIP/2.0 200 OK\r\n{}\r\n{}\r\nRecord-Route: <sip:198.18.0.2;lr>\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>;tag=b\r\nCall-ID: alg1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@198.18.0.11:5060>\r\nContent-Length: 0\r\n\r\n", lines[2], lines[3]);
+        let to_backend = bed.send(0, (BOB, 5060), (VIP, 5060), &ok);
+        assert_eq!(destination(&to_backend), BACKEND);
+        let text = sip_of(&to_backend);
+        assert!(text.contains(&format!("\r\n{via_a}\r\n")), "{text}");
+        assert!(
+            text.contains(&format!("Contact: <sip:bob@198.18.1.1:{sb}>\r\n")),
+            "{text}"
+        );
+        assert!(!text.contains("slbf"), "{text}");
+        // B hangs up toward A's Contact, through the Record-Route.
+        let bye = format!("BYE sip:alice@198.18.0.2:5060;slbf={t} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.11:5060;branch=z9hG4bKb1;rport\r\nRoute: <sip:198.18.0.2;lr>\r\nFrom: <sip:bob@pbx.test>;tag=b\r\nTo: <sip:alice@pbx.test>;tag=1\r\nCall-ID: alg1@x\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+        let text = sip_of(&bed.send(0, (BOB, 5060), (VIP, 5060), &bye));
+        assert!(
+            text.starts_with(&format!("BYE sip:alice@198.18.1.1:{sa} SIP/2.0\r\n")),
+            "{text}"
+        );
+        assert!(text.contains("Route: <sip:198.18.1.11;lr>\r\n"), "{text}");
+        let foreign = || bed.counters.alg_errors[RewriteError::ForeignToken.index()].get();
+        assert_eq!(foreign(), 0);
+        // A token of no flow of the farm: forwarded as it is, counted.
+        let forged = bye
+            .replace(&t, "0123456789abc")
+            .replace("CSeq: 1 BYE", "CSeq: 2 BYE");
+        let text = sip_of(&bed.send(0, (BOB, 5060), (VIP, 5060), &forged));
+        assert!(
+            text.starts_with("BYE sip:alice@198.18.0.2:5060;slbf=0123456789abc SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert_eq!(foreign(), 1);
+        assert_eq!(bed.counters.alg_rewritten.get(), 6, "every message");
     }
 
     #[test]

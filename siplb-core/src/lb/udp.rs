@@ -11,11 +11,13 @@ use super::counters::DropReason;
 use super::media::MediaPlan;
 use super::nat::rewrite_l4;
 use super::packet::Flow;
-use super::services::{source_key, BackendState, Farm};
+use super::services::{source_key, BackendState, Farm, Services};
 use super::snat::SnatSession;
-use crate::alg::{self, AddrRule, Outcome, Places, RewriteError, Rules};
+use crate::alg::{
+    self, AddrRule, AddrSet, FlowTokens, Outcome, Places, RewriteError, Rules, TokenKey, TokenWay,
+};
 use crate::config::Affinity;
-use crate::hash::hash64;
+use crate::hash::{hash64, hash64_seeded};
 use crate::sip::{Method, SipMessage, SipUri, StartLine, SteerView};
 use crate::table::dialog::{Dialog, DialogState};
 use crate::table::media::Side;
@@ -106,7 +108,8 @@ impl Ctx<'_, '_, '_> {
         };
         let outcome = if farm.alg {
             let media = farm.media.is_some();
-            let rules = rules_to_backend(farm, p.backend, (client, cport), new_src, media);
+            let rules =
+                rules_to_backend(self.svc, farm, p.backend, (client, cport), new_src, media);
             let plan = MediaPlan {
                 farm,
                 from: Side::Client,
@@ -462,7 +465,7 @@ impl Ctx<'_, '_, '_> {
                 client: (flow.dst, flow.dport()),
                 backend_side: farm.vip,
             };
-            let rules = rules_to_client(farm, backend, None);
+            let rules = rules_to_client(self.svc, farm, backend, None);
             match self.alg_edits(frame, flow, msg.as_ref(), &rules, plan) {
                 Ok(o) => o,
                 Err(r) => return Verdict::Drop(r),
@@ -516,7 +519,7 @@ impl Ctx<'_, '_, '_> {
                 client,
                 backend_side: flow.dst,
             };
-            let rules = rules_to_client(farm, backend, Some((snat, client)));
+            let rules = rules_to_client(self.svc, farm, backend, Some((snat, client)));
             match self.alg_edits(frame, flow, msg.as_ref(), &rules, plan) {
                 Ok(o) => o,
                 Err(r) => return Verdict::Drop(r),
@@ -581,6 +584,10 @@ impl Ctx<'_, '_, '_> {
                 _ => {}
             }
         }
+        let foreign = self.w.edits.foreign_tokens();
+        if foreign > 0 {
+            self.w.counters.alg_errors[RewriteError::ForeignToken.index()].add(foreign as u64);
+        }
         self.media_lifecycle(&plan, msg);
         outcome.map_err(|e| {
             self.w.counters.alg_errors[e.index()].inc();
@@ -627,11 +634,13 @@ impl Ctx<'_, '_, '_> {
 /// address becomes the VIP's SIP address; in snat, also the balancer's address and port
 /// of this client's flow (`snat`), which a backend writes into `received=`/`rport`,
 /// `alias`, a REGISTER 200's Contact or the Request-URI of a request to a registered
-/// phone, becomes the client's. SDP: with media relayed (`farm.media`) the streams are
-/// mapped by the media table and the backend's address elsewhere in the body (`o=`)
-/// becomes the VIP; without, SDP stays (a rewritten `c=` without a media path would
-/// silence calls).
+/// phone, becomes the client's, and every other flow on the farm's SNAT addresses
+/// (another phone's Via and Contact that a proxy forwards) becomes the VIP with a flow
+/// token. SDP: with media relayed (`farm.media`) the streams are mapped by the media
+/// table and the backend's address elsewhere in the body (`o=`) becomes the VIP;
+/// without, SDP stays (a rewritten `c=` without a media path would silence calls).
 fn rules_to_client(
+    svc: &Services,
     farm: &Farm,
     backend: usize,
     snat: Option<((Ipv4Addr, u16), (Ipv4Addr, u16))>,
@@ -660,6 +669,8 @@ fn rules_to_client(
                 .union(Places::CONTACT)
                 .union(Places::REQUEST_URI),
         });
+        // Texts of a few ranges' addresses: within `Text`, so this cannot fail.
+        let _ = rules.set_tokens(flow_tokens(svc, farm, backend, TokenWay::Hide));
     }
     rules
 }
@@ -669,8 +680,11 @@ fn rules_to_client(
 /// Record-Route) becomes the backend's own address again, so the backend's loose
 /// routing recognises itself; in snat, the client's transport address in the top Via
 /// and Contact becomes the balancer's address and port of its flow (`snat`), so
-/// everything the backend sends to the client comes back through the balancer.
+/// everything the backend sends to the client comes back through the balancer; and
+/// the VIP with a flow token (another phone's flow, in the Request-URI and Route set
+/// the phone took from a Contact, or in a Via it echoes) becomes that flow again.
 fn rules_to_backend(
+    svc: &Services,
     farm: &Farm,
     backend: usize,
     client: (Ipv4Addr, u16),
@@ -693,6 +707,7 @@ fn rules_to_backend(
             to: SocketAddrV4::new(snat.0, snat.1),
             places: Places::TOP_VIA.union(Places::CONTACT).union(sdp),
         });
+        let _ = rules.set_tokens(flow_tokens(svc, farm, backend, TokenWay::Restore));
     }
     rules
 }
@@ -708,4 +723,43 @@ fn refill_udp_checksum(frame: &mut [u8], flow: &Flow) {
     if u.checksum() != 0 {
         u.fill_checksum(src, dst);
     }
+}
+
+/// Where flow tokens stand: the Request-URI, Via values, Contact and the Route set
+/// (not From/To: identities; not SDP).
+const TOKEN_PLACES: Places = Places::REQUEST_URI
+    .union(Places::TOP_VIA)
+    .union(Places::OTHER_VIA)
+    .union(Places::CONTACT)
+    .union(Places::ROUTE);
+
+/// The farm's flow tokens ([`alg::token`]) for a message from or to `backend`.
+fn flow_tokens(svc: &Services, farm: &Farm, backend: usize, way: TokenWay) -> FlowTokens {
+    FlowTokens {
+        way,
+        snat: snat_addresses(svc, farm, backend),
+        vip: SocketAddrV4::new(farm.vip, farm.port),
+        key: token_key(farm),
+        places: TOKEN_PLACES,
+    }
+}
+
+/// The farm's SNAT addresses: its pool, or the own address of the port that reaches
+/// `backend`. Pools are ranges and prefixes, so this is one range or a few; an
+/// address past `alg::token::MAX_RANGES` disjoint ranges is not hidden.
+fn snat_addresses(svc: &Services, farm: &Farm, backend: usize) -> AddrSet {
+    let port = svc.route(farm.backends[backend].addr).map_or(0, |(p, _)| p);
+    let mut set = AddrSet::new();
+    for &slot in farm.snat_slots() {
+        let _ = set.insert(svc.snat_source(slot, port));
+    }
+    set
+}
+
+/// The key of a farm's flow tokens, from its name and VIP: the same on both units of
+/// an HA pair and across restarts, so a token a phone holds stays good as long as
+/// the farm does.
+fn token_key(farm: &Farm) -> TokenKey {
+    let vip = u64::from(u32::from(farm.vip)) << 16 | u64::from(farm.port);
+    TokenKey::new(hash64_seeded(farm.name.as_bytes(), vip))
 }
