@@ -70,7 +70,7 @@ proptest! {
                     buf.extend_from_slice(&tail);
                 }
                 _ => {
-                    let piece = [&b"198.19.1.1"[..], b"198.19.0.100:1024", b";", b",", b"\r\n ", b"\""];
+                    let piece = [&b"198.19.1.1"[..], b"198.19.0.100:1024", b";", b",", b"\r\n ", b"\"", b"198.18.0.100:5060;slbf=0123456789abc"];
                     let p = piece[usize::from(byte) % piece.len()];
                     buf.splice(i..i, p.iter().copied());
                 }

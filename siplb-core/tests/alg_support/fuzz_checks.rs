@@ -3,9 +3,9 @@
 //! and the CI test `alg_fuzz.rs`, which runs it over the corpora and mutations.
 //!
 //! Beyond "never panics": the SDP view's spans lie in the body and read back as the
-//! addresses and ports it reports; for a message the scanner accepts, under three
+//! addresses and ports it reports; for a message the scanner accepts, under five
 //! rule sets (toward a client with media relayed, toward a backend in snat, rules
-//! without relay), `rewrite` returns a typed error, or `Unchanged` with no edit, or
+//! without relay, and both snat directions with flow tokens), `rewrite` returns a typed error, or `Unchanged` with no edit, or
 //! edits that `apply` turns into exactly the length announced, in a buffer of
 //! exactly that capacity; one byte less is `TooLarge` with the buffer untouched. The
 //! result parses, keeps Call-ID and CSeq, has a Content-Length equal to its body, and
@@ -13,8 +13,8 @@
 
 use siplb_core::alg::sdp::{Address, Sdp};
 use siplb_core::alg::{
-    rewrite, AddrRule, EditError, Edits, Mapped, MediaError, MediaFlow, MediaMapper, Outcome,
-    Places, Rules,
+    rewrite, AddrRule, AddrSet, EditError, Edits, FlowTokens, Mapped, MediaError, MediaFlow,
+    MediaMapper, Outcome, Places, Rules, TokenKey, TokenWay,
 };
 use siplb_core::sip::{Limits, SipMessage};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -72,6 +72,36 @@ pub fn check(data: &[u8]) {
     check_rewrite(data, &msg, &toward_client, Some(*VIP.ip()));
     check_rewrite(data, &msg, &toward_backend, Some(*SNAT.ip()));
     check_rewrite(data, &msg, &toward_client, None);
+    // snat with flow tokens: a pool around the SNAT address and the backends'.
+    let mut snat = AddrSet::new();
+    for a in [SNAT.ip().octets(), [198, 19, 0, 101], [198, 19, 1, 100]] {
+        snat.insert(Ipv4Addr::from(a));
+    }
+    let tokens = |way| FlowTokens {
+        way,
+        snat,
+        vip: VIP,
+        key: TokenKey::new(1),
+        places: Places::HEADERS,
+    };
+    let mut hide = rules(&[
+        (BACKEND, VIP, Places::HEADERS),
+        (
+            SNAT,
+            CLIENT_NAT,
+            Places::TOP_VIA | Places::CONTACT | Places::REQUEST_URI,
+        ),
+    ]);
+    hide.set_tokens(tokens(TokenWay::Hide)).expect("tokens fit");
+    let mut restore = rules(&[
+        (VIP, BACKEND, Places::REQUEST_URI | Places::ROUTE),
+        (CLIENT, SNAT, Places::TOP_VIA | Places::CONTACT),
+    ]);
+    restore
+        .set_tokens(tokens(TokenWay::Restore))
+        .expect("tokens fit");
+    check_rewrite(data, &msg, &hide, None);
+    check_rewrite(data, &msg, &restore, None);
 }
 
 /// Dotted-quad text read as the SDP view reads it (leading zeros are decimal).
