@@ -479,3 +479,99 @@ mod bad_input {
         assert_eq!(alg_error(&bed, RewriteError::Edit(EditError::TooLarge)), 2);
     }
 }
+
+/// Mutated offers and answers, and stray datagrams to media ports, through the whole
+/// pipeline with a real media table: no panic, every forwarded frame well formed,
+/// every refusal counted, mappings bounded by what was announced and all gone after
+/// the dialogs end.
+mod mutated {
+    use super::*;
+    use crate::table::media::MAX_STREAMS;
+    use proptest::prelude::*;
+
+    fn mutate(mut buf: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+        for (at, byte, op) in edits {
+            let i = at.index(buf.len() + 1);
+            match op {
+                0 if i < buf.len() => buf[i] = *byte,
+                1 => buf.insert(i, *byte),
+                2 => buf.truncate(i),
+                _ => {
+                    let piece: [&[u8]; 8] = [
+                        b"m=audio 0 RTP/AVP 0\r\n",
+                        b"m=video 7002/2 RTP/AVP 96\r\n",
+                        b"c=IN IP4 0.0.0.0\r\n",
+                        b"c=IN IP6 2001:2::1\r\n",
+                        b"a=rtcp:7777 IN IP4 198.18.1.11\r\n",
+                        b"a=rtcp-mux\r\n",
+                        b"a=sendonly\r\n",
+                        b"198.18.1.11",
+                    ];
+                    let p = piece[usize::from(*byte) % piece.len()];
+                    buf.splice(i..i, p.iter().copied());
+                }
+            }
+        }
+        buf
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_sdp_and_stray_media_never_break_the_relay(
+            nat in prop::sample::select(vec!["dnat", "snat"]),
+            offer_edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 0..6),
+            answer_edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 0..6),
+            strays in proptest::collection::vec((0u16..64, any::<bool>(), 0usize..300), 0..16),
+        ) {
+            let bed = Bed::new(nat, "");
+            let offer = mutate(invite().into_bytes(), &offer_edits);
+            let (v, out) = bed.run(0, (CLIENT, 5060), (VIP, 5060), &offer);
+            let call_id = SipMessage::parse(&offer, &Limits::default())
+                .map(|m| String::from_utf8_lossy(m.call_id()).into_owned())
+                .ok();
+            let mut calls: Vec<String> = call_id.iter().cloned().collect();
+            // The backend answers what reached it, to where it came from.
+            if let (Verdict::Forward(_), Some(call_id)) = (v, &call_id) {
+                let (src, _, payload) = parts(&out);
+                prop_assert!(SipMessage::parse(&payload, &Limits::default()).is_ok());
+                let answer = ok(&format!("{}:{}", src.0, src.1)).replace("media1@x", call_id);
+                let answer = mutate(answer.into_bytes(), &answer_edits);
+                if let Ok(m) = SipMessage::parse(&answer, &Limits::default()) {
+                    calls.push(String::from_utf8_lossy(m.call_id()).into_owned());
+                }
+                let (v, out) = bed.run(1, (BACKEND, 5060), src, &answer);
+                if let Verdict::Forward(_) = v {
+                    let (_, _, payload) = parts(&out);
+                    prop_assert!(SipMessage::parse(&payload, &Limits::default()).is_ok());
+                }
+            }
+            let live = bed.mem.tables().media.count_live();
+            prop_assert!(live <= MAX_STREAMS, "{live} mappings from one offer and answer");
+            prop_assert_eq!(bed.media().flows.get() as usize, live);
+            // Stray datagrams to the farm's media ports, from the phone or the backend.
+            for (port, from_phone, len) in strays {
+                let (in_port, from, to) = if from_phone {
+                    (0, (CLIENT, 6000), (VIP, 40000 + port))
+                } else {
+                    let leg = if nat == "snat" { SNAT } else { VIP };
+                    (1, (BACKEND, 7000), (leg, 40000 + port))
+                };
+                let (v, out) = bed.run(in_port, from, to, &vec![0x80; len]);
+                if let Verdict::Forward(_) = v {
+                    let (s, d, p) = parts(&out);
+                    prop_assert_eq!(p.len(), len);
+                    prop_assert!(s.0 == VIP || s.0 == SNAT, "from a relay leg: {s:?}");
+                    prop_assert!(d.0 == CLIENT || d.0 == BACKEND, "to an endpoint: {d:?}");
+                }
+            }
+            // The calls (as the offer and the answer named them) end: nothing is left.
+            for call_id in &calls {
+                let bye = BYE.replace("media1@x", call_id);
+                let _ = bed.run(0, (CLIENT, 5060), (VIP, 5060), bye.as_bytes());
+            }
+            prop_assert_eq!(bed.mem.tables().media.count_live(), 0);
+        }
+    }
+}
