@@ -125,6 +125,30 @@ pub fn stats(s: &StatsView) -> String {
                 b.registrations_active
             );
         }
+        let m = &f.media;
+        if m.flows > 0 || m.packets > 0 {
+            let drops: Vec<String> = m
+                .drops
+                .iter()
+                .chain(&m.refused)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  media: {} streams live, {} mapped, {} ended by their dialog; {:.0} pps, {} packets, {} bytes{}",
+                m.live,
+                m.flows,
+                m.ended,
+                m.pps,
+                m.packets,
+                m.bytes,
+                if drops.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", drops.join(" "))
+                }
+            );
+        }
     }
     if !s.drops.is_empty() {
         let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
