@@ -26,6 +26,7 @@
 //! time: the machine is shared.
 
 use siplb_core::alg::Mapped;
+use siplb_core::lb::services::Services;
 use siplb_core::lb::sim::{self, host_mac, port_mac, SimMemory};
 use siplb_core::lb::{process, Verdict};
 use siplb_core::table::media::{
@@ -291,8 +292,198 @@ fn invite_cost(rounds: usize) {
     );
 }
 
+/// `count MAPPINGS N`: N RTP frames each way through `lb::process`, N new INVITEs with
+/// SDP through it with the ALG off, on headers only, and relaying media, and N copies
+/// with the Ethernet/IPv4/UDP checks (the reference), untimed, for callgrind's
+/// instruction counts:
+///
+///   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='media::count::count_*' \
+///       target/release/media count 10000 20000
+mod count {
+    use super::*;
+    use siplb_core::lb::{Tables, WorkerCtx};
+
+    #[inline(never)]
+    pub fn count_rtp_client(
+        svc: &Services,
+        t: &Tables,
+        w: &mut WorkerCtx,
+        m: &mut [u8],
+        fr: &[Vec<u8>],
+    ) -> usize {
+        run(svc, t, w, m, fr, 0, 1)
+    }
+
+    #[inline(never)]
+    pub fn count_rtp_backend(
+        svc: &Services,
+        t: &Tables,
+        w: &mut WorkerCtx,
+        m: &mut [u8],
+        fr: &[Vec<u8>],
+    ) -> usize {
+        run(svc, t, w, m, fr, 1, 2)
+    }
+
+    #[inline(never)]
+    pub fn count_invite_alg_off(
+        svc: &Services,
+        t: &Tables,
+        w: &mut WorkerCtx,
+        m: &mut [u8],
+        fr: &[Vec<u8>],
+    ) -> usize {
+        run(svc, t, w, m, fr, 0, 3)
+    }
+
+    #[inline(never)]
+    pub fn count_invite_headers(
+        svc: &Services,
+        t: &Tables,
+        w: &mut WorkerCtx,
+        m: &mut [u8],
+        fr: &[Vec<u8>],
+    ) -> usize {
+        run(svc, t, w, m, fr, 0, 4)
+    }
+
+    #[inline(never)]
+    pub fn count_invite_media(
+        svc: &Services,
+        t: &Tables,
+        w: &mut WorkerCtx,
+        m: &mut [u8],
+        fr: &[Vec<u8>],
+    ) -> usize {
+        run(svc, t, w, m, fr, 0, 5)
+    }
+
+    #[inline(never)]
+    pub fn count_ref_headers(m: &mut [u8], fr: &[Vec<u8>]) -> usize {
+        fr.iter().map(|f| copy_and_headers(m, f)).sum()
+    }
+
+    /// `tag` keeps the count functions' bodies apart (identical ones are merged).
+    fn run(
+        svc: &Services,
+        t: &Tables,
+        w: &mut WorkerCtx,
+        m: &mut [u8],
+        fr: &[Vec<u8>],
+        port: u8,
+        tag: usize,
+    ) -> usize {
+        let mut n = black_box(tag) - tag;
+        for f in fr {
+            m[..f.len()].copy_from_slice(f);
+            let v = siplb_core::lb::process_in(svc, t, w, m, f.len(), port, T0);
+            n += usize::from(matches!(v, Verdict::Forward(_)));
+        }
+        assert_eq!(n, fr.len(), "every frame forwarded");
+        n
+    }
+
+    pub fn main(mappings: u32, n: u32) {
+        let cfg = config();
+        let svc = sim::services(&cfg);
+        let mem = SimMemory::new(1 << 10).with_media(&cfg);
+        let t = mem.tables();
+        for ip in [GATEWAY, Ipv4Addr::new(198, 18, 1, 11)]
+            .into_iter()
+            .chain((0..4).map(|r| *relay(r).ip()))
+        {
+            t.neighbours
+                .learn(ip, host_mac(ip), u8::from(ip.octets()[2] == 1), T0);
+        }
+        let mut legs = Vec::new();
+        for i in 0..mappings {
+            let j = i % ADDRS;
+            let place = Placement {
+                farm: j as u16,
+                client_pool: t.media.pool(vip(j), 32768).expect("VIP pool"),
+                backend_pool: t.media.pool(snat(j), 32768).expect("SNAT pool"),
+                timeout: TIMEOUT,
+            };
+            let ann = |from, e: SocketAddrV4| Announce {
+                call: call(i),
+                stream: 0,
+                from,
+                rtp: e,
+                rtcp: SocketAddrV4::new(*e.ip(), e.port() + 1),
+            };
+            let to_b = t
+                .media
+                .announce(&place, &ann(Side::Client, client(i)), T0)
+                .expect("mapped");
+            let to_c = t
+                .media
+                .announce(&place, &ann(Side::Backend, relay(i)), T0)
+                .expect("mapped");
+            legs.push((to_c, to_b));
+        }
+        let pick = |k: u32| ((u64::from(k) * 2_654_435_761) % u64::from(mappings)) as usize;
+        let rtp = |dir: Side| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|k| {
+                    let i = pick(k);
+                    let (to_c, to_b) = legs[i];
+                    let (from, to) = match dir {
+                        Side::Client => (client(i as u32), SocketAddrV4::new(to_c.addr, to_c.port)),
+                        Side::Backend => (relay(i as u32), SocketAddrV4::new(to_b.addr, to_b.port)),
+                    };
+                    rtp_frame(from, to, k as u16, in_port(dir))
+                })
+                .collect()
+        };
+        let counters: Box<siplb_core::lb::counters::WorkerCounters> = Box::default();
+        let mut w = sim::worker(&counters);
+        let mut m = vec![0u8; 4096];
+        let client_frames = rtp(Side::Client);
+        let backend_frames = rtp(Side::Backend);
+        count_rtp_client(&svc, &t, &mut w, &mut m, &client_frames);
+        count_rtp_backend(&svc, &t, &mut w, &mut m, &backend_frames);
+        count_ref_headers(&mut m, &client_frames);
+        let invites: Vec<Vec<u8>> = (0..n)
+            .map(|i| bench::from_client(&bench::invite(i)))
+            .collect();
+        for (alg, f) in [
+            (
+                "alg = false",
+                count_invite_alg_off
+                    as fn(&Services, &Tables, &mut WorkerCtx, &mut [u8], &[Vec<u8>]) -> usize,
+            ),
+            ("alg = true\nmedia = false", count_invite_headers),
+            (
+                "alg = true\nmedia_ports = \"10000-65535\"",
+                count_invite_media,
+            ),
+        ] {
+            let cfg = bench::CONFIG.replace("alg = false", alg);
+            let svc = sim::services(&cfg);
+            let mem = SimMemory::new(bench::dialog_slots(n as usize)).with_media(&cfg);
+            let t = mem.tables();
+            t.neighbours
+                .learn(bench::CLIENT, host_mac(bench::CLIENT), 0, 1);
+            for b in 0..bench::BACKENDS {
+                t.neighbours
+                    .learn(bench::backend(b), host_mac(bench::backend(b)), 1, 1);
+            }
+            let mut w = sim::worker(&counters);
+            f(&svc, &t, &mut w, &mut m, &invites);
+        }
+        println!("counted {n} frames of each kind");
+    }
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("count") {
+        args.next();
+        let mappings = args.next().map_or(10_000, |a| a.parse().expect("MAPPINGS"));
+        let n = args.next().map_or(20_000, |a| a.parse().expect("N"));
+        count::main(mappings, n);
+        return;
+    }
     let mappings: u32 = args
         .next()
         .map_or(1_000_000, |a| a.parse().expect("MAPPINGS"));

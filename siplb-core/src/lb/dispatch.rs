@@ -195,13 +195,20 @@ impl Ctx<'_, '_, '_> {
 
     /// UDP to a VIP port that no farm serves: a media leg's, or closed.
     fn media_to_vip(&mut self, frame: &mut [u8], flow: &Flow, farm: &Farm) -> Verdict {
-        let to = SocketAddrV4::new(flow.dst, flow.dport());
-        if self.t.media.leg_for(to).is_none() {
-            return Verdict::Drop(DropReason::VipPortClosed);
-        }
         match self.media_in(frame, flow) {
             Ok(v) => v,
-            Err(_) => self.media_not_mapped(farm),
+            // Told apart only on this path: a media port without a live mapping, or
+            // no media port at all.
+            Err(_)
+                if self
+                    .t
+                    .media
+                    .leg_for(SocketAddrV4::new(flow.dst, flow.dport()))
+                    .is_some() =>
+            {
+                self.media_not_mapped(farm)
+            }
+            Err(_) => Verdict::Drop(DropReason::VipPortClosed),
         }
     }
 
@@ -253,14 +260,21 @@ impl Ctx<'_, '_, '_> {
         match (flow.proto, flow.ports) {
             // Media legs on SNAT addresses lie above the SNAT ports.
             (ipv4::PROTO_UDP, Some((_, dport))) if dport > LAST_PORT => {
-                let to = SocketAddrV4::new(flow.dst, dport);
-                if self.t.media.leg_for(to).is_some() {
-                    match self.media_in(frame, flow) {
-                        Ok(v) => return v,
-                        // Not a live leg: the host's own socket may own the port.
-                        Err(_) if svc.exception_path => return Verdict::ToKernel,
-                        Err(d) => return Verdict::Drop(d.into()),
+                match self.media_in(frame, flow) {
+                    Ok(v) => return v,
+                    // Not a live leg (or no media port): the host's own socket may own
+                    // the port.
+                    Err(_) if svc.exception_path => return Verdict::ToKernel,
+                    Err(d)
+                        if self
+                            .t
+                            .media
+                            .leg_for(SocketAddrV4::new(flow.dst, dport))
+                            .is_some() =>
+                    {
+                        return Verdict::Drop(d.into())
                     }
+                    Err(_) => {}
                 }
             }
             (ipv4::PROTO_UDP, Some((_, dport))) => {
