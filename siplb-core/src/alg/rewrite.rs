@@ -115,7 +115,7 @@ pub enum TokenWay {
     Restore,
 }
 
-/// Other flows' SNAT addresses hidden behind the VIP ([`token`](super::token)): in
+/// Other flows' SNAT addresses hidden behind the VIP ([`token`]): in
 /// URIs (Request-URI, Contact, Route set) `SNAT:port` ⇄ `VIP:sipport;slbf=<token>`;
 /// in a Via value the sent-by likewise, and a `received=` on the set's address ⇄ the
 /// VIP (a Via whose sent-by is no flow carries `(received, 0)` in its token).
