@@ -280,6 +280,15 @@ impl Rules {
         Ok(())
     }
 
+    /// Limits every rule to the headers ([`Places::HEADERS`]): for a message whose SDP
+    /// no media relay maps (SIP over TCP), where a rewritten `c=` would silence calls.
+    pub fn headers_only(&mut self) {
+        for r in self.items.iter_mut().flatten() {
+            r.rule.places = Places(r.rule.places.0 & Places::HEADERS.0);
+        }
+        self.places = Places(self.places.0 & Places::HEADERS.0);
+    }
+
     pub fn clear(&mut self) {
         self.len = 0;
         self.places = Places::NONE;
@@ -288,6 +297,13 @@ impl Rules {
 
     pub fn iter(&self) -> impl Iterator<Item = &AddrRule> + '_ {
         self.rules().map(|r| &r.rule)
+    }
+
+    /// Whether `hay` holds any rule's `from` address as text: bytes the rewriter cannot
+    /// read as a whole message (part of one on a TCP stream) may then need a rewrite.
+    pub fn found_in(&self, hay: &[u8]) -> bool {
+        self.needles(Places::ALL)
+            .any(|(n, _)| n.find(hay, 0).is_some())
     }
 
     fn rules(&self) -> impl Iterator<Item = &Rule> + '_ {
