@@ -5,7 +5,7 @@
 use crate::clock::Clock;
 use crate::names::{
     MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_HEADER, MZ_MEDIA, MZ_NEIGHBOURS,
-    MZ_RATES, MZ_REGISTRATIONS, MZ_SNAT_FWD, MZ_SNAT_REV,
+    MZ_RATES, MZ_REGISTRATIONS, MZ_SNAT_FWD, MZ_SNAT_REV, MZ_TCP_SEQ,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
@@ -19,12 +19,13 @@ use siplb_core::table::dialog::DialogTable;
 use siplb_core::table::flow::{FlowTable, Slot};
 use siplb_core::table::media::{self, Leg, LegInfo, MediaMemory, MediaTable, Pool};
 use siplb_core::table::registration::RegistrationTable;
+use siplb_core::table::tcp_seq::{SeqSlot, SeqTable};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 10;
+const LAYOUT_VERSION: u32 = 11;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -226,10 +227,15 @@ impl Shared {
             // 64-byte aligned; nothing reads them before `magic` is published.
             unsafe { std::ptr::write((mz_media.addr() as *mut Pool).add(i), pool) };
         }
+        // TCP sequence corrections: one slot per connection slot.
+        let mz_seq = reserve(
+            MZ_TCP_SEQ,
+            connection_slots as usize * std::mem::size_of::<SeqSlot>(),
+        )?;
         let shared = Self::view(
             header,
             [
-                mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media,
+                mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media, mz_seq,
             ],
         )?;
         header.magic.store(MAGIC, Ordering::Release);
@@ -263,12 +269,13 @@ impl Shared {
                 look(MZ_CONNECTIONS)?,
                 look(MZ_RATES)?,
                 look(MZ_MEDIA)?,
+                look(MZ_TCP_SEQ)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 10]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate, m] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 11]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq] = zones;
         let (pools, legs, index) = (
             header.media_pools as usize,
             header.media_legs as usize,
@@ -310,6 +317,10 @@ impl Shared {
                     m.slice::<LegInfo>(off[2], legs),
                     m.slice::<AtomicU64>(off[3], legs.div_ceil(64)),
                     m.slice::<Slot>(off[4], index),
+                ),
+                tcp_seq: SeqTable::new(
+                    seq.slice::<SeqSlot>(0, header.connection_slots as usize),
+                    MAX_PROBE,
                 ),
             }
         };

@@ -15,6 +15,13 @@
 //!   client, rule client → SNAT address in top Via, Contact and SDP; SDP relayed.
 //! - **no change**: the toward-client INVITE with a rule for another backend and no
 //!   media relay: the memmem searches only.
+//! - **callee, snat** and **callee, tokens**: the same INVITE as Kamailio forwards it
+//!   to the callee's SNAT flow (198.19.0.100:1030), the caller's Via and Contact naming
+//!   the caller's flow (`kamailio_invite_to_callee_snat.sip`), with the rules
+//!   `rules_to_client` builds in snat (backend → VIP in the headers, the callee's flow
+//!   → the callee in top Via, Contact and Request-URI), no media relay; without and
+//!   with flow tokens (`TokenKey` derived and tokens set per message, as the balancer
+//!   does), which hide the caller's flow.
 //!
 //! Rows per message: `parse` (`SipMessage::parse`, what every message costs today);
 //! `parse + rewrite` (the rules built, as the balancer does per message, and edits
@@ -25,8 +32,8 @@
 //! printed. Timings move with other load on the machine: run it several times.
 
 use siplb_core::alg::{
-    rewrite, AddrRule, Edits, Mapped, MediaError, MediaFlow, MediaMapper, Outcome, Places, Rules,
-    Sdp,
+    rewrite, AddrRule, AddrSet, Edits, FlowTokens, Mapped, MediaError, MediaFlow, MediaMapper,
+    Outcome, Places, Rules, Sdp, TokenKey, TokenWay,
 };
 use siplb_core::sip::{Limits, SipMessage};
 use std::hint::black_box;
@@ -36,6 +43,9 @@ use std::time::Instant;
 const TOWARD_CLIENT: &[u8] =
     include_bytes!("../../../siplb-core/tests/alg_corpus/kamailio_invite_to_callee.sip");
 
+const TOWARD_CALLEE_SNAT: &[u8] =
+    include_bytes!("../../../siplb-core/tests/alg_corpus/kamailio_invite_to_callee_snat.sip");
+
 const TOWARD_BACKEND: &[u8] =
     include_bytes!("../../../siplb-core/tests/corpus/valid/invite_sdp.sip");
 
@@ -44,6 +54,8 @@ const BACKEND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 1, 1), 50
 const OTHER_BACKEND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 1, 2), 5060);
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 10), 5060);
 const SNAT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 100), 1024);
+const CALLEE_FLOW: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 100), 1030);
+const CALLEE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 20), 5060);
 
 /// A stand-in for the shared media table: the relay address and the next even port.
 struct Stub {
@@ -69,7 +81,9 @@ impl MediaMapper for Stub {
 struct Case {
     name: &'static str,
     msg: &'static [u8],
-    rule: AddrRule,
+    rules: Vec<AddrRule>,
+    /// Flow tokens hiding other flows on the SNAT address.
+    tokens: bool,
     relay: Option<Ipv4Addr>,
 }
 
@@ -78,34 +92,75 @@ impl Case {
     /// the worker's reused `Rules`.
     fn rules<'r>(&self, rules: &'r mut Rules) -> &'r Rules {
         rules.clear();
-        rules.push(self.rule).expect("one rule fits");
+        for r in &self.rules {
+            rules.push(*r).expect("the rules fit");
+        }
+        if self.tokens {
+            let mut snat = AddrSet::new();
+            snat.insert(*SNAT.ip());
+            let t = FlowTokens {
+                way: TokenWay::Hide,
+                snat,
+                vip: VIP,
+                key: TokenKey::new(black_box(0x5eed)),
+                places: Places::HEADERS,
+            };
+            rules.set_tokens(t).expect("tokens fit");
+        }
         rules
     }
 }
 
-fn cases() -> [Case; 3] {
-    let rules = |from, to, places| AddrRule { from, to, places };
+fn cases() -> [Case; 5] {
+    let rule = |from, to, places| AddrRule { from, to, places };
+    let callee = || {
+        vec![
+            rule(BACKEND, VIP, Places::HEADERS),
+            rule(
+                CALLEE_FLOW,
+                CALLEE,
+                Places::TOP_VIA | Places::CONTACT | Places::REQUEST_URI,
+            ),
+        ]
+    };
     [
         Case {
             name: "toward client",
             msg: TOWARD_CLIENT,
-            rule: rules(BACKEND, VIP, Places::ALL),
+            rules: vec![rule(BACKEND, VIP, Places::ALL)],
+            tokens: false,
             relay: Some(*VIP.ip()),
         },
         Case {
             name: "toward backend",
             msg: TOWARD_BACKEND,
-            rule: rules(
+            rules: vec![rule(
                 CLIENT,
                 SNAT,
                 Places::TOP_VIA | Places::CONTACT | Places::SDP,
-            ),
+            )],
+            tokens: false,
             relay: Some(*SNAT.ip()),
         },
         Case {
             name: "no change",
             msg: TOWARD_CLIENT,
-            rule: rules(OTHER_BACKEND, VIP, Places::ALL),
+            rules: vec![rule(OTHER_BACKEND, VIP, Places::ALL)],
+            tokens: false,
+            relay: None,
+        },
+        Case {
+            name: "callee, snat",
+            msg: TOWARD_CALLEE_SNAT,
+            rules: callee(),
+            tokens: false,
+            relay: None,
+        },
+        Case {
+            name: "callee, tokens",
+            msg: TOWARD_CALLEE_SNAT,
+            rules: callee(),
+            tokens: true,
             relay: None,
         },
     ]

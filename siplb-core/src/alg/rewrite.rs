@@ -115,7 +115,7 @@ pub enum TokenWay {
     Restore,
 }
 
-/// Other flows' SNAT addresses hidden behind the VIP ([`token`](super::token)): in
+/// Other flows' SNAT addresses hidden behind the VIP ([`token`]): in
 /// URIs (Request-URI, Contact, Route set) `SNAT:port` ⇄ `VIP:sipport;slbf=<token>`;
 /// in a Via value the sent-by likewise, and a `received=` on the set's address ⇄ the
 /// VIP (a Via whose sent-by is no flow carries `(received, 0)` in its token).
@@ -181,60 +181,65 @@ impl Rules {
     /// Adds other flows' tokens ([`FlowTokens`]), replacing any set before. Their
     /// places are limited to [`Places::HEADERS`].
     pub fn set_tokens(&mut self, t: FlowTokens) -> Result<(), RewriteError> {
-        let text = |ip: u32| -> Result<Text, RewriteError> {
+        let text = |ip: u32| {
             let mut x = Text::new();
-            x.push_ipv4(Ipv4Addr::from(ip))?;
-            Ok(x)
+            // An IPv4 text fits a `Text`.
+            let _ = x.push_ipv4(Ipv4Addr::from(ip));
+            x
         };
         // A range's addresses all start with the text its ends share. One whose ends
         // share none (9.255.255.255-10.0.0.0) cannot be searched for, and is left out.
-        let prefix = |(lo, hi): (u32, u32)| -> Result<Text, RewriteError> {
-            let (lo, hi) = (text(lo)?, text(hi)?);
-            let k = lo
-                .as_bytes()
-                .iter()
-                .zip(hi.as_bytes())
-                .take_while(|(a, b)| a == b)
-                .count();
-            Ok(Text::try_from(lo.as_bytes().get(..k).unwrap_or_default())?)
-        };
+        // A prefix that another one starts with finds nothing new.
+        let mut prefixes = [Text::new(); MAX_RANGES];
+        let mut n = 0;
         let mut snat = t.snat;
-        snat.retain(|r| prefix(r).is_ok_and(|p| !p.is_empty()));
+        snat.retain(|(lo, hi)| {
+            let first = text(lo);
+            let p = if lo == hi {
+                first
+            } else {
+                let last = text(hi);
+                let k = first
+                    .as_bytes()
+                    .iter()
+                    .zip(last.as_bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                Text::try_from(first.as_bytes().get(..k).unwrap_or_default()).unwrap_or_default()
+            };
+            if p.is_empty() {
+                return false;
+            }
+            let found = |q: &Text| p.as_bytes().starts_with(q.as_bytes());
+            if !prefixes.iter().take(n).any(found) {
+                // Drop those this one finds.
+                let mut kept = 0;
+                for i in 0..n {
+                    if !prefixes[i].as_bytes().starts_with(p.as_bytes()) {
+                        prefixes[kept] = prefixes[i];
+                        kept += 1;
+                    }
+                }
+                prefixes[kept] = p;
+                n = kept + 1;
+            }
+            true
+        });
         let t = FlowTokens {
             snat,
             places: Places(t.places.0 & Places::HEADERS.0),
             ..t
         };
+        let vip_ip = text(u32::from(*t.vip.ip()));
         let mut needles = [None; MAX_RANGES];
         match t.way {
             TokenWay::Hide => {
-                // A prefix that another one starts with finds nothing new.
-                let mut prefixes = [Text::new(); MAX_RANGES];
-                let mut n = 0;
-                for &r in t.snat.ranges() {
-                    let p = prefix(r)?;
-                    let found = |q: &Text| p.as_bytes().starts_with(q.as_bytes());
-                    if prefixes.iter().take(n).any(found) {
-                        continue;
-                    }
-                    // Drop those this one finds.
-                    let mut kept = 0;
-                    for i in 0..n {
-                        if !prefixes[i].as_bytes().starts_with(p.as_bytes()) {
-                            prefixes[kept] = prefixes[i];
-                            kept += 1;
-                        }
-                    }
-                    prefixes[kept] = p;
-                    n = kept + 1;
-                }
                 for (slot, p) in needles.iter_mut().zip(prefixes.iter().take(n)) {
                     *slot = Some(Needle::new(*p));
                 }
             }
-            TokenWay::Restore => needles[0] = Some(Needle::new(text(u32::from(*t.vip.ip()))?)),
+            TokenWay::Restore => needles[0] = Some(Needle::new(vip_ip)),
         }
-        let vip_ip = text(u32::from(*t.vip.ip()))?;
         let mut vip_ip_port = vip_ip;
         vip_ip_port.push(b":")?;
         vip_ip_port.push_decimal(u32::from(t.vip.port()))?;
@@ -275,6 +280,15 @@ impl Rules {
         Ok(())
     }
 
+    /// Limits every rule to the headers ([`Places::HEADERS`]): for a message whose SDP
+    /// no media relay maps (SIP over TCP), where a rewritten `c=` would silence calls.
+    pub fn headers_only(&mut self) {
+        for r in self.items.iter_mut().flatten() {
+            r.rule.places = Places(r.rule.places.0 & Places::HEADERS.0);
+        }
+        self.places = Places(self.places.0 & Places::HEADERS.0);
+    }
+
     pub fn clear(&mut self) {
         self.len = 0;
         self.places = Places::NONE;
@@ -283,6 +297,13 @@ impl Rules {
 
     pub fn iter(&self) -> impl Iterator<Item = &AddrRule> + '_ {
         self.rules().map(|r| &r.rule)
+    }
+
+    /// Whether `hay` holds any rule's `from` address as text: bytes the rewriter cannot
+    /// read as a whole message (part of one on a TCP stream) may then need a rewrite.
+    pub fn found_in(&self, hay: &[u8]) -> bool {
+        self.needles(Places::ALL)
+            .any(|(n, _)| n.find(hay, 0).is_some())
     }
 
     fn rules(&self) -> impl Iterator<Item = &Rule> + '_ {
@@ -2587,6 +2608,11 @@ Content-Length: 0\r
             out,
             "an empty set hides nothing"
         );
+        // A range whose ends share no text cannot be searched for: left out whole.
+        let odd = snat_set(&[Ipv4Addr::new(9, 255, 255, 255), Ipv4Addr::new(10, 0, 0, 0)]);
+        let r = toward_bob(odd);
+        assert_eq!(r.needles(Places::HEADERS).count(), 2, "the two rules' own");
+        assert!(!r.tokens.unwrap().owns(Ipv4Addr::new(10, 0, 0, 0)));
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl AddrSet {
     }
 
     /// Keeps the ranges `keep` says yes to.
-    pub fn retain(&mut self, keep: impl Fn((u32, u32)) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut((u32, u32)) -> bool) {
         let mut n = 0;
         for i in 0..self.len {
             if let Some(&r) = self.ranges.get(i) {

@@ -17,6 +17,7 @@ use crate::table::dialog::DialogTable;
 use crate::table::flow::FlowTable;
 use crate::table::media::MediaTable;
 use crate::table::registration::RegistrationTable;
+use crate::table::tcp_seq::SeqTable;
 use std::net::Ipv4Addr;
 
 /// What the worker does with the frame after `process`.
@@ -53,6 +54,8 @@ pub struct Tables<'m> {
     pub snat: SnatTable<'m>,
     /// RTP/RTCP mappings of the SDP the ALG relays (`lb/media.rs`).
     pub media: MediaTable<'m>,
+    /// Sequence corrections of TCP connections whose SIP the ALG rewrote.
+    pub tcp_seq: SeqTable<'m>,
 }
 
 /// ARP requests the worker must send after this packet (the frame that caused them

@@ -3,6 +3,7 @@
 //! read them without disturbing the worker. Blocks are cache-line aligned so two
 //! workers never write the same line.
 
+use super::alg_tcp::TcpAlgSkip;
 use crate::alg::MediaError;
 use crate::alg::RewriteError;
 use crate::config::{MAX_BACKENDS, MAX_FARMS};
@@ -82,6 +83,9 @@ pub enum DropReason {
     MediaNoDestination,
     /// Media from a source other than the endpoint the stream latched or announced.
     MediaForeignSource,
+    /// A TCP segment of an ALG farm whose connection's sequence correction another
+    /// worker held for longer than the bounded wait (TCP retransmits it).
+    TcpSeqBusy,
     /// The TX queue was full.
     TxFull,
     /// No mbuf available for a generated packet (ARP request, fragment).
@@ -124,6 +128,7 @@ impl DropReason {
         Self::MediaNotMapped,
         Self::MediaNoDestination,
         Self::MediaForeignSource,
+        Self::TcpSeqBusy,
         Self::TxFull,
         Self::NoMbuf,
     ];
@@ -164,6 +169,7 @@ impl DropReason {
             Self::MediaNotMapped => "media_not_mapped",
             Self::MediaNoDestination => "media_no_destination",
             Self::MediaForeignSource => "media_foreign_source",
+            Self::TcpSeqBusy => "tcp_seq_busy",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
         }
@@ -270,6 +276,11 @@ pub struct WorkerCounters {
     pub sip_errors: [Counter; SipError::COUNT],
     /// Why the ALG refused messages (`RewriteError::index`).
     pub alg_errors: [Counter; RewriteError::COUNT],
+    /// TCP segments of ALG farms whose sequence number, acknowledgment or SACK edges
+    /// were mapped through their connection's correction.
+    pub tcp_seq_mapped: Counter,
+    /// Why TCP segments of ALG farms went on without a rewrite (`TcpAlgSkip`).
+    pub tcp_alg_skipped: [Counter; TcpAlgSkip::COUNT],
     pub backends: [BackendCounters; MAX_BACKENDS],
     /// Per farm (`Farm::id`).
     pub media: [MediaCounters; MAX_FARMS],
@@ -318,6 +329,8 @@ impl Default for WorkerCounters {
             drops: std::array::from_fn(|_| Counter::default()),
             sip_errors: std::array::from_fn(|_| Counter::default()),
             alg_errors: std::array::from_fn(|_| Counter::default()),
+            tcp_seq_mapped: Counter::default(),
+            tcp_alg_skipped: std::array::from_fn(|_| Counter::default()),
             backends: std::array::from_fn(|_| BackendCounters::default()),
             media: std::array::from_fn(|_| MediaCounters::default()),
         }

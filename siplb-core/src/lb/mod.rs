@@ -3,7 +3,8 @@
 //! - `dispatch`: `process`, the per-packet entry — Ethernet, ARP, the IPv4 checks that
 //!   build a `Flow` (`packet`), and which stage handles the packet;
 //! - `udp`: SIP over UDP, balanced per dialog (placement, tables, translation);
-//! - `tcp`: SIP over TCP and TLS, balanced per connection;
+//! - `tcp`: SIP over TCP and TLS, balanced per connection; `alg_tcp`: the SIP ALG on
+//!   TCP segments, with the connection's sequence corrections;
 //! - `nat`: SNAT source, L3/L4 rewrite with incremental checksums, next hop;
 //! - `media`: RTP/RTCP through the VIP (the SDP side for the ALG, and the forwarding
 //!   of datagrams to media ports);
@@ -13,6 +14,7 @@
 //! and the state they read and write: the services snapshot (`services`), the
 //! neighbour and SNAT tables, reassembly, the security policy and the counters.
 
+mod alg_tcp;
 mod context;
 mod dispatch;
 mod media;
@@ -23,6 +25,8 @@ mod tcp;
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_tcp_alg;
 mod udp;
 
 pub mod counters;
@@ -33,6 +37,7 @@ pub mod services;
 pub mod sim;
 pub mod snat;
 
+pub use alg_tcp::TcpAlgSkip;
 pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
 pub use dispatch::{process, process_in};
 pub use media::media_leg;

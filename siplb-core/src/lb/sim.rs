@@ -15,6 +15,7 @@ use crate::table::dialog::DialogTable;
 use crate::table::flow::{FlowTable, Slot};
 use crate::table::media::MediaMemory;
 use crate::table::registration::RegistrationTable;
+use crate::table::tcp_seq::{SeqSlot, SeqTable};
 use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
 use crate::wire::ipv4;
 use crate::wire::udp::{self, UdpPacket};
@@ -33,6 +34,7 @@ pub struct SimMemory {
     snat_reverse: Vec<SnatSlot>,
     neighbours: Vec<NeighbourSlot>,
     media: MediaMemory,
+    tcp_seq: Vec<SeqSlot>,
 }
 
 impl SimMemory {
@@ -55,6 +57,7 @@ impl SimMemory {
                 .collect(),
             neighbours: (0..4096).map(|_| NeighbourSlot::default()).collect(),
             media: MediaMemory::new(&[]).expect("no media pools"),
+            tcp_seq: (0..1 << 14).map(|_| SeqSlot::default()).collect(),
         }
     }
 
@@ -79,6 +82,7 @@ impl SimMemory {
             neighbours: NeighbourTable::new(&self.neighbours),
             snat: SnatTable::new(FlowTable::new(&self.snat_forward, 16), &self.snat_reverse),
             media: self.media.table(),
+            tcp_seq: SeqTable::new(&self.tcp_seq, 16),
         }
     }
 }

@@ -6,16 +6,23 @@
 //! affinity places by address and port. Because placement is a pure function of the
 //! client, a segment of a connection the table does not know (after a restart, or on
 //! another unit) lands where the connection began.
+//!
+//! On farms with `alg` on, the SIP messages of TCP (not TLS) segments are rewritten as
+//! on UDP, with the same rules, and every segment's sequence numbers are corrected
+//! for the bytes the rewrites added or removed (`alg_tcp.rs`).
 
+use super::alg_tcp::{refill_tcp_checksum, TcpAlgConn};
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
 use super::nat::rewrite_l4;
 use super::packet::Flow;
 use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
+use super::udp::{rules_to_backend, rules_to_client};
 use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::table::connection::{ConnState, Connection};
+use crate::table::tcp_seq::{FROM_BACKEND, FROM_CLIENT};
 use crate::wire::tcp;
 use std::net::Ipv4Addr;
 
@@ -109,8 +116,32 @@ impl Ctx<'_, '_, '_> {
             Err(r) => return Verdict::Drop(r),
         };
         let bport = if tls { b.tls_port } else { b.port };
+        let rewritten = if farm.alg && !tls {
+            let deadline = now.saturating_add(lifetime);
+            if fl & tcp::SYN != 0 && fl & tcp::ACK == 0 {
+                // A new connection (or a 4-tuple used again) starts with no correction.
+                // A full table is counted when a rewrite needs the slot.
+                let _ = t.tcp_seq.open(key, now, deadline);
+            }
+            let conn = TcpAlgConn {
+                key,
+                dir: FROM_CLIENT,
+                deadline,
+                toward: b.addr,
+            };
+            let rules = rules_to_backend(self.svc, farm, idx, (client, cport), new_src, false);
+            match self.tcp_alg(frame, flow, &conn, rules) {
+                Ok(r) => r,
+                Err(r) => return Verdict::Drop(r),
+            }
+        } else {
+            false
+        };
         if let Err(r) = rewrite_l4(frame, flow, new_src, Some((b.addr, bport))) {
             return Verdict::Drop(r);
+        }
+        if rewritten {
+            refill_tcp_checksum(frame, flow, self.len);
         }
         self.count_to(farm, idx, self.len);
         self.next_hop(frame, b.addr)
@@ -127,9 +158,27 @@ impl Ctx<'_, '_, '_> {
     ) -> Verdict {
         let (client, cport) = (flow.dst, flow.dport());
         let vport = if tls { farm.tls_port } else { farm.port };
-        self.backend_segment(flow, farm, idx, (client, cport), vport);
+        let (key, state) = self.backend_segment(flow, farm, idx, (client, cport), vport);
+        let rewritten = if farm.alg && !tls {
+            let conn = TcpAlgConn {
+                key,
+                dir: FROM_BACKEND,
+                deadline: self.now.saturating_add(state.lifetime(&farm.timers)),
+                toward: client,
+            };
+            let rules = rules_to_client(self.svc, farm, idx, None);
+            match self.tcp_alg(frame, flow, &conn, rules) {
+                Ok(r) => r,
+                Err(r) => return Verdict::Drop(r),
+            }
+        } else {
+            false
+        };
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), None) {
             return Verdict::Drop(r);
+        }
+        if rewritten {
+            refill_tcp_checksum(frame, flow, self.len);
         }
         self.count_from(farm, idx, self.len);
         self.next_hop(frame, client)
@@ -152,19 +201,39 @@ impl Ctx<'_, '_, '_> {
         };
         let vport = if tls { farm.tls_port } else { farm.port };
         let client = (session.client, session.client_port);
-        let state = self.backend_segment(flow, farm, idx, client, vport);
+        let (key, state) = self.backend_segment(flow, farm, idx, client, vport);
         self.t.snat.extend(
             &session,
             self.now.saturating_add(state.lifetime(&farm.timers)),
         );
+        let rewritten = if farm.alg && !tls {
+            let conn = TcpAlgConn {
+                key,
+                dir: FROM_BACKEND,
+                deadline: self.now.saturating_add(state.lifetime(&farm.timers)),
+                toward: session.client,
+            };
+            let snat = (flow.dst, flow.dport());
+            let rules = rules_to_client(self.svc, farm, idx, Some((snat, client)));
+            match self.tcp_alg(frame, flow, &conn, rules) {
+                Ok(r) => r,
+                Err(r) => return Verdict::Drop(r),
+            }
+        } else {
+            false
+        };
         if let Err(r) = rewrite_l4(frame, flow, Some((farm.vip, vport)), Some(client)) {
             return Verdict::Drop(r);
+        }
+        if rewritten {
+            refill_tcp_checksum(frame, flow, self.len);
         }
         self.count_from(farm, idx, self.len);
         self.next_hop(frame, session.client)
     }
 
-    /// Notes a backend's segment in the connection table; returns the new state.
+    /// Notes a backend's segment in the connection table; returns the connection's key
+    /// and new state.
     fn backend_segment(
         &self,
         flow: &Flow,
@@ -172,7 +241,7 @@ impl Ctx<'_, '_, '_> {
         idx: usize,
         (client, cport): (Ipv4Addr, u16),
         vport: u16,
-    ) -> ConnState {
+    ) -> (u64, ConnState) {
         let key = conn_key(client, cport, farm.vip, vport);
         let known = self.t.connections.get(key, self.now);
         let state = next_state(known.map(|c| c.state), flow.tcp_flags & !tcp::SYN);
@@ -182,7 +251,7 @@ impl Ctx<'_, '_, '_> {
             state,
         };
         self.record_connection(key, conn, farm);
-        state
+        (key, state)
     }
 }
 

@@ -639,7 +639,7 @@ impl Ctx<'_, '_, '_> {
 /// token. SDP: with media relayed (`farm.media`) the streams are mapped by the media
 /// table and the backend's address elsewhere in the body (`o=`) becomes the VIP;
 /// without, SDP stays (a rewritten `c=` without a media path would silence calls).
-fn rules_to_client(
+pub(super) fn rules_to_client(
     svc: &Services,
     farm: &Farm,
     backend: usize,
@@ -683,7 +683,7 @@ fn rules_to_client(
 /// everything the backend sends to the client comes back through the balancer; and
 /// the VIP with a flow token (another phone's flow, in the Request-URI and Route set
 /// the phone took from a Contact, or in a Via it echoes) becomes that flow again.
-fn rules_to_backend(
+pub(super) fn rules_to_backend(
     svc: &Services,
     farm: &Farm,
     backend: usize,

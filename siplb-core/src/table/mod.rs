@@ -8,9 +8,11 @@ pub mod flow;
 pub mod media;
 pub mod registration;
 pub mod sweep;
+pub mod tcp_seq;
 
 pub use connection::{ConnState, Connection, ConnectionTable};
 pub use dialog::{Dialog, DialogState, DialogTable, Timers};
 pub use flow::{Entry, FlowTable, Slot, TableFull};
 pub use registration::{Registration, RegistrationTable};
 pub use sweep::{Sweep, Sweepable, Tally};
+pub use tcp_seq::{Correction, SeqTable};

@@ -1,14 +1,17 @@
-//! TCP headers (RFC 9293): ports, flags, and checksum maintenance for NAT. The balancer
-//! forwards TCP connections whole; it never reads or changes the byte stream.
+//! TCP headers (RFC 9293): ports, sequence numbers, flags, SACK blocks (RFC 2018), and
+//! checksum maintenance for NAT. The SIP ALG may change the byte stream's length; the
+//! sequence numbers and SACK edges are then mapped with incremental checksum updates.
 
 use super::checksum;
 use super::ipv4;
-use super::{get_u16, set_u16, WireError};
+use super::{get_u16, get_u32, set_u16, set_u32, WireError};
 use std::net::Ipv4Addr;
 
 pub const MIN_HEADER_LEN: usize = 20;
 const SRC_PORT: usize = 0;
 const DST_PORT: usize = 2;
+const SEQ: usize = 4;
+const ACK_NUM: usize = 8;
 const DATA_OFF: usize = 12;
 const FLAGS: usize = 13;
 const CHECKSUM: usize = 16;
@@ -17,6 +20,11 @@ pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
+
+/// Option kinds (RFC 9293 §3.1, RFC 2018 §3).
+const OPT_END: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_SACK: u8 = 5;
 
 /// A view over a TCP segment whose header length was checked against the buffer.
 pub struct TcpSegment<T: AsRef<[u8]>> {
@@ -55,6 +63,19 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         self.buf.as_ref()[FLAGS]
     }
 
+    /// The header's length with its options (the data offset), as checked.
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buf.as_ref()[DATA_OFF] >> 4) * 4
+    }
+
+    pub fn seq(&self) -> u32 {
+        get_u32(self.buf.as_ref(), SEQ)
+    }
+
+    pub fn ack(&self) -> u32 {
+        get_u32(self.buf.as_ref(), ACK_NUM)
+    }
+
     pub fn checksum(&self) -> u16 {
         get_u16(self.buf.as_ref(), CHECKSUM)
     }
@@ -83,6 +104,59 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
         let old = self.dst_port();
         self.patch(|c| checksum::update16(c, old, p));
         set_u16(self.buf.as_mut(), DST_PORT, p);
+    }
+
+    /// Sets the sequence number, updating the checksum.
+    pub fn set_seq(&mut self, v: u32) {
+        let old = self.seq();
+        self.patch(|c| checksum::update32(c, old, v));
+        set_u32(self.buf.as_mut(), SEQ, v);
+    }
+
+    /// Sets the acknowledgment number, updating the checksum.
+    pub fn set_ack(&mut self, v: u32) {
+        let old = self.ack();
+        self.patch(|c| checksum::update32(c, old, v));
+        set_u32(self.buf.as_mut(), ACK_NUM, v);
+    }
+
+    /// Maps every edge of the SACK blocks in the options through `f`, updating the
+    /// checksum; returns how many edges it mapped. Options after a malformed one are
+    /// left alone (the receiver ignores them too).
+    pub fn map_sack(&mut self, f: impl Fn(u32) -> u32) -> usize {
+        let hl = self.header_len().min(self.buf.as_ref().len());
+        let mut at = MIN_HEADER_LEN;
+        let mut mapped = 0;
+        while at < hl {
+            let kind = self.buf.as_ref()[at];
+            if kind == OPT_END {
+                break;
+            }
+            if kind == OPT_NOP {
+                at += 1;
+                continue;
+            }
+            let len = match self.buf.as_ref().get(at + 1) {
+                Some(&l) if l >= 2 && at + usize::from(l) <= hl => usize::from(l),
+                _ => break,
+            };
+            if kind == OPT_SACK {
+                // Blocks of two 32-bit edges after kind and length.
+                let mut e = at + 2;
+                while e + 4 <= at + len {
+                    let old = get_u32(self.buf.as_ref(), e);
+                    let new = f(old);
+                    if new != old {
+                        self.patch(|c| checksum::update32(c, old, new));
+                        set_u32(self.buf.as_mut(), e, new);
+                    }
+                    mapped += 1;
+                    e += 4;
+                }
+            }
+            at += len;
+        }
+        mapped
     }
 
     /// Accounts for an IPv4 address of the pseudo-header changing.
@@ -130,6 +204,34 @@ mod tests {
         t.set_dst_port(5080);
         assert!(t.verify(a, backend));
         assert_eq!(t.flags(), SYN);
+    }
+
+    #[test]
+    fn seq_ack_and_sack_edges_move_with_the_checksum_valid() {
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 2));
+        // Header with NOP, NOP, SACK of two blocks (20 bytes of options), then data.
+        let mut seg = vec![0u8; 40 + 5];
+        write_header(&mut seg, 40000, 5060, 7, 9, ACK);
+        seg[DATA_OFF] = 10 << 4;
+        seg[20..24].copy_from_slice(&[OPT_NOP, OPT_NOP, OPT_SACK, 18]);
+        for (i, edge) in [100u32, 200, 300, 400].iter().enumerate() {
+            seg[24 + 4 * i..28 + 4 * i].copy_from_slice(&edge.to_be_bytes());
+        }
+        seg[40..].copy_from_slice(b"hello");
+        let mut t = TcpSegment::new_checked(&mut seg[..]).unwrap();
+        t.fill_checksum(a, b);
+        assert_eq!(t.header_len(), 40);
+        t.set_seq(u32::MAX);
+        t.set_ack(12345);
+        assert_eq!(t.map_sack(|e| e.wrapping_sub(7)), 4);
+        assert!(t.verify(a, b));
+        assert_eq!((t.seq(), t.ack()), (u32::MAX, 12345));
+        let edges: Vec<u32> = (0..4).map(|i| get_u32(&seg, 24 + 4 * i)).collect();
+        assert_eq!(edges, [93, 193, 293, 393]);
+        // A malformed option stops the walk.
+        seg[22..24].copy_from_slice(&[OPT_SACK, 1]);
+        let mut t = TcpSegment::new_checked(&mut seg[..]).unwrap();
+        assert_eq!(t.map_sack(|e| e + 1), 0);
     }
 
     #[test]
