@@ -3,10 +3,11 @@
 //! to the `c=`/`m=` address of the answer (the VIP, after the balancer rewrote it); the
 //! backends' SIPp UAS sends every packet back to its sender (`-rtp_echo`). Each packet is
 //! counted where it was sent and where it arrived (iptables counters in every namespace,
-//! and SIPp's own echo count) and by the dataplane's media counters: all must agree, with
-//! no call failed and no media mapping left once the BYEs have gone through.
+//! and SIPp's own echo count) and by the dataplane's media counters (one packet count for
+//! both directions): all must agree, with no call failed, one mapping per call, no media
+//! drop, and no mapping left once the BYEs have gone through.
 
-use e2e::bed::{stat, Bed};
+use e2e::bed::Bed;
 use e2e::rtp::{count_udp, sipp_echoed, udp_counts, write_pcap, UdpCounts, PTIME_MS};
 use e2e::sipp::{self, stickiness};
 use std::time::Duration;
@@ -133,35 +134,56 @@ fn expect_media_through_the_vip(r: &Run) {
         "RTP backends → client: echoed vs received"
     );
     let m = MediaStats::parse(&r.fin);
+    // One m= line per call: one stream mapped, with its two legs.
     assert_eq!(
-        m.packets_to_backends, at_backends,
-        "media packets the dataplane forwarded to backends vs what they received: {}",
+        m.flows,
+        u64::from(r.calls),
+        "media mappings created: {}",
         r.fin
     );
     assert_eq!(
-        m.packets_to_clients, r.client.received,
-        "media packets the dataplane forwarded to the client vs what it received: {}",
+        m.packets,
+        at_backends + r.client.received,
+        "media packets the dataplane forwarded vs what the endpoints received, both ways: {}",
         r.fin
     );
     assert_eq!(m.drops, 0, "media drops: {}", r.fin);
     assert_eq!(m.live, 0, "media mappings left after every BYE: {}", r.fin);
 }
 
-/// The dataplane's media counters, from its final stats line.
+/// The dataplane's media counters, from its final stats line
+/// (`... media flows=F live=L packets=P ... | drops ... media_<reason>=N`).
 struct MediaStats {
-    packets_to_backends: u64,
-    packets_to_clients: u64,
-    drops: u64,
+    /// Mappings created.
+    flows: u64,
+    /// Mappings still live when the dataplane stopped.
     live: u64,
+    /// Packets forwarded, both ways.
+    packets: u64,
+    drops: u64,
 }
 
 impl MediaStats {
     fn parse(fin: &str) -> MediaStats {
+        let seg = fin
+            .split_once(" media ")
+            .map(|(_, rest)| rest.split(" |").next().unwrap_or(""))
+            .unwrap_or_else(|| panic!("no media counters in the dataplane's line: {fin}"));
+        let field = |name: &str| -> u64 {
+            seg.split_whitespace()
+                .find_map(|t| t.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("media {name}= missing or not a number in: {fin}"))
+        };
         MediaStats {
-            packets_to_backends: stat(fin, "media_to_backends"),
-            packets_to_clients: stat(fin, "media_to_clients"),
-            drops: stat(fin, "media_drops"),
-            live: stat(fin, "media_live"),
+            flows: field("flows"),
+            live: field("live"),
+            packets: field("packets"),
+            drops: fin
+                .split_whitespace()
+                .filter_map(|t| t.strip_prefix("media_")?.split_once('='))
+                .filter_map(|(_, n)| n.parse::<u64>().ok())
+                .sum(),
         }
     }
 }
