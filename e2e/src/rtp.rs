@@ -6,14 +6,16 @@
 //! socket, one thread per call, from the port its SDP offered (`[auto_media_port]`: one
 //! per call) to the `c=`/`m=` address of the answer; the UAS's `-rtp_echo` sends every
 //! packet it gets on `-mp` back to its sender. SIPp counts the echoed packets ("Total
-//! echo RTP pckts 1st stream") but prints no final count of the pcap packets it sent
-//! (its last screen reuses the previous line), so what the client sent is counted by
-//! the kernel, as is what every namespace received.
+//! echo RTP pckts 1st stream", see `stop_echo`) but prints no final count of the pcap
+//! packets it sent (its last screen reuses the previous line), so what the client sent
+//! is counted by the kernel, as is what every namespace received.
 
 use crate::netns::Netns;
+use crate::sipp::Uas;
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::Duration;
 
 /// Milliseconds of audio per packet, the usual ptime.
 pub const PTIME_MS: u32 = 20;
@@ -124,10 +126,45 @@ pub fn udp_counts(ns: &Netns) -> Result<UdpCounts> {
     })
 }
 
-/// The last "Total echo RTP pckts 1st stream" of a SIPp `-rtp_echo` output: the RTP
+/// SIPp UAS options for an RTP echo on `port` whose count `stop_echo` reads back from
+/// `screens`.
+pub fn echo_args(port: u16, screens: &Path) -> Vec<String> {
+    vec![
+        "-rtp_echo".into(),
+        "-mp".into(),
+        port.to_string(),
+        "-trace_screen".into(),
+        "-screen_file".into(),
+        screens.display().to_string(),
+    ]
+}
+
+/// Stops a UAS started with `echo_args` and returns how many RTP packets it echoed.
+/// SIPp prints that count only on a screen drawn at least 1 ms after its last periodic
+/// one, which its exit screen (SIGTERM) often is not: two screen dumps (SIGUSR2) 200 ms
+/// apart go to `screens` first; the exit closes, so flushes, that file.
+pub fn stop_echo(uas: &mut Uas, screens: &Path) -> Result<u64> {
+    for _ in 0..2 {
+        uas.proc.signal(libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    uas.proc.stop(Duration::from_secs(5));
+    let text = std::fs::read_to_string(screens)
+        .with_context(|| format!("reading {}", screens.display()))?;
+    sipp_echoed(&text).with_context(|| {
+        format!(
+            "{}: no RTP echo count in {}:\n{text}\n{}",
+            uas.proc.name,
+            screens.display(),
+            uas.proc.output()
+        )
+    })
+}
+
+/// The last "Total echo RTP pckts 1st stream" of a SIPp `-rtp_echo` screen: the RTP
 /// packets it received on `-mp` and sent back.
-pub fn sipp_echoed(output: &str) -> Option<u64> {
-    output
+fn sipp_echoed(screens: &str) -> Option<u64> {
+    screens
         .lines()
         .rev()
         .find(|l| l.contains("Total echo RTP pckts 1st stream"))

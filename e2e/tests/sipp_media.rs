@@ -8,7 +8,7 @@
 //! drop, and no mapping left once the BYEs have gone through.
 
 use e2e::bed::Bed;
-use e2e::rtp::{count_udp, sipp_echoed, udp_counts, write_pcap, UdpCounts, PTIME_MS};
+use e2e::rtp::{count_udp, echo_args, stop_echo, udp_counts, write_pcap, UdpCounts, PTIME_MS};
 use e2e::sipp::{self, stickiness};
 use std::time::Duration;
 
@@ -53,10 +53,20 @@ fn run(nat: &str, farm_extra: &str, calls: u32) -> Run {
     for b in &bed.topo.backends {
         count_udp(b, (UAS_RTP_PORT, UAS_RTP_PORT), false).expect("backend counters");
     }
-    let port = UAS_RTP_PORT.to_string();
-    let uases = bed
-        .backends(Some("media_uas"), "media", &["-rtp_echo", "-mp", &port])
-        .expect("SIPp UAS on the backends");
+    let screens: Vec<_> = (0..bed.topo.backends.len())
+        .map(|i| dir.join(format!("media-be{i}.screens")))
+        .collect();
+    let uases: Vec<_> = screens
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| {
+            let args = echo_args(UAS_RTP_PORT, sc);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bed.topo
+                .start_uas(i, &format!("media-be{i}"), Some("media_uas"), &args)
+                .expect("SIPp UAS on a backend")
+        })
+        .collect();
     let uac = bed
         .client("uac", calls, RATE)
         .scenario_file(&scenario)
@@ -70,13 +80,9 @@ fn run(nat: &str, farm_extra: &str, calls: u32) -> Run {
     let client = udp_counts(&bed.topo.client).expect("client counters");
     let mut backends = Vec::new();
     let mut traces = Vec::new();
-    for (b, mut uas) in bed.topo.backends.iter().zip(uases) {
+    for ((b, mut uas), sc) in bed.topo.backends.iter().zip(uases).zip(&screens) {
         let kernel = udp_counts(b).expect("backend counters");
-        uas.proc.stop(Duration::from_secs(5));
-        let out = uas.proc.output();
-        let echoed = sipp_echoed(&out).unwrap_or_else(|| {
-            panic!("{}: no RTP echo count in its output:\n{out}", uas.proc.name)
-        });
+        let echoed = stop_echo(&mut uas, sc).expect("the UAS's RTP echo count");
         backends.push((kernel, echoed));
         traces.push(sipp::parse_trace(&uas.messages));
     }
