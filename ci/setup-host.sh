@@ -16,6 +16,7 @@ PACKAGES=(
   baresip-core                # headless softphones (ctrl_tcp, ausine) for e2e/tests/softphones.rs
   rtpengine-daemon            # media relay behind the farm (userspace, --table=-1: no kernel module)
   tcpdump
+  iptables                    # per-namespace packet counters (RTP in e2e/tests/sipp_media.rs)
   fonts-dejavu-core           # the font of the benchmark plots (bench/src/bin/plot.rs)
   valgrind                    # instruction counts of the benchmarks (bench/pipeline.sh)
 )

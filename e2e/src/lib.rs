@@ -10,6 +10,7 @@ pub mod netns;
 pub mod pair;
 pub mod phone_bed;
 pub mod process;
+pub mod rtp;
 pub mod rtpengine;
 pub mod siplb;
 pub mod sipp;

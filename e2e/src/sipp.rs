@@ -191,6 +191,13 @@ impl<'a> Uac<'a> {
         self
     }
 
+    /// A scenario file outside `e2e/scenarios/` (one written next to the pcap it plays:
+    /// SIPp looks for `play_pcap_audio` files beside the scenario).
+    pub fn scenario_file(mut self, path: &Path) -> Self {
+        self.scenario = Some(path.to_path_buf());
+        self
+    }
+
     /// Calls from `ip:port` instead of `CLIENT_IP`:5060.
     pub fn local(mut self, ip: Ipv4Addr, port: u16) -> Self {
         self.local_ip = ip;

@@ -2616,6 +2616,88 @@ Content-Length: 0\r
     }
 
     #[test]
+    fn hidden_then_restored_is_the_message_the_backend_wrote() {
+        // Random messages naming other flows of a two-range pool wherever tokens
+        // stand (bracketed URIs, Via sent-by with `received`/`rport`, natted Vias,
+        // quoted `received` URIs), and the backend where the Request-URI and Route
+        // set name it: what the phone receives names no back-side address, and the
+        // restore turns it back byte for byte.
+        let pool: Vec<Ipv4Addr> = (100..104)
+            .map(|k| Ipv4Addr::new(198, 19, 0, k))
+            .chain((1..3).map(|k| Ipv4Addr::new(198, 19, 2, k)))
+            .collect();
+        let set = snat_set(&pool);
+        let (hide, restore) = (toward_bob(set), from_bob(set));
+        let seed = std::cell::Cell::new(0x2545_f491_4f6c_dd1du64);
+        let next = |m: u64| {
+            let mut x = seed.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seed.set(x);
+            x % m
+        };
+        let mut tokens_seen = 0;
+        for _ in 0..500 {
+            let flow = || {
+                let a = pool[next(pool.len() as u64) as usize];
+                // Never B's own flow (1030), which goes to B and not back.
+                let p = 1031 + next(31000) as u16;
+                format!("{a}:{p}")
+            };
+            let ruri = if next(2) == 0 {
+                format!("sip:alice@{}", flow())
+            } else {
+                "sip:198.19.1.1;lr".to_string()
+            };
+            let mut head = format!("OPTIONS {ruri} SIP/2.0\r\n");
+            for _ in 0..1 + next(3) {
+                head += &match next(4) {
+                    0 => format!("Via: SIP/2.0/UDP {};branch=z9hG4bK{}\r\n", flow(), next(1000)),
+                    1 => {
+                        let f = flow();
+                        let (a, p) = f.split_once(':').unwrap();
+                        format!("Via: SIP/2.0/UDP {f};rport={p};received={a};branch=z9hG4bKr\r\n")
+                    }
+                    2 => format!(
+                        "Via: SIP/2.0/UDP 10.0.0.{}:5060;received={};rport=4000;branch=z9hG4bKn\r\n",
+                        1 + next(200),
+                        flow().split_once(':').unwrap().0
+                    ),
+                    _ => "Via: SIP/2.0/UDP 198.18.0.50:5060;branch=z9hG4bKo\r\n".to_string(),
+                };
+            }
+            for _ in 0..next(3) {
+                head += &match next(3) {
+                    0 => format!("Route: <sip:{};lr>\r\n", flow()),
+                    1 => "Route: <sip:198.19.1.1;lr;ftag=x>\r\n".to_string(),
+                    _ => format!("Route: <sip:{};lr>, <sip:198.19.1.1:5060;lr>\r\n", flow()),
+                };
+            }
+            head += "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: rt\r\nCSeq: 1 OPTIONS\r\n";
+            for _ in 0..next(3) {
+                head += &match next(3) {
+                    0 => format!("Contact: <sip:u@{}>;expires=60\r\n", flow()),
+                    1 => format!("Contact: \"U\" <sip:u@{};transport=udp>\r\n", flow()),
+                    _ => format!(
+                        "Contact: <sip:u@198.18.0.50:5060>;received=\"sip:{}\"\r\n",
+                        flow()
+                    ),
+                };
+            }
+            let input = msg(&format!("{head}Content-Length: N\r\n\r\n"));
+            let (hidden, foreign) = run_tokens(&input, &hide);
+            assert_eq!(foreign, 0);
+            assert!(!hidden.contains("198.19."), "{hidden}");
+            tokens_seen += hidden.matches(";slbf=").count();
+            let (back, foreign) = run_tokens(hidden.as_bytes(), &restore);
+            assert_eq!(foreign, 0);
+            assert_eq!(back, text(&input), "hidden:\n{hidden}");
+        }
+        assert!(tokens_seen > 1000, "{tokens_seen} tokens");
+    }
+
+    #[test]
     fn error_indices_are_dense_and_names_unique() {
         let mut all = vec![
             RewriteError::TooManyRules,
