@@ -199,10 +199,16 @@ impl<'o> Generator<'o> {
         let hz = lcore::tsc_hz();
         let run_id = (lcore::tsc() >> 8) as u32 ^ std::process::id();
         let media = opts.rtp_streams > 0;
-        // Media: one call per stream, each INVITE, ACK and (after the RTP) BYE.
+        // Media: one call per stream, each INVITE, ACK and (after the RTP) BYE, and an
+        // INVITE and its ACK more when challenged.
         let (calls, mix, budget) = if media {
             let mix = Mix::parse("invite=1,ack=1,bye=1").expect("a valid mix");
-            (opts.rtp_streams, mix, 3 * u64::from(opts.rtp_streams))
+            let per_call = 3 + 2 * u64::from(opts.challenge);
+            (
+                opts.rtp_streams,
+                mix,
+                per_call * u64::from(opts.rtp_streams),
+            )
         } else {
             (opts.calls, opts.mix, opts.budget.unwrap_or(u64::MAX))
         };
