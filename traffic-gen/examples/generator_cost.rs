@@ -37,6 +37,7 @@ fn main() {
         challenge: false,
         run: 1,
         tsc_hz: 1_000_000_000,
+        media: None,
     });
     let mut responder = Responder::new(
         ResponderConfig {
@@ -44,6 +45,7 @@ fn main() {
             backends: 1,
             sip_port: 5060,
             challenge: false,
+            media: None,
         },
         1024,
     );

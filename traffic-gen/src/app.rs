@@ -1,13 +1,13 @@
 //! siplb-gen on DPDK: EAL, the ports, and the one loop that runs the client and the
 //! responder on the main lcore: rx burst → classify → answer / account → paced
-//! requests → tx burst.
+//! requests → paced RTP (media mode) → tx burst.
 
 use crate::client::{Client, ClientConfig};
 use crate::frame::{self, Incoming};
-use crate::options::{Mode, Options};
+use crate::options::{Mix, Mode, Options};
 use crate::pacer::Pacer;
 use crate::responder::{Action, Responder, ResponderConfig};
-use crate::stats::{PortSummary, Summary};
+use crate::stats::{MediaSummary, PortSummary, Summary};
 use anyhow::{bail, Context, Result};
 use dpdk::eal::Eal;
 use dpdk::lcore;
@@ -26,6 +26,9 @@ const DESCRIPTORS: u16 = 1024;
 const MBUF_DATA_ROOM: u16 = 2048 + 128;
 /// Without --duration or --budget the client stops after this long.
 const DEFAULT_DURATION_S: f64 = 10.0;
+/// Media mode: after the last RTP packet, wait this long for what is still in the
+/// rings before ending the calls.
+const RTP_DRAIN_MS: u64 = 100;
 
 /// A port in use, with its TX buffer and counters of frames it could not send.
 struct PortCtx {
@@ -86,6 +89,30 @@ fn run_on(eal: &Eal, opts: &Options, started_ports: &mut Vec<Port>) -> Result<Su
     Ok(generator.summary(end))
 }
 
+/// Where the media mode is: calls being set up, RTP for --duration, the drain, then
+/// the calls' BYEs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaPhase {
+    Setup,
+    Sending { until: u64 },
+    Draining { until: u64 },
+    Ended,
+}
+
+/// The RTP clock of the media mode; the streams themselves are the client's and the
+/// responder's `MediaSide`s.
+struct MediaRun {
+    phase: MediaPhase,
+    pacer: Pacer,
+    /// TSC of the first and of the last RTP packet sent.
+    first: Option<u64>,
+    last: u64,
+    /// The next packet goes from the client (else from the backends).
+    client_turn: bool,
+    pacer_skipped: u64,
+    build_failures: u64,
+}
+
 /// The client and/or the responder on their ports, and the clocks of the loop. One
 /// `poll_once` is one turn: rx burst → classify → answer / account → gratuitous ARP
 /// → ARP or paced requests → tx burst → stats line.
@@ -97,6 +124,8 @@ struct Generator<'o> {
     client: Option<(Client, usize)>,
     /// The responder and the index in `ports` of the backends' port.
     responder: Option<(Responder, usize)>,
+    /// With --rtp-streams.
+    media: Option<MediaRun>,
     rx: Burst<BURST>,
     hz: u64,
     /// TSC ticks per millisecond.
@@ -169,7 +198,21 @@ impl<'o> Generator<'o> {
 
         let hz = lcore::tsc_hz();
         let run_id = (lcore::tsc() >> 8) as u32 ^ std::process::id();
-        let budget = opts.budget.unwrap_or(u64::MAX);
+        let media = opts.rtp_streams > 0;
+        // Media: one call per stream, each INVITE, ACK and (after the RTP) BYE, and an
+        // INVITE and its ACK more when challenged.
+        let (calls, mix, budget) = if media {
+            let mix = Mix::parse("invite=1,ack=1,bye=1").expect("a valid mix");
+            let per_call = 3 + 2 * u64::from(opts.challenge);
+            (
+                opts.rtp_streams,
+                mix,
+                per_call * u64::from(opts.rtp_streams),
+            )
+        } else {
+            (opts.calls, opts.mix, opts.budget.unwrap_or(u64::MAX))
+        };
+        let rtp_payload = media.then_some(opts.rtp_payload);
         let client = client_on.then(|| {
             let c = Client::new(ClientConfig {
                 src_ip: opts.src_ip,
@@ -179,14 +222,15 @@ impl<'o> Generator<'o> {
                 dst_ip: opts.dst_ip,
                 dst_port: opts.dst_port,
                 users: opts.users,
-                calls: opts.calls,
-                mix: opts.mix,
+                calls,
+                mix,
                 frame_size: opts.payload,
                 timeout_tsc: opts.timeout_ms * hz / 1000,
                 budget,
                 challenge: opts.challenge,
                 run: run_id,
                 tsc_hz: hz,
+                media: rtp_payload,
             });
             (c, index_of(opts.client_port))
         });
@@ -197,8 +241,9 @@ impl<'o> Generator<'o> {
                     backends: opts.backends,
                     sip_port: opts.backend_sip_port,
                     challenge: opts.challenge,
+                    media: rtp_payload,
                 },
-                opts.calls as usize,
+                calls as usize,
             );
             (r, index_of(opts.backend_port))
         });
@@ -211,6 +256,15 @@ impl<'o> Generator<'o> {
             ports,
             client,
             responder,
+            media: media.then(|| MediaRun {
+                phase: MediaPhase::Setup,
+                pacer: Pacer::new(t0, hz, opts.rtp_pps),
+                first: None,
+                last: t0,
+                client_turn: true,
+                pacer_skipped: 0,
+                build_failures: 0,
+            }),
             rx: Burst::default(),
             hz,
             ms: hz / 1000,
@@ -243,6 +297,11 @@ impl<'o> Generator<'o> {
             self.stopped = true;
             if let Some((c, _)) = self.client.as_mut() {
                 c.stop();
+                // Held calls end now (their BYEs go out).
+                if let Some(run) = self.media.as_mut() {
+                    run.phase = MediaPhase::Ended;
+                    c.release();
+                }
             }
         }
         let mut busy = false;
@@ -259,6 +318,7 @@ impl<'o> Generator<'o> {
         }
         self.announce_backends(now);
         busy |= self.send_requests(now);
+        busy |= self.send_media(now);
         for p in &mut self.ports {
             p.flush();
         }
@@ -290,7 +350,9 @@ impl<'o> Generator<'o> {
             return;
         }
         match incoming {
-            Incoming::Udp { dst, payload, .. } if c.owns(dst.ip) => c.on_response(payload, now),
+            Incoming::Udp { dst, payload, .. } if c.owns(dst.ip) => {
+                c.on_datagram(dst.port, payload, now)
+            }
             Incoming::Arp {
                 op,
                 sender_mac,
@@ -370,7 +432,8 @@ impl<'o> Generator<'o> {
             println!("siplb-gen: sending");
             (now, Pacer::new(now, hz, rate))
         });
-        if let Some(d) = self.duration {
+        // With media, --duration is the RTP's (`send_media`).
+        if let Some(d) = self.duration.filter(|_| self.media.is_none()) {
             if now - *start > (d * hz as f64) as u64 {
                 c.stop();
             }
@@ -400,6 +463,94 @@ impl<'o> Generator<'o> {
         if now >= self.next_expire {
             self.next_expire = now + 10 * self.ms;
             c.expire(now);
+        }
+        sent > 0
+    }
+
+    /// The media mode's turn: once every call is held, RTP both ways at --rtp-pps for
+    /// --duration (directions alternate, streams round robin), then the drain, then
+    /// the calls are released (BYE). True if it sent packets.
+    fn send_media(&mut self, now: u64) -> bool {
+        let Generator {
+            opts,
+            pool,
+            ports,
+            client,
+            responder,
+            media,
+            hz,
+            ms,
+            duration,
+            ..
+        } = self;
+        let (Some(run), Some((c, cx)), Some((r, bx))) =
+            (media.as_mut(), client.as_mut(), responder.as_mut())
+        else {
+            return false;
+        };
+        match run.phase {
+            MediaPhase::Setup if c.settled() => {
+                let secs = duration.unwrap_or(DEFAULT_DURATION_S);
+                println!(
+                    "siplb-gen: {} calls held; RTP at {} packets/s for {secs} s",
+                    c.held(),
+                    opts.rtp_pps
+                );
+                run.pacer = Pacer::new(now, *hz, opts.rtp_pps);
+                run.phase = MediaPhase::Sending {
+                    until: now + (secs * *hz as f64) as u64,
+                };
+            }
+            MediaPhase::Sending { until } if now >= until => {
+                run.phase = MediaPhase::Draining {
+                    until: now + RTP_DRAIN_MS * *ms,
+                };
+                return false;
+            }
+            MediaPhase::Sending { .. } => {}
+            MediaPhase::Draining { until } if now >= until => {
+                run.phase = MediaPhase::Ended;
+                c.release();
+                return false;
+            }
+            _ => return false,
+        }
+        run.pacer_skipped += run.pacer.forgive(now);
+        let allowed = run.pacer.allowance(now, BURST);
+        let client_has = c.media.as_ref().is_some_and(|m| m.has_legs());
+        let backend_has = r.media.as_ref().is_some_and(|m| m.has_legs());
+        let mut sent = 0;
+        while sent < allowed {
+            // Directions alternate; a side without streams leaves its turns to the other.
+            let from_client = client_has && (run.client_turn || !backend_has);
+            let (side, px) = if from_client {
+                (c.media.as_mut(), *cx)
+            } else {
+                (r.media.as_mut(), *bx)
+            };
+            let Some(side) = side.filter(|s| s.has_legs()) else {
+                break;
+            };
+            run.client_turn = !from_client;
+            let Some(mut m) = pool.alloc() else {
+                run.build_failures += 1;
+                break;
+            };
+            let cap = m.capacity().min(usize::from(u16::MAX));
+            m.set_len(cap);
+            let port = &mut ports[px];
+            let Some(n) = side.emit(port.mac, m.data_mut()) else {
+                run.build_failures += 1;
+                break;
+            };
+            m.set_len(n);
+            port.send(m);
+            sent += 1;
+        }
+        run.pacer.consume(sent);
+        if sent > 0 {
+            run.first.get_or_insert(now);
+            run.last = now;
         }
         sent > 0
     }
@@ -463,6 +614,25 @@ impl<'o> Generator<'o> {
                 r.stats.per_backend, r.stats.responses, r.stickiness.split_dialogs
             );
         }
+        if let (Some(run), Some((c, _)), Some((r, _))) =
+            (&self.media, &self.client, &self.responder)
+        {
+            let (cs, bs) = (
+                c.media.as_ref().map(|m| m.stats).unwrap_or_default(),
+                r.media.as_ref().map(|m| m.stats).unwrap_or_default(),
+            );
+            out += &format!(
+                "media: {:?} legs {}/{} client->backend {}/{} backend->client {}/{} (sent/received) misdelivered {}\n",
+                run.phase,
+                cs.legs,
+                bs.legs,
+                cs.sent,
+                bs.received,
+                bs.sent,
+                cs.received,
+                cs.misdelivered + bs.misdelivered
+            );
+        }
         print!("{out}");
         let _ = std::io::stdout().flush();
         self.last_stats = (now, req, resp);
@@ -489,6 +659,7 @@ impl<'o> Generator<'o> {
                 .responder
                 .as_ref()
                 .map(|(r, _)| r.stats.summary(|i| r.backend_ip(i), &r.stickiness)),
+            media: self.media_summary(),
             ports: self
                 .ports
                 .iter()
@@ -510,6 +681,29 @@ impl<'o> Generator<'o> {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Generator<'_> {
+    fn media_summary(&self) -> Option<MediaSummary> {
+        let run = self.media.as_ref()?;
+        let stats = |m: Option<&crate::media::MediaSide>| m.map(|m| m.stats).unwrap_or_default();
+        let client = stats(self.client.as_ref().and_then(|(c, _)| c.media.as_ref()));
+        let backend = stats(self.responder.as_ref().and_then(|(r, _)| r.media.as_ref()));
+        let sending_s = run
+            .first
+            .map_or(0.0, |f| run.last.saturating_sub(f) as f64 / self.hz as f64);
+        let mut m = MediaSummary::new(
+            self.opts.rtp_streams,
+            self.opts.rtp_pps,
+            self.opts.rtp_payload,
+            &client,
+            &backend,
+            sending_s,
+        );
+        m.pacer_skipped = run.pacer_skipped;
+        m.build_failures = run.build_failures;
+        Some(m)
     }
 }
 

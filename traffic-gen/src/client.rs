@@ -5,8 +5,12 @@
 //! is answered 401/407 first (the INVITE's is ACKed) and sent again with credentials.
 //! Slots that have a request to send wait in the `ready` queue; the caller's pacer
 //! decides how many go out per loop. Everything is allocated in `new`.
+//!
+//! With media (`ClientConfig::media`) a call is held after its ACK: its RTP stream goes
+//! to the address the 200's SDP named until `release`, which sends the BYEs.
 
 use crate::frame::{self, Endpoint};
+use crate::media::{self, MediaSide};
 use crate::options::Mix;
 use crate::request::{self, Branch, Kind, Request};
 use crate::scan;
@@ -38,6 +42,8 @@ pub struct ClientConfig {
     /// Distinguishes this run's Call-IDs.
     pub run: u32,
     pub tsc_hz: u64,
+    /// RTP payload bytes per packet when calls carry media (`None`: signalling only).
+    pub media: Option<usize>,
 }
 
 /// The next request a ready slot sends.
@@ -58,6 +64,8 @@ enum Phase {
     Idle,
     Ready(Next),
     Waiting(Kind),
+    /// A call with media, established, until `release`.
+    Held,
 }
 
 #[derive(Clone, Copy)]
@@ -73,6 +81,10 @@ struct Slot {
     sent_tsc: u64,
     to_tag: [u8; 32],
     to_tag_len: u8,
+    /// Hash of the Call-ID (media: the streams' SSRCs).
+    call_hash: u64,
+    /// Where the 200's SDP said to send RTP.
+    remote_media: Option<(Ipv4Addr, u16)>,
 }
 
 impl Slot {
@@ -88,6 +100,8 @@ impl Slot {
         sent_tsc: 0,
         to_tag: [0; 32],
         to_tag_len: 0,
+        call_hash: 0,
+        remote_media: None,
     };
 }
 
@@ -102,7 +116,11 @@ pub struct Client {
     stopping: bool,
     /// Slots not idle.
     active: usize,
+    /// Slots in `Phase::Held`.
+    held: usize,
     pub stats: ClientStats,
+    /// The calls' RTP streams, with `ClientConfig::media`.
+    pub media: Option<MediaSide>,
 }
 
 impl Client {
@@ -123,7 +141,11 @@ impl Client {
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run),
             stopping: false,
             active: n,
+            held: 0,
             stats: ClientStats::default(),
+            media: cfg
+                .media
+                .map(|payload| MediaSide::new(media::CLIENT_RTP_BASE, n, payload)),
         }
     }
 
@@ -144,6 +166,36 @@ impl Client {
     /// Everything finished (after `stop` or the budget).
     pub fn done(&self) -> bool {
         self.active == 0
+    }
+
+    /// Every call is held (or ended): with media, the streams are all up.
+    pub fn settled(&self) -> bool {
+        self.held == self.active
+    }
+
+    /// Calls held with media.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Ends the held calls: each sends its BYE next.
+    pub fn release(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].phase == Phase::Held {
+                self.make_ready(i as u32, Next::Bye);
+            }
+        }
+        self.held = 0;
+    }
+
+    /// Handles a datagram to one of the client's addresses, at local port `port`: RTP
+    /// of a call with media, else a SIP response.
+    #[inline]
+    pub fn on_datagram(&mut self, port: u16, payload: &[u8], now: u64) {
+        match self.media.as_mut() {
+            Some(m) if media::is_rtp(payload) => m.receive(port, payload),
+            _ => self.on_response(payload, now),
+        }
     }
 
     /// Slots waiting for a response.
@@ -210,6 +262,15 @@ impl Client {
         let sources = u64::from(self.cfg.src_ips) * u64::from(self.cfg.src_ports);
         let src = call % sources;
         let cfg = self.cfg;
+        let call_hash = if cfg.media.is_some() {
+            let mut id = [0u8; 64];
+            let mut o = crate::text::Out::new(&mut id);
+            request::write_call_id(&mut o, cfg.run, call);
+            let n = o.finish().unwrap_or_default();
+            siplb_core::hash::hash64(&id[..n])
+        } else {
+            0
+        };
         let s = &mut self.slots[i as usize];
         *s = Slot {
             phase: Phase::Ready(next),
@@ -219,6 +280,7 @@ impl Client {
             src_port: cfg.src_port + (src / u64::from(cfg.src_ips)) as u16,
             cseq: 1,
             step: s.step,
+            call_hash,
             ..Slot::IDLE
         };
         Some(next)
@@ -315,6 +377,26 @@ impl Client {
                     s.cseq += 1;
                     self.make_ready(i, Next::Invite);
                 }
+                Next::Ack if cfg.media.is_some() => {
+                    let (call, local_ip, hash) = (s.call, s.src_ip, s.call_hash);
+                    let remote = s.remote_media;
+                    s.phase = Phase::Held;
+                    self.held += 1;
+                    if let Some(m) = self.media.as_mut() {
+                        match remote {
+                            Some((ip, port)) => {
+                                let (ours, theirs) = media::ssrcs(hash);
+                                let to = Endpoint {
+                                    mac: dst_mac,
+                                    ip,
+                                    port,
+                                };
+                                m.open((local_ip, m.port(call)), to, ours, theirs);
+                            }
+                            None => m.stats.no_sdp += 1,
+                        }
+                    }
+                }
                 Next::Ack if cfg.mix.bye => self.make_ready(i, Next::Bye),
                 Next::Ack => {
                     self.stats.calls_completed += 1;
@@ -383,6 +465,9 @@ impl Client {
         match kind {
             Kind::Invite => {
                 keep_to_tag(s, &m);
+                if self.cfg.media.is_some() {
+                    s.remote_media = media::sdp_audio(media::body_of(payload));
+                }
                 let mix = self.cfg.mix;
                 if mix.ack {
                     self.make_ready(i, Next::Ack);
@@ -467,6 +552,7 @@ mod tests {
             challenge: false,
             run: 7,
             tsc_hz: 1_000_000_000,
+            media: None,
         }
     }
 
@@ -531,6 +617,7 @@ mod tests {
                 backends: 3,
                 sip_port: 5060,
                 challenge,
+                media: None,
             },
             64,
         )
@@ -606,5 +693,173 @@ mod tests {
         c.expire(5000);
         assert!(c.done());
         assert_eq!(c.stats.timeouts, 1);
+    }
+
+    /// A media relay in dnat, as siplb's: it rewrites each SDP to name a leg of its own
+    /// on the VIP and forwards RTP sent to a leg to the endpoint the other side's SDP
+    /// named.
+    #[derive(Default)]
+    struct Relay {
+        /// Leg port on the VIP → where its packets go.
+        legs: std::collections::HashMap<u16, Endpoint>,
+        next_leg: u16,
+    }
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+    impl Relay {
+        /// `msg` with its SDP naming a new leg on the VIP (Content-Length fixed up);
+        /// the leg forwards to the address the SDP named, at `mac`.
+        fn rewrite_sdp(&mut self, msg: &[u8], mac: MacAddr) -> Vec<u8> {
+            let (ip, port) = media::sdp_audio(media::body_of(msg)).expect("an SDP");
+            let leg = 40_000 + 2 * self.next_leg;
+            self.next_leg += 1;
+            self.legs.insert(leg, Endpoint { mac, ip, port });
+            let mut body = [0u8; 256];
+            let n = media::write_sdp(&mut body, 1, VIP, leg).unwrap();
+            let head_len = msg.len() - media::body_of(msg).len();
+            let head = String::from_utf8_lossy(&msg[..head_len]);
+            let head: String = head
+                .split_inclusive("\r\n")
+                .map(|l| {
+                    if l.starts_with("Content-Length:") {
+                        format!("Content-Length: {n}\r\n")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            [head.as_bytes(), &body[..n]].concat()
+        }
+
+        /// An RTP frame sent to a leg, forwarded from the VIP to the leg's endpoint.
+        fn forward(&self, frame: &[u8]) -> (Endpoint, Vec<u8>) {
+            let Incoming::Udp { dst, payload, .. } = frame::classify(frame) else {
+                panic!("not UDP");
+            };
+            assert_eq!(dst.ip, VIP, "RTP goes to the relay, as the SDP said");
+            let to = self.legs[&dst.port];
+            let mut out = vec![0u8; frame::HEADERS_LEN + payload.len()];
+            out[frame::HEADERS_LEN..].copy_from_slice(payload);
+            let from = Endpoint {
+                mac: LB_MAC,
+                ip: VIP,
+                port: dst.port,
+            };
+            frame::write_udp_headers(&mut out, from, to, payload.len(), 0);
+            (to, out)
+        }
+    }
+
+    #[test]
+    fn media_calls_stream_both_ways_where_the_received_sdp_says() {
+        const BACKEND_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+        let mut cfg = config("invite=1,ack=1,bye=1", 4, 12);
+        cfg.media = Some(160);
+        let mut c = Client::new(cfg);
+        let mut r = Responder::new(
+            ResponderConfig {
+                first_backend: Ipv4Addr::new(198, 18, 1, 11),
+                backends: 1,
+                sip_port: 5060,
+                challenge: false,
+                media: Some(160),
+            },
+            4,
+        );
+        let mut relay = Relay::default();
+        // SIP through the relay: requests to the one backend, responses back; each SDP
+        // rewritten to name a relay leg.
+        let sip = |c: &mut Client, r: &mut Responder, relay: &mut Relay, now: u64| {
+            let (mut out, mut resp) = (vec![0u8; 2048], vec![0u8; 2048]);
+            while let Some(len) = c.emit(now, CLIENT_MAC, LB_MAC, &mut out) {
+                let Incoming::Udp { src, payload, .. } = frame::classify(&out[..len]) else {
+                    panic!();
+                };
+                let payload = if payload.starts_with(b"INVITE") {
+                    relay.rewrite_sdp(payload, CLIENT_MAC)
+                } else {
+                    payload.to_vec()
+                };
+                let mut fwd = vec![0u8; frame::HEADERS_LEN + payload.len()];
+                fwd[frame::HEADERS_LEN..].copy_from_slice(&payload);
+                let backend = Endpoint {
+                    mac: BACKEND_MAC,
+                    ip: Ipv4Addr::new(198, 18, 1, 11),
+                    port: 5060,
+                };
+                let n = frame::write_udp_headers(
+                    &mut fwd,
+                    Endpoint { mac: LB_MAC, ..src },
+                    backend,
+                    payload.len(),
+                    0,
+                );
+                let Action::Answer(a) = r.handle(frame::classify(&fwd[..n])) else {
+                    panic!("no answer");
+                };
+                for &code in a.codes {
+                    let rl = r.write(&a, code, BACKEND_MAC, &mut resp).unwrap();
+                    let Incoming::Udp { dst, payload, .. } = frame::classify(&resp[..rl]) else {
+                        panic!();
+                    };
+                    let payload = if code == 200 && payload.ends_with(b"PCMU/8000\r\n") {
+                        relay.rewrite_sdp(payload, BACKEND_MAC)
+                    } else {
+                        payload.to_vec()
+                    };
+                    c.on_datagram(dst.port, &payload, now + 5);
+                }
+            }
+        };
+        let mut now = 1;
+        while !c.settled() {
+            now += 10;
+            sip(&mut c, &mut r, &mut relay, now);
+        }
+        assert_eq!((c.held(), c.stats.calls_completed), (4, 0));
+        let legs = |m: &Option<MediaSide>| m.as_ref().unwrap().stats.legs;
+        assert_eq!((legs(&c.media), legs(&r.media)), (4, 4));
+        let mut out = vec![0u8; 2048];
+        // RTP: 10 packets per stream each way, each through the relay.
+        for _ in 0..40 {
+            let n = c
+                .media
+                .as_mut()
+                .unwrap()
+                .emit(CLIENT_MAC, &mut out)
+                .unwrap();
+            let (to, f) = relay.forward(&out[..n]);
+            assert!(matches!(r.handle(frame::classify(&f)), Action::Ignore));
+            assert_eq!(to.mac, BACKEND_MAC);
+            let n = r
+                .media
+                .as_mut()
+                .unwrap()
+                .emit(BACKEND_MAC, &mut out)
+                .unwrap();
+            let (to, f) = relay.forward(&out[..n]);
+            let Incoming::Udp { dst, payload, .. } = frame::classify(&f) else {
+                panic!();
+            };
+            assert!(c.owns(dst.ip) && to.mac == CLIENT_MAC);
+            c.on_datagram(dst.port, payload, now);
+        }
+        let (cs, rs) = (
+            c.media.as_ref().unwrap().stats,
+            r.media.as_ref().unwrap().stats,
+        );
+        assert_eq!((cs.sent, rs.received, rs.misdelivered), (40, 40, 0));
+        assert_eq!((rs.sent, cs.received, cs.misdelivered), (40, 40, 0));
+        assert_eq!(c.stats.stray, 0);
+        c.release();
+        while !c.done() && now < 10_000 {
+            now += 10;
+            sip(&mut c, &mut r, &mut relay, now);
+        }
+        assert!(c.done());
+        assert_eq!(c.stats.calls_completed, 4);
+        assert_eq!(c.stats.sent[Kind::Bye as usize], 4);
+        assert_eq!(r.stats.received[Kind::Bye as usize], 4);
     }
 }

@@ -113,6 +113,19 @@ pub struct Options {
     /// Seconds to wait for the ports' links (a vhost-user port waits for its peer).
     #[arg(long, default_value_t = 60.0)]
     pub link_timeout: f64,
+    /// Media: place this many calls whose INVITE and 200 carry SDP, hold them while each
+    /// side sends RTP where the SDP it received said (one stream each way per call) for
+    /// --duration seconds, then end them with BYE. Needs --mode both; sets --calls, the
+    /// mix (INVITE, ACK, BYE) and the budget (one call per stream). 0: SIP only.
+    #[arg(long, default_value_t = 0)]
+    pub rtp_streams: u32,
+    /// RTP packets per second, all streams and both directions together (half each
+    /// way); 0 = as fast as possible.
+    #[arg(long, default_value_t = 10_000)]
+    pub rtp_pps: u64,
+    /// RTP payload bytes per packet (160: 20 ms of PCMU).
+    #[arg(long, default_value_t = 160)]
+    pub rtp_payload: usize,
 }
 
 /// Transaction weights of the client.
@@ -195,6 +208,22 @@ impl Options {
         if self.payload > 1514 {
             return Err("--payload: frames larger than 1514 bytes would need IP fragments".into());
         }
+        if self.rtp_streams > 0 {
+            if self.mode != Mode::Both {
+                return Err("--rtp-streams needs --mode both (one process sends both ways)".into());
+            }
+            if self.rtp_streams > u32::from(crate::media::PORT_SLOTS) {
+                return Err(format!(
+                    "--rtp-streams: at most {} (one RTP port pair per stream and side)",
+                    crate::media::PORT_SLOTS
+                ));
+            }
+            if crate::frame::HEADERS_LEN + crate::media::RTP_HEADER_LEN + self.rtp_payload > 1514 {
+                return Err(
+                    "--rtp-payload: frames larger than 1514 bytes would need IP fragments".into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -269,5 +298,33 @@ mod tests {
         assert_eq!(o.dst_mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
         assert_eq!(o.mode, Mode::Both);
         assert!(o.validate().is_ok());
+        assert_eq!(o.rtp_streams, 0);
+    }
+
+    #[test]
+    fn media_needs_both_sides_and_room() {
+        let parse = |extra: &[&str]| {
+            Options::try_parse_from(["siplb-gen"].iter().chain(extra).copied()).unwrap()
+        };
+        let o = parse(&[
+            "--rtp-streams",
+            "100",
+            "--rtp-pps",
+            "50000",
+            "--rtp-payload",
+            "160",
+        ]);
+        assert_eq!(
+            (o.rtp_streams, o.rtp_pps, o.rtp_payload),
+            (100, 50_000, 160)
+        );
+        assert!(o.validate().is_ok());
+        assert!(parse(&["--rtp-streams", "1", "--mode", "client"])
+            .validate()
+            .is_err());
+        assert!(parse(&["--rtp-streams", "20001"]).validate().is_err());
+        assert!(parse(&["--rtp-streams", "1", "--rtp-payload", "1500"])
+            .validate()
+            .is_err());
     }
 }

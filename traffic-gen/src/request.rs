@@ -185,7 +185,7 @@ pub fn write(r: &Request<'_>, out: &mut [u8]) -> Option<usize> {
             .put(b"\r\ns=-\r\nc=IN IP4 ")
             .ip(r.src_ip)
             .put(b"\r\nt=0 0\r\nm=audio ")
-            .dec(10_000 + 2 * (r.call % 20_000))
+            .dec(crate::media::client_rtp_port(r.call).into())
             .put(b" RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
         const PAD_LINE: usize = b"a=x-pad:\r\n".len();
         if r.min_len > o.len() + PAD_LINE {

@@ -5,8 +5,13 @@
 //! Via in order, From, To (with a tag added), Call-ID and CSeq, so it works behind a
 //! balancer in dnat or snat mode as well as behind a proxy that forwards from its own
 //! socket. Each request is also recorded in the stickiness account.
+//!
+//! With media (`ResponderConfig::media`) the 200 to an INVITE carries an SDP (the
+//! backend's address, a port of its own per call), and the backend sends RTP to the
+//! address the INVITE's SDP named (through a relaying balancer: the VIP's backend leg).
 
 use crate::frame::{self, Endpoint, Incoming};
+use crate::media::{self, MediaSide};
 use crate::request::Kind;
 use crate::scan::{self, Field};
 use crate::stickiness::Stickiness;
@@ -25,6 +30,8 @@ pub struct ResponderConfig {
     /// The UDP port the backends listen on.
     pub sip_port: u16,
     pub challenge: bool,
+    /// RTP payload bytes per packet when calls carry media (`None`: signalling only).
+    pub media: Option<usize>,
 }
 
 /// Counters of the responder.
@@ -71,6 +78,8 @@ pub struct Answer {
     backend: Endpoint,
     call_hash: u64,
     pub codes: &'static [u16],
+    /// The backend's RTP port, announced in the 200's SDP (media only).
+    media_port: Option<u16>,
 }
 
 pub struct Responder {
@@ -83,6 +92,8 @@ pub struct Responder {
     tags: u64,
     pub stats: ResponderStats,
     pub stickiness: Stickiness,
+    /// The backends' RTP streams, with `ResponderConfig::media`.
+    pub media: Option<MediaSide>,
 }
 
 const VIA: u8 = 1;
@@ -104,6 +115,9 @@ impl Responder {
                 ..Default::default()
             },
             stickiness: Stickiness::new((calls * 64).clamp(1 << 16, 1 << 22)),
+            media: cfg
+                .media
+                .map(|payload| MediaSide::new(media::BACKEND_RTP_BASE, calls, payload)),
         }
     }
 
@@ -146,6 +160,14 @@ impl Responder {
                     asker_ip: sender_ip,
                 }
             }
+            Incoming::Udp { dst, payload, .. }
+                if dst.port != self.cfg.sip_port && media::is_rtp(payload) =>
+            {
+                if let Some(m) = self.media.as_mut() {
+                    m.receive(dst.port, payload);
+                }
+                Action::Ignore
+            }
             Incoming::Udp { src, dst, payload } if dst.port == self.cfg.sip_port => {
                 let Some(bi) = self.backend_index(dst.ip) else {
                     return Action::Ignore;
@@ -180,12 +202,32 @@ impl Responder {
                     self.stats.challenges += 1;
                 }
                 self.stats.responses += codes.len() as u64;
+                let media_port = match self.media.as_mut() {
+                    Some(m) if codes == INVITE_CODES => {
+                        let port = m.port(m.stats.legs + m.stats.no_sdp);
+                        match media::sdp_audio(media::body_of(payload)) {
+                            Some((ip, their_port)) => {
+                                let (client_ssrc, ours) = media::ssrcs(call_hash);
+                                let to = Endpoint {
+                                    mac: src.mac,
+                                    ip,
+                                    port: their_port,
+                                };
+                                m.open((dst.ip, port), to, ours, client_ssrc);
+                            }
+                            None => m.stats.no_sdp += 1,
+                        }
+                        Some(port)
+                    }
+                    _ => None,
+                };
                 Action::Answer(Answer {
                     method,
                     client: src,
                     backend: dst,
                     call_hash,
                     codes,
+                    media_port,
                 })
             }
             _ => Action::Ignore,
@@ -273,7 +315,20 @@ impl Responder {
             .hex(a.call_hash, 16)
             .put(b"\", algorithm=MD5\r\n");
         }
-        o.put(b"Server: siplb-gen\r\nContent-Length: 0\r\n\r\n");
+        let mut sdp = [0u8; 256];
+        let sdp_len = match a.media_port {
+            Some(port) if code == 200 => {
+                media::write_sdp(&mut sdp, a.call_hash, a.backend.ip, port)?
+            }
+            _ => 0,
+        };
+        if sdp_len > 0 {
+            o.put(b"Content-Type: application/sdp\r\n");
+        }
+        o.put(b"Server: siplb-gen\r\nContent-Length: ")
+            .dec(sdp_len as u64)
+            .put(b"\r\n\r\n")
+            .put(&sdp[..sdp_len]);
         let n = o.finish()?;
         let src = Endpoint {
             mac: our_mac,
@@ -316,6 +371,7 @@ mod tests {
                 backends: 3,
                 sip_port: 5060,
                 challenge,
+                media: None,
             },
             16,
         )

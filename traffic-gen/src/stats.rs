@@ -1,6 +1,7 @@
 //! Counters of the client, the latency histogram, and the final summary (printed like
 //! testpmd's `show port stats`, and as JSON).
 
+use crate::media::MediaStats;
 use crate::request::Kind;
 use crate::responder::ResponderStats;
 use hdrhistogram::Histogram;
@@ -148,6 +149,87 @@ pub struct ResponderSummary {
     pub split_messages: u64,
 }
 
+/// RTP of one direction: sent by one side, received by the other.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectionSummary {
+    pub sent: u64,
+    /// Packets of the expected stream at the port the receiver announced.
+    pub received: u64,
+    pub received_bytes: u64,
+    /// RTP at a port the receiver never announced, or with another stream's SSRC.
+    pub misdelivered: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaSummary {
+    /// Calls asked for (`--rtp-streams`).
+    pub streams: u32,
+    /// Streams opened by the client (its 200 named where to send) and by the backends
+    /// (their INVITE did).
+    pub client_legs: u64,
+    pub backend_legs: u64,
+    /// Calls whose SDP named no usable address, both sides.
+    pub no_sdp: u64,
+    pub rtp_pps_requested: u64,
+    pub rtp_payload: usize,
+    /// Seconds from the first RTP packet to the last one sent: the divisor of the rates.
+    pub sending_s: f64,
+    pub client_to_backend: DirectionSummary,
+    pub backend_to_client: DirectionSummary,
+    /// RTP packets per second sent and received, both directions together.
+    pub sent_pps: f64,
+    pub delivered_pps: f64,
+    /// 1 - received / sent, both directions together.
+    pub loss: f64,
+    /// Packets the pacer dropped from its schedule (the generator was descheduled).
+    pub pacer_skipped: u64,
+    /// Packets not built (no mbuf).
+    pub build_failures: u64,
+}
+
+impl MediaSummary {
+    /// The summary of a run whose client side counted `client` and backend side
+    /// `backend`, sending for `sending_s` seconds.
+    pub fn new(
+        streams: u32,
+        rtp_pps_requested: u64,
+        rtp_payload: usize,
+        client: &MediaStats,
+        backend: &MediaStats,
+        sending_s: f64,
+    ) -> MediaSummary {
+        let direction = |from: &MediaStats, to: &MediaStats| DirectionSummary {
+            sent: from.sent,
+            received: to.received,
+            received_bytes: to.received_bytes,
+            misdelivered: to.misdelivered,
+        };
+        let sent = client.sent + backend.sent;
+        let received = client.received + backend.received;
+        let e = sending_s.max(1e-9);
+        MediaSummary {
+            streams,
+            client_legs: client.legs,
+            backend_legs: backend.legs,
+            no_sdp: client.no_sdp + backend.no_sdp,
+            rtp_pps_requested,
+            rtp_payload,
+            sending_s,
+            client_to_backend: direction(client, backend),
+            backend_to_client: direction(backend, client),
+            sent_pps: sent as f64 / e,
+            delivered_pps: received as f64 / e,
+            loss: if sent == 0 {
+                0.0
+            } else {
+                1.0 - received as f64 / sent as f64
+            },
+            pacer_skipped: 0,
+            build_failures: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub mode: String,
@@ -155,6 +237,8 @@ pub struct Summary {
     pub tsc_hz: u64,
     pub client: Option<ClientSummary>,
     pub responder: Option<ResponderSummary>,
+    /// With `--rtp-streams`.
+    pub media: Option<MediaSummary>,
     pub ports: Vec<PortSummary>,
 }
 
@@ -270,6 +354,15 @@ impl Summary {
                 r.split_dialogs, r.split_messages
             );
         }
+        if let Some(m) = &self.media {
+            let (cb, bc) = (&m.client_to_backend, &m.backend_to_client);
+            s += &format!(
+                "  media: {} streams asked, legs client {} backend {}, no SDP {}, {} B payload\n  media: client -> backend sent {} received {} misdelivered {}; backend -> client sent {} received {} misdelivered {}\n  media: {:.3} s sending, {:.0} packets/s sent, {:.0} delivered (both directions), loss {:.6}, pacer-skipped {} build-failures {}\n",
+                m.streams, m.client_legs, m.backend_legs, m.no_sdp, m.rtp_payload, cb.sent,
+                cb.received, cb.misdelivered, bc.sent, bc.received, bc.misdelivered, m.sending_s,
+                m.sent_pps, m.delivered_pps, m.loss, m.pacer_skipped, m.build_failures
+            );
+        }
         s
     }
 }
@@ -298,5 +391,35 @@ mod tests {
         );
         assert!((s.latency.p99_us - 990.0).abs() < 1.0);
         assert!((s.mpps_total - 6e-6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn media_summary_pairs_each_side_with_its_peer() {
+        let client = MediaStats {
+            legs: 10,
+            sent: 1000,
+            received: 990,
+            received_bytes: 990 * 172,
+            ..Default::default()
+        };
+        let backend = MediaStats {
+            legs: 10,
+            sent: 1000,
+            received: 1000,
+            misdelivered: 2,
+            ..Default::default()
+        };
+        let m = MediaSummary::new(10, 2000, 160, &client, &backend, 2.0);
+        assert_eq!(
+            (m.client_to_backend.sent, m.client_to_backend.received),
+            (1000, 1000)
+        );
+        assert_eq!(m.client_to_backend.misdelivered, 2);
+        assert_eq!(
+            (m.backend_to_client.sent, m.backend_to_client.received),
+            (1000, 990)
+        );
+        assert!((m.loss - 0.005).abs() < 1e-12);
+        assert!((m.delivered_pps - 995.0).abs() < 1e-9);
     }
 }
