@@ -3,10 +3,10 @@
 //! connection from the balancer. Every INVITE, ACK and BYE is rewritten toward the
 //! backend (the VIP in the Request-URI becomes the backend's address, and in snat the
 //! client's Via and Contact the SNAT flow), every 200 toward the client (the server's
-//! Contact becomes the VIP), so both streams change length many times: the calls
-//! only complete if every later segment's sequence and acknowledgment numbers are
-//! corrected. With `alg = false` the server's address reaches the client (the test
-//! sees the leak it looks for).
+//! Contact becomes the VIP, and the SDP of both names the media legs), so both streams
+//! change length many times: the calls only complete if every later segment's
+//! sequence and acknowledgment numbers are corrected. With `alg = false` the server's
+//! address reaches the client (the test sees the leak it looks for).
 
 use e2e::sipp::Uac;
 use e2e::topology::{backend_ip, Topology, CLIENT_IP, VIP};
@@ -37,11 +37,6 @@ fn messages(path: &Path) -> Vec<(bool, String)> {
             Some((sent, text.join("\n")))
         })
         .collect()
-}
-
-/// The header section of a logged message.
-fn head(msg: &str) -> &str {
-    msg.split("\n\n").next().unwrap_or(msg)
 }
 
 /// Lines of `msg` whose header name is one of `names`.
@@ -78,10 +73,10 @@ fn calls_over_one_connection(nat: &str, alg: bool) {
     assert_eq!(received_by_client.len() as u64, 3 * CALLS, "{nat}");
     assert_eq!(received_by_backend.len() as u64, 3 * CALLS, "{nat}");
 
-    // Headers only: SDP is rewritten with the media path, which TCP does not take yet.
+    // Headers and SDP: the 200's SDP names the VIP's media leg.
     let leaks: Vec<_> = received_by_client
         .iter()
-        .filter(|(_, m)| head(m).contains(&backend))
+        .filter(|(_, m)| m.contains(&backend))
         .collect();
     let request_uris: Vec<&str> = received_by_backend
         .iter()
@@ -102,6 +97,14 @@ fn calls_over_one_connection(nat: &str, alg: bool) {
         "{nat}: a backend address reached the client in {} messages, the first:\n{}",
         leaks.len(),
         leaks[0].1
+    );
+    let sdp_at_vip = received_by_client
+        .iter()
+        .filter(|(_, m)| m.contains(&format!("c=IN IP4 {VIP}")))
+        .count() as u64;
+    assert_eq!(
+        sdp_at_vip, CALLS,
+        "{nat}: every 200's SDP names the VIP's leg"
     );
     let contacts = received_by_client
         .iter()

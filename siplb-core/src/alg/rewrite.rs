@@ -280,15 +280,6 @@ impl Rules {
         Ok(())
     }
 
-    /// Limits every rule to the headers ([`Places::HEADERS`]): for a message whose SDP
-    /// no media relay maps (SIP over TCP), where a rewritten `c=` would silence calls.
-    pub fn headers_only(&mut self) {
-        for r in self.items.iter_mut().flatten() {
-            r.rule.places = Places(r.rule.places.0 & Places::HEADERS.0);
-        }
-        self.places = Places(self.places.0 & Places::HEADERS.0);
-    }
-
     pub fn clear(&mut self) {
         self.len = 0;
         self.places = Places::NONE;

@@ -18,15 +18,20 @@
 //! checksum computed anew (by the caller, once the addresses are final); mapped ones
 //! are updated incrementally.
 //!
+//! SDP is relayed as on UDP (`media.rs`): the streams of every SDP body that crosses
+//! are mapped onto the farm's media legs, keyed by the connection's client flow.
+//!
 //! Limits, as the kernel's: a message split over segments is not rewritten; a sender
 //! that retransmits a rewritten segment cut differently (a different first byte)
 //! receives the original bytes at that place; only the last rewrite per direction
-//! is remembered (see `table::tcp_seq`). SDP bodies are left to the UDP media path.
+//! is remembered (see `table::tcp_seq`). TCP keeps no dialog state, so a final error
+//! to a re-INVITE ends the call's media mappings as one to an initial INVITE does.
 
 use super::context::Ctx;
 use super::counters::DropReason;
+use super::media::MediaPlan;
 use super::packet::Flow;
-use crate::alg::{self, Outcome, Rules};
+use crate::alg::{self, Outcome, RewriteError, Rules};
 use crate::sip::{next_frame, Frame, SipMessage};
 use crate::table::tcp_seq::{Correction, DIRS};
 use crate::wire::ethernet;
@@ -72,7 +77,7 @@ impl TcpAlgSkip {
 }
 
 /// A segment's connection, as the ALG needs it.
-pub(super) struct TcpAlgConn {
+pub(super) struct TcpAlgConn<'f> {
     /// The connection table's key (client, VIP and their ports).
     pub key: u64,
     /// `tcp_seq::FROM_CLIENT` or `FROM_BACKEND`.
@@ -81,6 +86,9 @@ pub(super) struct TcpAlgConn {
     pub deadline: u32,
     /// Where the segment goes: its egress port's MTU bounds the rewritten segment.
     pub toward: Ipv4Addr,
+    /// The media relay's view of the connection (its client flow, the side the
+    /// segment comes from), as the UDP path's for a datagram.
+    pub media: MediaPlan<'f>,
 }
 
 /// What the first pass over a segment's payload found.
@@ -101,8 +109,7 @@ struct Plan {
 
 impl Ctx<'_, '_, '_> {
     /// The ALG on one TCP segment of an ALG farm, before its addresses are translated:
-    /// rewrites the SIP messages it holds whole by `rules` (in their headers: SDP over
-    /// TCP is not relayed to the media path), growing into `buf` (the
+    /// rewrites the SIP messages it holds whole by `rules` and the media relay, growing into `buf` (the
     /// mbuf's room) up to the egress MTU, records the length change for the
     /// connection, and maps the segment's sequence number, acknowledgment and SACK
     /// edges. Returns whether the payload changed: its TCP checksum must then be
@@ -112,11 +119,9 @@ impl Ctx<'_, '_, '_> {
         &mut self,
         buf: &mut [u8],
         flow: &Flow,
-        conn: &TcpAlgConn,
-        mut rules: Rules,
+        conn: &TcpAlgConn<'_>,
+        rules: &Rules,
     ) -> Result<bool, DropReason> {
-        rules.headers_only();
-        let rules = &rules;
         // A segment that cannot be forwarded must not move the stream's corrections.
         if Ipv4Packet::new_unchecked(&buf[ethernet::HEADER_LEN..]).ttl() <= 1 {
             return Err(DropReason::TtlExpired);
@@ -137,7 +142,7 @@ impl Ctx<'_, '_, '_> {
         let mut end = flow.end;
         let data = flow.tcp_flags & (tcp::SYN | tcp::RST) == 0 && start < end;
         let plan = if data {
-            self.tcp_plan(&buf[start..end], rules)
+            self.tcp_plan(&buf[start..end], rules, &conn.media)
         } else {
             Plan::default()
         };
@@ -165,7 +170,7 @@ impl Ctx<'_, '_, '_> {
             };
             match recorded {
                 Ok(()) => {
-                    end = self.tcp_apply(buf, start, end, &plan, rules);
+                    end = self.tcp_apply(buf, start, end, &plan, rules, &conn.media);
                     let ip_len = end - ethernet::HEADER_LEN;
                     Ipv4Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..])
                         .set_total_len(ip_len as u16);
@@ -199,7 +204,7 @@ impl Ctx<'_, '_, '_> {
         flags: u8,
         seq: u32,
         ack: u32,
-        conn: &TcpAlgConn,
+        conn: &TcpAlgConn<'_>,
         corr: &[Correction; DIRS],
     ) {
         let (mine, theirs) = (&corr[conn.dir], &corr[1 - conn.dir]);
@@ -221,7 +226,7 @@ impl Ctx<'_, '_, '_> {
 
     /// The first pass: frames the payload's whole messages and finds what the rules
     /// change in each, moving no byte; counts what must go on without its rewrite.
-    fn tcp_plan(&mut self, payload: &[u8], rules: &Rules) -> Plan {
+    fn tcp_plan(&mut self, payload: &[u8], rules: &Rules, media: &MediaPlan<'_>) -> Plan {
         let mut plan = Plan::default();
         let mut at = 0;
         while let Some(rest) = payload.get(at..).filter(|r| !r.is_empty()) {
@@ -239,7 +244,7 @@ impl Ctx<'_, '_, '_> {
                 }
             };
             let message = &rest[..len];
-            match self.rewrite_message(message, rules) {
+            match self.rewrite_message(message, rules, media, true) {
                 Ok(Some(new_len)) => {
                     plan.rewritten += 1;
                     plan.delta += new_len as isize - len as isize;
@@ -265,16 +270,49 @@ impl Ctx<'_, '_, '_> {
         plan
     }
 
-    /// Finds what `rules` change in one whole message, into the worker's `Edits`:
-    /// its new length, `None` when nothing changes; an error when the message does not
-    /// parse (`None`) or the rewriter refuses it.
+    /// Finds what `rules` and the media relay change in one whole message, into the
+    /// worker's `Edits` (as `udp.rs`'s `alg_edits`): its new length, `None` when
+    /// nothing changes; an error when the message does not parse (`None`) or the
+    /// rewriter refuses it. The `first` pass counts and ends the dialog's media when
+    /// the message ends it; the second finds the same (the relay answers an SDP it
+    /// has seen as before).
     fn rewrite_message(
         &mut self,
         message: &[u8],
         rules: &Rules,
-    ) -> Result<Option<usize>, Option<alg::RewriteError>> {
+        media: &MediaPlan<'_>,
+        first: bool,
+    ) -> Result<Option<usize>, Option<RewriteError>> {
         let msg = SipMessage::parse(message, &self.w.limits).map_err(|_| None)?;
-        match alg::rewrite(message, &msg, rules, None, &mut self.w.edits) {
+        let mut session = self.media_session(media, &msg);
+        let mapper = session.as_mut().map(|s| s as &mut dyn alg::MediaMapper);
+        let mut outcome = alg::rewrite(message, &msg, rules, mapper, &mut self.w.edits);
+        let counters = self.w.counters;
+        if let Some(s) = &session {
+            let c = &counters.media[usize::from(media.farm.id)];
+            if first {
+                c.flows.add(u64::from(s.created));
+            }
+            match outcome {
+                // Streams the relay cannot carry keep their SDP; the headers change.
+                Err(e @ (RewriteError::Ipv6Media | RewriteError::UnsupportedMediaAddress)) => {
+                    if first {
+                        counters.alg_errors[e.index()].inc();
+                    }
+                    outcome = alg::rewrite(message, &msg, rules, None, &mut self.w.edits);
+                }
+                Err(RewriteError::Media(e)) if first => c.refused[e.index()].inc(),
+                _ => {}
+            }
+        }
+        if first {
+            let foreign = self.w.edits.foreign_tokens();
+            if foreign > 0 {
+                counters.alg_errors[RewriteError::ForeignToken.index()].add(foreign as u64);
+            }
+            self.media_lifecycle(media, &msg);
+        }
+        match outcome {
             Ok(Outcome::Unchanged) => Ok(None),
             Ok(Outcome::Rewritten { len }) => Ok(Some(len)),
             Err(e) => Err(Some(e)),
@@ -292,6 +330,7 @@ impl Ctx<'_, '_, '_> {
         end: usize,
         plan: &Plan,
         rules: &Rules,
+        media: &MediaPlan<'_>,
     ) -> usize {
         if let Some((at, len, new_len)) = plan.single {
             return self.apply_message(buf, start + at, len, new_len, end);
@@ -308,7 +347,7 @@ impl Ctx<'_, '_, '_> {
                 Ok(Frame::Message { len }) => len,
                 Ok(Frame::Incomplete) | Err(_) => break,
             };
-            let new_len = match self.rewrite_message(&buf[at..at + len], rules) {
+            let new_len = match self.rewrite_message(&buf[at..at + len], rules, media, false) {
                 Ok(Some(n)) => n,
                 _ => {
                     at += len;

@@ -14,6 +14,7 @@
 use super::alg_tcp::{refill_tcp_checksum, TcpAlgConn};
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
+use super::media::MediaPlan;
 use super::nat::rewrite_l4;
 use super::packet::Flow;
 use super::services::{source_key, BackendState, Farm};
@@ -22,6 +23,7 @@ use super::udp::{rules_to_backend, rules_to_client};
 use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::table::connection::{ConnState, Connection};
+use crate::table::media::Side;
 use crate::table::tcp_seq::{FROM_BACKEND, FROM_CLIENT};
 use crate::wire::tcp;
 use std::net::Ipv4Addr;
@@ -128,9 +130,16 @@ impl Ctx<'_, '_, '_> {
                 dir: FROM_CLIENT,
                 deadline,
                 toward: b.addr,
+                media: MediaPlan {
+                    farm,
+                    from: Side::Client,
+                    client: (client, cport),
+                    backend_side: new_src.map_or(farm.vip, |(a, _)| a),
+                },
             };
-            let rules = rules_to_backend(self.svc, farm, idx, (client, cport), new_src, false);
-            match self.tcp_alg(frame, flow, &conn, rules) {
+            let media = farm.media.is_some();
+            let rules = rules_to_backend(self.svc, farm, idx, (client, cport), new_src, media);
+            match self.tcp_alg(frame, flow, &conn, &rules) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -165,9 +174,15 @@ impl Ctx<'_, '_, '_> {
                 dir: FROM_BACKEND,
                 deadline: self.now.saturating_add(state.lifetime(&farm.timers)),
                 toward: client,
+                media: MediaPlan {
+                    farm,
+                    from: Side::Backend,
+                    client: (client, cport),
+                    backend_side: farm.vip,
+                },
             };
             let rules = rules_to_client(self.svc, farm, idx, None);
-            match self.tcp_alg(frame, flow, &conn, rules) {
+            match self.tcp_alg(frame, flow, &conn, &rules) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -212,10 +227,16 @@ impl Ctx<'_, '_, '_> {
                 dir: FROM_BACKEND,
                 deadline: self.now.saturating_add(state.lifetime(&farm.timers)),
                 toward: session.client,
+                media: MediaPlan {
+                    farm,
+                    from: Side::Backend,
+                    client,
+                    backend_side: flow.dst,
+                },
             };
             let snat = (flow.dst, flow.dport());
             let rules = rules_to_client(self.svc, farm, idx, Some((snat, client)));
-            match self.tcp_alg(frame, flow, &conn, rules) {
+            match self.tcp_alg(frame, flow, &conn, &rules) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }

@@ -2,8 +2,8 @@
 //! rewrite grows it, answers that shrink, and the sequence numbers, acknowledgments,
 //! SACK edges and checksums of every segment after them, both ways, in dnat and snat;
 //! retransmissions, messages the segment holds only in part, a segment that would
-//! outgrow the MTU, several messages in one segment; and nothing changed with the
-//! ALG off.
+//! outgrow the MTU, several messages in one segment, SDP relayed onto the media path;
+//! and nothing changed with the ALG off.
 
 use crate::lb::counters::WorkerCounters;
 use crate::lb::services::Services;
@@ -41,6 +41,7 @@ vip = "198.18.0.2"
 nat = "{nat}"
 alg = {alg}
 protocols = ["udp", "tcp"]
+media_ports = "40000-40063"
 backends = [ {{ address = "198.18.1.11" }} ]
 "#
     )
@@ -150,9 +151,10 @@ struct Bed {
 
 impl Bed {
     fn new(nat: &str, alg: bool) -> Bed {
+        let cfg = config(nat, alg);
         let bed = Bed {
-            svc: sim::services(&config(nat, alg)),
-            mem: SimMemory::new(1 << 10),
+            svc: sim::services(&cfg),
+            mem: SimMemory::new(1 << 10).with_media(&cfg),
             counters: Box::default(),
         };
         let t = bed.mem.tables();
@@ -567,32 +569,115 @@ fn a_new_connection_on_the_same_ports_starts_without_corrections() {
     assert_eq!(out.seq, C_ISN + 1 + inv.len() as u32);
 }
 
-#[test]
-fn sdp_over_tcp_is_left_as_the_endpoints_wrote_it() {
-    // Media is relayed for UDP only: a c= naming the VIP with no mapping behind it
-    // would silence the call, so the body keeps the backend's address (headers change).
-    let bed = Bed::new("dnat", true);
-    assert!(
-        bed.svc.farms[0].media.is_some(),
-        "media on by default with the ALG"
-    );
-    let seen = bed.handshake();
-    let b1 = B_ISN.wrapping_add(1);
-    let sdp = "v=0\r\no=- 1 1 IN IP4 198.18.1.11\r\ns=-\r\nc=IN IP4 198.18.1.11\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n";
-    let answer = ok(&format!("198.18.0.10:{CPORT}"), 1).replace(
+/// An SDP body naming `addr` and RTP port `port`.
+fn sdp(addr: Ipv4Addr, port: u16) -> String {
+    format!("v=0\r\no=- 7 7 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n")
+}
+
+/// `msg` (ending in `Content-Length: 0` and the empty line) with `body` as SDP.
+fn with_body(msg: &str, body: &str) -> String {
+    msg.replace(
         "Content-Length: 0\r\n\r\n",
         &format!(
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         ),
-    );
-    let out = bed.backend_sends(seen, b1, C_ISN + 1, &[], answer.as_bytes());
+    )
+}
+
+/// The `c=` address and `m=audio` port of a message's SDP.
+fn media_of(text: &str) -> (Ipv4Addr, u16) {
+    let c = text
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c=");
+    let m = text
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .expect("m=");
+    (
+        c.trim().parse().unwrap(),
+        m.split(' ').next().unwrap().parse().unwrap(),
+    )
+}
+
+/// SDP over TCP is relayed as on UDP: the offer and the answer name the legs, RTP
+/// crosses them, the BYE ends the mapping; the streams' lengths change with the SDP
+/// and the later segments are mapped.
+fn sdp_over_tcp_is_relayed(nat: &str, backend_leg: (Ipv4Addr, u16)) {
+    let bed = Bed::new(nat, true);
+    let seen = bed.handshake();
+    let (b1, mut c) = (B_ISN.wrapping_add(1), C_ISN + 1);
+    let offer = with_body(&invite(1), &sdp(CLIENT, 6000));
+    let out = bed.client_sends(c, b1, &[], offer.as_bytes());
     let text = out.text();
-    assert!(text.ends_with(sdp), "{text}");
-    assert!(
-        text.contains("Contact: <sip:bob@198.18.0.2:5060;transport=tcp>\r\n"),
-        "{text}"
+    assert_eq!(
+        media_of(&text),
+        backend_leg,
+        "{nat}: SDP toward the backend\n{text}"
     );
-    assert_eq!(out.payload.len(), answer.len() - 3);
-    assert_eq!(bed.counters.alg_rewritten.get(), 1);
+    assert!(
+        !text.contains("IN IP4 198.18.0.10"),
+        "{nat}: the phone in SDP\n{text}"
+    );
+    let d1 = out.payload.len() as i64 - offer.len() as i64;
+    c += offer.len() as u32;
+    let answer = with_body(
+        &ok(&format!("{}:{}", seen.0, seen.1), 1),
+        &sdp(BACKEND, 7000),
+    );
+    let ack_b = (c as i64 + d1) as u32;
+    let out = bed.backend_sends(seen, b1, ack_b, &[], answer.as_bytes());
+    let text = out.text();
+    assert_eq!(
+        media_of(&text),
+        (VIP, 40000),
+        "{nat}: SDP toward the phone\n{text}"
+    );
+    assert!(
+        !text.contains("198.18.1."),
+        "{nat}: back network in\n{text}"
+    );
+    assert_eq!(out.ack, c);
+    let d2 = out.payload.len() as i64 - answer.len() as i64;
+    let media = &bed.counters.media[0];
+    assert_eq!(media.flows.get(), 1, "{nat}: one stream mapped");
+
+    // RTP from the phone to the VIP's client leg reaches the backend's endpoint.
+    let rtp = [0x80u8, 0, 0, 1, 0, 0, 0, 160, 0xde, 0xad];
+    let mut f = sim::udp_frame(port_mac(0), (CLIENT, 6000), (VIP, 40000), &rtp);
+    let t = bed.mem.tables();
+    let mut w = sim::worker(&bed.counters);
+    assert_eq!(
+        sim::run(&bed.svc, &t, &mut w, &mut f, 0, 100),
+        Verdict::Forward(1)
+    );
+    let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (backend_leg.0, BACKEND), "{nat}: RTP");
+
+    // The BYE ends the mapping; its segment is mapped by both rewrites before it.
+    let bye = format!("BYE sip:bob@198.18.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 198.18.0.10:{CPORT};branch=z9hG4bKb;rport\r\nFrom: <sip:alice@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>;tag=2\r\nCall-ID: tcp-alg@x\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    let ack_c = (b1 as i64 + answer.len() as i64 + d2) as u32;
+    let out = bed.client_sends(c, ack_c, &[], bye.as_bytes());
+    assert_eq!(out.seq as i64, c as i64 + d1);
+    assert_eq!(out.ack, b1.wrapping_add(answer.len() as u32));
+    assert!(
+        out.text().starts_with("BYE sip:bob@198.18.1.11:5060 "),
+        "{}",
+        out.text()
+    );
+    assert_eq!(media.ended.get(), 1, "{nat}: the BYE ends the stream");
+    assert_eq!(bed.counters.alg_rewritten.get(), 3);
+    assert_eq!(bed.skipped_total(), 0);
+}
+
+#[test]
+fn dnat_sdp_over_tcp_is_relayed_through_the_vip() {
+    // dnat: the lower half of media_ports faces phones, the upper half backends.
+    sdp_over_tcp_is_relayed("dnat", (VIP, 40032));
+}
+
+#[test]
+fn snat_sdp_over_tcp_is_relayed_through_the_vip_and_the_snat_address() {
+    sdp_over_tcp_is_relayed("snat", (Ipv4Addr::new(198, 18, 1, 1), 40000));
 }
