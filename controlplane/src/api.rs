@@ -99,7 +99,8 @@ pub struct StatsView {
     pub totals: Traffic,
     pub workers: Vec<WorkerStats>,
     pub farms: Vec<FarmStats>,
-    /// Drops by reason (including `sip_*` scanner errors), only non-zero ones.
+    /// Drops by reason (including `sip_*` scanner errors, and `alg_*`: why the ALG refused
+    /// messages, and what it left as it was and counted), only non-zero ones.
     pub drops: BTreeMap<String, u64>,
     /// Table entries whose time ran out, counted by the dataplane's table sweeps.
     pub dialogs_expired: u64,

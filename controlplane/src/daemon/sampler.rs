@@ -4,7 +4,7 @@
 use crate::api::{BackendStats, FarmStats, MediaStats, StatsView, Traffic, WorkerStats};
 use crate::daemon::state::ControlState;
 use runtime::shm::Shared;
-use siplb_core::alg::MediaError;
+use siplb_core::alg::{MediaError, RewriteError};
 use siplb_core::config::{MAX_BACKENDS, MAX_FARMS};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::sip::SipError;
@@ -278,6 +278,18 @@ impl Sampler {
                 .sum();
             if n > 0 {
                 drops.insert(format!("sip_{}", e.name()), n);
+            }
+        }
+        // The ALG's reasons: why messages were refused (`alg_refused`), and what it
+        // left as it was and counted (IPv6 media, foreign flow tokens).
+        for e in RewriteError::all() {
+            let n: u64 = shared
+                .counters
+                .iter()
+                .map(|c| c.alg_errors[e.index()].get())
+                .sum();
+            if n > 0 {
+                drops.insert(format!("alg_{}", e.name()), n);
             }
         }
         let view = StatsView {

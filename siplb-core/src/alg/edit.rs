@@ -49,6 +49,14 @@ pub enum EditError {
 
 impl EditError {
     pub const COUNT: usize = 5;
+    /// Every reason, in `index` order.
+    pub const ALL: [EditError; Self::COUNT] = [
+        Self::TooManyEdits,
+        Self::TextTooLong,
+        Self::Overlap,
+        Self::OutOfBounds,
+        Self::TooLarge,
+    ];
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {

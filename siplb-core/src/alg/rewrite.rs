@@ -374,6 +374,8 @@ pub enum MediaError {
 
 impl MediaError {
     pub const COUNT: usize = 3;
+    /// Every reason, in `index` order.
+    pub const ALL: [MediaError; Self::COUNT] = [Self::Exhausted, Self::TableFull, Self::Refused];
 
     pub fn index(self) -> usize {
         self as usize
@@ -469,6 +471,29 @@ impl RewriteError {
     /// `[Counter; RewriteError::COUNT]`.
     pub const COUNT: usize = SdpError::COUNT + EditError::COUNT + MediaError::COUNT + Self::OWN;
 
+    /// Every reason, in `index` order (for counter labels).
+    pub fn all() -> impl Iterator<Item = RewriteError> {
+        let own = [
+            Self::TooManyRules,
+            Self::MalformedVia,
+            Self::MalformedAddress,
+            Self::UnsupportedBody,
+            Self::Ipv6Media,
+            Self::UnsupportedMediaAddress,
+            Self::MediaAddressConflict,
+            Self::RtcpNotAdjacent,
+            Self::ContentLengthNotFound,
+            Self::ForeignMessage,
+            Self::ForeignToken,
+        ];
+        SdpError::ALL
+            .into_iter()
+            .map(Self::Sdp)
+            .chain(EditError::ALL.into_iter().map(Self::Edit))
+            .chain(MediaError::ALL.into_iter().map(Self::Media))
+            .chain(own)
+    }
+
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
         const E: usize = SdpError::COUNT;
@@ -510,6 +535,24 @@ impl RewriteError {
             Self::ForeignMessage => "foreign_message",
             Self::ForeignToken => "foreign_token",
         }
+    }
+}
+
+#[cfg(test)]
+mod reasons {
+    use super::*;
+
+    #[test]
+    fn every_reason_once_in_index_order_with_a_unique_name() {
+        let all: Vec<RewriteError> = RewriteError::all().collect();
+        assert_eq!(all.len(), RewriteError::COUNT);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
+        }
+        let mut names: Vec<&str> = all.iter().map(|e| e.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), RewriteError::COUNT);
     }
 }
 

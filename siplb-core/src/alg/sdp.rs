@@ -63,6 +63,19 @@ pub enum SdpError {
 impl SdpError {
     /// The number of reasons.
     pub const COUNT: usize = 10;
+    /// Every reason, in `index` order.
+    pub const ALL: [SdpError; Self::COUNT] = [
+        Self::TooLarge,
+        Self::NotSdp,
+        Self::BadLine,
+        Self::BadOrigin,
+        Self::BadConnection,
+        Self::BadMedia,
+        Self::BadCount,
+        Self::BadRtcp,
+        Self::TooManyMedia,
+        Self::MissingConnection,
+    ];
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
