@@ -421,16 +421,18 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, 11 × 2 workers, 2 drops, (2 + 2 + 1 + 1) × 2 backends,
-        // 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
-        assert_eq!(seen.len(), 2 + 11 + 1 + 4 + 3 + 3, "{text}");
-        assert_eq!(samples, 2 + 22 + 2 + 12 + 6 + 5, "{text}");
+        // 2 process, 11 × 2 workers, 2 drops, (2 + 2 + 1 + 1) × 2 backends, 5 media
+        // of the one farm (its drops and refusals none), 3 × 2 backends, 2 + 2 + 1 for
+        // the one checked backend.
+        assert_eq!(seen.len(), 2 + 11 + 1 + 4 + 7 + 3 + 3, "{text}");
+        assert_eq!(samples, 2 + 22 + 2 + 12 + 5 + 6 + 5, "{text}");
         for want in [
             "siplb_up 1",
             "siplb_config_generation 5",
             "siplb_rx_packets_total{worker=\"1\"} 10",
             "siplb_worker_busy_ratio{worker=\"0\"} 0.25",
             "siplb_drops_total{reason=\"not_our_mac\"} 3",
+            "siplb_media_flows_total{farm=\"pbx\"} 0",
             "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"} 3",
             "siplb_backend_bytes_total{farm=\"pbx\",backend=\"198.18.1.12:5060\",direction=\"from\"} 400",
             "siplb_backend_state{farm=\"pbx\",backend=\"198.18.1.12:5060\",state=\"up\"} 1",
