@@ -102,6 +102,10 @@ pub struct StatsView {
     /// Drops by reason (including `sip_*` scanner errors, and `alg_*`: why the ALG refused
     /// messages, and what it left as it was and counted), only non-zero ones.
     pub drops: BTreeMap<String, u64>,
+    /// TCP segments of ALG farms forwarded without a rewrite they needed, by reason
+    /// (`TcpAlgSkip`), only non-zero ones.
+    #[serde(default)]
+    pub tcp_alg_skipped: BTreeMap<String, u64>,
     /// Table entries whose time ran out, counted by the dataplane's table sweeps.
     pub dialogs_expired: u64,
     pub registrations_expired: u64,
@@ -126,6 +130,10 @@ pub struct Traffic {
     /// SIP messages whose addresses the ALG rewrote.
     #[serde(default)]
     pub alg_rewritten: u64,
+    /// TCP segments whose sequence, acknowledgment or SACK numbers were corrected for
+    /// the ALG's rewrites on their connection.
+    #[serde(default)]
+    pub tcp_seq_mapped: u64,
     pub dialogs_created: u64,
     pub registrations_created: u64,
 }

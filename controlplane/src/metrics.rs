@@ -97,6 +97,12 @@ const WORKERS: &[Family<WorkerStats>] = &[
         get: One(|w| w.traffic.alg_rewritten as f64),
     },
     Family {
+        name: "siplb_tcp_seq_mapped_total",
+        kind: Counter,
+        help: "TCP segments whose sequence numbers were corrected for the ALG's rewrites, per worker.",
+        get: One(|w| w.traffic.tcp_seq_mapped as f64),
+    },
+    Family {
         name: "siplb_dialogs_created_total",
         kind: Counter,
         help: "Dialogs recorded, per worker.",
@@ -116,17 +122,30 @@ const WORKERS: &[Family<WorkerStats>] = &[
     },
 ];
 
-const DROPS: &[Family<StatsView>] = &[Family {
-    name: "siplb_drops_total",
-    kind: Counter,
-    help: "Packets dropped, by reason (sip_* = SIP scanner errors).",
-    get: By("reason", |s| {
-        s.drops
-            .iter()
-            .map(|(r, n)| (r.as_str(), *n as f64))
-            .collect()
-    }),
-}];
+const DROPS: &[Family<StatsView>] = &[
+    Family {
+        name: "siplb_drops_total",
+        kind: Counter,
+        help: "Packets dropped, by reason (sip_* = SIP scanner errors).",
+        get: By("reason", |s| {
+            s.drops
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64))
+                .collect()
+        }),
+    },
+    Family {
+        name: "siplb_tcp_alg_skipped_total",
+        kind: Counter,
+        help: "TCP segments of ALG farms forwarded without a rewrite they needed, by reason.",
+        get: By("reason", |s| {
+            s.tcp_alg_skipped
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64))
+                .collect()
+        }),
+    },
+];
 
 const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
     Family {
@@ -396,6 +415,7 @@ mod tests {
                         "registrations_active": 0,
                         "backends": [be("198.18.1.11"), be("198.18.1.12")] }],
             "drops": { "not_our_mac": 3, "sip_bad_via": 1 },
+            "tcp_alg_skipped": { "partial_message": 2 },
             "dialogs_expired": 0, "registrations_expired": 0 });
         (
             serde_json::from_value(status).unwrap(),
@@ -421,11 +441,11 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, 11 × 2 workers, 2 drops, (2 + 2 + 1 + 1) × 2 backends, 5 media
-        // of the one farm (its drops and refusals none), 3 × 2 backends, 2 + 2 + 1 for
-        // the one checked backend.
-        assert_eq!(seen.len(), 2 + 11 + 1 + 4 + 7 + 3 + 3, "{text}");
-        assert_eq!(samples, 2 + 22 + 2 + 12 + 5 + 6 + 5, "{text}");
+        // 2 process, 12 × 2 workers, 2 drops and 1 TCP ALG skip, (2 + 2 + 1 + 1) × 2
+        // backends, 5 media of the one farm (its drops and refusals none), 3 × 2
+        // backends, 2 + 2 + 1 for the one checked backend.
+        assert_eq!(seen.len(), 2 + 12 + 2 + 4 + 7 + 3 + 3, "{text}");
+        assert_eq!(samples, 2 + 24 + 3 + 12 + 5 + 6 + 5, "{text}");
         for want in [
             "siplb_up 1",
             "siplb_config_generation 5",
@@ -433,6 +453,7 @@ mod tests {
             "siplb_worker_busy_ratio{worker=\"0\"} 0.25",
             "siplb_drops_total{reason=\"not_our_mac\"} 3",
             "siplb_media_flows_total{farm=\"pbx\"} 0",
+            "siplb_tcp_alg_skipped_total{reason=\"partial_message\"} 2",
             "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"} 3",
             "siplb_backend_bytes_total{farm=\"pbx\",backend=\"198.18.1.12:5060\",direction=\"from\"} 400",
             "siplb_backend_state{farm=\"pbx\",backend=\"198.18.1.12:5060\",state=\"up\"} 1",

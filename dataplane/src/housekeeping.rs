@@ -18,7 +18,7 @@ use runtime::stop::STOP;
 use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
 use siplb_core::lb::services::{BackendOverride, Services, SlotRegistry};
-use siplb_core::lb::{self, Tables};
+use siplb_core::lb::{self, Tables, TcpAlgSkip};
 use siplb_core::sip::SipError;
 use siplb_core::wire::MacAddr;
 use std::collections::HashMap;
@@ -234,6 +234,7 @@ pub fn register_telemetry(shared: &Shared) {
             ("sip_responses".into(), s(&|w| w.sip_responses.get())),
             ("sip_steered".into(), s(&|w| w.sip_steered.get())),
             ("alg_rewritten".into(), s(&|w| w.alg_rewritten.get())),
+            ("tcp_seq_mapped".into(), s(&|w| w.tcp_seq_mapped.get())),
             ("dialogs_created".into(), s(&|w| w.dialogs_created.get())),
             ("dialogs_live".into(), t.dialogs.count_live(now) as u64),
             (
@@ -366,6 +367,22 @@ impl StatsPrinter {
                 " snat_sessions={snat} live={}",
                 n(live.snat_sessions)
             ));
+        }
+        let alg = (
+            sum(&|c| c.alg_rewritten.get()),
+            sum(&|c| c.tcp_seq_mapped.get()),
+        );
+        if alg != (0, 0) {
+            line.push_str(&format!(
+                " alg rewritten={} tcp_seq_mapped={}",
+                alg.0, alg.1
+            ));
+        }
+        for why in TcpAlgSkip::ALL {
+            let n = sum(&|c| c.tcp_alg_skipped[why as usize].get());
+            if n > 0 {
+                line.push_str(&format!(" tcp_alg_skipped_{}={n}", why.name()));
+            }
         }
         let media = (
             sum(&|c| c.media.iter().map(|m| m.flows.get()).sum()),

@@ -8,6 +8,7 @@
 //! sequence and acknowledgment numbers are corrected. With `alg = false` the server's
 //! address reaches the client (the test sees the leak it looks for).
 
+use e2e::bed::stat;
 use e2e::sipp::Uac;
 use e2e::topology::{backend_ip, Topology, CLIENT_IP, VIP};
 use std::path::Path;
@@ -61,8 +62,22 @@ fn calls_over_one_connection(nat: &str, alg: bool) {
         .unwrap();
     let at_backend_log = uas.messages.clone();
     uas.finish();
-    println!("{}", dp.stop_final_stats());
+    let fin = dp.stop_final_stats();
+    println!("{fin}");
     assert_eq!((run.successful, run.failed), (CALLS, 0), "{}", run.output);
+    let counter = |name: &str| stat(&fin, name);
+    assert!(!fin.contains("tcp_alg_skipped_"), "{nat}: {fin}");
+    if alg {
+        // INVITE, ACK, BYE toward the backend and 180, 200, 200 back, every call.
+        assert_eq!(counter("rewritten"), 6 * CALLS, "{nat}: {fin}");
+        assert!(counter("tcp_seq_mapped") > 4 * CALLS, "{nat}: {fin}");
+    } else {
+        assert_eq!(
+            (counter("rewritten"), counter("tcp_seq_mapped")),
+            (0, 0),
+            "{fin}"
+        );
+    }
 
     let backend = backend_ip(0).to_string();
     let at_client = messages(&topo.dir.join("uac.msg"));

@@ -7,6 +7,7 @@ use runtime::shm::Shared;
 use siplb_core::alg::{MediaError, RewriteError};
 use siplb_core::config::{MAX_BACKENDS, MAX_FARMS};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
+use siplb_core::lb::TcpAlgSkip;
 use siplb_core::sip::SipError;
 use siplb_core::table::media::MediaDrop;
 use siplb_core::table::DialogState;
@@ -145,6 +146,7 @@ impl Sampler {
                 sip_responses: c.sip_responses.get(),
                 sip_steered: c.sip_steered.get(),
                 alg_rewritten: c.alg_rewritten.get(),
+                tcp_seq_mapped: c.tcp_seq_mapped.get(),
                 dialogs_created: c.dialogs_created.get(),
                 registrations_created: c.registrations_created.get(),
             };
@@ -161,6 +163,7 @@ impl Sampler {
             totals.sip_responses += t.sip_responses;
             totals.sip_steered += t.sip_steered;
             totals.alg_rewritten += t.alg_rewritten;
+            totals.tcp_seq_mapped += t.tcp_seq_mapped;
             totals.dialogs_created += t.dialogs_created;
             totals.registrations_created += t.registrations_created;
             let polls = w[4].saturating_sub(l[4]);
@@ -292,6 +295,17 @@ impl Sampler {
                 drops.insert(format!("alg_{}", e.name()), n);
             }
         }
+        let mut tcp_alg_skipped = BTreeMap::new();
+        for why in TcpAlgSkip::ALL {
+            let n: u64 = shared
+                .counters
+                .iter()
+                .map(|c| c.tcp_alg_skipped[why as usize].get())
+                .sum();
+            if n > 0 {
+                tcp_alg_skipped.insert(why.name().to_string(), n);
+            }
+        }
         let view = StatsView {
             time: now.time,
             interval: dt,
@@ -299,6 +313,7 @@ impl Sampler {
             workers,
             farms,
             drops,
+            tcp_alg_skipped,
             dialogs_expired: shared
                 .header
                 .dialogs_expired
