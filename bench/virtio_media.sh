@@ -122,8 +122,9 @@ EOF
 
 n=0
 # trial DUT RATE SECONDS NAME: one generator run through the DUT; leaves $DATA/NAME.json
-# and sets PPS (delivered), LOSS, GEN_RX (delivered packets), DUT_MEDIA (siplb's media
-# packet counter, "-" for testpmd), STREAMS_UP and DUT_DROPS.
+# and sets PPS (delivered), SENT_PPS, SKIPPED (packets the generator's pacer dropped
+# from its schedule: it was descheduled), LOSS, GEN_RX (delivered packets), DUT_MEDIA
+# (siplb's media packet counter, "-" for testpmd), STREAMS_UP and DUT_DROPS.
 trial() {
   local dut="$1" rate="$2" secs="$3" name="$4"
   n=$((n + 1))
@@ -136,7 +137,7 @@ trial() {
     --vdev "net_vhost1,iface=$work/back.sock,queues=1" -- \
     --mode both "${dst[@]}" --rate "$SETUP_RATE" --duration "$secs" \
     --rtp-streams "$STREAMS" --rtp-pps "$rate" --rtp-payload "$RTP_PAYLOAD" \
-    --timeout-ms 1000 --mbufs 32767 --stats-interval 0 --link-timeout 30 \
+    --timeout-ms 5000 --mbufs 32767 --stats-interval 0 --link-timeout 30 \
     --json "$json" >"$work/gen-$name.log" 2>&1 &
   local gen=$!
   pids=("$gen")
@@ -180,17 +181,17 @@ trial() {
     echo "trial $name failed; generator log:" >&2
     tail -20 "$work/gen-$name.log" >&2
     tail -20 "$work/dut-$name.log" >&2
-    PPS=0 LOSS=1 GEN_RX=0 STREAMS_UP=0
+    PPS=0 SENT_PPS=0 SKIPPED=0 LOSS=1 GEN_RX=0 STREAMS_UP=0
     return
   fi
-  read -r PPS LOSS GEN_RX STREAMS_UP < <(python3 - "$json" <<'EOF'
+  read -r PPS SENT_PPS SKIPPED LOSS GEN_RX STREAMS_UP < <(python3 - "$json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))["media"]
 rx = m["client_to_backend"]["received"] + m["backend_to_client"]["received"]
 bad = m["client_to_backend"]["misdelivered"] + m["backend_to_client"]["misdelivered"]
 # A misdelivered packet is a lost one: it reached the wrong port or stream.
 loss = m["loss"] if bad == 0 else max(m["loss"], bad / max(rx + bad, 1))
-print(f'{m["delivered_pps"]:.0f} {loss:.6f} {rx} {min(m["client_legs"], m["backend_legs"])}')
+print(f'{m["delivered_pps"]:.0f} {m["sent_pps"]:.0f} {m["pacer_skipped"]} {loss:.6f} {rx} {min(m["client_legs"], m["backend_legs"])}')
 EOF
 )
   # A trial whose calls did not all get their streams measured fewer streams than asked.
@@ -200,15 +201,17 @@ EOF
 passes() { python3 -c "import sys; sys.exit(0 if $1 <= 0.001 else 1)"; }
 
 # search DUT REP: a probe at rate 0, then bisection; sets BEST_RATE, BEST_PPS and the
-# counters of the best trial (BEST_GEN_RX, BEST_DUT_MEDIA).
+# counters of the best trial (BEST_SENT_PPS, BEST_SKIPPED, BEST_GEN_RX, BEST_DUT_MEDIA).
 search() {
   local dut="$1" rep="$2"
   trial "$dut" 0 "$TRIAL_S" "$dut-r$rep-probe"
   echo "  $dut round $rep probe (rate 0): $PPS pps delivered, loss $LOSS, generator received $GEN_RX, DUT media packets $DUT_MEDIA; DUT $DUT_DROPS"
   local lo=0 hi
-  BEST_PPS=0 BEST_GEN_RX=0 BEST_DUT_MEDIA=-
+  BEST_PPS=0 BEST_SENT_PPS=0 BEST_SKIPPED=0 BEST_GEN_RX=0 BEST_DUT_MEDIA=-
   hi=$(python3 -c "print(max(int($PPS * 1.3), $HI_FLOOR))")
-  if passes "$LOSS"; then lo=$PPS; BEST_PPS=$PPS BEST_GEN_RX=$GEN_RX BEST_DUT_MEDIA=$DUT_MEDIA; fi
+  if passes "$LOSS"; then
+    lo=$PPS; BEST_PPS=$PPS BEST_SENT_PPS=$SENT_PPS BEST_SKIPPED=$SKIPPED BEST_GEN_RX=$GEN_RX BEST_DUT_MEDIA=$DUT_MEDIA
+  fi
   for _ in $(seq "$SEARCH_STEPS"); do
     local mid=$(((lo + hi) / 2))
     trial "$dut" "$mid" "$TRIAL_S" "$dut-r$rep-rate$mid"
@@ -218,10 +221,10 @@ search() {
       trial "$dut" "$mid" "$TRIAL_S" "$dut-r$rep-rate$mid-retry"
     fi
     if passes "$LOSS"; then
-      echo "  $dut round $rep rate $mid: $PPS pps, loss $LOSS: pass; generator received $GEN_RX, DUT media packets $DUT_MEDIA; DUT $DUT_DROPS"
-      lo=$mid; BEST_PPS=$PPS BEST_GEN_RX=$GEN_RX BEST_DUT_MEDIA=$DUT_MEDIA
+      echo "  $dut round $rep rate $mid: $PPS pps (sent $SENT_PPS, pacer skipped $SKIPPED), loss $LOSS: pass; generator received $GEN_RX, DUT media packets $DUT_MEDIA; DUT $DUT_DROPS"
+      lo=$mid; BEST_PPS=$PPS BEST_SENT_PPS=$SENT_PPS BEST_SKIPPED=$SKIPPED BEST_GEN_RX=$GEN_RX BEST_DUT_MEDIA=$DUT_MEDIA
     else
-      echo "  $dut round $rep rate $mid: $PPS pps, loss $LOSS: fail; DUT $DUT_DROPS"
+      echo "  $dut round $rep rate $mid: $PPS pps (sent $SENT_PPS, pacer skipped $SKIPPED), loss $LOSS: fail; DUT $DUT_DROPS"
       hi=$mid
     fi
   done
@@ -233,11 +236,11 @@ echo "load average at start: $load_start"
 gen_cost="$(taskset -c "$GEN_CORE" "$BIN/examples/rtp_cost")"
 echo "$gen_cost"
 csv="bench/data/virtio_media.csv"
-echo "rep,dut,max_rtp_rate,delivered_pps,generator_received,dut_media_packets" >"$csv"
+echo "rep,dut,max_rtp_rate,delivered_pps,sent_pps,pacer_skipped,generator_received,dut_media_packets" >"$csv"
 for rep in $(seq "$REPEAT"); do
   for dut in siplb testpmd; do
     search "$dut" "$rep"
-    echo "$rep,$dut,$BEST_RATE,$BEST_PPS,$BEST_GEN_RX,$BEST_DUT_MEDIA" | tee -a "$csv"
+    echo "$rep,$dut,$BEST_RATE,$BEST_PPS,$BEST_SENT_PPS,$BEST_SKIPPED,$BEST_GEN_RX,$BEST_DUT_MEDIA" | tee -a "$csv"
   done
 done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -248,12 +251,13 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 def med(dut, k):
     return statistics.median(float(r[k]) for r in rows if r["dut"] == dut)
-s = {k: med("siplb", k) for k in ["max_rtp_rate", "delivered_pps"]}
-t = {k: med("testpmd", k) for k in ["max_rtp_rate", "delivered_pps"]}
-print("| DUT (1 core, virtio-user) | RTP packets/s offered at <= 0.1% loss | RTP packets/s delivered (both directions) |")
-print("|---|---:|---:|")
+keys = ["max_rtp_rate", "delivered_pps", "sent_pps", "pacer_skipped"]
+s = {k: med("siplb", k) for k in keys}
+t = {k: med("testpmd", k) for k in keys}
+print("| DUT (1 core, virtio-user) | RTP packets/s asked (--rtp-pps) at <= 0.1% loss | sent by the generator | delivered (both directions) | pacer-skipped packets |")
+print("|---|---:|---:|---:|---:|")
 for name, d in [("siplb-dataplane, 1 worker (media NAT)", s), ("dpdk-testpmd io", t)]:
-    print(f"| {name} | {d['max_rtp_rate']:.0f} | {d['delivered_pps']:.0f} |")
+    print(f"| {name} | {d['max_rtp_rate']:.0f} | {d['sent_pps']:.0f} | {d['delivered_pps']:.0f} | {d['pacer_skipped']:.0f} |")
 print()
 print(f"**Ratio siplb / testpmd io-forward: {s['delivered_pps'] / max(t['delivered_pps'], 1e-9) * 100:.1f} %** (delivered, medians of {len(rows) // 2} rounds).")
 eq = [r for r in rows if r["dut"] == "siplb"]

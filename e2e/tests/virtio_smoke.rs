@@ -3,7 +3,8 @@
 //! A small budget of calls, registrations and OPTIONS; checked: every request answered,
 //! no dialog split across backends (counted at the responder, per Call-ID), the
 //! backends' shares follow the weights, and the dataplane's own counters agree with
-//! what the generator sent and received.
+//! what the generator sent and received. A second test carries RTP through the VIP
+//! (`--rtp-streams`): every stream mapped, every packet delivered where the SDP said.
 
 use e2e::process::Proc;
 use e2e::topology::remove_dpdk_files;
@@ -288,4 +289,112 @@ fn siplb_gen_through_siplb_over_virtio_user() {
         assert_eq!(field(fin, &key), n, "backend {i} in {fin}");
     }
     assert!(!fin.contains("sip_"), "SIP errors at the balancer: {fin}");
+}
+
+/// Media through the VIP on the same set-up: `siplb-gen --rtp-streams` places calls
+/// whose INVITE and 200 carry SDP, and both sides send RTP where the SDP they received
+/// said (the VIP's client and backend legs, as the balancer rewrote it). Checked: every
+/// stream mapped once, every RTP packet delivered to the port its receiver announced
+/// with its stream's SSRC, both ways, and the dataplane's media counters agree.
+#[test]
+fn rtp_streams_through_siplb_media_relay_over_virtio_user() {
+    const STREAMS: u64 = 100;
+    const RTP_PPS: u64 = 10_000;
+    const SECONDS: u64 = 2;
+    e2e::require_root();
+    let tag = e2e::unique_tag("viom");
+    let scratch = Scratch {
+        dir: std::env::temp_dir().join(format!("siplb-{tag}")),
+        prefixes: vec![format!("{tag}gen"), format!("{tag}lb")],
+    };
+    let dir = &scratch.dir;
+    std::fs::create_dir_all(dir).unwrap();
+    let json = dir.join("gen.json");
+
+    let mut gen_cmd = Command::new(e2e::bins::path("siplb-gen"));
+    gen_cmd
+        .args(["-l", "0", "--no-pci", "--file-prefix", &scratch.prefixes[0]])
+        .args(["--single-file-segments", "-m", "64", "--vdev"])
+        .arg(format!(
+            "net_vhost0,iface={},queues=1",
+            dir.join("front.sock").display()
+        ))
+        .arg("--vdev")
+        .arg(format!(
+            "net_vhost1,iface={},queues=1",
+            dir.join("back.sock").display()
+        ))
+        .arg("--")
+        .args(["--mode", "both", "--backends", "3", "--rate", "2000"])
+        .args(["--rtp-streams", &STREAMS.to_string()])
+        .args(["--rtp-pps", &RTP_PPS.to_string()])
+        .args(["--duration", &SECONDS.to_string()])
+        .args(["--timeout-ms", "2000", "--idle-sleep-us", "50"])
+        .args(["--mbufs", "4095", "--link-timeout", "60"])
+        .args(["--stats-interval", "1", "--json"])
+        .arg(&json);
+    let mut gen = Proc::spawn("siplb-gen", gen_cmd, &dir.join("gen.log")).unwrap();
+    wait_for_file(&dir.join("back.sock"), &mut gen, Duration::from_secs(30));
+
+    let cfg = dir.join("siplb.toml");
+    std::fs::write(&cfg, balancer_config(dir, &scratch.prefixes[1])).unwrap();
+    let mut lb_cmd = Command::new(e2e::bins::path("siplb-dataplane"));
+    lb_cmd.arg("-c").arg(&cfg);
+    let mut lb = Proc::spawn("siplb-dataplane", lb_cmd, &dir.join("dataplane.log")).unwrap();
+    lb.wait_for_output("worker(s) on lcores", Duration::from_secs(30))
+        .unwrap();
+
+    let status = gen.wait_timeout(Duration::from_secs(90));
+    let gen_out = gen.output();
+    lb.stop(Duration::from_secs(10));
+    let lb_out = lb.output();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "siplb-gen did not finish cleanly ({status:?}):\n{gen_out}\n--- dataplane:\n{lb_out}"
+    );
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+
+    // Every call set up, held and ended.
+    assert_eq!(u(&s, &["client", "calls_completed"]), STREAMS, "{gen_out}");
+    for k in ["timeouts", "failed", "stray"] {
+        assert_eq!(u(&s, &["client", k]), 0, "client {k}:\n{gen_out}");
+    }
+    // Every stream opened on both sides, from the SDP each side received.
+    for k in ["client_legs", "backend_legs"] {
+        assert_eq!(u(&s, &["media", k]), STREAMS, "{k}:\n{gen_out}");
+    }
+    assert_eq!(u(&s, &["media", "no_sdp"]), 0, "{gen_out}");
+    // All RTP delivered, to the announced port, with its stream's SSRC, both ways.
+    let mut delivered = 0;
+    for dir in ["client_to_backend", "backend_to_client"] {
+        let sent = u(&s, &["media", dir, "sent"]);
+        assert!(
+            sent >= RTP_PPS / 2 * SECONDS * 9 / 10,
+            "{dir}: {sent} packets sent, about {} expected:\n{gen_out}",
+            RTP_PPS / 2 * SECONDS
+        );
+        assert_eq!(
+            u(&s, &["media", dir, "received"]),
+            sent,
+            "{dir}:\n{gen_out}"
+        );
+        assert_eq!(u(&s, &["media", dir, "misdelivered"]), 0, "{dir}");
+        delivered += sent;
+    }
+
+    // The dataplane mapped each stream once and relayed every packet.
+    let fin = lb_out
+        .lines()
+        .find(|l| l.starts_with("siplb-dataplane: final"))
+        .unwrap_or_else(|| panic!("no final stats line from the dataplane:\n{lb_out}"));
+    println!("{fin}");
+    let media = &fin[fin
+        .find(" media flows=")
+        .unwrap_or_else(|| panic!("no media counters in {fin}"))..];
+    assert_eq!(field(media, "flows="), STREAMS, "{fin}");
+    assert_eq!(field(media, "packets="), delivered, "{fin}");
+    assert!(
+        !fin.contains("media_"),
+        "media drops at the balancer: {fin}"
+    );
 }
