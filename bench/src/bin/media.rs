@@ -165,6 +165,9 @@ fn prefetch(leg: &Leg) {
     };
 }
 
+/// How far ahead `process`'s runs prefetch media legs (as `dataplane/src/worker.rs`).
+const LEG_AHEAD: usize = 1;
+
 /// Frames per burst, as the worker receives them.
 const BURST: usize = 32;
 
@@ -606,14 +609,21 @@ fn main() {
             black_box(sink);
             frames as usize
         });
-        // As the worker runs a burst: the media leg of the next frame is prefetched
-        // (`lb::media_leg`) while this one goes through `process`.
+        // As the worker runs a burst: the media legs of the first frames, then of the
+        // frame LEG_AHEAD on, are prefetched (`lb::media_leg`) while this one goes
+        // through `process`.
         let dispatch_ahead = time(rounds, || {
             let frames_of = |b: &[u8]| b.chunks_exact(FRAME).count();
             let mut sink = 0;
             for b in buf.chunks(FRAME * BURST) {
+                for f in b.chunks_exact(FRAME).take(LEG_AHEAD) {
+                    if let Some(leg) = siplb_core::lb::media_leg(&tables, f) {
+                        prefetch(leg);
+                    }
+                }
                 for i in 0..frames_of(b) {
-                    if let Some(next) = b.get((i + 1) * FRAME..(i + 2) * FRAME) {
+                    if let Some(next) = b.get((i + LEG_AHEAD) * FRAME..(i + LEG_AHEAD + 1) * FRAME)
+                    {
                         if let Some(leg) = siplb_core::lb::media_leg(&tables, next) {
                             prefetch(leg);
                         }
