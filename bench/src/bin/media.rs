@@ -104,6 +104,36 @@ fn rtp_frame(from: SocketAddrV4, to: SocketAddrV4, seq: u16, port: u8) -> Vec<u8
     f
 }
 
+/// Creates `mappings` mappings (an offer from the client, an answer from the relay,
+/// spread over the farms' pools); returns, for each, where the client and the relay
+/// send (the client leg, the backend leg).
+fn map_all(t: &MediaTable, mappings: u32) -> Vec<(Mapped, Mapped)> {
+    (0..mappings)
+        .map(|i| {
+            let j = i % ADDRS;
+            let place = Placement {
+                farm: j as u16,
+                client_pool: t.pool(vip(j), 32768).expect("VIP pool"),
+                backend_pool: t.pool(snat(j), 32768).expect("SNAT pool"),
+                timeout: TIMEOUT,
+            };
+            let ann = |from, e: SocketAddrV4| Announce {
+                call: call(i),
+                stream: (i % MAX_STREAMS as u32) as u8,
+                from,
+                rtp: e,
+                rtcp: SocketAddrV4::new(*e.ip(), e.port() + 1),
+            };
+            let to_backend = t.announce(&place, &ann(Side::Client, client(i)), T0);
+            let to_client = t.announce(&place, &ann(Side::Backend, relay(i)), T0);
+            (
+                to_client.expect("mapping created"),
+                to_backend.expect("mapping created"),
+            )
+        })
+        .collect()
+}
+
 /// Clients are behind the front port (0), relays on the back port (1).
 fn in_port(dir: Side) -> u8 {
     u8::from(dir == Side::Backend)
@@ -306,59 +336,29 @@ mod count {
     use super::*;
     use siplb_core::lb::{Tables, WorkerCtx};
 
-    #[inline(never)]
-    pub fn count_rtp_client(
-        svc: &Services,
-        t: &Tables,
-        w: &mut WorkerCtx,
-        m: &mut [u8],
-        fr: &[Vec<u8>],
-    ) -> usize {
-        run(svc, t, w, m, fr, 0, 1)
+    /// One named function per kind of packet, so callgrind counts each apart: frames
+    /// in on `port`; `tag` keeps the bodies distinct (identical ones are merged).
+    macro_rules! counted {
+        ($($name:ident: port $port:expr, tag $tag:expr;)*) => {$(
+            #[inline(never)]
+            pub fn $name(
+                svc: &Services,
+                t: &Tables,
+                w: &mut WorkerCtx,
+                m: &mut [u8],
+                fr: &[Vec<u8>],
+            ) -> usize {
+                run(svc, t, w, m, fr, $port, $tag)
+            }
+        )*};
     }
 
-    #[inline(never)]
-    pub fn count_rtp_backend(
-        svc: &Services,
-        t: &Tables,
-        w: &mut WorkerCtx,
-        m: &mut [u8],
-        fr: &[Vec<u8>],
-    ) -> usize {
-        run(svc, t, w, m, fr, 1, 2)
-    }
-
-    #[inline(never)]
-    pub fn count_invite_alg_off(
-        svc: &Services,
-        t: &Tables,
-        w: &mut WorkerCtx,
-        m: &mut [u8],
-        fr: &[Vec<u8>],
-    ) -> usize {
-        run(svc, t, w, m, fr, 0, 3)
-    }
-
-    #[inline(never)]
-    pub fn count_invite_headers(
-        svc: &Services,
-        t: &Tables,
-        w: &mut WorkerCtx,
-        m: &mut [u8],
-        fr: &[Vec<u8>],
-    ) -> usize {
-        run(svc, t, w, m, fr, 0, 4)
-    }
-
-    #[inline(never)]
-    pub fn count_invite_media(
-        svc: &Services,
-        t: &Tables,
-        w: &mut WorkerCtx,
-        m: &mut [u8],
-        fr: &[Vec<u8>],
-    ) -> usize {
-        run(svc, t, w, m, fr, 0, 5)
+    counted! {
+        count_rtp_client: port 0, tag 1;
+        count_rtp_backend: port 1, tag 2;
+        count_invite_alg_off: port 0, tag 3;
+        count_invite_headers: port 0, tag 4;
+        count_invite_media: port 0, tag 5;
     }
 
     #[inline(never)]
@@ -398,32 +398,7 @@ mod count {
             t.neighbours
                 .learn(ip, host_mac(ip), u8::from(ip.octets()[2] == 1), T0);
         }
-        let mut legs = Vec::new();
-        for i in 0..mappings {
-            let j = i % ADDRS;
-            let place = Placement {
-                farm: j as u16,
-                client_pool: t.media.pool(vip(j), 32768).expect("VIP pool"),
-                backend_pool: t.media.pool(snat(j), 32768).expect("SNAT pool"),
-                timeout: TIMEOUT,
-            };
-            let ann = |from, e: SocketAddrV4| Announce {
-                call: call(i),
-                stream: 0,
-                from,
-                rtp: e,
-                rtcp: SocketAddrV4::new(*e.ip(), e.port() + 1),
-            };
-            let to_b = t
-                .media
-                .announce(&place, &ann(Side::Client, client(i)), T0)
-                .expect("mapped");
-            let to_c = t
-                .media
-                .announce(&place, &ann(Side::Backend, relay(i)), T0)
-                .expect("mapped");
-            legs.push((to_c, to_b));
-        }
+        let legs = map_all(&t.media, mappings);
         let pick = |k: u32| ((u64::from(k) * 2_654_435_761) % u64::from(mappings)) as usize;
         let rtp = |dir: Side| -> Vec<Vec<u8>> {
             (0..n)
@@ -515,30 +490,7 @@ fn main() {
     let mem: &MediaMemory = sim_mem.media_memory();
     let t = tables.media;
     let start = Instant::now();
-    // (client leg, backend leg) of each mapping: where the client and the relay send.
-    let mut legs: Vec<(Mapped, Mapped)> = Vec::with_capacity(mappings as usize);
-    for i in 0..mappings {
-        let j = i % ADDRS;
-        let place = Placement {
-            farm: j as u16,
-            client_pool: t.pool(vip(j), 32768).expect("VIP pool"),
-            backend_pool: t.pool(snat(j), 32768).expect("SNAT pool"),
-            timeout: TIMEOUT,
-        };
-        let ann = |from, e: SocketAddrV4| Announce {
-            call: call(i),
-            stream: (i % MAX_STREAMS as u32) as u8,
-            from,
-            rtp: e,
-            rtcp: SocketAddrV4::new(*e.ip(), e.port() + 1),
-        };
-        let to_backend = t.announce(&place, &ann(Side::Client, client(i)), T0);
-        let to_client = t.announce(&place, &ann(Side::Backend, relay(i)), T0);
-        legs.push((
-            to_client.expect("mapping created"),
-            to_backend.expect("mapping created"),
-        ));
-    }
+    let legs = map_all(&t, mappings);
     let created = start.elapsed();
     let live = t.count_live();
     assert_eq!(live, mappings as usize, "every mapping is live");

@@ -51,8 +51,8 @@ fn sip_text(f: &[u8]) -> String {
     String::from_utf8(p).unwrap()
 }
 
-/// The `m=audio` port and the `c=` address of an SDP body.
-fn media_of(sip: &str) -> (Ipv4Addr, u16) {
+/// The `c=` address and the `m=audio` port of an SDP body.
+pub(super) fn media_of(sip: &str) -> (Ipv4Addr, u16) {
     let c = sip
         .lines()
         .find_map(|l| l.strip_prefix("c=IN IP4 "))

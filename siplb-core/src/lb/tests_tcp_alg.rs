@@ -8,6 +8,7 @@
 use crate::lb::counters::WorkerCounters;
 use crate::lb::services::Services;
 use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
+use crate::lb::tests_media::media_of;
 use crate::lb::{TcpAlgSkip, Verdict};
 use crate::wire::checksum;
 use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
@@ -582,22 +583,6 @@ fn with_body(msg: &str, body: &str) -> String {
             "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
-    )
-}
-
-/// The `c=` address and `m=audio` port of a message's SDP.
-fn media_of(text: &str) -> (Ipv4Addr, u16) {
-    let c = text
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .expect("c=");
-    let m = text
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .expect("m=");
-    (
-        c.trim().parse().unwrap(),
-        m.split(' ').next().unwrap().parse().unwrap(),
     )
 }
 
