@@ -109,26 +109,23 @@ struct Plan {
 
 impl Ctx<'_, '_, '_> {
     /// The ALG on one TCP segment of an ALG farm, before its addresses are translated:
-    /// rewrites the SIP messages it holds whole by `rules` and the media relay, growing into `buf` (the
-    /// mbuf's room) up to the egress MTU, records the length change for the
-    /// connection, and maps the segment's sequence number, acknowledgment and SACK
-    /// edges. Returns whether the payload changed: its TCP checksum must then be
-    /// computed anew once the addresses are final ([`refill_tcp_checksum`]); seq/ack
-    /// changes alone keep it up to date.
+    /// rewrites the SIP messages it holds whole by the `rules` (built only for a
+    /// segment with data) and the media relay, growing into `buf` (the mbuf's room) up
+    /// to the egress MTU, records the length change for the connection, and maps the
+    /// segment's sequence number, acknowledgment and SACK edges. Returns whether the
+    /// payload changed: its TCP checksum must then be computed anew once the addresses
+    /// are final ([`refill_tcp_checksum`]); seq/ack changes alone keep it up to date.
     pub(super) fn tcp_alg(
         &mut self,
         buf: &mut [u8],
         flow: &Flow,
         conn: &TcpAlgConn<'_>,
-        rules: &Rules,
+        rules: impl FnOnce() -> Rules,
     ) -> Result<bool, DropReason> {
         // A segment that cannot be forwarded must not move the stream's corrections.
         if Ipv4Packet::new_unchecked(&buf[ethernet::HEADER_LEN..]).ttl() <= 1 {
             return Err(DropReason::TtlExpired);
         }
-        let (out_port, _) = self.svc.route(conn.toward).ok_or(DropReason::NoRoute)?;
-        let mtu = self.svc.ports[usize::from(out_port)].mtu;
-        let room_end = buf.len().min(ethernet::HEADER_LEN + usize::from(mtu));
         let (t, now) = (self.t, self.now);
         let mut corr = t
             .tcp_seq
@@ -141,13 +138,16 @@ impl Ctx<'_, '_, '_> {
         let start = flow.l4 + hl;
         let mut end = flow.end;
         let data = flow.tcp_flags & (tcp::SYN | tcp::RST) == 0 && start < end;
-        let plan = if data {
-            self.tcp_plan(&buf[start..end], rules, &conn.media)
-        } else {
-            Plan::default()
+        let rules = data.then(rules);
+        let plan = match &rules {
+            Some(r) => self.tcp_plan(&buf[start..end], r, &conn.media),
+            None => Plan::default(),
         };
         let mut changed = false;
-        if plan.rewritten > 0 {
+        if let Some(rules) = rules.as_ref().filter(|_| plan.rewritten > 0) {
+            let (out_port, _) = self.svc.route(conn.toward).ok_or(DropReason::NoRoute)?;
+            let mtu = self.svc.ports[usize::from(out_port)].mtu;
+            let room_end = buf.len().min(ethernet::HEADER_LEN + usize::from(mtu));
             let fits = (end as isize + plan.peak) as usize <= room_end
                 && (end as isize + plan.delta) as usize - ethernet::HEADER_LEN
                     <= usize::from(u16::MAX);

@@ -138,8 +138,9 @@ impl Ctx<'_, '_, '_> {
                 },
             };
             let media = farm.media.is_some();
-            let rules = rules_to_backend(self.svc, farm, idx, (client, cport), new_src, media);
-            match self.tcp_alg(frame, flow, &conn, &rules) {
+            let svc = self.svc;
+            let rules = || rules_to_backend(svc, farm, idx, (client, cport), new_src, media);
+            match self.tcp_alg(frame, flow, &conn, rules) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -181,8 +182,8 @@ impl Ctx<'_, '_, '_> {
                     backend_side: farm.vip,
                 },
             };
-            let rules = rules_to_client(self.svc, farm, idx, None);
-            match self.tcp_alg(frame, flow, &conn, &rules) {
+            let svc = self.svc;
+            match self.tcp_alg(frame, flow, &conn, || rules_to_client(svc, farm, idx, None)) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
@@ -235,8 +236,9 @@ impl Ctx<'_, '_, '_> {
                 },
             };
             let snat = (flow.dst, flow.dport());
-            let rules = rules_to_client(self.svc, farm, idx, Some((snat, client)));
-            match self.tcp_alg(frame, flow, &conn, &rules) {
+            let svc = self.svc;
+            let rules = || rules_to_client(svc, farm, idx, Some((snat, client)));
+            match self.tcp_alg(frame, flow, &conn, rules) {
                 Ok(r) => r,
                 Err(r) => return Verdict::Drop(r),
             }
