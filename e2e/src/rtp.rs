@@ -14,13 +14,29 @@ use crate::netns::Netns;
 use crate::sipp::Uas;
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Milliseconds of audio per packet, the usual ptime.
 pub const PTIME_MS: u32 = 20;
 /// PCMU (payload type 0) bytes per packet: 8 kHz, one byte a sample.
 const PCMU_BYTES: usize = 160;
+/// The UAS's RTP port (`-mp`), where `-rtp_echo` listens: `echo_args`.
+pub const UAS_RTP_PORT: u16 = 6000;
+/// The media ports of `media_uac.xml`: `[auto_media_port]` gives call n the port
+/// `6000 + 4 (n - 1) mod 10000`.
+pub const UAC_RTP_PORTS: (u16, u16) = (6000, 15999);
+
+/// Puts `media_uac.xml` and the `packets`-long `rtp.pcap` it plays into `dir` (SIPp looks
+/// for the pcap beside the scenario) and returns the scenario's path for
+/// `Uac::scenario_file`.
+pub fn media_uac_scenario(dir: &Path, packets: u16) -> Result<PathBuf> {
+    let scenario = dir.join("media_uac.xml");
+    std::fs::copy(crate::sipp::scenario("media_uac"), &scenario)
+        .with_context(|| format!("copying media_uac.xml to {}", dir.display()))?;
+    write_pcap(&dir.join("rtp.pcap"), packets)?;
+    Ok(scenario)
+}
 
 /// Writes a classic pcap of `packets` RTP/PCMU packets `PTIME_MS` apart. SIPp keeps only
 /// their UDP payload and timing; addresses and ports are its own at play time.

@@ -8,7 +8,10 @@
 //! drop, and no mapping left once the BYEs have gone through.
 
 use e2e::bed::Bed;
-use e2e::rtp::{count_udp, echo_args, stop_echo, udp_counts, write_pcap, UdpCounts, PTIME_MS};
+use e2e::rtp::{
+    count_udp, echo_args, media_uac_scenario, stop_echo, udp_counts, UdpCounts, PTIME_MS,
+    UAC_RTP_PORTS, UAS_RTP_PORT,
+};
 use e2e::sipp::{self, stickiness};
 use std::time::Duration;
 
@@ -19,11 +22,6 @@ const RTP_PER_CALL: u16 = 150;
 /// Each call's hold before its BYE: the stream, plus time for its last echoes to come back
 /// before the BYE ends the call's media mappings.
 const HOLD_MS: u32 = RTP_PER_CALL as u32 * PTIME_MS + 500;
-/// The UAS's RTP port (`-mp`), where `-rtp_echo` listens.
-const UAS_RTP_PORT: u16 = 6000;
-/// The UAC's media ports: `[auto_media_port]` gives call n the port
-/// `6000 + 4 (n - 1) mod 10000`.
-const UAC_RTP_PORTS: (u16, u16) = (6000, 15999);
 
 /// What the endpoints and the dataplane counted in one run.
 struct Run {
@@ -45,10 +43,7 @@ fn run(nat: &str, farm_extra: &str, calls: u32) -> Run {
     e2e::require_root();
     let mut bed = Bed::start(2, 1, nat, "call-id", farm_extra).expect("test bed");
     let dir = bed.topo.dir.clone();
-    // SIPp finds the pcap beside the scenario: both go into the run's directory.
-    let scenario = dir.join("media_uac.xml");
-    std::fs::copy(sipp::scenario("media_uac"), &scenario).expect("copying the scenario");
-    write_pcap(&dir.join("rtp.pcap"), RTP_PER_CALL).expect("writing rtp.pcap");
+    let scenario = media_uac_scenario(&dir, RTP_PER_CALL).expect("scenario and rtp.pcap");
     count_udp(&bed.topo.client, UAC_RTP_PORTS, true).expect("client counters");
     for b in &bed.topo.backends {
         count_udp(b, (UAS_RTP_PORT, UAS_RTP_PORT), false).expect("backend counters");

@@ -1,14 +1,34 @@
 //! `siplb-demo`: siplb's main job on an embedded default topology. `siplb run` starts
 //! the dataplane and the control daemon; a SIPp client calls the VIP; the balancer
 //! spreads the calls over two SIPp backends by weight and keeps every message of a call
-//! on one backend; `siplb stats` shows the traffic live; at the end each backend's
-//! share is printed from its own message log and everything is removed.
+//! on one backend; each call carries RTP through the VIP both ways (the SDP rewritten
+//! onto the balancer's relay ports, the backends echo what they get); `siplb stats`
+//! shows the traffic live; at the end each backend's share is printed from its own
+//! message log, the RTP from kernel counters in every namespace next to the dataplane's
+//! media counters, and everything is removed.
 
+use anyhow::Context;
 use clap::Parser;
-use e2e::sipp::{stickiness, Uac};
+use e2e::rtp::{
+    count_udp, echo_args, media_uac_scenario, stop_echo, udp_counts, UdpCounts, PTIME_MS,
+    UAC_RTP_PORTS, UAS_RTP_PORT,
+};
+use e2e::siplb::Siplb;
+use e2e::sipp::{self, stickiness, Uac, Uas};
 use e2e::topology::{backend_ip, Topology, CLIENT_IP, VIP};
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// 2 s of audio per call, 20 ms apart.
+const RTP_PER_CALL: u16 = 100;
+/// Each call's hold before its BYE: its stream, and time for the last echoes to come
+/// back before the BYE ends the call's media mappings.
+const MEDIA_HOLD_MS: u32 = RTP_PER_CALL as u32 * PTIME_MS + 500;
+/// Without media, calls last 2 s, so dialogs are in progress while stats are shown.
+const HOLD_MS: u32 = 2000;
+/// RTP lost in either direction beyond this share fails the demo.
+const MAX_RTP_LOSS: f64 = 0.01;
 
 #[derive(Parser)]
 #[command(about = "Run siplb on a demo topology of network namespaces with SIPp peers")]
@@ -25,6 +45,9 @@ struct Cli {
     /// Backend weights, comma-separated (one SIPp backend each).
     #[arg(long, default_value = "2,1", value_delimiter = ',')]
     weights: Vec<u32>,
+    /// Signalling only: SIPp's built-in uac and uas, no RTP.
+    #[arg(long)]
+    no_media: bool,
 }
 
 fn main() {
@@ -43,6 +66,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         !cli.weights.is_empty() && cli.weights.len() <= 8,
         "give 1 to 8 weights"
     );
+    anyhow::ensure!(
+        cli.calls > 0 && cli.rate > 0,
+        "--calls and --rate must be at least 1"
+    );
     let topo = Topology::with_backends(cli.weights.len())?;
     println!("siplb demo — topology {}:", topo.tag);
     println!(
@@ -52,51 +79,84 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for (i, w) in cli.weights.iter().enumerate() {
         println!("      backend {i}: {}:5060 weight {w}", backend_ip(i));
     }
+    if !cli.no_media {
+        println!(
+            "  RTP: client ports {}-{} ──▶ relay ports of the VIP │ siplb │ relay ports of the {} ──▶ backends :{UAS_RTP_PORT}, echoed back",
+            UAC_RTP_PORTS.0,
+            UAC_RTP_PORTS.1,
+            if cli.nat == "snat" { "SNAT address" } else { "VIP" }
+        );
+    }
     let backends: Vec<String> = cli
         .weights
         .iter()
         .enumerate()
         .map(|(i, w)| format!("  {{ address = \"{}\", weight = {w} }},", backend_ip(i)))
         .collect();
+    // The ALG and the media relay are on by default; the farm says so for the reader.
     let farm = format!(
-        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nnat = \"{}\"\n\
+        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nnat = \"{}\"\nalg = true\nmedia = {}\n\
          health = {{ check = \"options\", interval_ms = 1000, timeout_ms = 500, rise = 2, fall = 2 }}\n\
          backends = [\n{}\n]\n",
         cli.nat,
+        !cli.no_media,
         backends.join("\n")
     );
     let siplb = topo.start_siplb(&topo.siplb_config(&farm))?;
     println!("\n$ siplb status");
     print!("{}", siplb.ok(&["status"])?);
-    // -aa: SIPp answers the health checks' OPTIONS.
-    let uas = topo.start_uas_backends(&["-aa"])?;
+    let media = if cli.no_media {
+        None
+    } else {
+        Some(Media::set_up(&topo)?)
+    };
+    let uas = match &media {
+        Some(m) => m.start_backends(&topo)?,
+        // -aa: SIPp answers the health checks' OPTIONS.
+        None => topo.start_uas_backends(&["-aa"])?,
+    };
     std::thread::sleep(Duration::from_millis(2500));
     println!("\n$ siplb status   (the SIPp backends answer the OPTIONS health checks)");
     print!("{}", siplb.ok(&["status"])?);
     println!(
-        "\nplacing {} calls at {}/s (about {} s); `siplb stats` every 3 s:",
+        "\nplacing {} calls at {}/s (about {} s){}; `siplb stats` every 3 s:",
         cli.calls,
         cli.rate,
-        cli.calls / cli.rate.max(1)
+        cli.calls / cli.rate,
+        match media {
+            Some(_) => format!(
+                ", each with {} s of RTP each way",
+                u32::from(RTP_PER_CALL) * PTIME_MS / 1000
+            ),
+            None => String::new(),
+        }
     );
-    let mut calls = Uac::new(&topo.client, "uac", cli.calls, cli.rate)
+    let uac = Uac::new(&topo.client, "uac", cli.calls, cli.rate)
         .limit(400)
-        // Calls last 2 s, so dialogs are in progress while stats are shown.
-        .hold_ms(2000)
-        .timeout_s(u64::from(cli.calls / cli.rate.max(1)) + 60)
-        .spawn(&topo.dir)?;
+        .timeout_s(u64::from(cli.calls / cli.rate) + 60);
+    let uac = match &media {
+        Some(m) => uac.scenario_file(&m.scenario).hold_ms(MEDIA_HOLD_MS),
+        None => uac.hold_ms(HOLD_MS),
+    };
+    let mut calls = uac.spawn(&topo.dir)?;
     while calls.proc.wait_timeout(Duration::from_secs(3)).is_none() {
         println!("\n$ siplb stats");
         print!("{}", siplb.ok(&["stats"])?);
         let _ = std::io::stdout().flush();
     }
     let uac = calls.wait(Duration::from_secs(1))?;
+    let (traces, rtp) = match &media {
+        Some(m) => {
+            let (traces, rtp) = m.finish(&topo, uas)?;
+            (traces, Some(rtp))
+        }
+        None => (uas.into_iter().map(Uas::finish).collect(), None),
+    };
     // The calls only: the health checks' OPTIONS are in the backends' logs too.
-    let traces: Vec<Vec<_>> = uas
+    let traces: Vec<Vec<_>> = traces
         .into_iter()
-        .map(|u| {
-            u.finish()
-                .into_iter()
+        .map(|t| {
+            t.into_iter()
                 .filter(|m| m.cseq_method != "OPTIONS")
                 .collect()
         })
@@ -112,8 +172,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let total: usize = s.calls_per_backend.iter().sum();
     for (i, n) in s.calls_per_backend.iter().enumerate() {
+        let echo = match &rtp {
+            Some(r) => format!(
+                "; RTP {} received, {} echoed",
+                r.backends[i].0.received, r.backends[i].1
+            ),
+            None => String::new(),
+        };
         println!(
-            "  backend {i} ({}, weight {}): {n} calls ({:.1}%), {} SIP messages in its own log",
+            "  backend {i} ({}, weight {}): {n} calls ({:.1}%), {} SIP messages in its own log{echo}",
             backend_ip(i),
             cli.weights[i],
             100.0 * *n as f64 / total.max(1) as f64,
@@ -124,13 +191,160 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "  calls whose messages reached more than one backend: {}",
         s.split.len()
     );
+    let lost = match &rtp {
+        Some(r) => Some(r.print(uac.successful, &RelayCounts::read(&siplb)?)),
+        None => None,
+    };
     println!("\n$ siplb shutdown");
     print!("{}", siplb.ok(&["shutdown"])?);
     drop(siplb);
     println!("topology removed.");
     anyhow::ensure!(
-        uac.failed == 0 && s.split.is_empty(),
+        uac.successful == u64::from(cli.calls) && uac.failed == 0 && s.split.is_empty(),
         "the demo saw failed or split calls"
     );
+    if let Some((to_backends, to_client)) = lost {
+        anyhow::ensure!(
+            to_backends <= MAX_RTP_LOSS && to_client <= MAX_RTP_LOSS,
+            "RTP lost beyond {:.0} %: {:.2} % toward the backends, {:.2} % toward the client",
+            MAX_RTP_LOSS * 100.0,
+            to_backends * 100.0,
+            to_client * 100.0
+        );
+    }
     Ok(())
+}
+
+/// The RTP side of the demo: the scenario that plays each call's stream, the backends'
+/// screen files that SIPp's echo counts are read from, and kernel counters of RTP in the
+/// client's and every backend's namespace.
+struct Media {
+    scenario: PathBuf,
+    screens: Vec<PathBuf>,
+}
+
+impl Media {
+    fn set_up(topo: &Topology) -> anyhow::Result<Media> {
+        let scenario = media_uac_scenario(&topo.dir, RTP_PER_CALL)?;
+        count_udp(&topo.client, UAC_RTP_PORTS, true)?;
+        for b in &topo.backends {
+            count_udp(b, (UAS_RTP_PORT, UAS_RTP_PORT), false)?;
+        }
+        let screens = (0..topo.backends.len())
+            .map(|i| topo.dir.join(format!("uas{i}.screens")))
+            .collect();
+        Ok(Media { scenario, screens })
+    }
+
+    /// A SIPp UAS per backend that answers with an SDP of its own, echoes every RTP
+    /// packet, and answers the health checks' OPTIONS (-aa).
+    fn start_backends(&self, topo: &Topology) -> anyhow::Result<Vec<Uas>> {
+        self.screens
+            .iter()
+            .enumerate()
+            .map(|(i, sc)| {
+                let mut args = vec!["-aa".to_string()];
+                args.extend(echo_args(UAS_RTP_PORT, sc));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                topo.start_uas(i, &format!("uas{i}"), Some("media_uas"), &args)
+            })
+            .collect()
+    }
+
+    /// Stops the backends; returns what each logged and the RTP every side counted.
+    fn finish(
+        &self,
+        topo: &Topology,
+        uas: Vec<Uas>,
+    ) -> anyhow::Result<(Vec<Vec<sipp::Traced>>, Rtp)> {
+        // Every call has ended with its BYE; the last echoes came back during its hold.
+        std::thread::sleep(Duration::from_millis(200));
+        let client = udp_counts(&topo.client)?;
+        let mut backends = Vec::new();
+        let mut traces = Vec::new();
+        for ((ns, mut u), sc) in topo.backends.iter().zip(uas).zip(&self.screens) {
+            let kernel = udp_counts(ns)?;
+            backends.push((kernel, stop_echo(&mut u, sc)?));
+            traces.push(sipp::parse_trace(&u.messages));
+        }
+        Ok((traces, Rtp { client, backends }))
+    }
+}
+
+/// RTP as the endpoints counted it.
+struct Rtp {
+    client: UdpCounts,
+    /// Per backend: the kernel's counts, and SIPp's count of the packets it echoed.
+    backends: Vec<(UdpCounts, u64)>,
+}
+
+impl Rtp {
+    /// Prints both directions next to the dataplane's media counters; returns the share
+    /// lost toward the backends (of what the calls should have sent) and toward the
+    /// client (of what the backends echoed).
+    fn print(&self, calls: u64, relay: &RelayCounts) -> (f64, f64) {
+        let due = calls * u64::from(RTP_PER_CALL);
+        let at_backends: u64 = self.backends.iter().map(|(k, _)| k.received).sum();
+        let echoed: u64 = self.backends.iter().map(|(_, e)| e).sum();
+        let share = |lost: u64, of: u64| lost as f64 / of.max(1) as f64;
+        let to_backends = share(due.saturating_sub(at_backends), due);
+        let to_client = share(echoed.saturating_sub(self.client.received), echoed);
+        println!(
+            "  RTP client → siplb → backends: {due} due ({calls} calls × {RTP_PER_CALL}), {} sent, {at_backends} received ({:.2} % lost)",
+            self.client.sent,
+            to_backends * 100.0
+        );
+        println!(
+            "  RTP backends → siplb → client: {echoed} echoed, {} received ({:.2} % lost)",
+            self.client.received,
+            to_client * 100.0
+        );
+        println!(
+            "  dataplane media relay: {} streams mapped, {} still live, {} packets forwarded (the endpoints received {}), drops: {}",
+            relay.flows,
+            relay.live,
+            relay.packets,
+            at_backends + self.client.received,
+            if relay.drops.is_empty() {
+                "none".to_string()
+            } else {
+                relay.drops.join(" ")
+            }
+        );
+        (to_backends, to_client)
+    }
+}
+
+/// The farm's media counters, from `siplb stats --json`.
+struct RelayCounts {
+    flows: u64,
+    live: u64,
+    packets: u64,
+    /// `reason=count`, drops and refused streams, only non-zero ones.
+    drops: Vec<String>,
+}
+
+impl RelayCounts {
+    fn read(siplb: &Siplb) -> anyhow::Result<RelayCounts> {
+        let json = siplb.ok(&["stats", "--json"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&json).context("`siplb stats --json` is not JSON")?;
+        let m = &v["farms"][0]["media"];
+        let n = |k: &str| {
+            m[k].as_u64()
+                .with_context(|| format!("`siplb stats --json`: no farms[0].media.{k}"))
+        };
+        let drops = ["drops", "refused"]
+            .iter()
+            .filter_map(|k| m[*k].as_object())
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        Ok(RelayCounts {
+            flows: n("flows")?,
+            live: n("live")?,
+            packets: n("packets")?,
+            drops,
+        })
+    }
 }
