@@ -2,7 +2,7 @@
 
 use crate::netns::Netns;
 use crate::process::Proc;
-use crate::topology::{backend_ip, CLIENT_IP, VIP};
+use crate::topology::{backend_ip, Topology, CLIENT_IP, VIP};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -497,6 +497,25 @@ impl Stickiness {
                 }
             }
         }
+    }
+}
+
+/// The test bed's UAS starters (here, so that `topology` needs nothing of SIPp).
+impl Topology {
+    /// A SIPp UAS on every backend (built-in `uas` with `extra` options), named `uas<i>`.
+    pub fn start_uas_backends(&self, extra: &[&str]) -> Result<Vec<Uas>> {
+        start_backend_uases(&self.backends, &self.dir, "uas", None, extra)
+    }
+
+    /// A SIPp UAS on backend `i` (`scenario` of `e2e/scenarios/`, None = built-in `uas`).
+    pub fn start_uas(
+        &self,
+        i: usize,
+        name: &str,
+        scenario: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Uas> {
+        start_backend_uas(&self.backends[i], i, &self.dir, name, scenario, extra)
     }
 }
 

@@ -12,7 +12,6 @@
 
 use crate::netns::{veth, Netns};
 use crate::process::Proc;
-use crate::sipp::{self, Uas};
 use anyhow::Result;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -93,22 +92,6 @@ impl Topology {
             b.ip(&["route", "add", "default", "via", "198.18.1.1"])?;
         }
         Ok(t)
-    }
-
-    /// A SIPp UAS on every backend (built-in `uas` with `extra` options), named `uas<i>`.
-    pub fn start_uas_backends(&self, extra: &[&str]) -> Result<Vec<Uas>> {
-        sipp::start_backend_uases(&self.backends, &self.dir, "uas", None, extra)
-    }
-
-    /// A SIPp UAS on backend `i` (`scenario` of `e2e/scenarios/`, None = built-in `uas`).
-    pub fn start_uas(
-        &self,
-        i: usize,
-        name: &str,
-        scenario: Option<&str>,
-        extra: &[&str],
-    ) -> Result<Uas> {
-        sipp::start_backend_uas(&self.backends[i], i, &self.dir, name, scenario, extra)
     }
 
     /// EAL arguments that attach the dataplane to its two veth ends.

@@ -28,7 +28,7 @@
 //! to a re-INVITE ends the call's media mappings as one to an initial INVITE does.
 
 use super::context::Ctx;
-use super::counters::DropReason;
+use super::counters::{DropReason, TcpAlgSkip};
 use super::media::MediaPlan;
 use super::packet::Flow;
 use crate::alg::{self, Outcome, RewriteError, Rules};
@@ -38,43 +38,6 @@ use crate::wire::ethernet;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp::{self, TcpSegment};
 use std::net::Ipv4Addr;
-
-/// Why a TCP segment of an ALG farm went on without a rewrite it needed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum TcpAlgSkip {
-    /// Bytes naming an address to rewrite are not a whole SIP message: part of one
-    /// (its start, or the continuation of a message begun in an earlier segment,
-    /// which may even frame as a message but does not parse).
-    Partial,
-    /// The rewritten segment would exceed the mbuf's room or the egress port's MTU.
-    TooLarge,
-    /// A whole message the rewriter refused (its reason in `alg_errors`).
-    Refused,
-    /// The connection's sequence correction could not be recorded (its table is full
-    /// around the connection's key, or another worker held the slot).
-    NoSeqState,
-}
-
-impl TcpAlgSkip {
-    pub const COUNT: usize = TcpAlgSkip::NoSeqState as usize + 1;
-    pub const ALL: [TcpAlgSkip; Self::COUNT] = [
-        Self::Partial,
-        Self::TooLarge,
-        Self::Refused,
-        Self::NoSeqState,
-    ];
-
-    /// snake_case name, for metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Partial => "partial_message",
-            Self::TooLarge => "too_large",
-            Self::Refused => "refused",
-            Self::NoSeqState => "no_seq_state",
-        }
-    }
-}
 
 /// A segment's connection, as the ALG needs it.
 pub(super) struct TcpAlgConn<'f> {

@@ -3,7 +3,6 @@
 //! read them without disturbing the worker. Blocks are cache-line aligned so two
 //! workers never write the same line.
 
-use super::alg_tcp::TcpAlgSkip;
 use crate::alg::MediaError;
 use crate::alg::RewriteError;
 use crate::config::{MAX_BACKENDS, MAX_FARMS};
@@ -172,6 +171,43 @@ impl DropReason {
             Self::TcpSeqBusy => "tcp_seq_busy",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
+        }
+    }
+}
+
+/// Why a TCP segment of an ALG farm went on without a rewrite it needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TcpAlgSkip {
+    /// Bytes naming an address to rewrite are not a whole SIP message: part of one
+    /// (its start, or the continuation of a message begun in an earlier segment,
+    /// which may even frame as a message but does not parse).
+    Partial,
+    /// The rewritten segment would exceed the mbuf's room or the egress port's MTU.
+    TooLarge,
+    /// A whole message the rewriter refused (its reason in `alg_errors`).
+    Refused,
+    /// The connection's sequence correction could not be recorded (its table is full
+    /// around the connection's key, or another worker held the slot).
+    NoSeqState,
+}
+
+impl TcpAlgSkip {
+    pub const COUNT: usize = TcpAlgSkip::NoSeqState as usize + 1;
+    pub const ALL: [TcpAlgSkip; Self::COUNT] = [
+        Self::Partial,
+        Self::TooLarge,
+        Self::Refused,
+        Self::NoSeqState,
+    ];
+
+    /// snake_case name, for metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Partial => "partial_message",
+            Self::TooLarge => "too_large",
+            Self::Refused => "refused",
+            Self::NoSeqState => "no_seq_state",
         }
     }
 }

@@ -14,6 +14,7 @@
 //! and the state they read and write: the services snapshot (`services`), the
 //! neighbour and SNAT tables, reassembly, the security policy and the counters.
 
+mod alg_rules;
 mod alg_tcp;
 mod context;
 mod dispatch;
@@ -37,8 +38,8 @@ pub mod services;
 pub mod sim;
 pub mod snat;
 
-pub use alg_tcp::TcpAlgSkip;
 pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
+pub use counters::TcpAlgSkip;
 pub use dispatch::{process, process_in};
 pub use media::media_leg;
 pub use nat::{write_arp_request, write_gratuitous_arp};

@@ -11,6 +11,7 @@
 //! on UDP, with the same rules, and every segment's sequence numbers are corrected
 //! for the bytes the rewrites added or removed (`alg_tcp.rs`).
 
+use super::alg_rules::{rules_to_backend, rules_to_client};
 use super::alg_tcp::{refill_tcp_checksum, TcpAlgConn};
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
@@ -19,7 +20,6 @@ use super::nat::rewrite_l4;
 use super::packet::Flow;
 use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
-use super::udp::{rules_to_backend, rules_to_client};
 use crate::config::Affinity;
 use crate::hash::hash64;
 use crate::table::connection::{ConnState, Connection};
