@@ -6,6 +6,7 @@
 use runtime::shm::{Header, Shared};
 use siplb_core::lb::snat::SnatTable;
 use siplb_core::lb::Tables;
+use siplb_core::table::media::MediaTable;
 use siplb_core::table::{FlowTable, Sweep};
 use std::sync::atomic::Ordering;
 
@@ -23,12 +24,41 @@ const SNAT_PORTS_PER_TICK: usize = BUCKETS_PER_TICK * 4;
 const MEDIA_WORDS_PER_TICK: usize = BUCKETS_PER_TICK / 64;
 
 /// The media table's idle sweep: ends mappings both of whose legs idled past their
-/// timeout, and counts live legs over each complete pass.
+/// timeout, and counts the mappings alive (by their client legs) over each complete
+/// pass.
 struct MediaSweep {
     cursor: usize,
     words: usize,
     seen: usize,
     live: Option<usize>,
+}
+
+impl MediaSweep {
+    fn new(legs: usize) -> Self {
+        Self {
+            cursor: 0,
+            words: legs.div_ceil(64),
+            seen: 0,
+            live: None,
+        }
+    }
+
+    /// One tick's share of the pass over `t`; returns the mappings it ended.
+    fn step(&mut self, t: &MediaTable<'_>, now: u32) -> usize {
+        if self.words == 0 {
+            return 0;
+        }
+        // A step stops at the table's end, so a pass counts its own words only.
+        let budget = MEDIA_WORDS_PER_TICK.min(self.words - self.cursor);
+        let s = t.sweep(&mut self.cursor, budget, now);
+        self.seen += s.live;
+        if self.cursor == 0 {
+            // The cursor wrapped: a pass ended.
+            self.live = Some(self.seen);
+            self.seen = 0;
+        }
+        s.ended
+    }
 }
 
 pub struct TableSweeps {
@@ -72,12 +102,7 @@ impl TableSweeps {
             registrations: Sweep::new(t.registrations.flow(), now),
             snat: Sweep::new(&t.snat, now),
             tables: t,
-            media: MediaSweep {
-                cursor: 0,
-                words: shared.header.media_legs.div_ceil(64) as usize,
-                seen: 0,
-                live: None,
-            },
+            media: MediaSweep::new(shared.header.media_legs as usize),
         }
     }
 
@@ -108,25 +133,90 @@ impl TableSweeps {
     }
 
     fn media_step(&mut self, now: u32) {
-        let m = &mut self.media;
-        if m.words == 0 {
-            return;
-        }
-        let start = m.cursor;
-        let s = self
-            .tables
-            .media
-            .sweep(&mut m.cursor, MEDIA_WORDS_PER_TICK, now);
-        m.seen += s.visited.saturating_sub(2 * s.ended);
-        if m.cursor <= start {
-            // A pass ended: two legs a mapping.
-            m.live = Some(m.seen / 2);
-            m.seen = 0;
-        }
-        if s.ended > 0 {
+        let ended = self.media.step(&self.tables.media, now);
+        if ended > 0 {
             self.header
                 .media_expired
-                .fetch_add(s.ended as u64, Ordering::Relaxed);
+                .fetch_add(ended as u64, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use siplb_core::table::media::{Announce, MediaMemory, Placement, PoolSpec, Side, MAX_STREAMS};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    /// Mappings idle past their timeout end in the sweep, counted; one kept busy by
+    /// its RTP stays; the live count is that of the last complete pass.
+    #[test]
+    fn the_media_sweep_ends_idle_mappings_and_counts_the_live_ones() {
+        let vip = Ipv4Addr::new(198, 18, 0, 2);
+        let snat = Ipv4Addr::new(198, 18, 1, 1);
+        // 5,000 pairs each: more legs than one tick visits, so a pass takes ticks.
+        let mem = MediaMemory::new(&[
+            PoolSpec {
+                addr: vip,
+                ports: 40000..=49999,
+            },
+            PoolSpec {
+                addr: snat,
+                ports: 40000..=49999,
+            },
+        ])
+        .unwrap();
+        let t = mem.table();
+        let place = Placement {
+            farm: 0,
+            client_pool: t.pool(vip, 40000).unwrap(),
+            backend_pool: t.pool(snat, 40000).unwrap(),
+            timeout: 60,
+        };
+        let phone = |i: u16| SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 10), 6000 + 2 * i);
+        let mut client_legs = Vec::new();
+        for i in 0..3u16 {
+            let a = Announce {
+                call: 100 + u64::from(i),
+                stream: (usize::from(i) % MAX_STREAMS) as u8,
+                from: Side::Client,
+                rtp: phone(i),
+                rtcp: SocketAddrV4::new(*phone(i).ip(), phone(i).port() + 1),
+            };
+            t.announce(&place, &a, 1000).unwrap();
+            let b = Announce {
+                from: Side::Backend,
+                rtp: SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 11), 7000),
+                rtcp: SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 11), 7001),
+                ..a
+            };
+            let m = t.announce(&place, &b, 1000).unwrap();
+            client_legs.push(SocketAddrV4::new(m.addr, m.port));
+        }
+        let mut sweep = MediaSweep::new(t.legs());
+        let pass = |sweep: &mut MediaSweep, now: u32| {
+            let (mut ended, mut ticks) = (0, 0);
+            loop {
+                ended += sweep.step(&t, now);
+                ticks += 1;
+                if sweep.cursor == 0 {
+                    return (ended, ticks);
+                }
+            }
+        };
+        // Within the timeout: nothing ends; a pass spans several ticks.
+        let (ended, ticks) = pass(&mut sweep, 1030);
+        assert_eq!(ended, 0);
+        assert!(ticks > 1, "{ticks} ticks");
+        assert_eq!(sweep.live, Some(3));
+        // Mapping 0 carries RTP at 1050; at 1100 the other two idled 100 s > 60 s.
+        t.forward(client_legs[0], phone(0), 172, 1050).unwrap();
+        let (ended, _) = pass(&mut sweep, 1100);
+        assert_eq!(ended, 2);
+        assert_eq!(sweep.live, Some(1));
+        assert_eq!(t.count_live(), 1);
+        // Then it idles too.
+        let (ended, _) = pass(&mut sweep, 1200);
+        assert_eq!((ended, sweep.live, t.count_live()), (1, Some(0), 0));
     }
 }

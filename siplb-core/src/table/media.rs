@@ -368,6 +368,8 @@ pub struct LegView {
 pub struct Swept {
     pub visited: usize,
     pub ended: usize,
+    /// Mappings whose client leg was visited and lives on (one count per mapping).
+    pub live: usize,
 }
 
 #[inline(always)]
@@ -463,6 +465,11 @@ impl<'m> MediaTable<'m> {
             bitmap,
             index: FlowTable::new(slots, INDEX_PROBE),
         }
+    }
+
+    /// Legs the table holds (a multiple of 64: one bitmap word each 64).
+    pub fn legs(&self) -> usize {
+        self.legs.len()
     }
 
     /// The pool holding `addr:port` (any port of its range).
@@ -871,6 +878,11 @@ impl<'m> MediaTable<'m> {
                 s.visited += 1;
                 if self.end(li, Some(now)) {
                     s.ended += 1;
+                } else {
+                    let l = self.legs[li as usize].link.load(Relaxed);
+                    if state(l) == LIVE && l & ROLE_BACKEND == 0 {
+                        s.live += 1;
+                    }
                 }
             }
         }
@@ -1357,7 +1369,8 @@ mod tests {
             s,
             Swept {
                 visited: 4,
-                ended: 1
+                ended: 1,
+                live: 1
             },
             "call 7 idled out, call 6 is alive"
         );
