@@ -90,6 +90,24 @@ pub fn stats(s: &StatsView) -> String {
         t.registrations_created,
         s.registrations_expired
     );
+    if t.alg_rewritten > 0 || t.tcp_seq_mapped > 0 || !s.tcp_alg_skipped.is_empty() {
+        let skipped: Vec<String> = s
+            .tcp_alg_skipped
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "         ALG: {} messages rewritten, {} TCP segments sequence-mapped{}",
+            t.alg_rewritten,
+            t.tcp_seq_mapped,
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", TCP left untouched: {}", skipped.join(" "))
+            }
+        );
+    }
     for w in &s.workers {
         let _ = writeln!(
             o,
