@@ -168,3 +168,46 @@ pub fn load_average() -> String {
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
+
+/// The reference of the per-packet benchmarks: copy a frame into the "mbuf", then the
+/// checks of a plain UDP forwarder (Ethernet, IPv4 with its checksum, UDP).
+#[inline(always)]
+pub fn copy_and_headers(mbuf: &mut [u8], f: &[u8]) -> usize {
+    use siplb_core::wire::ethernet::EthernetFrame;
+    use siplb_core::wire::ipv4::Ipv4Packet;
+    use siplb_core::wire::udp::UdpPacket;
+    let m = &mut mbuf[..f.len()];
+    m.copy_from_slice(f);
+    let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
+        return 0;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return 0;
+    };
+    let ok = siplb_core::wire::checksum::checksum(ip.header()) == 0;
+    match UdpPacket::new_checked(ip.payload()) {
+        Ok(u) if ok => usize::from(u.dst_port()) + u.payload().len(),
+        _ => 0,
+    }
+}
+
+/// Best and median ns per call over `rounds` rounds of `batch` calls (after one
+/// warm-up batch).
+pub fn time_batches(rounds: usize, batch: usize, mut f: impl FnMut() -> usize) -> (f64, f64) {
+    use std::hint::black_box;
+    use std::time::Instant;
+    for _ in 0..batch {
+        black_box(f());
+    }
+    let mut per: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..batch {
+                black_box(f());
+            }
+            t.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    (per[0], per[rounds / 2])
+}

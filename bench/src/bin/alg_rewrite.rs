@@ -38,7 +38,6 @@ use siplb_core::alg::{
 use siplb_core::sip::{Limits, SipMessage};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 const TOWARD_CLIENT: &[u8] =
     include_bytes!("../../../siplb-core/tests/alg_corpus/kamailio_invite_to_callee.sip");
@@ -217,24 +216,6 @@ impl Worker {
     }
 }
 
-/// Best and median ns per call over `rounds` rounds of `batch` calls.
-fn time(rounds: usize, batch: usize, mut f: impl FnMut() -> usize) -> (f64, f64) {
-    for _ in 0..batch {
-        black_box(f());
-    }
-    let mut per: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                black_box(f());
-            }
-            t.elapsed().as_nanos() as f64 / batch as f64
-        })
-        .collect();
-    per.sort_by(f64::total_cmp);
-    (per[0], per[rounds / 2])
-}
-
 /// `count N [I]`: N SDP views of the body, N parses, then N copy + parse + rewrite +
 /// apply, of each message (or of message I only), untimed, for instruction counts
 /// under callgrind.
@@ -288,15 +269,15 @@ fn main() {
         let new_len = full(&c, &mut w, &limits);
         let edits = w.edits.len();
         let batch = 100_000;
-        let p = time(rounds, batch, || parse(black_box(c.msg), &limits));
-        let pr = time(rounds, batch, || {
+        let p = bench::time_batches(rounds, batch, || parse(black_box(c.msg), &limits));
+        let pr = bench::time_batches(rounds, batch, || {
             parse_rewrite(black_box(&c), &mut w, &limits)
         });
-        let copy = time(rounds, batch, || {
+        let copy = bench::time_batches(rounds, batch, || {
             w.buf[..c.msg.len()].copy_from_slice(black_box(c.msg));
             w.buf[0] as usize
         });
-        let f = time(rounds, batch, || full(black_box(&c), &mut w, &limits));
+        let f = bench::time_batches(rounds, batch, || full(black_box(&c), &mut w, &limits));
         for (work, (best, median)) in [
             ("parse", p),
             ("parse + rewrite", pr),

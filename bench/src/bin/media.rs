@@ -56,7 +56,7 @@ fn snat(j: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 3, 1 + j as u8)
 }
 
-/// The farms: clients (10.0.0.0/8) beyond a gateway of the front port, relays on the
+/// The farms: clients (198.19.0.0/16) beyond a gateway of the front port, relays on the
 /// back port.
 fn config() -> String {
     let mut c = String::from(
@@ -75,7 +75,9 @@ fn config() -> String {
 /// The endpoints of mapping `i`: a client behind the VIP side, a media relay behind
 /// the farm.
 fn client(i: u32) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | i), 4000)
+    // 198.19.0.0/16 (test addresses), 65,536 of them, each with up to 16 even ports.
+    let addr = Ipv4Addr::from(0xc613_0000 | (i & 0xffff));
+    SocketAddrV4::new(addr, 4000 + 2 * (i >> 16) as u16)
 }
 
 fn relay(i: u32) -> SocketAddrV4 {
@@ -221,24 +223,6 @@ fn media_burst(t: &MediaTable, mbuf: &mut [u8], burst: &[u8], now: u32) -> usize
         .sum()
 }
 
-/// Reference: copy, then the checks of a plain UDP forwarder (as `pipeline`).
-#[inline(always)]
-fn copy_and_headers(mbuf: &mut [u8], f: &[u8]) -> usize {
-    let m = &mut mbuf[..f.len()];
-    m.copy_from_slice(f);
-    let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
-        return 0;
-    };
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-        return 0;
-    };
-    let ok = siplb_core::wire::checksum::checksum(ip.header()) == 0;
-    match UdpPacket::new_checked(ip.payload()) {
-        Ok(u) if ok => usize::from(u.dst_port()) + u.payload().len(),
-        _ => 0,
-    }
-}
-
 /// Best and median ns per packet over `rounds` passes (after one warm-up pass).
 fn time(rounds: usize, mut pass: impl FnMut() -> usize) -> (f64, f64) {
     pass();
@@ -363,7 +347,7 @@ mod count {
 
     #[inline(never)]
     pub fn count_ref_headers(m: &mut [u8], fr: &[Vec<u8>]) -> usize {
-        fr.iter().map(|f| copy_and_headers(m, f)).sum()
+        fr.iter().map(|f| bench::copy_and_headers(m, f)).sum()
     }
 
     /// `tag` keeps the count functions' bodies apart (identical ones are merged).
@@ -633,7 +617,7 @@ fn main() {
         let reference = time(rounds, || {
             let sink: usize = buf
                 .chunks_exact(FRAME)
-                .map(|f| copy_and_headers(&mut mbuf, f))
+                .map(|f| bench::copy_and_headers(&mut mbuf, f))
                 .sum();
             black_box(sink);
             frames as usize

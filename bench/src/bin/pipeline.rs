@@ -27,9 +27,6 @@
 use bench::{ack, backend_of, from_backend, from_client, invite, ok_200, place_dialogs, Bed};
 use siplb_core::lb::sim;
 use siplb_core::lb::{process, Verdict, WorkerCtx};
-use siplb_core::wire::ethernet::EthernetFrame;
-use siplb_core::wire::ipv4::Ipv4Packet;
-use siplb_core::wire::udp::UdpPacket;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -87,24 +84,6 @@ fn pipeline(
 }
 
 type Tables<'a> = siplb_core::lb::Tables<'a>;
-
-/// Reference 1: copy, then the checks of a plain UDP forwarder.
-#[inline(always)]
-fn copy_and_headers(mbuf: &mut [u8], f: &[u8]) -> usize {
-    let m = &mut mbuf[..f.len()];
-    m.copy_from_slice(f);
-    let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
-        return 0;
-    };
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-        return 0;
-    };
-    let ok = siplb_core::wire::checksum::checksum(ip.header()) == 0;
-    match UdpPacket::new_checked(ip.payload()) {
-        Ok(u) if ok => usize::from(u.dst_port()) + u.payload().len(),
-        _ => 0,
-    }
-}
 
 /// Reference 2: copy, then find every line end of the SIP header section.
 #[inline(always)]
@@ -220,7 +199,10 @@ fn main() {
             frames.count()
         });
         let hdr = time(rounds, |_| {
-            let sink: usize = frames.iter().map(|f| copy_and_headers(&mut mbuf, f)).sum();
+            let sink: usize = frames
+                .iter()
+                .map(|f| bench::copy_and_headers(&mut mbuf, f))
+                .sum();
             black_box(sink);
             frames.count()
         });
@@ -307,7 +289,7 @@ fn count(dialogs: u32, n: u32) {
     }
     #[inline(never)]
     fn count_ref_headers(m: &mut [u8], fr: &Frames) -> usize {
-        fr.iter().map(|f| copy_and_headers(m, f)).sum()
+        fr.iter().map(|f| bench::copy_and_headers(m, f)).sum()
     }
     #[inline(never)]
     fn count_ref_scan(m: &mut [u8], fr: &Frames) -> usize {

@@ -22,7 +22,6 @@
 use rsip::prelude::*;
 use siplb_core::sip::{Limits, SipMessage, SteerView};
 use std::hint::black_box;
-use std::time::Instant;
 
 const INVITE: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/invite_sdp.sip");
 const OK_200: &[u8] = include_bytes!("../../../siplb-core/tests/corpus/valid/register_200_ok.sip");
@@ -100,24 +99,6 @@ fn rsip_fields(buf: &[u8]) -> usize {
         + length.unwrap_or(0) as usize
 }
 
-/// Best and median ns per call over `rounds` rounds of `batch` calls.
-fn time(rounds: usize, batch: usize, mut f: impl FnMut() -> usize) -> (f64, f64) {
-    for _ in 0..batch {
-        black_box(f());
-    }
-    let mut per: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                black_box(f());
-            }
-            t.elapsed().as_nanos() as f64 / batch as f64
-        })
-        .collect();
-    per.sort_by(f64::total_cmp);
-    (per[0], per[rounds / 2])
-}
-
 /// `count N`: parse each message N times, untimed, for instruction counts under
 /// callgrind (`--toggle-collect` on the two `count_*` functions).
 fn count(n: usize, limits: &Limits) {
@@ -180,10 +161,10 @@ fn main() {
         "message", "bytes", "parser", "best ns", "median ns", "Mmsg/s", "GB/s"
     );
     for (name, buf) in [("INVITE with SDP", INVITE), ("200 OK (REGISTER)", OK_200)] {
-        let floor = time(rounds, 256, || line_scan(black_box(buf)));
-        let scan = time(rounds, 256, || scanner(black_box(buf), &limits));
-        let parse = time(rounds, 16, || rsip_parse(black_box(buf)));
-        let fields = time(rounds, 16, || rsip_fields(black_box(buf)));
+        let floor = bench::time_batches(rounds, 256, || line_scan(black_box(buf)));
+        let scan = bench::time_batches(rounds, 256, || scanner(black_box(buf), &limits));
+        let parse = bench::time_batches(rounds, 16, || rsip_parse(black_box(buf)));
+        let fields = bench::time_batches(rounds, 16, || rsip_fields(black_box(buf)));
         for (parser, (best, median)) in [
             ("memchr line scan (floor)", floor),
             ("siplb scanner", scan),
@@ -214,9 +195,9 @@ fn main() {
         ("200 OK (INVITE, SDP)", OK_INVITE),
         ("BYE", BYE),
     ] {
-        let floor = time(rounds, 256, || line_scan(black_box(buf)));
-        let light = time(rounds, 256, || steer(black_box(buf), &limits));
-        let full = time(rounds, 256, || scanner(black_box(buf), &limits));
+        let floor = bench::time_batches(rounds, 256, || line_scan(black_box(buf)));
+        let light = bench::time_batches(rounds, 256, || steer(black_box(buf), &limits));
+        let full = bench::time_batches(rounds, 256, || scanner(black_box(buf), &limits));
         for (parser, (best, median)) in [
             ("memchr line scan (floor)", floor),
             ("siplb light scan (steer)", light),

@@ -188,7 +188,8 @@ impl Rules {
             x
         };
         // A range's addresses all start with the text its ends share. One whose ends
-        // share none (9.255.255.255-10.0.0.0) cannot be searched for, and is left out.
+        // share none (its first octet goes from one digit to two) cannot be searched
+        // for, and is left out.
         // A prefix that another one starts with finds nothing new.
         let mut prefixes = [Text::new(); MAX_RANGES];
         let mut n = 0;
@@ -2486,7 +2487,7 @@ Content-Length: 0\r
         let r0 = token_of(SocketAddrV4::new(*SNAT.ip(), 0));
         let input = msg("SIP/2.0 200 OK\r
 Via: SIP/2.0/UDP 198.18.0.11:5060;rport=1030;received=198.19.0.100;branch=z9hG4bKr\r
-Via: SIP/2.0/UDP 192.168.1.5:5060;rport=1024;received=198.19.0.100;branch=z9hG4bKp\r
+Via: SIP/2.0/UDP 198.18.77.5:5060;rport=1024;received=198.19.0.100;branch=z9hG4bKp\r
 From: <sip:bob@example.com>;tag=r1\r
 To: <sip:bob@example.com>;tag=k1\r
 Call-ID: reg2@x\r
@@ -2499,7 +2500,7 @@ Content-Length: 0\r
         // B's own flow (top Via, its binding) goes back to B; the rest is tokens.
         assert!(out.contains("Via: SIP/2.0/UDP 198.18.0.11:5060;rport=5060;received=198.18.0.11;branch=z9hG4bKr\r\n"), "{out}");
         assert!(
-            out.contains(&format!("Via: SIP/2.0/UDP 192.168.1.5:5060;rport=1024;received=198.18.0.100;slbf={r0};branch=z9hG4bKp\r\n")),
+            out.contains(&format!("Via: SIP/2.0/UDP 198.18.77.5:5060;rport=1024;received=198.18.0.100;slbf={r0};branch=z9hG4bKp\r\n")),
             "{out}"
         );
         assert!(out.contains(&format!(
@@ -2517,7 +2518,7 @@ Content-Length: 0\r
         ));
         let (back, foreign) = run_tokens(&req, &from_bob(set));
         assert_eq!(foreign, 0);
-        assert!(back.contains("Via: SIP/2.0/UDP 192.168.1.5:5060;rport=1024;received=198.19.0.100;branch=z9hG4bKp\r\n"), "{back}");
+        assert!(back.contains("Via: SIP/2.0/UDP 198.18.77.5:5060;rport=1024;received=198.19.0.100;branch=z9hG4bKp\r\n"), "{back}");
     }
 
     #[test]

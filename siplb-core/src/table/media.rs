@@ -1571,7 +1571,10 @@ mod tests {
                 backend_pool: t.pool(Ipv4Addr::new(198, 18, 3, j), 1024).unwrap(),
                 timeout: 60,
             };
-            let ce = sa(Ipv4Addr::from(0x0a00_0000 + i as u32), 4000);
+            let ce = sa(
+                Ipv4Addr::from(0xc613_0000 | (i as u32 & 0xffff)),
+                4000 + 2 * (i as u32 >> 16) as u16,
+            );
             match t.announce(&p, &ann(call(i), 0, Side::Client, ce), T) {
                 Ok(m) => maps.push(m),
                 Err(_) => failed += 1,
@@ -1589,7 +1592,10 @@ mod tests {
         for i in (0..n).step_by(9973) {
             let to_b = maps[i as usize];
             assert_eq!(t.get(to_b.addr, to_b.port).map(|v| v.call), Some(call(i)));
-            let ce = sa(Ipv4Addr::from(0x0a00_0000 + i as u32), 4000);
+            let ce = sa(
+                Ipv4Addr::from(0xc613_0000 | (i as u32 & 0xffff)),
+                4000 + 2 * (i as u32 >> 16) as u16,
+            );
             let n = t.forward(at(to_b), sa(BACKEND, 5000), 200, T).unwrap();
             assert_eq!(n.dst, ce);
             assert_eq!(t.end_dialog(call(i)), 1);
@@ -1599,7 +1605,7 @@ mod tests {
     /// The endpoint each call announces, so a reader can tell a crossed mapping.
     fn endpoint_of(c: u64) -> SocketAddrV4 {
         sa(
-            Ipv4Addr::from(0x0a00_0000 | (c as u32 & 0x00ff_ffff)),
+            Ipv4Addr::from(0xc612_0000 | (c as u32 & 0x0001_ffff)),
             2 * (1000 + (c >> 40) as u16 % 20000),
         )
     }
