@@ -1222,8 +1222,13 @@ impl Rewriter<'_, '_> {
         let bad = RewriteError::MalformedAddress;
         let port = port_at(head, e, end, false, bad)?;
         let after = port.as_ref().map_or(e, |(r, _)| r.end);
-        // `sip:HOST:x@...`: the hit was a user name and password.
-        if lex::at(head, after) == Some(b'@') {
+        // A host (and port) ends where the URI's parameters, headers or the URI
+        // itself end. Anything else (`sip:HOST:x@...`, `sip:HOST:1024bob@...`) makes
+        // the hit part of a user name and password, or of no address at all.
+        if !matches!(
+            lex::at(head, after),
+            None | Some(b';' | b'?' | b'>' | b',' | b'"' | b' ' | b'\t' | b'\r' | b'\n')
+        ) {
             return Ok(());
         }
         let default = if sips || port.is_none() && transport_tls(head, after, end) {
@@ -1252,6 +1257,11 @@ impl Rewriter<'_, '_> {
             // header's: it gets brackets. A Request-URI and a quoted URI need none.
             let before = back_ws(head, vs, scheme_start).and_then(|i| lex::at(head, i));
             let bare = place != Places::REQUEST_URI && !matches!(before, Some(b'<' | b'"'));
+            // A bare URI cannot hold headers (`?`) (RFC 3261 20): one that does
+            // would not parse once bracketed, and its address cannot be hidden.
+            if bare && matches!(lex::at(head, after), Some(b'?' | b'>' | b'"')) {
+                return Err(bad);
+            }
             if bare {
                 self.edits.replace(scheme_start, 0, b"<")?;
             }
@@ -2480,6 +2490,49 @@ Content-Length: 0\r
         assert!(back.contains("Via: SIP/2.0/UDP 198.19.0.100:1030;branch=z9hG4bKb\r\n"));
     }
 
+    /// An address followed by more than a port (`sip:ADDR:1024bob@HOST`) is a user
+    /// name and password, not the URI's host: neither rewritten nor tokenized (a
+    /// token once made `<sip:VIP;slbf=..>bob@HOST`, which no longer parsed; found
+    /// by the ALG fuzz test in CI).
+    #[test]
+    fn an_address_inside_the_userinfo_is_left_alone() {
+        let set = snat_set(&[*SNAT.ip()]);
+        let input = msg("MESSAGE sip:bob@198.19.1.1 SIP/2.0\r
+Via: SIP/2.0/UDP 198.19.1.1;branch=z9hG4bK3\r
+From: <sip:alice@example.com>;tag=1\r
+To: sip:198.19.0.100:1024bob@198.19.1.1\r
+Contact: <sip:198.19.0.100:1024x@example.com>\r
+Call-ID: m1\r
+CSeq: 3 MESSAGE\r
+Content-Length: N\r
+\r
+hello");
+        let (out, foreign) = run_tokens(&input, &toward_bob(set));
+        assert_eq!(foreign, 0);
+        assert!(
+            out.contains("\r\nTo: sip:198.19.0.100:1024bob@198.18.0.100\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\r\nContact: <sip:198.19.0.100:1024x@example.com>\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("slbf"), "{out}");
+        assert!(
+            out.starts_with("MESSAGE sip:bob@198.18.0.100 SIP/2.0\r\n"),
+            "{out}"
+        );
+
+        // A bare URI with headers cannot be bracketed: the message is refused.
+        let input = String::from_utf8(input)
+            .unwrap()
+            .replace(":1024bob@", ":1?24bob@");
+        let m = SipMessage::parse(input.as_bytes(), &Limits::default()).unwrap();
+        let r = toward_bob(set);
+        let mut edits = Edits::new();
+        let got = rewrite(input.as_bytes(), &m, &r, None, &mut edits);
+        assert_eq!(got, Err(RewriteError::MalformedAddress));
+    }
     #[test]
     fn bare_contacts_get_brackets_and_natted_vias_a_token_of_their_own() {
         let set = snat_set(&[*SNAT.ip()]);
