@@ -1,6 +1,7 @@
 //! The main lcore's loop: commands from the control plane (apply a new state, report
-//! the state, shut down), ARP refresh and gratuitous ARP, the heartbeat, stats lines,
-//! the table sweeps, and freeing retired service snapshots. Nothing here is on the
+//! the state, shut down), ARP refresh and gratuitous ARP, the heartbeat, HA liveness
+//! (standing down when the control plane falls silent), stats lines, the table sweeps,
+//! and freeing retired service snapshots. Nothing here is on the
 //! packet path, but the main lcore may share a worker's core: every tick's work is
 //! bounded (no whole-table pass).
 
@@ -59,6 +60,7 @@ impl Housekeeping<'_> {
                 self.command(&msg);
             }
             self.published.reclaim();
+            self.check_control_plane();
             sweeps.tick(self.clock.now());
             if now >= next_arp {
                 self.announce();
@@ -117,9 +119,50 @@ impl Housekeeping<'_> {
         }
     }
 
+    /// HA: how long the control plane's HA thread has been silent past the peer's dead
+    /// time (`heartbeat_ms * dead_after`), if it has; `None` without HA.
+    fn control_silent(&self) -> Option<u64> {
+        let ha = &self.state.config.ha;
+        if !ha.enabled {
+            return None;
+        }
+        let beat = self.shared.header.control_beat.load(Ordering::Acquire);
+        let silent = self.clock.millis().saturating_sub(beat);
+        (silent > ha.heartbeat_ms * u64::from(ha.dead_after)).then_some(silent)
+    }
+
+    /// HA: the unit that forwards is the unit that says it is alive. When the control
+    /// plane stops sending heartbeats, the peer takes the VIPs over after the dead
+    /// time; by then this dataplane must have stopped answering for them, or there
+    /// are two active units. It stands down (as on a role change to standby) and
+    /// stays down until the control plane applies the active role again.
+    fn check_control_plane(&mut self) {
+        if !self.state.active {
+            return;
+        }
+        let Some(silent) = self.control_silent() else {
+            return;
+        };
+        self.state.active = false;
+        self.svc = self.svc.clone().with_active(false);
+        self.published.publish(self.svc.clone());
+        self.shared
+            .header
+            .stood_down
+            .fetch_add(1, Ordering::Release);
+        println!(
+            "siplb-dataplane: HA: the control plane has sent no heartbeat for {silent} ms: standing down (no ARP, no traffic for the VIPs) until it applies the active role again"
+        );
+        let _ = std::io::stdout().flush();
+    }
+
     /// Builds services from `state` and publishes them; the old state stays in force on
-    /// any error.
-    fn apply(&mut self, state: DesiredState) -> Reply {
+    /// any error. In HA, the active role is refused while the control plane is silent
+    /// (its main loop may outlive its HA thread).
+    fn apply(&mut self, mut state: DesiredState) -> Reply {
+        if state.active && self.control_silent().is_some() {
+            state.active = false;
+        }
         if let Some(why) = needs_restart(&self.state.config, &state.config) {
             return Reply::Rejected { reason: why };
         }

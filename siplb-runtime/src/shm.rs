@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 11;
+const LAYOUT_VERSION: u32 = 12;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -50,6 +50,12 @@ pub struct Header {
     pub pid: AtomicU32,
     /// Bumped by the dataplane's main loop about every 100 ms.
     pub heartbeat: AtomicU64,
+    /// HA: `Clock::millis` when the control plane's HA thread last sent its peer a
+    /// heartbeat. The dataplane stands down when it goes stale (`housekeeping.rs`).
+    pub control_beat: AtomicU64,
+    /// HA: times the dataplane stood down on its own because `control_beat` went
+    /// stale; the HA thread reads it to learn that its unit is no longer active.
+    pub stood_down: AtomicU64,
     /// Counted by the main lcore's table sweeps (`sweeps.rs`): entries whose deadline
     /// passed.
     pub dialogs_expired: AtomicU64,

@@ -6,12 +6,18 @@
 //! its dataplane announces the VIPs with gratuitous ARP and carries on with the
 //! replicated state, so dialogs in progress keep their backends.
 //!
+//! Liveness follows the forwarding plane: each heartbeat sent is also stamped into the
+//! dataplane's shared header (`control_beat`); a dataplane whose control plane falls
+//! silent past the dead time stands down by itself (`stood_down`), and this thread,
+//! seeing that, takes its unit for standby before electing again.
+//!
 //! Not preemptive: a unit that comes back stays standby (and is brought up to date)
 //! while its peer is active. When both start at once, the higher priority (then the
 //! lower address) becomes active.
 
 use crate::daemon::Event;
 use runtime::clock::Clock;
+use runtime::shm::Header;
 use siplb_core::config::HaConfig;
 use siplb_core::lb::Tables;
 use siplb_core::table::flow::FlowTable;
@@ -86,7 +92,10 @@ pub struct Ha {
     socket: UdpSocket,
     peer: Peer,
     tables: &'static Tables<'static>,
+    header: &'static Header,
     clock: Clock,
+    /// `header.stood_down` when last looked at.
+    stood_down: u64,
     status: Arc<HaStatus>,
     events: Sender<Event>,
     shadow: Option<Shadow>,
@@ -109,7 +118,7 @@ impl Ha {
         cfg: HaConfig,
         own: Ipv4Addr,
         tables: &'static Tables<'static>,
-        clock: Clock,
+        header: &'static Header,
         active: bool,
         events: Sender<Event>,
     ) -> anyhow::Result<Arc<HaStatus>> {
@@ -136,7 +145,9 @@ impl Ha {
             own,
             socket,
             tables,
-            clock,
+            header,
+            clock: header.clock,
+            stood_down: header.stood_down.load(Ordering::Acquire),
             status: status.clone(),
             events,
             shadow: None,
@@ -180,6 +191,9 @@ impl Ha {
     }
 
     fn send_heartbeat(&self) {
+        self.header
+            .control_beat
+            .store(self.clock.millis(), Ordering::Release);
         let mut m = Vec::with_capacity(8);
         m.extend_from_slice(MAGIC);
         m.push(HEARTBEAT);
@@ -190,6 +204,14 @@ impl Ha {
 
     /// Who is active: see the module notes.
     fn decide(&mut self, started: Instant) {
+        let stood_down = self.header.stood_down.load(Ordering::Acquire);
+        if stood_down != self.stood_down {
+            self.stood_down = stood_down;
+            if self.status.active.swap(false, Ordering::SeqCst) {
+                println!("siplb: HA: the dataplane stood down after this control plane fell silent: this unit is STANDBY");
+                let _ = self.events.send(Event::HaRole(false));
+            }
+        }
         let alive = self.peer_alive();
         let was_alive = self.status.peer_alive.swap(alive, Ordering::SeqCst);
         if alive && !was_alive {

@@ -169,7 +169,7 @@ pub fn run(opts: Options) -> Result<()> {
             state.config.ha.clone(),
             own,
             att.shared.tables,
-            att.shared.header.clock,
+            att.shared.header,
             state.active,
             tx.clone(),
         )?;

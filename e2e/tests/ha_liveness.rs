@@ -1,0 +1,162 @@
+//! HA liveness follows the forwarding plane: when only the active unit's control
+//! daemon dies, its dataplane keeps running but must stop answering for the VIPs by
+//! the time the peer takes them over, or there are two active units (both sending
+//! gratuitous ARP for the VIP, the client's traffic split between them).
+
+use e2e::bed::stat;
+use e2e::pair::Pair;
+use e2e::sipp::{stickiness, Uac};
+use std::time::{Duration, Instant};
+
+fn role(s: &e2e::siplb::Siplb) -> String {
+    let o = s.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+    v["ha"].as_str().unwrap_or("").to_string()
+}
+
+/// The MAC addresses that answer an ARP request for the VIP on the client's link
+/// within a second: one per unit that claims it.
+fn vip_owners(pair: &Pair) -> Vec<String> {
+    let script = r#"
+import socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("cli0", 0))
+mac = s.getsockname()[4]
+me, vip = socket.inet_aton("198.18.0.10"), socket.inet_aton("198.18.0.2")
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, me, b"\0" * 6, vip)
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+s.settimeout(0.1)
+seen, end = set(), time.time() + 1.0
+while time.time() < end:
+    try:
+        f = s.recv(128)
+    except socket.timeout:
+        continue
+    if len(f) >= 42 and f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == vip:
+        seen.add(f[22:28].hex(":"))
+print(" ".join(sorted(seen)))
+"#;
+    let out = pair
+        .client
+        .run("python3", &["-c", script])
+        .expect("ARP probe");
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn killing_only_the_active_daemon_leaves_one_active_unit() {
+    e2e::require_root();
+    let pair = Pair::up(2).unwrap();
+    let farm = pair.farm("dnat", "");
+    let mut u0 = pair.start(0, &farm).unwrap();
+    let u1 = pair.start(1, &farm).unwrap();
+    wait_for("roles settle", Duration::from_secs(10), || {
+        role(&u0).starts_with("active (peer alive") && role(&u1).starts_with("standby (peer alive")
+    });
+    let dataplane = u0.dataplane_pid().expect("unit 0's dataplane");
+    let before = vip_owners(&pair);
+    assert_eq!(
+        before.len(),
+        1,
+        "units answering ARP for the VIP: {before:?}"
+    );
+
+    // Only the control daemon dies; unit 0's dataplane keeps polling.
+    let killed = Instant::now();
+    u0.daemon.signal(libc::SIGKILL);
+    let log_file = u0.dataplane_log.clone();
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    wait_for("the standby takes over", Duration::from_secs(10), || {
+        role(&u1).starts_with("active")
+    });
+    println!(
+        "unit 1 active {:?} after unit 0's daemon was killed",
+        killed.elapsed()
+    );
+    // SAFETY: signal 0 only probes the PID read from unit 0's ready file.
+    assert_eq!(
+        unsafe { libc::kill(dataplane as i32, 0) },
+        0,
+        "unit 0's dataplane still runs"
+    );
+
+    let after = vip_owners(&pair);
+    println!("VIP owner before: {before:?}, after: {after:?}");
+    assert_eq!(after.len(), 1, "units answering ARP for the VIP: {after:?}");
+    assert_ne!(after, before, "the VIP moved to unit 1");
+
+    // Calls after the takeover, for longer than unit 0's ARP refresh (5 s): a unit 0
+    // still active would announce the VIP again and take part of them.
+    let uas = pair.start_uas_backends(&[]).unwrap();
+    let run = Uac::new(&pair.client, "calls", 120, 20)
+        .hold_ms(1000)
+        .timeout_s(60)
+        .run(&pair.dir)
+        .unwrap();
+    let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
+    let s = stickiness(&traces);
+    println!(
+        "{} calls successful, {} failed; calls per backend {:?}",
+        run.successful, run.failed, s.calls_per_backend
+    );
+    assert_eq!((run.successful, run.failed), (120, 0), "{}", run.output);
+    assert_eq!(s.calls_per_backend.iter().sum::<usize>(), 120);
+    s.assert_every_call_has("dnat", &["INVITE", "ACK", "BYE", "200/BYE"]);
+    let stood_down = log()
+        .lines()
+        .find(|l| l.contains("standing down"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !stood_down.is_empty(),
+        "unit 0's dataplane never stood down:\n{}",
+        log()
+    );
+    println!("unit 0: {stood_down}");
+
+    // The daemon comes back: it finds its dataplane stood down and stays standby
+    // while the peer is active.
+    u0.start_daemon(&pair.units[0]).unwrap();
+    wait_for(
+        "the restarted daemon is standby",
+        Duration::from_secs(10),
+        || role(&u0).starts_with("standby (peer alive"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(role(&u1).starts_with("active"), "unit 1: {}", role(&u1));
+
+    // Unit 0's dataplane forwarded nothing to the backends: its final counters.
+    // SAFETY: the PID of unit 0's dataplane (from its ready file); SIGTERM makes it
+    // print its final counters and exit.
+    unsafe { libc::kill(dataplane as i32, libc::SIGTERM) };
+    wait_for("unit 0's final counters", Duration::from_secs(10), || {
+        log().contains("siplb-dataplane: final")
+    });
+    let fin = log()
+        .lines()
+        .find(|l| l.starts_with("siplb-dataplane: final"))
+        .unwrap_or_default()
+        .to_string();
+    println!("unit 0: {fin}");
+    let to_backends: u64 = fin
+        .split(" | ")
+        .skip(1)
+        .filter(|p| p.contains(" to="))
+        .map(|p| stat(p, "to"))
+        .sum();
+    assert_eq!(
+        (stat(&fin, "dialogs"), to_backends),
+        (0, 0),
+        "unit 0 forwarded calls after its daemon died: {fin}"
+    );
+    drop(u1);
+}
