@@ -144,7 +144,13 @@ floating = ["{FLOAT_BACK}"]
 
     /// A farm on the VIP over the backends, in `nat` mode.
     pub fn farm(&self, nat: &str, extra: &str) -> String {
-        let b: Vec<String> = (0..self.backends.len())
+        self.farm_of(nat, extra, self.backends.len())
+    }
+
+    /// A farm on the VIP over the first `backends` backends (the others can be added
+    /// live), in `nat` mode.
+    pub fn farm_of(&self, nat: &str, extra: &str, backends: usize) -> String {
+        let b: Vec<String> = (0..backends)
             .map(|i| format!("{{ address = \"{}\" }}", backend_ip(i)))
             .collect();
         format!(

@@ -327,6 +327,10 @@ pub struct Traced {
     pub kind: String,
     pub call_id: String,
     pub cseq_method: String,
+    /// The top Via's sent-by (`host:port`) and the first Contact URI's `host:port`, as
+    /// written (empty when absent): where a balancer in `snat` put the client's flow.
+    pub via: String,
+    pub contact: String,
 }
 
 /// Parses a SIPp message log into messages.
@@ -364,6 +368,8 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
         let mut cseq_method = String::new();
         let mut from_user = String::new();
         let mut to_user = String::new();
+        let mut via = String::new();
+        let mut contact = String::new();
         for l in lines {
             if l.trim().is_empty() {
                 break;
@@ -381,6 +387,17 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
                 from_user = uri_user(value);
             } else if name == "to" || name == "t" {
                 to_user = uri_user(value);
+            } else if (name == "via" || name == "v") && via.is_empty() {
+                via = value
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+            } else if (name == "contact" || name == "m") && contact.is_empty() {
+                contact = uri_host_port(value);
             }
         }
         out.push(Traced {
@@ -392,6 +409,8 @@ pub fn parse_trace(path: &Path) -> Vec<Traced> {
             kind,
             call_id,
             cseq_method,
+            via,
+            contact,
         });
     }
     out
@@ -429,6 +448,18 @@ fn uri_user(value: &str) -> String {
         .and_then(|(_, r)| r.split_once('@'))
         .map(|(u, _)| u.to_string())
         .unwrap_or_default()
+}
+
+/// The `host:port` of the first `sip:[user@]host:port` in a header value.
+fn uri_host_port(value: &str) -> String {
+    let Some((_, r)) = value.split_once("sip:") else {
+        return String::new();
+    };
+    let r = r.split_once('@').map_or(r, |(_, h)| h);
+    r.split(|c: char| c == '>' || c == ';' || c.is_whitespace())
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// What each backend saw, by Call-ID, and whether any call was split.
@@ -529,5 +560,20 @@ mod tests {
             1_795_577_827.0
         );
         assert_eq!(super::parse_utc("garbage"), 0.0);
+    }
+
+    #[test]
+    fn contact_host_port_with_and_without_user() {
+        let hp = super::uri_host_port;
+        assert_eq!(
+            hp(" <sip:bob@198.18.1.254:1024>;expires=60"),
+            "198.18.1.254:1024"
+        );
+        assert_eq!(
+            hp(" <sip:198.18.1.11:5060;transport=UDP>"),
+            "198.18.1.11:5060"
+        );
+        assert_eq!(hp(" sip:sipp@198.18.0.10:5060"), "198.18.0.10:5060");
+        assert_eq!(hp(" *"), "");
     }
 }
