@@ -57,7 +57,53 @@ pub struct StatusView {
     pub http: Option<String>,
     /// The HA role and the peer's state, when HA is on.
     pub ha: Option<String>,
+    /// The HA details, when HA is on.
+    #[serde(default)]
+    pub ha_detail: Option<HaView>,
     pub farms: Vec<FarmStatus>,
+}
+
+/// What `siplb status` shows of HA (written by the HA thread).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HaView {
+    pub active: bool,
+    pub priority: u8,
+    pub peer: String,
+    pub peer_alive: bool,
+    pub peer_active: bool,
+    pub peer_priority: u8,
+    /// Empty when both units number farms, backends and pools alike; else what differs.
+    pub numbering: String,
+    /// Standby: a full resync of the active unit's tables is under way (it does not
+    /// take over by preference until it ends).
+    pub resyncing: bool,
+    /// Active: the peer reports having received our full resync.
+    pub peer_synced: bool,
+    /// Age of the oldest unacknowledged sync datagram (replication lag).
+    pub lag_ms: u64,
+    /// Send-to-acknowledgement time of recent sync datagrams.
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
+    pub in_flight: u64,
+    pub sent: u64,
+    pub resent: u64,
+    /// Replication streams started (each with a full resync).
+    pub streams: u64,
+    /// Table entries written into this unit's tables from the peer.
+    pub imported: u64,
+    /// Datagrams dropped, by reason (address, malformed, version, mac).
+    pub rejected: Vec<(String, u64)>,
+    pub last_resync: Option<ResyncView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResyncView {
+    /// "sent" (this unit was active) or "received".
+    pub direction: String,
+    /// When it ended (ms since 1970).
+    pub at_ms: u64,
+    pub entries: u64,
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,7 +4,9 @@
 //! of one item (a worker, a backend, ...) — and one loop renders a table over its
 //! items: HELP and TYPE, then the family's samples together.
 
-use crate::api::{BackendStats, BackendStatus, MediaStats, StatsView, StatusView, WorkerStats};
+use crate::api::{
+    BackendStats, BackendStatus, HaView, MediaStats, StatsView, StatusView, WorkerStats,
+};
 use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
 
@@ -44,6 +46,124 @@ const PROCESS: &[Family<StatusView>] = &[
         kind: Gauge,
         help: "Generation of the state applied in the dataplane.",
         get: One(|s| s.generation as f64),
+    },
+];
+
+/// Only when HA is on.
+const HA: &[Family<HaView>] = &[
+    Family {
+        name: "siplb_ha_active",
+        kind: Gauge,
+        help: "1 while this unit is the active one of its HA pair.",
+        get: One(|h| f64::from(u8::from(h.active))),
+    },
+    Family {
+        name: "siplb_ha_peer_alive",
+        kind: Gauge,
+        help: "1 while the HA peer's heartbeats arrive.",
+        get: One(|h| f64::from(u8::from(h.peer_alive))),
+    },
+    Family {
+        name: "siplb_ha_peer_active",
+        kind: Gauge,
+        help: "1 while the HA peer says it is active.",
+        get: One(|h| f64::from(u8::from(h.peer_alive && h.peer_active))),
+    },
+    Family {
+        name: "siplb_ha_numbering_match",
+        kind: Gauge,
+        help:
+            "1 while both units number farms, backends and pools alike (else replication is off).",
+        get: One(|h| f64::from(u8::from(h.numbering.is_empty()))),
+    },
+    Family {
+        name: "siplb_ha_resyncing",
+        kind: Gauge,
+        help: "1 while this standby receives a full resync.",
+        get: One(|h| f64::from(u8::from(h.resyncing))),
+    },
+    Family {
+        name: "siplb_ha_lag_seconds",
+        kind: Gauge,
+        help: "Age of the oldest unacknowledged sync datagram.",
+        get: One(|h| h.lag_ms as f64 / 1000.0),
+    },
+    Family {
+        name: "siplb_ha_ack_seconds",
+        kind: Gauge,
+        help: "Send-to-acknowledgement time of recent sync datagrams, by quantile.",
+        get: By("quantile", |h| {
+            vec![
+                ("0.5", h.ack_p50_ms / 1000.0),
+                ("0.99", h.ack_p99_ms / 1000.0),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_ha_in_flight",
+        kind: Gauge,
+        help: "Sync datagrams sent and not yet acknowledged.",
+        get: One(|h| h.in_flight as f64),
+    },
+    Family {
+        name: "siplb_ha_sync_datagrams_total",
+        kind: Counter,
+        help: "Sync datagrams sent, first sends and resends.",
+        get: By("kind", |h| {
+            vec![
+                ("first", (h.sent - h.resent) as f64),
+                ("resent", h.resent as f64),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_ha_streams_total",
+        kind: Counter,
+        help: "Replication streams started, each with a full resync.",
+        get: One(|h| h.streams as f64),
+    },
+    Family {
+        name: "siplb_ha_imported_entries_total",
+        kind: Counter,
+        help: "Table entries written into this unit's tables from the peer.",
+        get: One(|h| h.imported as f64),
+    },
+    Family {
+        name: "siplb_ha_rejected_total",
+        kind: Counter,
+        help: "HA datagrams dropped, by reason (address, malformed, version, mac).",
+        get: By("reason", |h| {
+            h.rejected
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64))
+                .collect()
+        }),
+    },
+    Family {
+        name: "siplb_ha_last_resync_entries",
+        kind: Gauge,
+        help: "Entries of the last full resync sent or received.",
+        get: One(|h| h.last_resync.as_ref().map_or(0.0, |r| r.entries as f64)),
+    },
+    Family {
+        name: "siplb_ha_last_resync_seconds",
+        kind: Gauge,
+        help: "How long the last full resync took.",
+        get: One(|h| {
+            h.last_resync
+                .as_ref()
+                .map_or(0.0, |r| r.duration_ms as f64 / 1000.0)
+        }),
+    },
+    Family {
+        name: "siplb_ha_last_resync_timestamp_seconds",
+        kind: Gauge,
+        help: "When the last full resync ended (Unix time).",
+        get: One(|h| {
+            h.last_resync
+                .as_ref()
+                .map_or(0.0, |r| r.at_ms as f64 / 1000.0)
+        }),
     },
 ];
 
@@ -289,6 +409,9 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
     let mut out = String::new();
     let o = &mut out;
     table(o, PROCESS, &[(vec![], status)]);
+    if let Some(h) = &status.ha_detail {
+        table(o, HA, &[(vec![], h)]);
+    }
     let workers: Vec<_> = stats
         .workers
         .iter()
@@ -421,6 +544,32 @@ mod tests {
             serde_json::from_value(status).unwrap(),
             serde_json::from_value(stats).unwrap(),
         )
+    }
+
+    #[test]
+    fn ha_families_come_with_ha() {
+        let (mut status, stats) = views();
+        assert!(!render(&status, &stats).contains("siplb_ha_"));
+        status.ha_detail = Some(HaView {
+            active: true,
+            peer_alive: true,
+            sent: 10,
+            resent: 3,
+            rejected: vec![("mac".into(), 4)],
+            ..Default::default()
+        });
+        let text = render(&status, &stats);
+        for want in [
+            "siplb_ha_active 1",
+            "siplb_ha_peer_active 0",
+            "siplb_ha_numbering_match 1",
+            "siplb_ha_sync_datagrams_total{kind=\"resent\"} 3",
+            "siplb_ha_sync_datagrams_total{kind=\"first\"} 7",
+            "siplb_ha_rejected_total{reason=\"mac\"} 4",
+            "siplb_ha_ack_seconds{quantile=\"0.99\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no `{want}` in:\n{text}");
+        }
     }
 
     #[test]

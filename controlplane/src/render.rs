@@ -1,6 +1,6 @@
 //! Text output of the CLI: what an operator reads in a terminal.
 
-use crate::api::{DialogView, StatsView, StatusView};
+use crate::api::{DialogView, HaView, StatsView, StatusView};
 use std::fmt::Write;
 
 fn rate(bps: f64) -> String {
@@ -35,6 +35,9 @@ pub fn status(s: &StatusView) -> String {
     );
     if let Some(ha) = &s.ha {
         let _ = writeln!(o, "HA: this unit is {ha}");
+    }
+    if let Some(h) = &s.ha_detail {
+        ha_detail(&mut o, h);
     }
     for f in &s.farms {
         let _ = writeln!(
@@ -180,4 +183,73 @@ pub fn dialog(d: &DialogView) -> String {
         "dialog {}\n  farm {}  backend {}  state {}\n  last message {} s ago, forgotten in {} s without news\n",
         d.call_id, d.farm, d.backend, d.state, d.idle_s, d.expires_in_s
     )
+}
+
+fn ha_detail(o: &mut String, h: &HaView) {
+    let peer_role = match (h.peer_alive, h.peer_active) {
+        (false, _) => "dead",
+        (true, true) => "active",
+        (true, false) => "standby",
+    };
+    let _ = writeln!(
+        o,
+        "  priority {}; peer {} {peer_role}, priority {}, numbering {}",
+        h.priority,
+        h.peer,
+        h.peer_priority,
+        if h.numbering.is_empty() {
+            "agrees"
+        } else {
+            "DIFFERS"
+        }
+    );
+    if !h.numbering.is_empty() {
+        let _ = writeln!(o, "  {}: replication is off", h.numbering);
+    }
+    if h.resyncing {
+        let _ = writeln!(
+            o,
+            "  resyncing: receiving the peer's tables (no takeover by preference)"
+        );
+    }
+    if h.active {
+        let _ = writeln!(
+            o,
+            "  replication: lag {} ms, {} in flight, acked in {:.1} ms p50 / {:.1} ms p99; {} sent, {} resent, {} streams; peer {}",
+            h.lag_ms,
+            h.in_flight,
+            h.ack_p50_ms,
+            h.ack_p99_ms,
+            h.sent,
+            h.resent,
+            h.streams,
+            if h.peer_synced { "synced" } else { "not synced" }
+        );
+    } else {
+        let _ = writeln!(o, "  replication: {} entries imported", h.imported);
+    }
+    let rejected: Vec<String> = h
+        .rejected
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
+    if !rejected.is_empty() {
+        let _ = writeln!(o, "  datagrams dropped: {}", rejected.join(", "));
+    }
+    if let Some(r) = &h.last_resync {
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            .saturating_sub(r.at_ms);
+        let _ = writeln!(
+            o,
+            "  last resync {}: {} entries in {} ms, {:.1} s ago",
+            r.direction,
+            r.entries,
+            r.duration_ms,
+            ago as f64 / 1000.0
+        );
+    }
 }

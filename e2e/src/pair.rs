@@ -112,6 +112,7 @@ priority = {prio}
 heartbeat_ms = 100
 dead_after = 3
 sync_ms = 200
+key = "e2e-pair-shared-secret"
 
 [[port]]
 name = "front"

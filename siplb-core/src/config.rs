@@ -114,6 +114,13 @@ pub struct HaConfig {
     pub dead_after: u32,
     /// How often the active unit sends the peer what changed in its tables.
     pub sync_ms: u64,
+    /// Shared secret of the pair (at least 16 bytes): every HA datagram carries an
+    /// HMAC-SHA256 made with it. Either this or `key_file`.
+    pub key: Option<String>,
+    /// A file holding the shared secret (trailing newline ignored), read when HA starts.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Most table-sync datagrams sent per second (new and resent together).
+    pub sync_rate: u32,
 }
 
 impl Default for HaConfig {
@@ -126,6 +133,9 @@ impl Default for HaConfig {
             heartbeat_ms: 200,
             dead_after: 3,
             sync_ms: 300,
+            key: None,
+            key_file: None,
+            sync_rate: 5000,
         }
     }
 }
@@ -746,6 +756,23 @@ backends = [
             .replace("nat = \"dnat\"", "nat = \"snat\"")
             .replace("name = \"pbx2\"", "name = \"pbx2\"\nnat = \"snat\"");
         Config::parse(&snat, Path::new("x")).unwrap();
+    }
+
+    #[test]
+    fn ha_needs_a_shared_key_of_16_bytes() {
+        let ha =
+            |extra: &str| format!("{GOOD}\n[ha]\nenabled = true\npeer = \"198.18.1.3\"\n{extra}\n");
+        let e = err(&ha(""));
+        assert_eq!(e.field, "ha.key");
+        assert!(e.message.contains("at least 16 bytes"), "{e}");
+        let e = err(&ha("key = \"short\""));
+        assert_eq!(e.field, "ha.key");
+        assert!(e.message.contains("5 bytes"), "{e}");
+        let e = err(&ha("key = \"0123456789abcdef\"\nkey_file = \"/k\""));
+        assert!(e.message.contains("not both"), "{e}");
+        let c = Config::parse(&ha("key = \"0123456789abcdef\""), Path::new("x")).unwrap();
+        assert_eq!(c.ha.sync_rate, 5000);
+        Config::parse(&ha("key_file = \"/etc/siplb/ha.key\""), Path::new("x")).unwrap();
     }
 }
 

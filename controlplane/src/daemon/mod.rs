@@ -36,6 +36,10 @@ pub enum Event {
     Api(Request, Sender<Response>),
     /// The HA thread decided this unit's role (true = active).
     HaRole(bool),
+    /// The HA thread wants the VIPs announced again (a partition healed, the peer
+    /// stepped down): the state is applied again, which makes the dataplane send
+    /// gratuitous ARP.
+    HaAnnounce,
     /// A backend's health checks changed their verdict.
     Health {
         farm: String,
@@ -171,6 +175,7 @@ pub fn run(opts: Options) -> Result<()> {
             att.shared.tables,
             att.shared.header,
             state.active,
+            ha::numbering::digests(&state.config, att.shared.directory),
             tx.clone(),
         )?;
         println!(
@@ -209,6 +214,7 @@ pub fn run(opts: Options) -> Result<()> {
         ha: ha_status,
         health: checkers.board.clone(),
     };
+    let mut numbered = applied;
     let exit = loop {
         if STOP.load(Ordering::Relaxed) {
             break Ok(());
@@ -243,6 +249,19 @@ pub fn run(opts: Options) -> Result<()> {
                     );
                 }
             }
+            Ok(Event::HaAnnounce) => {
+                if state.active {
+                    let before = state.clone();
+                    state.generation += 1;
+                    apply(
+                        &mut att,
+                        &mut state,
+                        before,
+                        &mut applied,
+                        "HA: announcing the VIPs again (the peer stepped down)".into(),
+                    );
+                }
+            }
             Ok(Event::Health {
                 farm,
                 address,
@@ -265,6 +284,12 @@ pub fn run(opts: Options) -> Result<()> {
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
+        }
+        if let Some(h) = ctx.ha.as_ref().filter(|_| numbered != applied) {
+            // What the peer must number alike, from the state in force.
+            *h.numbering.lock().unwrap_or_else(|p| p.into_inner()) =
+                ha::numbering::digests(&state.config, att.shared.directory);
+            numbered = applied;
         }
         if Instant::now() >= next_sample {
             stats = sampler.sample(&att.shared, &state);
@@ -506,6 +531,7 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
                 }
             )
         }),
+        ha_detail: ctx.ha.as_ref().map(|h| h.view()),
         farms: state
             .config
             .farms

@@ -116,6 +116,33 @@ fn ha(ha: &HaConfig, ports: &[PortConfig]) -> Check {
             "heartbeat_ms and sync_ms must be at least 20 ms, dead_after at least 1",
         ));
     }
+    match (&ha.key, &ha.key_file) {
+        (None, None) => {
+            return Err(Invalid::at(
+                [Key("ha"), Key("key")],
+                "HA needs a shared secret of at least 16 bytes, the same on both units: set key = \"...\" or key_file",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(Invalid::at(
+                [Key("ha"), Key("key")],
+                "set key or key_file, not both",
+            ))
+        }
+        (Some(k), None) if k.len() < 16 => {
+            return Err(Invalid::at(
+                [Key("ha"), Key("key")],
+                format!("the key has {} bytes: at least 16 are needed", k.len()),
+            ))
+        }
+        _ => {}
+    }
+    if ha.sync_rate < 10 {
+        return Err(Invalid::at(
+            [Key("ha"), Key("sync_rate")],
+            "sync_rate (datagrams per second) must be at least 10",
+        ));
+    }
     Ok(())
 }
 

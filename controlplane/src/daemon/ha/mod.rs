@@ -1,0 +1,706 @@
+//! Two-unit high availability. Each unit's control plane sends heartbeats to its peer
+//! (UDP through the exception path); the active unit owns the VIPs, SNAT and floating
+//! addresses and replicates what changes in its tables (dialogs, registrations, TCP
+//! connections, SNAT sessions) to the standby, which writes it into its own dataplane's
+//! shared memory. When the active unit's heartbeats stop, the standby becomes active:
+//! its dataplane announces the VIPs with gratuitous ARP and carries on with the
+//! replicated state, so dialogs in progress keep their backends.
+//!
+//! Liveness follows the forwarding plane: each heartbeat sent is also stamped into the
+//! dataplane's shared header (`control_beat`); a dataplane whose control plane falls
+//! silent past the dead time stands down by itself (`stood_down`), and this thread,
+//! seeing that, takes its unit for standby before electing again.
+//!
+//! Every datagram is authenticated (`wire`: HMAC-SHA256 with the pair's key) and
+//! dropped and counted when its MAC, version or source is wrong. Replication runs in
+//! *streams* (`repl`): sequenced, acknowledged, resent, paced; each stream starts with
+//! a full resync of every live entry ended by a marker. The active unit starts a new
+//! stream when the peer appears or restarts, when it becomes active itself, when the
+//! peer steps down after a partition, when both units' numbering comes to agree, and
+//! when the peer falls too far behind (its oldest unacknowledged datagram is older
+//! than the dead time).
+//!
+//! Election: not preemptive; a unit that comes back stays standby (and is resynced)
+//! while its peer is active. When both are standby, the higher priority (then the
+//! lower address) becomes active, unless it is in the middle of a resync or numbers
+//! farms/backends differently from its peer (`numbering`). When both are active (a
+//! partition that healed), the lower one by the same rule steps down; the winner
+//! announces the VIPs again and resyncs the loser. A standby whose peer dies takes over
+//! whatever its state: forwarding with part of the tables beats not forwarding.
+
+pub mod numbering;
+pub mod repl;
+pub mod wire;
+
+use crate::api::{HaView, ResyncView};
+use crate::daemon::Event;
+use anyhow::Context;
+use numbering::Digests;
+use repl::{Inbox, Outbox};
+use runtime::clock::Clock;
+use runtime::shm::Header as ShmHeader;
+use siplb_core::config::HaConfig;
+use siplb_core::lb::Tables;
+use siplb_core::table::flow::FlowTable;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wire::{Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_SYNCED, PER_DATAGRAM};
+
+/// Tables replicated, in message order.
+const DIALOGS: u8 = 0;
+const REGISTRATIONS: u8 = 1;
+const CONNECTIONS: u8 = 2;
+const SNAT_FORWARD: u8 = 3;
+const SNAT_REVERSE: u8 = 4;
+
+/// Acknowledgement times kept for the percentiles.
+const LAG_SAMPLES: usize = 1024;
+
+/// What the main loop and status output see of the HA thread.
+#[derive(Debug, Default)]
+pub struct HaStatus {
+    pub active: AtomicBool,
+    pub peer_alive: AtomicBool,
+    /// Set by the main loop from the state applied (`numbering::digests`).
+    pub numbering: Mutex<Digests>,
+    /// Written by the HA thread a few times a second.
+    pub view: Mutex<HaView>,
+}
+
+impl HaStatus {
+    pub fn view(&self) -> HaView {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn digests(&self) -> Digests {
+        *self.numbering.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct Peer {
+    last_seen: Option<Instant>,
+    epoch: u64,
+    beat: Beat,
+}
+
+/// Per-slot copies of what was last queued, to send only changes.
+struct Shadow {
+    flows: Vec<Vec<(u64, u64)>>,
+    reverse: Vec<(u64, u32)>,
+}
+
+impl Shadow {
+    fn new(t: &Tables<'_>) -> Self {
+        Self {
+            flows: [
+                t.dialogs.flow().capacity(),
+                t.registrations.flow().capacity(),
+                t.connections.flow().capacity(),
+                t.snat.forward().capacity(),
+            ]
+            .iter()
+            .map(|n| vec![(0, 0); *n])
+            .collect(),
+            reverse: vec![(0, 0); t.snat.mappings()],
+        }
+    }
+
+    fn reset(&mut self) {
+        for f in &mut self.flows {
+            f.iter_mut().for_each(|e| *e = (0, 0));
+        }
+        self.reverse.iter_mut().for_each(|e| *e = (0, 0));
+    }
+}
+
+/// A full resync being sent (active) or received (standby).
+struct Resync {
+    started: Instant,
+    entries: u64,
+}
+
+pub struct Ha {
+    cfg: HaConfig,
+    own: Ipv4Addr,
+    peer_addr: SocketAddrV4,
+    socket: UdpSocket,
+    key: Key,
+    epoch: u64,
+    peer: Peer,
+    tables: &'static Tables<'static>,
+    header: &'static ShmHeader,
+    clock: Clock,
+    /// `header.stood_down` when last looked at.
+    stood_down: u64,
+    status: Arc<HaStatus>,
+    events: Sender<Event>,
+    shadow: Option<Shadow>,
+    outbox: Outbox,
+    inbox: Inbox,
+    /// The peer epoch our current stream serves; None: a new stream is due.
+    stream_for: Option<u64>,
+    sending: Option<Resync>,
+    receiving: Option<Resync>,
+    last_resync: Option<ResyncView>,
+    imported: u64,
+    rejected: [u64; 4],
+    ack_ages: VecDeque<f64>,
+    ack_due: u32,
+    last_ack: Instant,
+}
+
+fn flow(t: &Tables<'static>, id: u8) -> Option<FlowTable<'static>> {
+    Some(match id {
+        DIALOGS => *t.dialogs.flow(),
+        REGISTRATIONS => *t.registrations.flow(),
+        CONNECTIONS => *t.connections.flow(),
+        SNAT_FORWARD => *t.snat.forward(),
+        _ => return None,
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The pair's shared secret from `[ha] key` or `key_file`.
+pub fn load_key(cfg: &HaConfig) -> anyhow::Result<Key> {
+    let secret = match (&cfg.key, &cfg.key_file) {
+        (Some(k), _) => k.as_bytes().to_vec(),
+        (None, Some(f)) => {
+            let mut s = std::fs::read(f)
+                .with_context(|| format!("[ha] key_file {}: cannot read it", f.display()))?;
+            while s.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                s.pop();
+            }
+            s
+        }
+        (None, None) => anyhow::bail!("[ha] key: HA needs a shared secret (key or key_file)"),
+    };
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "[ha] key{}: {} bytes, at least 16 are needed",
+            if cfg.key.is_some() { "" } else { "_file" },
+            secret.len()
+        );
+    }
+    Ok(Key::new(&secret))
+}
+
+impl Ha {
+    /// Binds the HA socket on `own` (our address in the peer's subnet) and starts the
+    /// thread.
+    pub fn start(
+        cfg: HaConfig,
+        own: Ipv4Addr,
+        tables: &'static Tables<'static>,
+        header: &'static ShmHeader,
+        active: bool,
+        numbering: Digests,
+        events: Sender<Event>,
+    ) -> anyhow::Result<Arc<HaStatus>> {
+        let peer = cfg
+            .peer
+            .ok_or_else(|| anyhow::anyhow!("[ha] peer is not set"))?;
+        let key = load_key(&cfg)?;
+        let socket = UdpSocket::bind(SocketAddrV4::new(own, cfg.port)).map_err(|e| {
+            anyhow::anyhow!(
+                "HA socket on {own}:{}: {e} (is the exception path on?)",
+                cfg.port
+            )
+        })?;
+        socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+        let status = Arc::new(HaStatus::default());
+        status.active.store(active, Ordering::SeqCst);
+        *status.numbering.lock().unwrap_or_else(|p| p.into_inner()) = numbering;
+        let epoch = unix_ms();
+        let rto = Duration::from_millis(cfg.heartbeat_ms.max(50));
+        let ha = Ha {
+            peer_addr: SocketAddrV4::new(peer, cfg.port),
+            key,
+            epoch,
+            peer: Peer::default(),
+            outbox: Outbox::new(epoch, rto, cfg.sync_rate),
+            inbox: Inbox::default(),
+            cfg,
+            own,
+            socket,
+            tables,
+            header,
+            clock: header.clock,
+            stood_down: header.stood_down.load(Ordering::Acquire),
+            status: status.clone(),
+            events,
+            shadow: None,
+            stream_for: None,
+            sending: None,
+            receiving: None,
+            last_resync: None,
+            imported: 0,
+            rejected: [0; 4],
+            ack_ages: VecDeque::new(),
+            ack_due: 0,
+            last_ack: Instant::now(),
+        };
+        std::thread::Builder::new()
+            .name("siplb-ha".into())
+            .spawn(move || ha.run())?;
+        Ok(status)
+    }
+
+    fn run(mut self) {
+        let beat = Duration::from_millis(self.cfg.heartbeat_ms);
+        let sync_every = Duration::from_millis(self.cfg.sync_ms);
+        let started = Instant::now();
+        let mut next_beat = Instant::now();
+        let mut next_sync = Instant::now();
+        let mut next_view = Instant::now();
+        let mut buf = [0u8; 2048];
+        loop {
+            let now = Instant::now();
+            if now >= next_beat {
+                self.send_heartbeat();
+                next_beat = now + beat;
+                self.decide(started);
+            }
+            if self.replicating() {
+                if self.stream_for != Some(self.peer.epoch) {
+                    self.begin_stream(now);
+                }
+                // A resync in progress goes on as fast as the window and rate allow
+                // (each pass scans the tables: wait for half the window to be free).
+                let resync_room = self.sending.is_some() && self.outbox.room() >= repl::WINDOW / 2;
+                if now >= next_sync || resync_room {
+                    self.sync(now);
+                    next_sync = now + sync_every;
+                }
+                if self.outbox.oldest(now) > Some(self.dead_time()) {
+                    println!(
+                        "siplb: HA: the peer is {} ms behind: full resync",
+                        self.outbox.oldest(now).unwrap_or_default().as_millis()
+                    );
+                    self.stream_for = None;
+                }
+                for m in self.outbox.poll(now) {
+                    let _ = self.socket.send_to(&m, self.peer_addr);
+                }
+            }
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) if from.ip() == IpAddr::V4(*self.peer_addr.ip()) => {
+                    self.receive(&buf[..n], now);
+                }
+                Ok(_) => self.rejected[0] += 1,
+                Err(_) => {}
+            }
+            if self.ack_due > 0
+                && (self.ack_due >= 32 || self.last_ack.elapsed() >= Duration::from_millis(5))
+            {
+                self.send_ack();
+            }
+            if now >= next_view {
+                self.publish(now);
+                next_view = now + Duration::from_millis(100);
+            }
+        }
+    }
+
+    fn dead_time(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_ms * u64::from(self.cfg.dead_after))
+    }
+
+    fn peer_alive(&self) -> bool {
+        let limit = self.dead_time();
+        self.peer.last_seen.is_some_and(|t| t.elapsed() < limit)
+    }
+
+    /// Why the peer's replicated entries would not mean the same here.
+    fn numbering_differs(&self) -> Option<String> {
+        self.peer.last_seen?;
+        numbering::differs(&self.status.digests(), &self.peer.beat.digests)
+    }
+
+    /// The active unit replicates to a live standby that numbers things alike.
+    fn replicating(&self) -> bool {
+        self.status.active.load(Ordering::SeqCst)
+            && self.peer_alive()
+            && self.peer.beat.flags & FLAG_ACTIVE == 0
+            && self.numbering_differs().is_none()
+    }
+
+    /// Standby in the middle of a full resync.
+    fn resyncing(&self) -> bool {
+        self.inbox.state.stream != 0 && !self.inbox.state.synced
+    }
+
+    fn send(&self, kind: Kind, payload: &[u8]) {
+        let h = Header {
+            kind,
+            epoch: self.epoch,
+            stream: 0,
+            seq: 0,
+        };
+        let _ = self
+            .socket
+            .send_to(&self.key.seal(h, payload), self.peer_addr);
+    }
+
+    fn send_heartbeat(&self) {
+        self.header
+            .control_beat
+            .store(self.clock.millis(), Ordering::Release);
+        let mut flags = 0;
+        if self.status.active.load(Ordering::SeqCst) {
+            flags |= FLAG_ACTIVE;
+        }
+        if self.inbox.state.synced {
+            flags |= FLAG_SYNCED;
+        }
+        let b = Beat {
+            priority: self.cfg.priority,
+            flags,
+            digests: self.status.digests(),
+        };
+        self.send(Kind::Heartbeat, &b.encode());
+    }
+
+    fn send_ack(&mut self) {
+        if let Some(a) = self.inbox.ack() {
+            self.send(Kind::Ack, &a.encode());
+        }
+        self.ack_due = 0;
+        self.last_ack = Instant::now();
+    }
+
+    /// Who is active: see the module notes.
+    fn decide(&mut self, started: Instant) {
+        let stood_down = self.header.stood_down.load(Ordering::Acquire);
+        if stood_down != self.stood_down {
+            self.stood_down = stood_down;
+            if self.status.active.swap(false, Ordering::SeqCst) {
+                println!("siplb: HA: the dataplane stood down after this control plane fell silent: this unit is STANDBY");
+                let _ = self.events.send(Event::HaRole(false));
+            }
+        }
+        let alive = self.peer_alive();
+        let was_alive = self.status.peer_alive.swap(alive, Ordering::SeqCst);
+        if alive && !was_alive {
+            // A (re)appeared peer gets everything again.
+            self.stream_for = None;
+            println!("siplb: HA: peer {} is up", self.peer_addr.ip());
+            if let Some(why) = self.numbering_differs() {
+                println!("siplb: HA: {why}; replication is off until they agree");
+            }
+        } else if !alive && was_alive {
+            println!("siplb: HA: peer {} stopped answering", self.peer_addr.ip());
+        }
+        let active = self.status.active.load(Ordering::SeqCst);
+        let peer_active = self.peer.beat.flags & FLAG_ACTIVE != 0;
+        // Give a starting peer time to be heard before deciding alone.
+        let settling =
+            started.elapsed() < self.dead_time() + Duration::from_millis(self.cfg.heartbeat_ms);
+        let outranks = (self.cfg.priority, std::cmp::Reverse(u32::from(self.own)))
+            > (
+                self.peer.beat.priority,
+                std::cmp::Reverse(u32::from(*self.peer_addr.ip())),
+            );
+        let unfit = if self.resyncing() {
+            Some("a full resync from the peer is under way".to_string())
+        } else {
+            self.numbering_differs()
+        };
+        let want = if active {
+            // Split brain resolves toward the higher priority.
+            !(alive && peer_active && !outranks)
+        } else if !alive {
+            !settling
+        } else {
+            !peer_active && outranks && unfit.is_none()
+        };
+        if want != active {
+            self.status.active.store(want, Ordering::SeqCst);
+            let why = if !alive {
+                "the peer is not answering".to_string()
+            } else if want {
+                "this unit outranks an idle peer".to_string()
+            } else {
+                "the peer is active and outranks this unit".to_string()
+            };
+            println!(
+                "siplb: HA: this unit becomes {} ({why})",
+                if want { "ACTIVE" } else { "STANDBY" }
+            );
+            // Becoming active starts a stream to the peer (resyncing it).
+            self.stream_for = None;
+            let _ = self.events.send(Event::HaRole(want));
+        } else if !active && alive && !peer_active && outranks {
+            if let Some(why) = unfit {
+                println!("siplb: HA: this unit stays standby: {why}");
+            }
+        }
+    }
+
+    fn receive(&mut self, m: &[u8], now: Instant) {
+        let (h, payload) = match self.key.open(m) {
+            Ok(x) => x,
+            Err(r) => {
+                self.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap_or(1)] += 1;
+                return;
+            }
+        };
+        match h.kind {
+            Kind::Heartbeat => {
+                let Some(b) = Beat::decode(payload) else {
+                    self.rejected[1] += 1;
+                    return;
+                };
+                let was_active = self.peer.beat.flags & FLAG_ACTIVE != 0;
+                let restarted = self.peer.last_seen.is_some() && h.epoch != self.peer.epoch;
+                let before = self.numbering_differs();
+                self.peer.last_seen = Some(now);
+                self.peer.epoch = h.epoch;
+                self.peer.beat = b;
+                let after = self.numbering_differs();
+                if restarted {
+                    println!("siplb: HA: peer {} restarted", self.peer_addr.ip());
+                }
+                if before != after {
+                    match &after {
+                        Some(why) => {
+                            println!("siplb: HA: {why}; replication is off until they agree")
+                        }
+                        None => println!("siplb: HA: the peer's numbering agrees again"),
+                    }
+                }
+                let me_active = self.status.active.load(Ordering::SeqCst);
+                if me_active && was_active && b.flags & FLAG_ACTIVE == 0 {
+                    // The peer stepped down (a partition healed and we won): announce
+                    // the VIPs again and resync it.
+                    println!("siplb: HA: the peer stepped down: announcing the VIPs, resyncing it");
+                    let _ = self.events.send(Event::HaAnnounce);
+                    self.stream_for = None;
+                }
+            }
+            Kind::Ack => {
+                if let Some(a) = wire::Ack::decode(payload) {
+                    for age in self.outbox.ack(&a, now) {
+                        if self.ack_ages.len() == LAG_SAMPLES {
+                            self.ack_ages.pop_front();
+                        }
+                        self.ack_ages.push_back(age.as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            Kind::Sync | Kind::ResyncEnd => {
+                if self.status.active.load(Ordering::SeqCst) {
+                    return;
+                }
+                let d = self.inbox.accept(&h, payload);
+                self.ack_due += 1;
+                if d.new_stream {
+                    self.receiving = Some(Resync {
+                        started: now,
+                        entries: 0,
+                    });
+                }
+                // Entries numbered differently would land on the wrong farm, backend
+                // or SNAT address: acknowledged, not imported.
+                let import = self.numbering_differs().is_none();
+                for (kind, p) in d.payloads {
+                    if kind == Kind::ResyncEnd {
+                        if let Some(r) = self.receiving.take() {
+                            self.resync_done("received", r, now);
+                        }
+                    } else if import && p.len() >= 3 {
+                        let n = self.import(
+                            p[0],
+                            usize::from(u16::from_be_bytes([p[1], p[2]])),
+                            &p[3..],
+                        );
+                        if let Some(r) = self.receiving.as_mut() {
+                            r.entries += n;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn resync_done(&mut self, direction: &str, r: Resync, now: Instant) {
+        let v = ResyncView {
+            direction: direction.into(),
+            at_ms: unix_ms(),
+            entries: r.entries,
+            duration_ms: now.saturating_duration_since(r.started).as_millis() as u64,
+        };
+        println!(
+            "siplb: HA: full resync {direction}: {} entries in {} ms",
+            v.entries, v.duration_ms
+        );
+        self.last_resync = Some(v);
+    }
+
+    /// Writes a sync payload's entries; returns how many.
+    fn import(&mut self, table: u8, count: usize, body: &[u8]) -> u64 {
+        let now = self.clock.now();
+        let mut n = 0;
+        if table == SNAT_REVERSE {
+            for e in body.chunks_exact(16).take(count) {
+                let index = u32::from_be_bytes(e[..4].try_into().expect("4 bytes"));
+                let client = u64::from_be_bytes(e[4..12].try_into().expect("8 bytes"));
+                let deadline = u32::from_be_bytes(e[12..16].try_into().expect("4 bytes"));
+                self.tables.snat.import(index, client, deadline);
+                n += 1;
+            }
+        } else if let Some(t) = flow(self.tables, table) {
+            for e in body.chunks_exact(16).take(count) {
+                let key = u64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+                let raw = u64::from_be_bytes(e[8..16].try_into().expect("8 bytes"));
+                let _ = t.import(key, raw, now);
+                n += 1;
+            }
+        }
+        self.imported += n;
+        n
+    }
+
+    fn begin_stream(&mut self, now: Instant) {
+        self.outbox.new_stream();
+        self.stream_for = Some(self.peer.epoch);
+        if let Some(s) = self.shadow.as_mut() {
+            s.reset();
+        }
+        self.sending = Some(Resync {
+            started: now,
+            entries: 0,
+        });
+    }
+
+    /// Queues every table entry that changed since it was last queued, as far as the
+    /// window allows (the rest stays different from the shadow and goes next time);
+    /// a resync whose entries are all queued gets its end marker.
+    fn sync(&mut self, now: Instant) {
+        let tables = self.tables;
+        let shadow = self.shadow.get_or_insert_with(|| Shadow::new(tables));
+        let mut budget = self.outbox.room().saturating_sub(1) * PER_DATAGRAM;
+        let mut left_out = false;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for id in [DIALOGS, REGISTRATIONS, CONNECTIONS, SNAT_FORWARD] {
+            let t = flow(tables, id).expect("replicated table");
+            let sh = &mut shadow.flows[usize::from(id)];
+            let mut batch: Vec<(u64, u64)> = Vec::new();
+            t.for_each_slot(|i, k, v| {
+                if sh[i] != (k, v) {
+                    if budget == 0 {
+                        left_out = true;
+                        return;
+                    }
+                    budget -= 1;
+                    sh[i] = (k, v);
+                    batch.push((k, v));
+                }
+            });
+            for chunk in batch.chunks(PER_DATAGRAM) {
+                let mut m = Vec::with_capacity(3 + 16 * chunk.len());
+                m.push(id);
+                m.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                for (k, v) in chunk {
+                    m.extend_from_slice(&k.to_be_bytes());
+                    m.extend_from_slice(&v.to_be_bytes());
+                }
+                out.push(m);
+            }
+        }
+        let mut rev: Vec<(u32, u64, u32)> = Vec::new();
+        tables.snat.for_each_mapping(|i, c, d| {
+            let sh = &mut shadow.reverse[i as usize];
+            if *sh != (c, d) {
+                if budget == 0 {
+                    left_out = true;
+                    return;
+                }
+                budget -= 1;
+                *sh = (c, d);
+                rev.push((i, c, d));
+            }
+        });
+        for chunk in rev.chunks(PER_DATAGRAM) {
+            let mut m = Vec::with_capacity(3 + 16 * chunk.len());
+            m.push(SNAT_REVERSE);
+            m.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            for (p, c, d) in chunk {
+                m.extend_from_slice(&p.to_be_bytes());
+                m.extend_from_slice(&c.to_be_bytes());
+                m.extend_from_slice(&d.to_be_bytes());
+            }
+            out.push(m);
+        }
+        let queued: u64 = out
+            .iter()
+            .map(|m| u64::from(u16::from_be_bytes([m[1], m[2]])))
+            .sum();
+        for m in out {
+            // Room was counted above: every batch fits.
+            let _ = self.outbox.push(&self.key, Kind::Sync, &m, now);
+        }
+        if let Some(r) = self.sending.as_mut() {
+            r.entries += queued;
+            if !left_out {
+                let entries = r.entries as u32;
+                if self
+                    .outbox
+                    .push(&self.key, Kind::ResyncEnd, &entries.to_be_bytes(), now)
+                    .is_some()
+                {
+                    let r = self.sending.take().expect("a resync is being sent");
+                    self.resync_done("sent", r, now);
+                }
+            }
+        }
+    }
+
+    fn publish(&self, now: Instant) {
+        let mut ages: Vec<f64> = self.ack_ages.iter().copied().collect();
+        ages.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            if ages.is_empty() {
+                0.0
+            } else {
+                ages[((ages.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        let v = HaView {
+            active: self.status.active.load(Ordering::SeqCst),
+            priority: self.cfg.priority,
+            peer: self.peer_addr.ip().to_string(),
+            peer_alive: self.peer_alive(),
+            peer_active: self.peer.beat.flags & FLAG_ACTIVE != 0,
+            peer_priority: self.peer.beat.priority,
+            numbering: self.numbering_differs().unwrap_or_default(),
+            resyncing: self.resyncing(),
+            peer_synced: self.peer.beat.flags & FLAG_SYNCED != 0,
+            lag_ms: self.outbox.oldest(now).map_or(0, |d| d.as_millis() as u64),
+            ack_p50_ms: pct(0.5),
+            ack_p99_ms: pct(0.99),
+            in_flight: self.outbox.in_flight() as u64,
+            sent: self.outbox.stats.sent,
+            resent: self.outbox.stats.resent,
+            streams: self.outbox.stats.streams,
+            imported: self.imported,
+            rejected: Reject::ALL
+                .iter()
+                .zip(self.rejected)
+                .map(|(r, n)| (r.name().to_string(), n))
+                .collect(),
+            last_resync: self.last_resync.clone(),
+        };
+        *self.status.view.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+}
