@@ -142,6 +142,8 @@ pub struct Ha {
     shadow: Option<Shadow>,
     outbox: Outbox,
     inbox: Inbox,
+    /// What differed in the numbering when last checked.
+    mismatch: Option<String>,
     /// The peer epoch our current stream serves; None: a new stream is due.
     stream_for: Option<u64>,
     sending: Option<Resync>,
@@ -240,6 +242,7 @@ impl Ha {
             status: status.clone(),
             events,
             shadow: None,
+            mismatch: None,
             stream_for: None,
             sending: None,
             receiving: None,
@@ -327,6 +330,24 @@ impl Ha {
         numbering::differs(&self.status.digests(), &self.peer.beat.digests)
     }
 
+    /// Notes when the numbering starts or stops agreeing (ours changes with the state
+    /// applied, the peer's with its heartbeats).
+    fn check_numbering(&mut self) {
+        let now = self.numbering_differs();
+        if now == self.mismatch {
+            return;
+        }
+        match &now {
+            Some(why) => println!("siplb: HA: {why}; replication is off until they agree"),
+            None => {
+                println!("siplb: HA: the peer's numbering agrees");
+                // What the standby received meanwhile was not imported: resync.
+                self.stream_for = None;
+            }
+        }
+        self.mismatch = now;
+    }
+
     /// The active unit replicates to a live standby that numbers things alike.
     fn replicating(&self) -> bool {
         self.status.active.load(Ordering::SeqCst)
@@ -389,15 +410,13 @@ impl Ha {
                 let _ = self.events.send(Event::HaRole(false));
             }
         }
+        self.check_numbering();
         let alive = self.peer_alive();
         let was_alive = self.status.peer_alive.swap(alive, Ordering::SeqCst);
         if alive && !was_alive {
             // A (re)appeared peer gets everything again.
             self.stream_for = None;
             println!("siplb: HA: peer {} is up", self.peer_addr.ip());
-            if let Some(why) = self.numbering_differs() {
-                println!("siplb: HA: {why}; replication is off until they agree");
-            }
         } else if !alive && was_alive {
             println!("siplb: HA: peer {} stopped answering", self.peer_addr.ip());
         }
@@ -463,22 +482,13 @@ impl Ha {
                 };
                 let was_active = self.peer.beat.flags & FLAG_ACTIVE != 0;
                 let restarted = self.peer.last_seen.is_some() && h.epoch != self.peer.epoch;
-                let before = self.numbering_differs();
                 self.peer.last_seen = Some(now);
                 self.peer.epoch = h.epoch;
                 self.peer.beat = b;
-                let after = self.numbering_differs();
                 if restarted {
                     println!("siplb: HA: peer {} restarted", self.peer_addr.ip());
                 }
-                if before != after {
-                    match &after {
-                        Some(why) => {
-                            println!("siplb: HA: {why}; replication is off until they agree")
-                        }
-                        None => println!("siplb: HA: the peer's numbering agrees again"),
-                    }
-                }
+                self.check_numbering();
                 let me_active = self.status.active.load(Ordering::SeqCst);
                 if me_active && was_active && b.flags & FLAG_ACTIVE == 0 {
                     // The peer stepped down (a partition healed and we won): announce
