@@ -400,6 +400,10 @@ impl StatsPrinter {
                 frags.0, frags.1, frags.2
             ));
         }
+        let finished = sum(&|c| c.checksums_finished.get());
+        if finished > 0 {
+            line.push_str(&format!(" checksums_finished={finished}"));
+        }
         let kernel = (sum(&|c| c.to_kernel.get()), sum(&|c| c.from_kernel.get()));
         if kernel != (0, 0) {
             line.push_str(&format!(" kernel to={} from={}", kernel.0, kernel.1));

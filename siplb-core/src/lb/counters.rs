@@ -303,6 +303,9 @@ pub struct WorkerCounters {
     pub tcp_connections_created: Counter,
     pub connection_table_full: Counter,
     pub fragments_in: Counter,
+    /// UDP/TCP checksums a sender's kernel left unfinished (TX offload on a veth) and
+    /// the worker finished (`Flow::finish_partial_checksum`).
+    pub checksums_finished: Counter,
     pub datagrams_reassembled: Counter,
     pub fragments_out: Counter,
     /// Frames handed to the kernel interfaces (exception path) and taken from them.
@@ -358,6 +361,7 @@ impl Default for WorkerCounters {
             tcp_connections_created: Counter::default(),
             connection_table_full: Counter::default(),
             fragments_in: Counter::default(),
+            checksums_finished: Counter::default(),
             datagrams_reassembled: Counter::default(),
             fragments_out: Counter::default(),
             to_kernel: Counter::default(),

@@ -131,6 +131,9 @@ impl Ctx<'_, '_, '_> {
             Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
             Err(_) => return Verdict::Drop(DropReason::Ipv4Malformed),
         };
+        if flow.finish_partial_checksum(&mut frame[..self.len]) {
+            self.w.counters.checksums_finished.inc();
+        }
         let svc = self.svc;
         // Glean the sender's MAC: answers to it go back the way it came.
         let port = &svc.ports[usize::from(in_port)];

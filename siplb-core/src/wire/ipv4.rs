@@ -126,6 +126,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Rewrites the source address, updating the header checksum incrementally.
+    #[inline]
     pub fn set_src(&mut self, a: Ipv4Addr) {
         let (old, new) = (u32::from(self.src()), u32::from(a));
         let c = checksum::update32(self.checksum(), old, new);
@@ -134,6 +135,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Rewrites the destination address, updating the header checksum incrementally.
+    #[inline]
     pub fn set_dst(&mut self, a: Ipv4Addr) {
         let (old, new) = (u32::from(self.dst()), u32::from(a));
         let c = checksum::update32(self.checksum(), old, new);
@@ -150,6 +152,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Decrements TTL, returning false (and leaving it) when it would reach zero.
+    #[inline]
     pub fn decrement_ttl(&mut self) -> bool {
         let ttl = self.ttl();
         if ttl <= 1 {

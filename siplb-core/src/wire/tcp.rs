@@ -89,17 +89,20 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
+    #[inline]
     fn patch(&mut self, f: impl FnOnce(u16) -> u16) {
         let c = f(self.checksum());
         set_u16(self.buf.as_mut(), CHECKSUM, c);
     }
 
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         let old = self.src_port();
         self.patch(|c| checksum::update16(c, old, p));
         set_u16(self.buf.as_mut(), SRC_PORT, p);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         let old = self.dst_port();
         self.patch(|c| checksum::update16(c, old, p));
@@ -160,6 +163,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
     }
 
     /// Accounts for an IPv4 address of the pseudo-header changing.
+    #[inline]
     pub fn pseudo_addr_changed(&mut self, old: Ipv4Addr, new: Ipv4Addr) {
         self.patch(|c| checksum::update32(c, old.into(), new.into()));
     }

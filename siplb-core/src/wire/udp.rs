@@ -76,6 +76,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Applies a checksum delta unless the sender sent none (0), which stays none; a
     /// computed 0 is sent as 0xffff (RFC 768).
+    #[inline]
     fn patch(&mut self, f: impl FnOnce(u16) -> u16) {
         let c = self.checksum();
         if c == 0 {
@@ -85,12 +86,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         set_u16(self.buf.as_mut(), CHECKSUM, if n == 0 { 0xffff } else { n });
     }
 
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         let old = self.src_port();
         self.patch(|c| checksum::update16(c, old, p));
         set_u16(self.buf.as_mut(), SRC_PORT, p);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         let old = self.dst_port();
         self.patch(|c| checksum::update16(c, old, p));
@@ -98,6 +101,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Accounts for an IPv4 address of the pseudo-header changing from `old` to `new`.
+    #[inline]
     pub fn pseudo_addr_changed(&mut self, old: Ipv4Addr, new: Ipv4Addr) {
         self.patch(|c| checksum::update32(c, old.into(), new.into()));
     }
