@@ -61,6 +61,20 @@ pub struct StatusView {
     #[serde(default)]
     pub ha_detail: Option<HaView>,
     pub farms: Vec<FarmStatus>,
+    /// `[security] deny_file` as the control plane last read it, when one is set.
+    #[serde(default)]
+    pub deny_file: Option<DenyFileView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DenyFileView {
+    pub path: String,
+    /// Prefixes of the last good read, in force.
+    pub prefixes: usize,
+    /// Reads that failed since the control daemon started.
+    pub errors: u64,
+    /// Why the last read failed; empty when it succeeded.
+    pub error: String,
 }
 
 /// What `siplb status` shows of HA (written by the HA thread).

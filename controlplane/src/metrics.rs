@@ -5,7 +5,8 @@
 //! items: HELP and TYPE, then the family's samples together.
 
 use crate::api::{
-    BackendStats, BackendStatus, HaView, MediaStats, StatsView, StatusView, WorkerStats,
+    BackendStats, BackendStatus, DenyFileView, HaView, MediaStats, StatsView, StatusView,
+    WorkerStats,
 };
 use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
@@ -164,6 +165,22 @@ const HA: &[Family<HaView>] = &[
                 .as_ref()
                 .map_or(0.0, |r| r.at_ms as f64 / 1000.0)
         }),
+    },
+];
+
+/// Only when a deny file is configured.
+const DENY_FILE: &[Family<DenyFileView>] = &[
+    Family {
+        name: "siplb_deny_file_prefixes",
+        kind: Gauge,
+        help: "Prefixes of [security] deny_file in force (its last good read).",
+        get: One(|d| d.prefixes as f64),
+    },
+    Family {
+        name: "siplb_deny_file_errors_total",
+        kind: Counter,
+        help: "Reads of [security] deny_file that failed (the last good list stayed).",
+        get: One(|d| d.errors as f64),
     },
 ];
 
@@ -412,6 +429,9 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
     if let Some(h) = &status.ha_detail {
         table(o, HA, &[(vec![], h)]);
     }
+    if let Some(d) = &status.deny_file {
+        table(o, DENY_FILE, &[(vec![], d)]);
+    }
     let workers: Vec<_> = stats
         .workers
         .iter()
@@ -569,6 +589,24 @@ mod tests {
             "siplb_ha_ack_seconds{quantile=\"0.99\"} 0",
         ] {
             assert!(text.lines().any(|l| l == want), "no `{want}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_deny_file_has_its_prefixes_and_failed_reads() {
+        let (mut status, stats) = views();
+        status.deny_file = Some(DenyFileView {
+            path: "/etc/siplb/deny.txt".into(),
+            prefixes: 3,
+            errors: 2,
+            error: "/etc/siplb/deny.txt:4: bad".into(),
+        });
+        let text = render(&status, &stats);
+        for want in [
+            "siplb_deny_file_prefixes 3",
+            "siplb_deny_file_errors_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == want), "{want}:\n{text}");
         }
     }
 

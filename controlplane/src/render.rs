@@ -39,6 +39,18 @@ pub fn status(s: &StatusView) -> String {
     if let Some(h) = &s.ha_detail {
         ha_detail(&mut o, h);
     }
+    if let Some(d) = &s.deny_file {
+        let _ = write!(o, "deny_file {}: {} prefixes in force", d.path, d.prefixes);
+        let _ = if d.error.is_empty() {
+            writeln!(o)
+        } else {
+            writeln!(
+                o,
+                " (the last good read); the last read FAILED ({} failures): {}",
+                d.errors, d.error
+            )
+        };
+    }
     for f in &s.farms {
         let _ = writeln!(
             o,

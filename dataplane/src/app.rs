@@ -178,6 +178,7 @@ pub fn run(opts: Options) -> Result<()> {
             active: !cfg.ha.enabled,
             config: cfg,
             overrides: Vec::new(),
+            deny_file: None,
         },
         svc,
         registry,

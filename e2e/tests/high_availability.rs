@@ -7,7 +7,8 @@
 //! built so that only the replicated state gives the right outcome: hundreds of SNAT
 //! flows whose backend hangs up after the takeover, dialogs placed by `source`
 //! affinity before the backend set changed, and phones registered through the active
-//! unit that a backend calls after it died.
+//! unit that a backend calls after it died. One more shows that a role change does
+//! not depend on an unrelated part of the configuration: a broken blocklist file.
 
 use e2e::pair::Pair;
 use e2e::siplb::Siplb;
@@ -25,8 +26,13 @@ fn role(s: &Siplb) -> String {
 /// Starts both units with `farm` and waits until unit 0 is active and unit 1 standby,
 /// each seeing the other.
 fn start_pair(pair: &Pair, farm: &str) -> (Siplb, Siplb) {
-    let u0 = pair.start(0, farm).unwrap();
-    let u1 = pair.start(1, farm).unwrap();
+    start_pair_with(pair, [farm, farm])
+}
+
+/// `start_pair` with each unit's own farms (and other sections).
+fn start_pair_with(pair: &Pair, farms: [&str; 2]) -> (Siplb, Siplb) {
+    let u0 = pair.start(0, farms[0]).unwrap();
+    let u1 = pair.start(1, farms[1]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(role(&u0).starts_with("active (peer alive")
         && role(&u1).starts_with("standby (peer alive"))
@@ -271,5 +277,67 @@ fn source_affinity_dialogs_keep_their_backend_after_the_farm_grew() {
         before_add
     );
     s.assert_every_call_has("source affinity", &["INVITE", "ACK", "BYE", "200/BYE"]);
+    drop(u1);
+}
+
+/// The standby's `[security] deny_file` turns malformed; the active unit dies. The
+/// standby still takes over and forwards: the control plane reads the file (at start
+/// and on `siplb reload`) and keeps its last good prefixes, so no apply, the role
+/// change included, depends on it. The reload after it reports the broken line.
+#[test]
+fn a_broken_deny_file_does_not_stop_the_standby_taking_over() {
+    e2e::require_root();
+    const CALLS: u32 = 60;
+    let pair = Pair::up(2).unwrap();
+    let farm = pair.farm("dnat", "");
+    let deny: Vec<_> = (0..2)
+        .map(|i| pair.dir.join(format!("deny-u{i}.txt")))
+        .collect();
+    let units: Vec<String> = deny
+        .iter()
+        .map(|d| {
+            std::fs::write(d, "198.19.0.0/16 # a feed\n").unwrap();
+            format!("[security]\ndeny_file = \"{}\"\n\n{farm}", d.display())
+        })
+        .collect();
+    let (u0, u1) = start_pair_with(&pair, [&units[0], &units[1]]);
+    std::fs::write(&deny[1], "198.19.0.0/16\nnot-a-prefix\n").unwrap();
+    kill_active("deny_file", &u0, &u1);
+    let uas = pair.start_uas_backends(&[]).unwrap();
+    let run = Uac::new(&pair.client, "after", CALLS, 30)
+        .timeout_s(30)
+        .run(&pair.dir)
+        .unwrap();
+    let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
+    let s = stickiness(&traces);
+    println!(
+        "deny_file: after the takeover {} calls successful, {} failed; calls per backend {:?}",
+        run.successful, run.failed, s.calls_per_backend
+    );
+    assert_eq!(
+        (run.successful, run.failed),
+        (u64::from(CALLS), 0),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        s.calls_per_backend.iter().sum::<usize>(),
+        CALLS as usize,
+        "calls seen by the backends"
+    );
+    let reload = u1.ok(&["reload"]).unwrap();
+    println!("deny_file: siplb reload: {}", reload.trim());
+    assert!(
+        reload.contains("deny-u1.txt:2") && reload.contains("last good list (1 prefixes)"),
+        "{reload}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&u1.ok(&["status", "--json"]).unwrap()).unwrap();
+    let d = &status["deny_file"];
+    assert_eq!(
+        (d["prefixes"].as_u64(), d["errors"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
     drop(u1);
 }

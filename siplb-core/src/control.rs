@@ -35,6 +35,21 @@ pub struct DesiredState {
     /// This unit owns the VIPs, SNAT and floating addresses (always, without HA).
     #[serde(default = "active_by_default")]
     pub active: bool,
+    /// `[security] deny_file` as the control plane last read it: its prefixes end
+    /// `config.security.deny` and `config.security.deny_file` is empty, so an apply
+    /// reads no file and a broken feed never blocks a role or health change. `None`:
+    /// no deny file, or the state the dataplane started with (it read the file).
+    #[serde(default)]
+    pub deny_file: Option<DenyFileRead>,
+}
+
+/// Where the last prefixes of `config.security.deny` came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyFileRead {
+    /// The operator's `deny_file`.
+    pub path: String,
+    /// How many prefixes it gave (the last ones of `config.security.deny`).
+    pub prefixes: usize,
 }
 
 fn active_by_default() -> bool {
@@ -125,6 +140,7 @@ mod tests {
                     generation: 3,
                     config: cfg.clone(),
                     active: true,
+                    deny_file: None,
                     overrides: vec![Override {
                         farm: "f".into(),
                         address: "198.18.0.11".parse().unwrap(),

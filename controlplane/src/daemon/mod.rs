@@ -14,7 +14,9 @@ pub mod sampler;
 pub mod socket;
 pub mod state;
 
-use crate::api::{BackendStatus, DialogView, FarmStatus, Request, Response, StatsView, StatusView};
+use crate::api::{
+    BackendStatus, DenyFileView, DialogView, FarmStatus, Request, Response, StatsView, StatusView,
+};
 use anyhow::{bail, Context, Result};
 use dataplane::Attached;
 use runtime::names;
@@ -240,13 +242,15 @@ pub fn run(opts: Options) -> Result<()> {
                         "standby"
                     }
                     .to_string();
-                    apply(
+                    if let Response::Error { message } = apply(
                         &mut att,
                         &mut state,
                         before,
                         &mut applied,
                         format!("HA role {what}"),
-                    );
+                    ) {
+                        eprintln!("siplb: HA: the role change to {what} failed: {message}");
+                    }
                 }
             }
             Ok(Event::HaAnnounce) => {
@@ -475,13 +479,12 @@ fn handle(
         Request::Reload => match Config::load(&ctx.config_file) {
             Ok(cfg) => {
                 state.reload(cfg);
-                apply(
-                    att,
-                    state,
-                    before,
-                    applied,
-                    format!("reloaded {}", ctx.config_file.display()),
-                )
+                let mut what = format!("reloaded {}", ctx.config_file.display());
+                if let Some(e) = state.read_deny_file() {
+                    eprintln!("siplb: {e}");
+                    what = format!("{what}; {e}");
+                }
+                apply(att, state, before, applied, what)
             }
             Err(e) => Response::Error {
                 message: e.to_string(),
@@ -594,6 +597,12 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
                     .collect(),
             })
             .collect(),
+        deny_file: (!state.config.security.deny_file.is_empty()).then(|| DenyFileView {
+            path: state.config.security.deny_file.clone(),
+            prefixes: state.deny_file.prefixes.len(),
+            errors: state.deny_file.errors,
+            error: state.deny_file.error.clone(),
+        }),
     }
 }
 

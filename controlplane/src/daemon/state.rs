@@ -2,11 +2,17 @@
 //! operator's live edits: backends added, removed, re-weighted) and per-backend flags
 //! (drained by the operator, down by the health checks). The dataplane gets all of it
 //! as one `DesiredState`, with a new generation on every change.
+//!
+//! The control plane reads `[security] deny_file` (at start and on `siplb reload`) and
+//! sends its prefixes inside the state, so the dataplane reads no file on an apply: a
+//! feed that turns unreadable or malformed keeps its last good prefixes, is reported
+//! and counted, and never blocks a role or health change.
 
 use crate::api::BackendRef;
 use anyhow::{bail, Result};
-use siplb_core::config::{BackendConfig, Config};
-use siplb_core::control::{DesiredState, Override};
+use siplb_core::config::{BackendConfig, Config, Ipv4Net};
+use siplb_core::control::{DenyFileRead, DesiredState, Override};
+use siplb_core::lb::security::read_deny_file;
 use siplb_core::lb::services::BackendState;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -22,6 +28,17 @@ pub struct Flags {
     pub reason: String,
 }
 
+/// What the control plane read of `[security] deny_file`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DenyFile {
+    /// The last good read (sent to the dataplane).
+    pub prefixes: Vec<Ipv4Net>,
+    /// Reads that failed since the daemon started.
+    pub errors: u64,
+    /// Why the last read failed; empty when it succeeded.
+    pub error: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct ControlState {
     pub config: Config,
@@ -29,6 +46,7 @@ pub struct ControlState {
     pub generation: u64,
     /// This unit owns the VIPs (HA role; always true without HA).
     pub active: bool,
+    pub deny_file: DenyFile,
 }
 
 fn key(b: &BackendRef) -> Key {
@@ -43,10 +61,13 @@ impl ControlState {
             config,
             flags: BTreeMap::new(),
             generation,
+            deny_file: DenyFile::default(),
         }
     }
 
-    /// Adopts a state read back from a running dataplane.
+    /// Adopts a state read back from a running dataplane. A deny file it holds as
+    /// prefixes is taken apart again; one it does not (the state the dataplane started
+    /// with) is read.
     pub fn from_desired(d: DesiredState) -> Self {
         let mut flags = BTreeMap::new();
         for o in d.overrides {
@@ -60,11 +81,56 @@ impl ControlState {
                 BackendState::Up => {}
             }
         }
-        Self {
-            config: d.config,
+        let mut config = d.config;
+        let mut deny_file = DenyFile::default();
+        let read = match d.deny_file {
+            Some(f) => {
+                let deny = &mut config.security.deny;
+                deny_file.prefixes = deny.split_off(deny.len().saturating_sub(f.prefixes));
+                config.security.deny_file = f.path;
+                true
+            }
+            None => false,
+        };
+        let mut s = Self {
+            config,
             flags,
             generation: d.generation,
             active: d.active,
+            deny_file,
+        };
+        if !read {
+            if let Some(e) = s.read_deny_file() {
+                eprintln!("siplb: {e}");
+            }
+        }
+        s
+    }
+
+    /// Reads `[security] deny_file` (if set). On failure the last good prefixes stay,
+    /// the failure is counted and returned, for the operator.
+    pub fn read_deny_file(&mut self) -> Option<String> {
+        let path = &self.config.security.deny_file;
+        if path.is_empty() {
+            self.deny_file.prefixes.clear();
+            self.deny_file.error.clear();
+            return None;
+        }
+        match read_deny_file(path) {
+            Ok(p) => {
+                self.deny_file.prefixes = p;
+                self.deny_file.error.clear();
+                None
+            }
+            Err(e) => {
+                self.deny_file.errors += 1;
+                self.deny_file.error = e;
+                Some(format!(
+                    "[security] deny_file: {}: the last good list ({} prefixes) stays in force; fix the file and run `siplb reload`",
+                    self.deny_file.error,
+                    self.deny_file.prefixes.len()
+                ))
+            }
         }
     }
 
@@ -90,11 +156,24 @@ impl ControlState {
                 },
             })
             .collect();
+        let mut config = self.config.clone();
+        let path = std::mem::take(&mut config.security.deny_file);
+        let deny_file = (!path.is_empty()).then(|| {
+            config
+                .security
+                .deny
+                .extend_from_slice(&self.deny_file.prefixes);
+            DenyFileRead {
+                path,
+                prefixes: self.deny_file.prefixes.len(),
+            }
+        });
         DesiredState {
             generation: self.generation,
-            config: self.config.clone(),
+            config,
             overrides,
             active: self.active,
+            deny_file,
         }
     }
 
@@ -253,6 +332,9 @@ impl ControlState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use siplb_core::lb::services::{BuildError, Services, SlotRegistry};
+    use siplb_core::wire::MacAddr;
+    use std::collections::HashMap;
     use std::path::Path;
 
     fn state() -> ControlState {
@@ -325,6 +407,76 @@ mod tests {
             back.backend_state("pbx", "198.18.1.12".parse().unwrap(), 5060),
             BackendState::Down
         );
+    }
+
+    /// The services a dataplane builds from a desired state (as `Command::Apply`).
+    fn build(d: &DesiredState) -> Result<Services, BuildError> {
+        let macs = vec![MacAddr([2, 0, 0, 0, 0, 1]); d.config.ports.len()];
+        Services::build(&d.config, &macs, &HashMap::new(), &mut SlotRegistry::new(2))
+            .map(|s| s.with_active(d.active))
+    }
+
+    #[test]
+    fn a_broken_deny_file_keeps_its_last_good_list_and_blocks_no_role_change() {
+        let dir = std::env::temp_dir().join(format!("siplb-deny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("deny.txt");
+        std::fs::write(&file, "198.18.9.0/24\n198.18.7.7 # a scanner\n").unwrap();
+        let cfg = Config::parse(
+            &format!(
+                "[security]\ndeny=['198.18.8.8']\ndeny_file='{}'\n[ha]\nenabled=true\npeer='198.18.1.3'\nkey='a-test-secret-of-32-bytes-at-least'\n[[port]]\nname='b'\naddress='198.18.1.1/24'\n[[farm]]\nname='pbx'\nvip='198.18.0.2'\nbackends=[{{address='198.18.1.11'}}]\n",
+                file.display()
+            ),
+            Path::new("x"),
+        )
+        .unwrap();
+        let mut s = ControlState::new(cfg, 1);
+        assert_eq!(s.read_deny_file(), None);
+        let d = s.desired();
+        assert_eq!(
+            d.config.security.deny.len(),
+            3,
+            "configured + the file's two"
+        );
+        assert!(
+            d.config.security.deny_file.is_empty(),
+            "the dataplane reads no file"
+        );
+        let svc = build(&d).unwrap();
+        assert!(svc.security.deny.contains("198.18.7.7".parse().unwrap()));
+        assert!(svc.security.deny.contains("198.18.9.200".parse().unwrap()));
+
+        // The feed breaks: its last good list stays, the failure is said and counted.
+        std::fs::write(&file, "198.18.9.0/24\nnot-a-prefix\n").unwrap();
+        let e = s.read_deny_file().expect("a broken file is reported");
+        assert!(
+            e.contains("deny.txt:2") && e.contains("(2 prefixes)"),
+            "{e}"
+        );
+        assert_eq!((s.deny_file.errors, s.deny_file.prefixes.len()), (1, 2));
+
+        // The standby becomes active: the state sent builds, with the last good list.
+        assert!(!s.active);
+        s.active = true;
+        s.generation += 1;
+        let d = s.desired();
+        let svc = build(&d).expect("a role change never reads the deny file");
+        assert!(svc.active);
+        assert!(svc.security.deny.contains("198.18.7.7".parse().unwrap()));
+        // What the dataplane hit before: the configuration as written, file and all.
+        let as_written = DesiredState {
+            config: s.config.clone(),
+            deny_file: None,
+            ..d.clone()
+        };
+        let e = build(&as_written).unwrap_err().to_string();
+        assert!(e.contains("deny.txt:2"), "{e}");
+
+        // A daemon that attaches again reads the operator's configuration back.
+        let back = ControlState::from_desired(d);
+        assert_eq!(back.config, s.config);
+        assert_eq!(back.deny_file.prefixes, s.deny_file.prefixes);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -83,23 +83,26 @@ pub enum Refusal {
     Flood,
 }
 
+/// The prefixes of a deny file: one address or prefix per line, `#` comments. Errors
+/// name the file and line.
+pub fn read_deny_file(path: &str) -> Result<Vec<Ipv4Net>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.split('#').next().unwrap_or("").trim();
+        if !l.is_empty() {
+            out.push(l.parse().map_err(|e| format!("{path}:{}: {e}", n + 1))?);
+        }
+    }
+    Ok(out)
+}
+
 impl Policy {
     /// Builds the policy, reading `deny_file` if set. Errors name the file and line.
     pub fn build(cfg: &SecurityConfig) -> Result<Policy, String> {
         let mut deny = cfg.deny.clone();
         if !cfg.deny_file.is_empty() {
-            let text = std::fs::read_to_string(&cfg.deny_file)
-                .map_err(|e| format!("{}: {e}", cfg.deny_file))?;
-            for (n, line) in text.lines().enumerate() {
-                let l = line.split('#').next().unwrap_or("").trim();
-                if l.is_empty() {
-                    continue;
-                }
-                deny.push(
-                    l.parse()
-                        .map_err(|e| format!("{}:{}: {e}", cfg.deny_file, n + 1))?,
-                );
-            }
+            deny.extend(read_deny_file(&cfg.deny_file)?);
         }
         Ok(Policy {
             deny: PrefixSet::new(&deny),
