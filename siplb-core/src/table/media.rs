@@ -110,6 +110,10 @@
 //! addresses) take 215.5 MB, 215.5 bytes per mapping
 //! (`tests::one_million_mappings_fit`).
 
+mod replica;
+
+pub use replica::{Exported, MappingRecord, RECORD_BYTES};
+
 use crate::alg::{Mapped, MediaError, MediaFlow, MediaMapper};
 use crate::table::flow::{Entry, FlowTable, Slot};
 use std::cell::Cell;

@@ -1,7 +1,7 @@
 //! Two-unit high availability. Each unit's control plane sends heartbeats to its peer
 //! (UDP through the exception path); the active unit owns the VIPs, SNAT and floating
 //! addresses and replicates what changes in its tables (dialogs, registrations, TCP
-//! connections, SNAT sessions) to the standby, which writes it into its own dataplane's
+//! connections, SNAT sessions, media mappings) to the standby, which writes it into its own dataplane's
 //! shared memory. When the active unit's heartbeats stop, the standby becomes active:
 //! its dataplane announces the VIPs with gratuitous ARP and carries on with the
 //! replicated state, so dialogs in progress keep their backends.
@@ -42,6 +42,7 @@ use runtime::shm::Header as ShmHeader;
 use siplb_core::config::HaConfig;
 use siplb_core::lb::Tables;
 use siplb_core::table::flow::FlowTable;
+use siplb_core::table::media::{Exported, MappingRecord, RECORD_BYTES};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +57,12 @@ const REGISTRATIONS: u8 = 1;
 const CONNECTIONS: u8 = 2;
 const SNAT_FORWARD: u8 = 3;
 const SNAT_REVERSE: u8 = 4;
+/// Media mappings (`MappingRecord`s of `RECORD_BYTES`).
+const MEDIA: u8 = 5;
+/// Media records per sync datagram (152 bytes each), and what one costs of the
+/// per-sync budget counted in flow entries.
+const MEDIA_PER_DATAGRAM: usize = 8;
+const MEDIA_COST: usize = PER_DATAGRAM / MEDIA_PER_DATAGRAM;
 
 /// Acknowledgement times kept for the percentiles.
 const LAG_SAMPLES: usize = 1024;
@@ -92,6 +99,8 @@ struct Peer {
 struct Shadow {
     flows: Vec<Vec<(u64, u64)>>,
     reverse: Vec<(u64, u32)>,
+    /// Per media leg: the fingerprint of the mapping starting there (0: none).
+    media: Vec<u64>,
 }
 
 impl Shadow {
@@ -107,6 +116,7 @@ impl Shadow {
             .map(|n| vec![(0, 0); *n])
             .collect(),
             reverse: vec![(0, 0); t.snat.mappings()],
+            media: vec![0; t.media.legs()],
         }
     }
 
@@ -115,6 +125,7 @@ impl Shadow {
             f.iter_mut().for_each(|e| *e = (0, 0));
         }
         self.reverse.iter_mut().for_each(|e| *e = (0, 0));
+        self.media.iter_mut().for_each(|e| *e = 0);
     }
 }
 
@@ -561,7 +572,13 @@ impl Ha {
     fn import(&mut self, table: u8, count: usize, body: &[u8]) -> u64 {
         let now = self.clock.now();
         let mut n = 0;
-        if table == SNAT_REVERSE {
+        if table == MEDIA {
+            for e in body.chunks_exact(RECORD_BYTES).take(count) {
+                if let Some(r) = MappingRecord::decode(e) {
+                    n += u64::from(self.tables.media.import(&r, now));
+                }
+            }
+        } else if table == SNAT_REVERSE {
             for e in body.chunks_exact(16).take(count) {
                 let index = u32::from_be_bytes(e[..4].try_into().expect("4 bytes"));
                 let client = u64::from_be_bytes(e[4..12].try_into().expect("8 bytes"));
@@ -599,7 +616,9 @@ impl Ha {
     fn sync(&mut self, now: Instant) {
         let tables = self.tables;
         let shadow = self.shadow.get_or_insert_with(|| Shadow::new(tables));
-        let mut budget = self.outbox.room().saturating_sub(1) * PER_DATAGRAM;
+        // Each table's last datagram may be partial (6 tables), and the end marker
+        // needs one: 8 datagrams of the room are kept for them.
+        let mut budget = self.outbox.room().saturating_sub(8) * PER_DATAGRAM;
         let mut left_out = false;
         let mut out: Vec<Vec<u8>> = Vec::new();
         for id in [DIALOGS, REGISTRATIONS, CONNECTIONS, SNAT_FORWARD] {
@@ -649,6 +668,33 @@ impl Ha {
                 m.extend_from_slice(&p.to_be_bytes());
                 m.extend_from_slice(&c.to_be_bytes());
                 m.extend_from_slice(&d.to_be_bytes());
+            }
+            out.push(m);
+        }
+        let mut media: Vec<MappingRecord> = Vec::new();
+        for (leg, sh) in shadow.media.iter_mut().enumerate() {
+            let (r, fp) = match tables.media.export(leg as u32) {
+                Exported::Mapping(r) => (r, r.fingerprint()),
+                Exported::None if *sh != 0 => (MappingRecord::ended(leg as u32), 0),
+                Exported::None | Exported::Busy => continue,
+            };
+            if *sh == fp {
+                continue;
+            }
+            if budget < MEDIA_COST {
+                left_out = true;
+                break;
+            }
+            budget -= MEDIA_COST;
+            *sh = fp;
+            media.push(r);
+        }
+        for chunk in media.chunks(MEDIA_PER_DATAGRAM) {
+            let mut m = Vec::with_capacity(3 + RECORD_BYTES * chunk.len());
+            m.push(MEDIA);
+            m.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            for r in chunk {
+                r.encode(&mut m);
             }
             out.push(m);
         }
