@@ -25,13 +25,30 @@ impl std::fmt::Display for BackendRef {
 pub enum Request {
     Status,
     Stats,
-    BackendAdd { backend: BackendRef, weight: u32 },
-    BackendRemove { backend: BackendRef, force: bool },
-    BackendWeight { backend: BackendRef, weight: u32 },
-    BackendDrain { backend: BackendRef },
-    BackendUndrain { backend: BackendRef },
+    BackendAdd {
+        backend: BackendRef,
+        weight: u32,
+    },
+    BackendRemove {
+        backend: BackendRef,
+        force: bool,
+    },
+    BackendWeight {
+        backend: BackendRef,
+        weight: u32,
+    },
+    BackendDrain {
+        backend: BackendRef,
+    },
+    BackendUndrain {
+        backend: BackendRef,
+    },
     Reload,
-    Dialog { call_id: String },
+    Dialog {
+        call_id: String,
+    },
+    /// HA: this unit (a synced standby) takes the VIPs over from its live peer.
+    HaTakeover,
     Shutdown,
 }
 
@@ -93,6 +110,9 @@ pub struct HaView {
     pub resyncing: bool,
     /// Active: the peer reports having received our full resync.
     pub peer_synced: bool,
+    /// The operator asked this unit to take over (`siplb ha takeover`).
+    #[serde(default)]
+    pub preferred: bool,
     /// Age of the oldest unacknowledged sync datagram (replication lag).
     pub lag_ms: u64,
     /// Send-to-acknowledgement time of recent sync datagrams.

@@ -85,8 +85,25 @@ enum Cmd {
         /// The Call-ID, exactly as in the SIP messages.
         call_id: String,
     },
+    /// High availability: switch the active unit by hand.
+    Ha {
+        #[command(subcommand)]
+        action: HaCmd,
+    },
     /// Stop the dataplane and the control daemon: all SIP traffic through the VIPs stops.
     Shutdown,
+}
+
+#[derive(Subcommand)]
+enum HaCmd {
+    /// Make this unit (a synced standby) the active one; the peer becomes standby and
+    /// is resynced from it. For rolling restarts and upgrades: restart the standby,
+    /// wait until it is synced, take over here, then restart the other.
+    Takeover {
+        /// Seconds to wait for this unit to become active.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+    },
 }
 
 #[derive(Args)]
@@ -277,6 +294,29 @@ fn run(cli: &Cli) -> Result<()> {
                 print!("{}", render::dialog(&d));
             }
             Ok(())
+        }
+        Cmd::Ha {
+            action: HaCmd::Takeover { wait },
+        } => {
+            let started = std::time::Instant::now();
+            done(ask(cli, Request::HaTakeover)?)?;
+            loop {
+                if let Response::Status(s) = ask(cli, Request::Status)? {
+                    if s.ha.as_deref().is_some_and(|r| r.starts_with("active")) {
+                        println!(
+                            "siplb: this unit is active ({} ms after the request)",
+                            started.elapsed().as_millis()
+                        );
+                        return Ok(());
+                    }
+                }
+                if started.elapsed().as_secs_f64() > *wait {
+                    anyhow::bail!(
+                        "this unit did not become active within {wait} s: see `siplb status`"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Cmd::Shutdown => done(ask(cli, Request::Shutdown)?),
     }

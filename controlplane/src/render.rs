@@ -218,6 +218,12 @@ fn ha_detail(o: &mut String, h: &HaView) {
     if !h.numbering.is_empty() {
         let _ = writeln!(o, "  {}: replication is off", h.numbering);
     }
+    if h.preferred {
+        let _ = writeln!(
+            o,
+            "  takeover asked by the operator: this unit outranks its peer"
+        );
+    }
     if h.resyncing {
         let _ = writeln!(
             o,

@@ -491,6 +491,7 @@ fn handle(
             },
         },
         Request::Dialog { call_id } => dialog_view(att, state, &call_id),
+        Request::HaTakeover => ha_takeover(ctx),
         Request::Shutdown => match att.call(Command::Shutdown, Duration::from_secs(5)) {
             Ok(_) => Response::Done {
                 message: format!(
@@ -502,6 +503,44 @@ fn handle(
                 message: e.to_string(),
             },
         },
+    }
+}
+
+/// `siplb ha takeover`: refused unless this unit is a standby that may take over now
+/// (a live active peer, our tables resynced, the same numbering); the HA thread then
+/// outranks the peer, which hands over at its next heartbeat.
+fn ha_takeover(ctx: &Ctx) -> Response {
+    let refuse = |message: String| Response::Error { message };
+    let Some(ha) = ctx.ha.as_ref() else {
+        return refuse("HA is off ([ha] enabled = false)".into());
+    };
+    let v = ha.view();
+    if v.active {
+        return refuse("this unit is already active".into());
+    }
+    if !v.peer_alive {
+        return refuse(
+            "the peer is not answering: there is nothing to take over from (a unit whose peer is dead becomes active by itself)".into(),
+        );
+    }
+    if !v.peer_active {
+        return refuse("the peer is not active: wait for the election to settle".into());
+    }
+    if v.resyncing {
+        return refuse("this unit is still receiving the peer's tables: try again when `siplb status` no longer says resyncing".into());
+    }
+    if !v.numbering.is_empty() {
+        return refuse(format!(
+            "{}: apply the same farms and backends on both units first",
+            v.numbering
+        ));
+    }
+    ha.takeover.store(true, Ordering::SeqCst);
+    Response::Done {
+        message: format!(
+            "takeover asked: the peer {} hands the VIPs over at its next heartbeat",
+            v.peer
+        ),
     }
 }
 

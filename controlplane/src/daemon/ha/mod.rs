@@ -49,7 +49,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wire::{Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_SYNCED, PER_DATAGRAM};
+use wire::{
+    Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_PREFERRED, FLAG_SYNCED, PER_DATAGRAM,
+};
 
 /// Tables replicated, in message order.
 const DIALOGS: u8 = 0;
@@ -72,6 +74,8 @@ const LAG_SAMPLES: usize = 1024;
 pub struct HaStatus {
     pub active: AtomicBool,
     pub peer_alive: AtomicBool,
+    /// Set by the main loop on `siplb ha takeover`; the HA thread takes it.
+    pub takeover: AtomicBool,
     /// Set by the main loop from the state applied (`numbering::digests`).
     pub numbering: Mutex<Digests>,
     /// Written by the HA thread a few times a second.
@@ -148,6 +152,9 @@ pub struct Ha {
     clock: Clock,
     /// `header.stood_down` when last looked at.
     stood_down: u64,
+    /// The operator asked this unit to take over (`siplb ha takeover`): it outranks
+    /// the peer whatever the priorities, until the peer is asked in turn.
+    preferred: bool,
     status: Arc<HaStatus>,
     events: Sender<Event>,
     shadow: Option<Shadow>,
@@ -250,6 +257,7 @@ impl Ha {
             header,
             clock: header.clock,
             stood_down: header.stood_down.load(Ordering::Acquire),
+            preferred: false,
             status: status.clone(),
             events,
             shadow: None,
@@ -395,6 +403,9 @@ impl Ha {
         if self.inbox.state.synced {
             flags |= FLAG_SYNCED;
         }
+        if self.preferred {
+            flags |= FLAG_PREFERRED;
+        }
         let b = Beat {
             priority: self.cfg.priority,
             flags,
@@ -422,6 +433,10 @@ impl Ha {
             }
         }
         self.check_numbering();
+        if self.status.takeover.swap(false, Ordering::SeqCst) {
+            println!("siplb: HA: takeover asked by the operator: this unit outranks its peer");
+            self.preferred = true;
+        }
         let alive = self.peer_alive();
         let was_alive = self.status.peer_alive.swap(alive, Ordering::SeqCst);
         if alive && !was_alive {
@@ -433,22 +448,37 @@ impl Ha {
         }
         let active = self.status.active.load(Ordering::SeqCst);
         let peer_active = self.peer.beat.flags & FLAG_ACTIVE != 0;
+        let peer_preferred = alive && self.peer.beat.flags & FLAG_PREFERRED != 0;
+        // A takeover is asked of a standby: an active unit whose peer was asked gives
+        // its own older preference up.
+        if active && peer_preferred && self.preferred {
+            self.preferred = false;
+        }
         // Give a starting peer time to be heard before deciding alone.
         let settling =
             started.elapsed() < self.dead_time() + Duration::from_millis(self.cfg.heartbeat_ms);
-        let outranks = (self.cfg.priority, std::cmp::Reverse(u32::from(self.own)))
-            > (
-                self.peer.beat.priority,
-                std::cmp::Reverse(u32::from(*self.peer_addr.ip())),
-            );
+        let outranks = (
+            self.preferred,
+            self.cfg.priority,
+            std::cmp::Reverse(u32::from(self.own)),
+        ) > (
+            peer_preferred,
+            self.peer.beat.priority,
+            std::cmp::Reverse(u32::from(*self.peer_addr.ip())),
+        );
+        // A peer the operator asked to take over gets the VIPs once it holds our
+        // tables and numbers farms and backends as we do.
+        let hand_over = peer_preferred
+            && self.peer.beat.flags & FLAG_SYNCED != 0
+            && self.numbering_differs().is_none();
         let unfit = if self.resyncing() {
             Some("a full resync from the peer is under way".to_string())
         } else {
             self.numbering_differs()
         };
         let want = if active {
-            // Split brain resolves toward the higher priority.
-            !(alive && peer_active && !outranks)
+            // Split brain resolves toward the higher rank; a takeover hands over.
+            !(alive && (peer_active || hand_over) && !outranks)
         } else if !alive {
             !settling
         } else {
@@ -460,6 +490,8 @@ impl Ha {
                 "the peer is not answering".to_string()
             } else if want {
                 "this unit outranks an idle peer".to_string()
+            } else if hand_over && !peer_active {
+                "the operator asked the peer to take over".to_string()
             } else {
                 "the peer is active and outranks this unit".to_string()
             };
@@ -742,6 +774,7 @@ impl Ha {
             numbering: self.numbering_differs().unwrap_or_default(),
             resyncing: self.resyncing(),
             peer_synced: self.peer.beat.flags & FLAG_SYNCED != 0,
+            preferred: self.preferred,
             lag_ms: self.outbox.oldest(now).map_or(0, |d| d.as_millis() as u64),
             ack_p50_ms: pct(0.5),
             ack_p99_ms: pct(0.99),
