@@ -21,9 +21,9 @@
 //! than the dead time).
 //!
 //! Election: not preemptive; a unit that comes back stays standby (and is resynced)
-//! while its peer is active. When both are standby, the higher priority (then the
-//! lower address) becomes active, unless it is in the middle of a resync or numbers
-//! farms/backends differently from its peer (`numbering`). When both are active (a
+//! while its peer is active. When both are standby, a unit in the middle of a resync
+//! or numbering farms/backends differently from its peer (`numbering`) goes after one
+//! that is not; then the higher priority (then the lower address) becomes active. When both are active (a
 //! partition that healed), the lower one by the same rule steps down; the winner
 //! announces the VIPs again and resyncs the loser. A standby whose peer dies takes over
 //! whatever its state: forwarding with part of the tables beats not forwarding.
@@ -49,7 +49,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wire::{Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_SYNCED, PER_DATAGRAM};
+use wire::{
+    Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_RESYNCING, FLAG_SYNCED, PER_DATAGRAM,
+};
 
 /// Tables replicated, in message order.
 const DIALOGS: u8 = 0;
@@ -153,6 +155,8 @@ pub struct Ha {
     shadow: Option<Shadow>,
     outbox: Outbox,
     inbox: Inbox,
+    /// Why this unit last stayed standby although it outranks its standby peer.
+    held_back: Option<String>,
     /// What differed in the numbering when last checked.
     mismatch: Option<String>,
     /// The peer epoch our current stream serves; None: a new stream is due.
@@ -165,6 +169,51 @@ pub struct Ha {
     ack_ages: VecDeque<f64>,
     ack_due: u32,
     last_ack: Instant,
+}
+
+/// A unit as the election ranks it.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
+    /// Not resyncing, and numbering like its peer.
+    fit: bool,
+    priority: u8,
+    addr: Ipv4Addr,
+}
+
+impl Rank {
+    /// The higher priority, then the lower address.
+    fn outranks(&self, other: &Rank) -> bool {
+        (self.priority, std::cmp::Reverse(u32::from(self.addr)))
+            > (other.priority, std::cmp::Reverse(u32::from(other.addr)))
+    }
+}
+
+/// What one election round knows (a pure function of it, unit-tested).
+struct Election {
+    active: bool,
+    alive: bool,
+    /// Just started: the peer may not have been heard yet.
+    settling: bool,
+    peer_active: bool,
+    me: Rank,
+    peer: Rank,
+}
+
+impl Election {
+    /// Whether this unit should be active. An active unit stays so unless its live
+    /// peer is active too and outranks it (a partition healed). A standby takes over
+    /// from a dead peer whatever its state; when both are standby, a fit unit goes
+    /// before an unfit one (resyncing, or numbering differently), then rank decides;
+    /// an active peer is never preempted.
+    fn want_active(&self) -> bool {
+        if self.active {
+            return !(self.alive && self.peer_active && self.peer.outranks(&self.me));
+        }
+        if !self.alive {
+            return !self.settling;
+        }
+        !self.peer_active && (self.me.fit, self.me.outranks(&self.peer)) > (self.peer.fit, false)
+    }
 }
 
 fn flow(t: &Tables<'static>, id: u8) -> Option<FlowTable<'static>> {
@@ -253,6 +302,7 @@ impl Ha {
             status: status.clone(),
             events,
             shadow: None,
+            held_back: None,
             mismatch: None,
             stream_for: None,
             sending: None,
@@ -395,6 +445,9 @@ impl Ha {
         if self.inbox.state.synced {
             flags |= FLAG_SYNCED;
         }
+        if self.resyncing() {
+            flags |= FLAG_RESYNCING;
+        }
         let b = Beat {
             priority: self.cfg.priority,
             flags,
@@ -433,27 +486,31 @@ impl Ha {
         }
         let active = self.status.active.load(Ordering::SeqCst);
         let peer_active = self.peer.beat.flags & FLAG_ACTIVE != 0;
-        // Give a starting peer time to be heard before deciding alone.
-        let settling =
-            started.elapsed() < self.dead_time() + Duration::from_millis(self.cfg.heartbeat_ms);
-        let outranks = (self.cfg.priority, std::cmp::Reverse(u32::from(self.own)))
-            > (
-                self.peer.beat.priority,
-                std::cmp::Reverse(u32::from(*self.peer_addr.ip())),
-            );
         let unfit = if self.resyncing() {
             Some("a full resync from the peer is under way".to_string())
         } else {
             self.numbering_differs()
         };
-        let want = if active {
-            // Split brain resolves toward the higher priority.
-            !(alive && peer_active && !outranks)
-        } else if !alive {
-            !settling
-        } else {
-            !peer_active && outranks && unfit.is_none()
+        let e = Election {
+            active,
+            alive,
+            // Give a starting peer time to be heard before deciding alone.
+            settling: started.elapsed()
+                < self.dead_time() + Duration::from_millis(self.cfg.heartbeat_ms),
+            peer_active,
+            me: Rank {
+                fit: unfit.is_none(),
+                priority: self.cfg.priority,
+                addr: self.own,
+            },
+            peer: Rank {
+                fit: self.peer.beat.flags & FLAG_RESYNCING == 0
+                    && self.numbering_differs().is_none(),
+                priority: self.peer.beat.priority,
+                addr: *self.peer_addr.ip(),
+            },
         };
+        let want = e.want_active();
         if want != active {
             self.status.active.store(want, Ordering::SeqCst);
             let why = if !alive {
@@ -470,10 +527,15 @@ impl Ha {
             // Becoming active starts a stream to the peer (resyncing it).
             self.stream_for = None;
             let _ = self.events.send(Event::HaRole(want));
-        } else if !active && alive && !peer_active && outranks {
-            if let Some(why) = unfit {
-                println!("siplb: HA: this unit stays standby: {why}");
+        }
+        let held_back = (!want && alive && !peer_active && e.me.outranks(&e.peer))
+            .then_some(unfit)
+            .flatten();
+        if held_back != self.held_back {
+            if let Some(why) = &held_back {
+                println!("siplb: HA: this unit stays standby although it outranks its peer: {why}");
             }
+            self.held_back = held_back;
         }
     }
 
@@ -758,5 +820,80 @@ impl Ha {
             last_resync: self.last_resync.clone(),
         };
         *self.status.view.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
+
+    fn rank(addr: Ipv4Addr, priority: u8, fit: bool) -> Rank {
+        Rank {
+            fit,
+            priority,
+            addr,
+        }
+    }
+
+    /// Both units' wishes for one round, each seeing the other.
+    fn both(active: [bool; 2], ranks: [Rank; 2]) -> [bool; 2] {
+        [0, 1].map(|i| {
+            Election {
+                active: active[i],
+                alive: true,
+                settling: false,
+                peer_active: active[1 - i],
+                me: ranks[i],
+                peer: ranks[1 - i],
+            }
+            .want_active()
+        })
+    }
+
+    #[test]
+    fn after_a_partition_exactly_one_active_unit_steps_down() {
+        // Priority first, then the lower address.
+        let r = [rank(A, 100, true), rank(B, 200, true)];
+        assert_eq!(both([true, true], r), [false, true]);
+        let r = [rank(A, 100, true), rank(B, 100, true)];
+        assert_eq!(both([true, true], r), [true, false]);
+        // Fitness does not decide between two active units.
+        let r = [rank(A, 100, false), rank(B, 100, true)];
+        assert_eq!(both([true, true], r), [true, false]);
+    }
+
+    #[test]
+    fn an_active_peer_is_not_preempted_and_two_standbys_elect_one() {
+        let r = [rank(A, 100, true), rank(B, 200, true)];
+        assert_eq!(both([true, false], r), [true, false]);
+        assert_eq!(both([false, false], r), [false, true]);
+        let r = [rank(A, 100, true), rank(B, 100, true)];
+        assert_eq!(both([false, false], r), [true, false]);
+    }
+
+    #[test]
+    fn a_resyncing_or_misnumbered_unit_does_not_take_over_by_preference_but_does_from_a_dead_peer()
+    {
+        // B outranks A but is resyncing: A is elected.
+        let r = [rank(A, 100, true), rank(B, 200, false)];
+        assert_eq!(both([false, false], r), [true, false]);
+        // Both unfit (numbering differs on both sides): rank decides, someone forwards.
+        let r = [rank(A, 100, false), rank(B, 200, false)];
+        assert_eq!(both([false, false], r), [false, true]);
+        // A dead peer is taken over from whatever the state, once settled.
+        let mut e = Election {
+            active: false,
+            alive: false,
+            settling: true,
+            peer_active: true,
+            me: rank(B, 100, false),
+            peer: rank(A, 200, true),
+        };
+        assert!(!e.want_active(), "settling");
+        e.settling = false;
+        assert!(e.want_active());
     }
 }

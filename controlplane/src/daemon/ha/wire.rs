@@ -51,6 +51,8 @@ impl Kind {
 pub const FLAG_ACTIVE: u8 = 1;
 /// The sender (a standby) has completed a full resync of the active unit's stream.
 pub const FLAG_SYNCED: u8 = 2;
+/// The sender (a standby) is in the middle of a full resync.
+pub const FLAG_RESYNCING: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
