@@ -248,9 +248,12 @@ pub fn load_key(cfg: &HaConfig) -> anyhow::Result<Key> {
         (None, None) => anyhow::bail!("[ha] key: HA needs a shared secret (key or key_file)"),
     };
     if secret.len() < 16 {
+        let field = match (&cfg.key, &cfg.key_file) {
+            (None, Some(f)) => format!("key_file {}", f.display()),
+            _ => "key".into(),
+        };
         anyhow::bail!(
-            "[ha] key{}: {} bytes, at least 16 are needed",
-            if cfg.key.is_some() { "" } else { "_file" },
+            "[ha] {field}: {} bytes, at least 16 are needed",
             secret.len()
         );
     }
@@ -543,7 +546,21 @@ impl Ha {
         let (h, payload) = match self.key.open(m) {
             Ok(x) => x,
             Err(r) => {
-                self.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap_or(1)] += 1;
+                let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(1);
+                self.rejected[i] += 1;
+                // Logged at 1, 2, 4, 8, ... drops: loud at first, bounded after.
+                if self.rejected[i].is_power_of_two() {
+                    println!(
+                        "siplb: HA: {} datagram(s) from the peer dropped ({}){}",
+                        self.rejected[i],
+                        r.name(),
+                        if r == Reject::Mac {
+                            ": is [ha] key the same on both units?"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 return;
             }
         };
@@ -851,6 +868,43 @@ mod tests {
             }
             .want_active()
         })
+    }
+
+    #[test]
+    fn the_key_comes_from_the_config_or_its_file_and_must_have_16_bytes() {
+        let dir = std::env::temp_dir().join(format!("siplb-ha-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ha.key");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        let cfg = |key: Option<&str>| HaConfig {
+            key: key.map(str::to_string),
+            key_file: key.is_none().then(|| file.clone()),
+            ..HaConfig::default()
+        };
+        // The file's trailing newline is not part of the key: both make the same MACs.
+        let h = Header {
+            kind: Kind::Heartbeat,
+            epoch: 1,
+            stream: 0,
+            seq: 0,
+        };
+        let sealed = load_key(&cfg(None)).unwrap().seal(h, b"x");
+        let k = load_key(&cfg(Some("0123456789abcdef"))).unwrap();
+        assert!(k.open(&sealed).is_ok());
+        let e = load_key(&cfg(Some("0123456789abcde"))).err().unwrap();
+        assert_eq!(e.to_string(), "[ha] key: 15 bytes, at least 16 are needed");
+        std::fs::write(&file, "short\n").unwrap();
+        let e = load_key(&cfg(None)).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "[ha] key_file {}: 5 bytes, at least 16 are needed",
+                file.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = load_key(&cfg(None)).err().unwrap();
+        assert!(e.to_string().starts_with("[ha] key_file /"), "{e}");
     }
 
     #[test]
