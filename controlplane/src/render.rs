@@ -271,3 +271,53 @@ fn ha_detail(o: &mut String, h: &HaView) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ResyncView;
+
+    #[test]
+    fn ha_details_say_what_an_operator_needs() {
+        let mut h = HaView {
+            active: true,
+            priority: 200,
+            peer: "198.18.1.3".into(),
+            peer_alive: true,
+            peer_priority: 100,
+            lag_ms: 12,
+            in_flight: 3,
+            sent: 40,
+            resent: 2,
+            streams: 1,
+            peer_synced: true,
+            rejected: vec![("address".into(), 0), ("mac".into(), 5)],
+            last_resync: Some(ResyncView {
+                direction: "sent".into(),
+                at_ms: 0,
+                entries: 81,
+                duration_ms: 5,
+            }),
+            ..Default::default()
+        };
+        let mut o = String::new();
+        ha_detail(&mut o, &h);
+        for want in [
+            "peer 198.18.1.3 standby, priority 100, numbering agrees",
+            "lag 12 ms, 3 in flight",
+            "40 sent, 2 resent, 1 streams; peer synced",
+            "datagrams dropped: 5 mac\n",
+            "last resync sent: 81 entries in 5 ms",
+        ] {
+            assert!(o.contains(want), "no `{want}` in:\n{o}");
+        }
+        h.active = false;
+        h.resyncing = true;
+        h.numbering = "peer's farm/backend numbering differs: media port pools".into();
+        let mut o = String::new();
+        ha_detail(&mut o, &h);
+        assert!(o.contains("numbering DIFFERS"), "{o}");
+        assert!(o.contains("media port pools: replication is off"), "{o}");
+        assert!(o.contains("resyncing"), "{o}");
+    }
+}

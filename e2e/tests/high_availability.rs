@@ -280,6 +280,159 @@ fn source_affinity_dialogs_keep_their_backend_after_the_farm_grew() {
     drop(u1);
 }
 
+/// `snat`: phones register through the active unit, each from its own socket
+/// (`-t un`), so each is its own SNAT flow; the registrars learn them at the SNAT
+/// address:port the ALG wrote into their Contact. The active unit dies; then each
+/// backend calls the phones registered with it at those Contacts. Only a standby that
+/// holds the replicated SNAT mappings can take the INVITEs to the phones.
+#[test]
+fn phones_registered_before_a_takeover_are_called_after_it() {
+    e2e::require_root();
+    const PHONES: u32 = 100;
+    const RATE: u32 = 50;
+    let pair = Pair::up(2).unwrap();
+    let farm = pair.farm("snat", "snat_address = \"198.18.1.254\"");
+    let (u0, u1) = start_pair(&pair, &farm);
+    let registrars = sipp::start_backend_uases(
+        &pair.backends,
+        &pair.dir,
+        "registrar",
+        Some("register_uas"),
+        &[],
+    )
+    .unwrap();
+    let users: Vec<String> = (0..PHONES).map(|i| format!("phone{i:03}")).collect();
+    let csv = pair.dir.join("phones.csv");
+    std::fs::write(&csv, format!("SEQUENTIAL\n{}\n", users.join("\n"))).unwrap();
+    // Each phone registers (digest), then waits 15 s for calls, answered by the
+    // out-of-call scenario on the phone's own socket.
+    let mut phones = Uac::new(&pair.client, "phones", PHONES, RATE)
+        .scenario("phone_register_and_wait")
+        .limit(PHONES)
+        .timeout_s(40)
+        .args(["-t", "un", "-max_socket", "1000", "-inf"])
+        .args([csv.display().to_string()])
+        .args([
+            "-oocsf".to_string(),
+            sipp::scenario("phone_answer").display().to_string(),
+        ])
+        .traced()
+        .spawn(&pair.dir)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let registered = |r: &[sipp::Uas]| {
+        r.iter()
+            .flat_map(|u| u.messages_so_far())
+            .filter(|m| m.sent && m.kind == "200")
+            .count()
+    };
+    while registered(&registrars) < PHONES as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {PHONES} phones registered",
+            registered(&registrars)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(QUIET_BEFORE_KILL);
+    kill_active("registered phones", &u0, &u1);
+    // Each backend's phones: user → the Contact its REGISTER carried.
+    let seen: Vec<BTreeMap<String, String>> = registrars
+        .into_iter()
+        .map(|u| {
+            u.finish()
+                .into_iter()
+                .filter(|m| !m.sent && m.kind == "REGISTER")
+                .map(|m| (m.to_user, m.contact))
+                .collect()
+        })
+        .collect();
+    let contacts: BTreeSet<&str> = seen
+        .iter()
+        .flat_map(|b| b.values())
+        .map(|c| c.as_str())
+        .collect();
+    let pbxs: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, phones)| !phones.is_empty())
+        .map(|(i, phones)| {
+            let lines: Vec<String> = phones
+                .iter()
+                .map(|(user, contact)| {
+                    let (host, port) = contact.rsplit_once(':').expect("host:port");
+                    format!("{user};{host};{port}")
+                })
+                .collect();
+            let inf = pair.dir.join(format!("pbx{i}.csv"));
+            std::fs::write(&inf, format!("SEQUENTIAL\n{}\n", lines.join("\n"))).unwrap();
+            let first = phones.values().next().unwrap().clone();
+            Uac::new(
+                &pair.backends[i],
+                &format!("pbx{i}"),
+                phones.len() as u32,
+                25,
+            )
+            .local(backend_ip(i), 5060)
+            .target(&first)
+            .scenario("pbx_call_uac")
+            .limit(PHONES)
+            .timeout_s(20)
+            .args(["-inf".to_string(), inf.display().to_string()])
+            .spawn(&pair.dir)
+            .unwrap()
+        })
+        .collect();
+    let calls: Vec<_> = pbxs
+        .into_iter()
+        .map(|mut p| p.wait(Duration::from_secs(30)).unwrap())
+        .collect();
+    let phones = phones.wait(Duration::from_secs(50)).unwrap();
+    // Calls each phone saw whole: the INVITE, its ACK and the BYE.
+    let mut answered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for m in phones.messages.iter().filter(|m| !m.sent) {
+        answered.entry(&m.call_id).or_default().insert(&m.kind);
+    }
+    let whole = answered
+        .values()
+        .filter(|k| ["INVITE", "ACK", "BYE"].iter().all(|w| k.contains(w)))
+        .count();
+    let (ok, failed) = calls
+        .iter()
+        .fold((0, 0), |(o, f), r| (o + r.successful, f + r.failed));
+    println!(
+        "registered phones: {} registrations at the backends {:?} over {} distinct contacts; \
+         after the takeover the backends' calls to them: {ok} successful, {failed} failed; \
+         {whole} answered whole by the phones",
+        seen.iter().map(|b| b.len()).sum::<usize>(),
+        seen.iter().map(|b| b.len()).collect::<Vec<_>>(),
+        contacts.len()
+    );
+    assert_eq!(
+        (phones.successful, phones.failed),
+        (u64::from(PHONES), 0),
+        "phones: {}",
+        phones.output
+    );
+    assert_eq!(
+        (seen.iter().map(|b| b.len()).sum::<usize>(), contacts.len()),
+        (PHONES as usize, PHONES as usize),
+        "every phone registered once, each at its own SNAT address:port"
+    );
+    assert_eq!(
+        (ok, failed),
+        (u64::from(PHONES), 0),
+        "the backends' calls to the phones:\n{}",
+        calls
+            .iter()
+            .map(|c| c.output.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(whole, PHONES as usize, "calls the phones answered whole");
+    drop(u1);
+}
+
 /// The standby's `[security] deny_file` turns malformed; the active unit dies. The
 /// standby still takes over and forwards: the control plane reads the file (at start
 /// and on `siplb reload`) and keeps its last good prefixes, so no apply, the role

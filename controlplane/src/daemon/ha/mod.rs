@@ -21,9 +21,9 @@
 //! than the dead time).
 //!
 //! Election: not preemptive; a unit that comes back stays standby (and is resynced)
-//! while its peer is active. When both are standby, the higher priority (then the
-//! lower address) becomes active, unless it is in the middle of a resync or numbers
-//! farms/backends differently from its peer (`numbering`). When both are active (a
+//! while its peer is active. When both are standby, a unit in the middle of a resync
+//! or numbering farms/backends differently from its peer (`numbering`) goes after one
+//! that is not; then the higher priority (then the lower address) becomes active. When both are active (a
 //! partition that healed), the lower one by the same rule steps down; the winner
 //! announces the VIPs again and resyncs the loser. A standby whose peer dies takes over
 //! whatever its state: forwarding with part of the tables beats not forwarding.
@@ -50,7 +50,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wire::{
-    Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_PREFERRED, FLAG_SYNCED, PER_DATAGRAM,
+    Beat, Header, Key, Kind, Reject, FLAG_ACTIVE, FLAG_PREFERRED, FLAG_RESYNCING, FLAG_SYNCED,
+    PER_DATAGRAM,
 };
 
 /// Tables replicated, in message order.
@@ -160,6 +161,8 @@ pub struct Ha {
     shadow: Option<Shadow>,
     outbox: Outbox,
     inbox: Inbox,
+    /// Why this unit last stayed standby although it outranks its standby peer.
+    held_back: Option<String>,
     /// What differed in the numbering when last checked.
     mismatch: Option<String>,
     /// The peer epoch our current stream serves; None: a new stream is due.
@@ -172,6 +175,66 @@ pub struct Ha {
     ack_ages: VecDeque<f64>,
     ack_due: u32,
     last_ack: Instant,
+}
+
+/// A unit as the election ranks it.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
+    /// Not resyncing, and numbering like its peer.
+    fit: bool,
+    /// Asked to take over by the operator (`siplb ha takeover`).
+    preferred: bool,
+    priority: u8,
+    addr: Ipv4Addr,
+}
+
+impl Rank {
+    /// The operator's preference, then the higher priority, then the lower address.
+    fn outranks(&self, other: &Rank) -> bool {
+        (
+            self.preferred,
+            self.priority,
+            std::cmp::Reverse(u32::from(self.addr)),
+        ) > (
+            other.preferred,
+            other.priority,
+            std::cmp::Reverse(u32::from(other.addr)),
+        )
+    }
+}
+
+/// What one election round knows (a pure function of it, unit-tested).
+struct Election {
+    active: bool,
+    alive: bool,
+    /// Just started: the peer may not have been heard yet.
+    settling: bool,
+    peer_active: bool,
+    /// The peer (a standby) holds our full resync.
+    peer_synced: bool,
+    me: Rank,
+    peer: Rank,
+}
+
+impl Election {
+    /// Whether this unit should be active. An active unit stays so unless its live
+    /// peer is active too and outranks it (a partition healed). A standby takes over
+    /// from a dead peer whatever its state; when both are standby, a fit unit goes
+    /// before an unfit one (resyncing, or numbering differently), then rank decides;
+    /// an active peer is never preempted. The exception is the operator's takeover: an
+    /// active unit hands over to a preferred peer once that peer is fit and synced.
+    fn want_active(&self) -> bool {
+        if self.active {
+            let hand_over = self.peer.preferred && self.peer.fit && self.peer_synced;
+            return !(self.alive
+                && (self.peer_active || hand_over)
+                && self.peer.outranks(&self.me));
+        }
+        if !self.alive {
+            return !self.settling;
+        }
+        !self.peer_active && (self.me.fit, self.me.outranks(&self.peer)) > (self.peer.fit, false)
+    }
 }
 
 fn flow(t: &Tables<'static>, id: u8) -> Option<FlowTable<'static>> {
@@ -206,9 +269,12 @@ pub fn load_key(cfg: &HaConfig) -> anyhow::Result<Key> {
         (None, None) => anyhow::bail!("[ha] key: HA needs a shared secret (key or key_file)"),
     };
     if secret.len() < 16 {
+        let field = match (&cfg.key, &cfg.key_file) {
+            (None, Some(f)) => format!("key_file {}", f.display()),
+            _ => "key".into(),
+        };
         anyhow::bail!(
-            "[ha] key{}: {} bytes, at least 16 are needed",
-            if cfg.key.is_some() { "" } else { "_file" },
+            "[ha] {field}: {} bytes, at least 16 are needed",
             secret.len()
         );
     }
@@ -261,6 +327,7 @@ impl Ha {
             status: status.clone(),
             events,
             shadow: None,
+            held_back: None,
             mismatch: None,
             stream_for: None,
             sending: None,
@@ -406,6 +473,9 @@ impl Ha {
         if self.preferred {
             flags |= FLAG_PREFERRED;
         }
+        if self.resyncing() {
+            flags |= FLAG_RESYNCING;
+        }
         let b = Beat {
             priority: self.cfg.priority,
             flags,
@@ -433,10 +503,6 @@ impl Ha {
             }
         }
         self.check_numbering();
-        if self.status.takeover.swap(false, Ordering::SeqCst) {
-            println!("siplb: HA: takeover asked by the operator: this unit outranks its peer");
-            self.preferred = true;
-        }
         let alive = self.peer_alive();
         let was_alive = self.status.peer_alive.swap(alive, Ordering::SeqCst);
         if alive && !was_alive {
@@ -448,49 +514,51 @@ impl Ha {
         }
         let active = self.status.active.load(Ordering::SeqCst);
         let peer_active = self.peer.beat.flags & FLAG_ACTIVE != 0;
+        if self.status.takeover.swap(false, Ordering::SeqCst) {
+            println!("siplb: HA: takeover asked by the operator: this unit outranks its peer");
+            self.preferred = true;
+        }
         let peer_preferred = alive && self.peer.beat.flags & FLAG_PREFERRED != 0;
         // A takeover is asked of a standby: an active unit whose peer was asked gives
-        // its own older preference up.
+        // its own, older preference up (the most recent request wins).
         if active && peer_preferred && self.preferred {
             self.preferred = false;
         }
-        // Give a starting peer time to be heard before deciding alone.
-        let settling =
-            started.elapsed() < self.dead_time() + Duration::from_millis(self.cfg.heartbeat_ms);
-        let outranks = (
-            self.preferred,
-            self.cfg.priority,
-            std::cmp::Reverse(u32::from(self.own)),
-        ) > (
-            peer_preferred,
-            self.peer.beat.priority,
-            std::cmp::Reverse(u32::from(*self.peer_addr.ip())),
-        );
-        // A peer the operator asked to take over gets the VIPs once it holds our
-        // tables and numbers farms and backends as we do.
-        let hand_over = peer_preferred
-            && self.peer.beat.flags & FLAG_SYNCED != 0
-            && self.numbering_differs().is_none();
         let unfit = if self.resyncing() {
             Some("a full resync from the peer is under way".to_string())
         } else {
             self.numbering_differs()
         };
-        let want = if active {
-            // Split brain resolves toward the higher rank; a takeover hands over.
-            !(alive && (peer_active || hand_over) && !outranks)
-        } else if !alive {
-            !settling
-        } else {
-            !peer_active && outranks && unfit.is_none()
+        let e = Election {
+            active,
+            alive,
+            // Give a starting peer time to be heard before deciding alone.
+            settling: started.elapsed()
+                < self.dead_time() + Duration::from_millis(self.cfg.heartbeat_ms),
+            peer_active,
+            peer_synced: self.peer.beat.flags & FLAG_SYNCED != 0,
+            me: Rank {
+                fit: unfit.is_none(),
+                preferred: self.preferred,
+                priority: self.cfg.priority,
+                addr: self.own,
+            },
+            peer: Rank {
+                fit: self.peer.beat.flags & FLAG_RESYNCING == 0
+                    && self.numbering_differs().is_none(),
+                preferred: peer_preferred,
+                priority: self.peer.beat.priority,
+                addr: *self.peer_addr.ip(),
+            },
         };
+        let want = e.want_active();
         if want != active {
             self.status.active.store(want, Ordering::SeqCst);
             let why = if !alive {
                 "the peer is not answering".to_string()
             } else if want {
                 "this unit outranks an idle peer".to_string()
-            } else if hand_over && !peer_active {
+            } else if !peer_active {
                 "the operator asked the peer to take over".to_string()
             } else {
                 "the peer is active and outranks this unit".to_string()
@@ -502,10 +570,15 @@ impl Ha {
             // Becoming active starts a stream to the peer (resyncing it).
             self.stream_for = None;
             let _ = self.events.send(Event::HaRole(want));
-        } else if !active && alive && !peer_active && outranks {
-            if let Some(why) = unfit {
-                println!("siplb: HA: this unit stays standby: {why}");
+        }
+        let held_back = (!want && alive && !peer_active && e.me.outranks(&e.peer))
+            .then_some(unfit)
+            .flatten();
+        if held_back != self.held_back {
+            if let Some(why) = &held_back {
+                println!("siplb: HA: this unit stays standby although it outranks its peer: {why}");
             }
+            self.held_back = held_back;
         }
     }
 
@@ -513,7 +586,21 @@ impl Ha {
         let (h, payload) = match self.key.open(m) {
             Ok(x) => x,
             Err(r) => {
-                self.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap_or(1)] += 1;
+                let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(1);
+                self.rejected[i] += 1;
+                // Logged at 1, 2, 4, 8, ... drops: loud at first, bounded after.
+                if self.rejected[i].is_power_of_two() {
+                    println!(
+                        "siplb: HA: {} datagram(s) from the peer dropped ({}){}",
+                        self.rejected[i],
+                        r.name(),
+                        if r == Reject::Mac {
+                            ": is [ha] key the same on both units?"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 return;
             }
         };
@@ -791,5 +878,152 @@ impl Ha {
             last_resync: self.last_resync.clone(),
         };
         *self.status.view.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
+
+    fn rank(addr: Ipv4Addr, priority: u8, fit: bool) -> Rank {
+        Rank {
+            fit,
+            preferred: false,
+            priority,
+            addr,
+        }
+    }
+
+    /// Both units' wishes for one round, each seeing the other.
+    fn both(active: [bool; 2], ranks: [Rank; 2]) -> [bool; 2] {
+        [0, 1].map(|i| {
+            Election {
+                active: active[i],
+                alive: true,
+                settling: false,
+                peer_active: active[1 - i],
+                peer_synced: true,
+                me: ranks[i],
+                peer: ranks[1 - i],
+            }
+            .want_active()
+        })
+    }
+
+    #[test]
+    fn the_key_comes_from_the_config_or_its_file_and_must_have_16_bytes() {
+        let dir = std::env::temp_dir().join(format!("siplb-ha-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ha.key");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        let cfg = |key: Option<&str>| HaConfig {
+            key: key.map(str::to_string),
+            key_file: key.is_none().then(|| file.clone()),
+            ..HaConfig::default()
+        };
+        // The file's trailing newline is not part of the key: both make the same MACs.
+        let h = Header {
+            kind: Kind::Heartbeat,
+            epoch: 1,
+            stream: 0,
+            seq: 0,
+        };
+        let sealed = load_key(&cfg(None)).unwrap().seal(h, b"x");
+        let k = load_key(&cfg(Some("0123456789abcdef"))).unwrap();
+        assert!(k.open(&sealed).is_ok());
+        let e = load_key(&cfg(Some("0123456789abcde"))).err().unwrap();
+        assert_eq!(e.to_string(), "[ha] key: 15 bytes, at least 16 are needed");
+        std::fs::write(&file, "short\n").unwrap();
+        let e = load_key(&cfg(None)).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "[ha] key_file {}: 5 bytes, at least 16 are needed",
+                file.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = load_key(&cfg(None)).err().unwrap();
+        assert!(e.to_string().starts_with("[ha] key_file /"), "{e}");
+    }
+
+    #[test]
+    fn after_a_partition_exactly_one_active_unit_steps_down() {
+        // Priority first, then the lower address.
+        let r = [rank(A, 100, true), rank(B, 200, true)];
+        assert_eq!(both([true, true], r), [false, true]);
+        let r = [rank(A, 100, true), rank(B, 100, true)];
+        assert_eq!(both([true, true], r), [true, false]);
+        // Fitness does not decide between two active units.
+        let r = [rank(A, 100, false), rank(B, 100, true)];
+        assert_eq!(both([true, true], r), [true, false]);
+    }
+
+    #[test]
+    fn an_active_peer_is_not_preempted_and_two_standbys_elect_one() {
+        let r = [rank(A, 100, true), rank(B, 200, true)];
+        assert_eq!(both([true, false], r), [true, false]);
+        assert_eq!(both([false, false], r), [false, true]);
+        let r = [rank(A, 100, true), rank(B, 100, true)];
+        assert_eq!(both([false, false], r), [true, false]);
+    }
+
+    #[test]
+    fn a_resyncing_or_misnumbered_unit_does_not_take_over_by_preference_but_does_from_a_dead_peer()
+    {
+        // B outranks A but is resyncing: A is elected.
+        let r = [rank(A, 100, true), rank(B, 200, false)];
+        assert_eq!(both([false, false], r), [true, false]);
+        // Both unfit (numbering differs on both sides): rank decides, someone forwards.
+        let r = [rank(A, 100, false), rank(B, 200, false)];
+        assert_eq!(both([false, false], r), [false, true]);
+        // A dead peer is taken over from whatever the state, once settled.
+        let mut e = Election {
+            active: false,
+            alive: false,
+            settling: true,
+            peer_active: true,
+            peer_synced: false,
+            me: rank(B, 100, false),
+            peer: rank(A, 200, true),
+        };
+        assert!(!e.want_active(), "settling");
+        e.settling = false;
+        assert!(e.want_active());
+    }
+
+    #[test]
+    fn a_takeover_hands_over_once_the_preferred_standby_is_synced() {
+        // A (priority 200) is active; the operator asks B (priority 100) to take over.
+        let b = Rank {
+            preferred: true,
+            ..rank(B, 100, true)
+        };
+        let mut a_view = Election {
+            active: true,
+            alive: true,
+            settling: false,
+            peer_active: false,
+            peer_synced: false,
+            me: rank(A, 200, true),
+            peer: b,
+        };
+        assert!(
+            a_view.want_active(),
+            "B is not synced yet: A keeps the VIPs"
+        );
+        a_view.peer_synced = true;
+        assert!(!a_view.want_active(), "A hands over");
+        a_view.peer.fit = false;
+        assert!(
+            a_view.want_active(),
+            "not to a peer that numbers differently"
+        );
+        // B, preferred, takes over from the idle A; A does not come back.
+        assert_eq!(both([false, false], [rank(A, 200, true), b]), [false, true]);
+        assert_eq!(both([false, true], [rank(A, 200, true), b]), [false, true]);
     }
 }

@@ -51,9 +51,11 @@ impl Kind {
 pub const FLAG_ACTIVE: u8 = 1;
 /// The sender (a standby) has completed a full resync of the active unit's stream.
 pub const FLAG_SYNCED: u8 = 2;
+/// The sender (a standby) is in the middle of a full resync.
+pub const FLAG_RESYNCING: u8 = 4;
 /// The operator asked the sender to take over (`siplb ha takeover`): it outranks any
 /// priority, and an active peer hands the VIPs over once the sender is synced.
-pub const FLAG_PREFERRED: u8 = 4;
+pub const FLAG_PREFERRED: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
