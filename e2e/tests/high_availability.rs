@@ -7,13 +7,15 @@
 //! built so that only the replicated state gives the right outcome: hundreds of SNAT
 //! flows whose backend hangs up after the takeover, dialogs placed by `source`
 //! affinity before the backend set changed, and phones registered through the active
-//! unit that a backend calls after it died. One more shows that a role change does
-//! not depend on an unrelated part of the configuration: a broken blocklist file.
+//! unit that a backend calls after it died. A rolling restart under load (each unit
+//! restarted with a fresh dataplane, brought back by a full resync) loses no call and
+//! no registration. One more shows that a role change does not depend on an unrelated
+//! part of the configuration: a broken blocklist file.
 
 use e2e::pair::Pair;
 use e2e::siplb::Siplb;
-use e2e::sipp::{self, stickiness, unix_now, Traced, Uac};
-use e2e::topology::backend_ip;
+use e2e::sipp::{self, stickiness, unix_now, RunningUac, Traced, Uac};
+use e2e::topology::{backend_ip, CLIENT_IP};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -280,19 +282,18 @@ fn source_affinity_dialogs_keep_their_backend_after_the_farm_grew() {
     drop(u1);
 }
 
-/// `snat`: phones register through the active unit, each from its own socket
-/// (`-t un`), so each is its own SNAT flow; the registrars learn them at the SNAT
-/// address:port the ALG wrote into their Contact. The active unit dies; then each
-/// backend calls the phones registered with it at those Contacts. Only a standby that
-/// holds the replicated SNAT mappings can take the INVITEs to the phones.
-#[test]
-fn phones_registered_before_a_takeover_are_called_after_it() {
-    e2e::require_root();
-    const PHONES: u32 = 100;
-    const RATE: u32 = 50;
-    let pair = Pair::up(2).unwrap();
-    let farm = pair.farm("snat", "snat_address = \"198.18.1.254\"");
-    let (u0, u1) = start_pair(&pair, &farm);
+/// Phones registered through the VIP, each from its own socket (`-t un`), so each is
+/// its own SNAT flow: what their registrars saw.
+struct Phones {
+    proc: RunningUac,
+    /// Per backend: user → the Contact its REGISTER carried (`host:port`).
+    registered: Vec<BTreeMap<String, String>>,
+}
+
+/// Registers `n` phones (digest) through the VIP; each stays up `hold_ms` for calls,
+/// answered by the out-of-call scenario on the phone's own socket. Returns when every
+/// registrar has answered, with the registrars stopped (port 5060 is free again).
+fn register_phones(pair: &Pair, n: u32, hold_ms: u32) -> Phones {
     let registrars = sipp::start_backend_uases(
         &pair.backends,
         &pair.dir,
@@ -301,15 +302,14 @@ fn phones_registered_before_a_takeover_are_called_after_it() {
         &[],
     )
     .unwrap();
-    let users: Vec<String> = (0..PHONES).map(|i| format!("phone{i:03}")).collect();
+    let users: Vec<String> = (0..n).map(|i| format!("phone{i:03}")).collect();
     let csv = pair.dir.join("phones.csv");
     std::fs::write(&csv, format!("SEQUENTIAL\n{}\n", users.join("\n"))).unwrap();
-    // Each phone registers (digest), then waits 15 s for calls, answered by the
-    // out-of-call scenario on the phone's own socket.
-    let mut phones = Uac::new(&pair.client, "phones", PHONES, RATE)
-        .scenario("phone_register_and_wait")
-        .limit(PHONES)
-        .timeout_s(40)
+    let proc = Uac::new(&pair.client, "phones", n, 50)
+        .scenario("phone_register_hold")
+        .hold_ms(hold_ms)
+        .limit(n)
+        .timeout_s(u64::from(hold_ms / 1000) + 25)
         .args(["-t", "un", "-max_socket", "1000", "-inf"])
         .args([csv.display().to_string()])
         .args([
@@ -320,24 +320,21 @@ fn phones_registered_before_a_takeover_are_called_after_it() {
         .spawn(&pair.dir)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    let registered = |r: &[sipp::Uas]| {
+    let answered = |r: &[sipp::Uas]| {
         r.iter()
             .flat_map(|u| u.messages_so_far())
             .filter(|m| m.sent && m.kind == "200")
             .count()
     };
-    while registered(&registrars) < PHONES as usize {
+    while answered(&registrars) < n as usize {
         assert!(
             Instant::now() < deadline,
-            "{} of {PHONES} phones registered",
-            registered(&registrars)
+            "{} of {n} phones registered",
+            answered(&registrars)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(QUIET_BEFORE_KILL);
-    kill_active("registered phones", &u0, &u1);
-    // Each backend's phones: user → the Contact its REGISTER carried.
-    let seen: Vec<BTreeMap<String, String>> = registrars
+    let registered = registrars
         .into_iter()
         .map(|u| {
             u.finish()
@@ -347,89 +344,119 @@ fn phones_registered_before_a_takeover_are_called_after_it() {
                 .collect()
         })
         .collect();
-    let contacts: BTreeSet<&str> = seen
-        .iter()
-        .flat_map(|b| b.values())
-        .map(|c| c.as_str())
-        .collect();
-    let pbxs: Vec<_> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, phones)| !phones.is_empty())
-        .map(|(i, phones)| {
-            let lines: Vec<String> = phones
-                .iter()
-                .map(|(user, contact)| {
-                    let (host, port) = contact.rsplit_once(':').expect("host:port");
-                    format!("{user};{host};{port}")
-                })
-                .collect();
-            let inf = pair.dir.join(format!("pbx{i}.csv"));
-            std::fs::write(&inf, format!("SEQUENTIAL\n{}\n", lines.join("\n"))).unwrap();
-            let first = phones.values().next().unwrap().clone();
-            Uac::new(
-                &pair.backends[i],
-                &format!("pbx{i}"),
-                phones.len() as u32,
-                25,
-            )
-            .local(backend_ip(i), 5060)
-            .target(&first)
-            .scenario("pbx_call_uac")
-            .limit(PHONES)
-            .timeout_s(20)
-            .args(["-inf".to_string(), inf.display().to_string()])
-            .spawn(&pair.dir)
-            .unwrap()
-        })
-        .collect();
-    let calls: Vec<_> = pbxs
-        .into_iter()
-        .map(|mut p| p.wait(Duration::from_secs(30)).unwrap())
-        .collect();
-    let phones = phones.wait(Duration::from_secs(50)).unwrap();
-    // Calls each phone saw whole: the INVITE, its ACK and the BYE.
-    let mut answered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for m in phones.messages.iter().filter(|m| !m.sent) {
-        answered.entry(&m.call_id).or_default().insert(&m.kind);
-    }
-    let whole = answered
-        .values()
-        .filter(|k| ["INVITE", "ACK", "BYE"].iter().all(|w| k.contains(w)))
-        .count();
-    let (ok, failed) = calls
-        .iter()
-        .fold((0, 0), |(o, f), r| (o + r.successful, f + r.failed));
-    println!(
-        "registered phones: {} registrations at the backends {:?} over {} distinct contacts; \
-         after the takeover the backends' calls to them: {ok} successful, {failed} failed; \
-         {whole} answered whole by the phones",
-        seen.iter().map(|b| b.len()).sum::<usize>(),
-        seen.iter().map(|b| b.len()).collect::<Vec<_>>(),
-        contacts.len()
-    );
-    assert_eq!(
-        (phones.successful, phones.failed),
-        (u64::from(PHONES), 0),
-        "phones: {}",
-        phones.output
-    );
-    assert_eq!(
-        (seen.iter().map(|b| b.len()).sum::<usize>(), contacts.len()),
-        (PHONES as usize, PHONES as usize),
-        "every phone registered once, each at its own SNAT address:port"
-    );
-    assert_eq!(
-        (ok, failed),
-        (u64::from(PHONES), 0),
-        "the backends' calls to the phones:\n{}",
-        calls
+    Phones { proc, registered }
+}
+
+impl Phones {
+    /// Each backend calls the phones registered with it, at the Contacts it learnt
+    /// (`pbx_call_uac.xml`), from its SIP port; then the phones' run ends. Panics
+    /// unless every phone registered once at its own Contact, every call succeeded
+    /// and every phone answered its call whole (INVITE, ACK, BYE).
+    fn call_them(self, pair: &Pair, what: &str) {
+        let registrations: usize = self.registered.iter().map(|b| b.len()).sum();
+        let contacts: BTreeSet<&str> = self
+            .registered
             .iter()
-            .map(|c| c.output.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+            .flat_map(|b| b.values())
+            .map(|c| c.as_str())
+            .collect();
+        let pbxs: Vec<_> = self
+            .registered
+            .iter()
+            .enumerate()
+            .filter(|(_, phones)| !phones.is_empty())
+            .map(|(i, phones)| {
+                let lines: Vec<String> = phones
+                    .iter()
+                    .map(|(user, contact)| {
+                        let (host, port) = contact.rsplit_once(':').expect("host:port");
+                        format!("{user};{host};{port}")
+                    })
+                    .collect();
+                let inf = pair.dir.join(format!("pbx{i}.csv"));
+                std::fs::write(&inf, format!("SEQUENTIAL\n{}\n", lines.join("\n"))).unwrap();
+                let first = phones.values().next().unwrap().clone();
+                Uac::new(
+                    &pair.backends[i],
+                    &format!("pbx{i}"),
+                    phones.len() as u32,
+                    25,
+                )
+                .local(backend_ip(i), 5060)
+                .target(&first)
+                .scenario("pbx_call_uac")
+                .limit(phones.len() as u32)
+                .timeout_s(20)
+                .args(["-inf".to_string(), inf.display().to_string()])
+                .spawn(&pair.dir)
+                .unwrap()
+            })
+            .collect();
+        let calls: Vec<_> = pbxs
+            .into_iter()
+            .map(|mut p| p.wait(Duration::from_secs(30)).unwrap())
+            .collect();
+        let mut proc = self.proc;
+        let phones = proc.wait(Duration::from_secs(60)).unwrap();
+        let mut kinds: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for m in phones.messages.iter().filter(|m| !m.sent) {
+            kinds.entry(&m.call_id).or_default().insert(&m.kind);
+        }
+        let whole = kinds
+            .values()
+            .filter(|k| ["INVITE", "ACK", "BYE"].iter().all(|w| k.contains(w)))
+            .count();
+        let (ok, failed) = calls
+            .iter()
+            .fold((0, 0), |(o, f), r| (o + r.successful, f + r.failed));
+        println!(
+            "{what}: {registrations} registrations at the backends {:?} over {} distinct \
+             contacts; the backends' calls to them: {ok} successful, {failed} failed; {whole} \
+             answered whole by the phones",
+            self.registered.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            contacts.len()
+        );
+        let n = phones.successful + phones.failed;
+        assert_eq!(phones.failed, 0, "{what}: phones: {}", phones.output);
+        assert_eq!(
+            (registrations, contacts.len()),
+            (n as usize, n as usize),
+            "{what}: every phone registered once, each at its own SNAT address:port"
+        );
+        assert_eq!(
+            (ok, failed),
+            (n, 0),
+            "{what}: the backends' calls to the phones:\n{}",
+            calls
+                .iter()
+                .map(|c| c.output.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert_eq!(whole as u64, n, "{what}: calls the phones answered whole");
+    }
+}
+
+/// `snat`: phones register through the active unit, each its own SNAT flow; the
+/// registrars learn them at the SNAT address:port the ALG wrote into their Contact.
+/// The active unit dies; then each backend calls the phones registered with it at
+/// those Contacts. Only a standby that holds the replicated SNAT mappings can take the
+/// INVITEs to the phones.
+#[test]
+fn phones_registered_before_a_takeover_are_called_after_it() {
+    e2e::require_root();
+    const PHONES: u32 = 100;
+    let pair = Pair::up(2).unwrap();
+    let farm = pair.farm("snat", "snat_address = \"198.18.1.254\"");
+    let (u0, u1) = start_pair(&pair, &farm);
+    let phones = register_phones(&pair, PHONES, 15_000);
+    std::thread::sleep(QUIET_BEFORE_KILL);
+    kill_active("registered phones", &u0, &u1);
+    assert_eq!(
+        phones.registered.iter().map(|b| b.len()).sum::<usize>(),
+        PHONES as usize
     );
-    assert_eq!(whole, PHONES as usize, "calls the phones answered whole");
+    phones.call_them(&pair, "registered phones");
     drop(u1);
 }
 
@@ -492,5 +519,132 @@ fn a_broken_deny_file_does_not_stop_the_standby_taking_over() {
         (Some(1), Some(1)),
         "{d}"
     );
+    drop(u1);
+}
+
+/// Stops unit `i` (`siplb shutdown`: its dataplane, then its daemon) and starts it
+/// again with a fresh dataplane: empty tables, what an upgrade or a resize does.
+fn restart(pair: &Pair, i: usize, u: &mut Siplb) {
+    let pid = u.dataplane_pid().expect("the unit's dataplane");
+    u.ok(&["shutdown"]).unwrap();
+    u.daemon
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the control daemon exits after shutdown");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only probes the PID read from the dataplane's ready file.
+    while unsafe { libc::kill(pid as i32, 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "unit {i}'s dataplane did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    u.start_daemon(&pair.units[i]).unwrap();
+}
+
+fn unix_ms() -> u64 {
+    (unix_now() * 1000.0) as u64
+}
+
+/// Waits until `u` is standby beside a live peer, with a full resync received that
+/// ended after `since_ms`; returns that resync (`ha_detail.last_resync`).
+fn wait_resynced(what: &str, u: &Siplb, since_ms: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = u.cli(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+        let r = &v["ha_detail"]["last_resync"];
+        if v["ha"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("standby (peer alive")
+            && v["ha_detail"]["resyncing"] == false
+            && r["direction"] == "received"
+            && r["at_ms"].as_u64().unwrap_or(0) >= since_ms
+        {
+            println!("{what}: resynced: {r}");
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no full resync received: {}",
+            v["ha_detail"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A rolling restart under load, in `snat`: the standby restarts with a fresh
+/// dataplane and receives a full resync; the active unit restarts (the standby takes
+/// over when it stops: no `siplb ha takeover` yet) and receives a full resync in turn.
+/// Calls run through it all (each its own SNAT flow, hung up by the backends), and
+/// phones registered before it are called by their backends after it, through the
+/// unit that holds only what the resyncs gave it: 0 failed calls, 0 lost registrations.
+#[test]
+fn rolling_restart_under_load_loses_no_call_and_no_registration() {
+    e2e::require_root();
+    const PHONES: u32 = 40;
+    const CALLS: u32 = 300;
+    const RATE: u32 = 15;
+    let pair = Pair::up(2).unwrap();
+    let farm = pair.farm("snat", "snat_address = \"198.18.1.254\"");
+    let (mut u0, mut u1) = start_pair(&pair, &farm);
+    let phones = register_phones(&pair, PHONES, 40_000);
+    let uas = sipp::start_backend_uases(
+        &pair.backends,
+        &pair.dir,
+        "hangup",
+        Some("hangup_uas"),
+        &["-d", "4000"],
+    )
+    .unwrap();
+    // The phones hold the client's port 5060.
+    let mut calls = Uac::new(&pair.client, "rolling", CALLS, RATE)
+        .local(CLIENT_IP, 5070)
+        .scenario("hangup_uac")
+        .limit(CALLS)
+        .timeout_s(50)
+        .args(["-t", "un", "-max_socket", "1000"])
+        .spawn(&pair.dir)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t = unix_ms();
+    restart(&pair, 1, &mut u1);
+    wait_resynced("rolling restart: unit 1 (standby) restarted", &u1, t);
+    let t = unix_ms();
+    let stopped = Instant::now();
+    restart(&pair, 0, &mut u0);
+    assert!(
+        role(&u1).starts_with("active"),
+        "unit 1 took over: {}",
+        role(&u1)
+    );
+    println!(
+        "rolling restart: unit 0 (active) stopped and started again in {:?}",
+        stopped.elapsed()
+    );
+    wait_resynced("rolling restart: unit 0 restarted", &u0, t);
+    let run = calls.wait(Duration::from_secs(70)).unwrap();
+    let traces: Vec<_> = uas.into_iter().map(|u| u.finish()).collect();
+    let s = stickiness(&traces);
+    println!(
+        "rolling restart: {} calls successful, {} failed; calls per backend {:?}",
+        run.successful, run.failed, s.calls_per_backend
+    );
+    assert_eq!(
+        (run.successful, run.failed),
+        (u64::from(CALLS), 0),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        s.calls_per_backend.iter().sum::<usize>(),
+        CALLS as usize,
+        "calls seen by the backends"
+    );
+    assert!(s.split.is_empty(), "dialogs moved backend: {:?}", s.split);
+    s.assert_every_call_has("rolling restart", &["INVITE", "ACK", "BYE", "200/BYE"]);
+    phones.call_them(&pair, "rolling restart");
+    drop(u0);
     drop(u1);
 }
