@@ -1,5 +1,6 @@
-//! A rolling restart of the HA pair under load (issue 13, item 4): restart the standby
-//! with a resized table set, wait until it holds the active unit's tables, switch
+//! A rolling restart of the HA pair under load (issue 13, item 4), the planned way
+//! (`e2e::high_availability`'s rolling restart lets the second restart fail over
+//! instead): restart the standby with a resized table set, wait until it holds the active unit's tables, switch
 //! roles with `siplb ha takeover`, restart the other unit, wait until it is synced.
 //! SIPp calls and rounds of registrations span the whole procedure: no call may fail
 //! and no registration may be lost or move registrar. The replicated state decides:
@@ -69,7 +70,7 @@ fn start_unit(pair: &Pair, i: usize, farms: &str, dialogs: u32) -> Siplb {
 }
 
 #[test]
-fn rolling_restart_under_load_loses_no_call_and_no_registration() {
+fn takeover_between_restarts_with_resized_tables_loses_no_call_and_no_registration() {
     e2e::require_root();
     let pair = Pair::up(3).unwrap();
     let calls_farm = pair.farm("snat", "snat_address = \"198.18.1.254\"");
