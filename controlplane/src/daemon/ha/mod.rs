@@ -506,10 +506,12 @@ impl Ha {
         let alive = self.peer_alive();
         let was_alive = self.status.peer_alive.swap(alive, Ordering::SeqCst);
         if alive && !was_alive {
-            // A (re)appeared peer gets everything again.
-            self.stream_for = None;
             println!("siplb: HA: peer {} is up", self.peer_addr.ip());
         } else if !alive && was_alive {
+            // When it comes back, it gets everything again (one new stream; set here,
+            // not when it reappears, which may come after its first heartbeat already
+            // started one for its new epoch).
+            self.stream_for = None;
             println!("siplb: HA: peer {} stopped answering", self.peer_addr.ip());
         }
         let active = self.status.active.load(Ordering::SeqCst);
