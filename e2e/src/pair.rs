@@ -143,6 +143,35 @@ floating = ["{FLOAT_BACK}"]
         )
     }
 
+    /// The MAC addresses that answer an ARP request for the VIP on the client's link
+    /// within a second: one per unit that claims it.
+    pub fn vip_owners(&self) -> Vec<String> {
+        let script = r#"
+import socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("cli0", 0))
+mac = s.getsockname()[4]
+me, vip = socket.inet_aton("198.18.0.10"), socket.inet_aton("198.18.0.2")
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, me, b"\0" * 6, vip)
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+s.settimeout(0.1)
+seen, end = set(), time.time() + 1.0
+while time.time() < end:
+    try:
+        f = s.recv(128)
+    except socket.timeout:
+        continue
+    if len(f) >= 42 and f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == vip:
+        seen.add(f[22:28].hex(":"))
+print(" ".join(sorted(seen)))
+"#;
+        let out = self
+            .client
+            .run("python3", &["-c", script])
+            .expect("ARP probe");
+        out.split_whitespace().map(str::to_string).collect()
+    }
+
     /// A farm on the VIP over the backends, in `nat` mode.
     pub fn farm(&self, nat: &str, extra: &str) -> String {
         self.farm_of(nat, extra, self.backends.len())

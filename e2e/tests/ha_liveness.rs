@@ -14,35 +14,6 @@ fn role(s: &e2e::siplb::Siplb) -> String {
     v["ha"].as_str().unwrap_or("").to_string()
 }
 
-/// The MAC addresses that answer an ARP request for the VIP on the client's link
-/// within a second: one per unit that claims it.
-fn vip_owners(pair: &Pair) -> Vec<String> {
-    let script = r#"
-import socket, struct, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-s.bind(("cli0", 0))
-mac = s.getsockname()[4]
-me, vip = socket.inet_aton("198.18.0.10"), socket.inet_aton("198.18.0.2")
-arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, me, b"\0" * 6, vip)
-s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
-s.settimeout(0.1)
-seen, end = set(), time.time() + 1.0
-while time.time() < end:
-    try:
-        f = s.recv(128)
-    except socket.timeout:
-        continue
-    if len(f) >= 42 and f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == vip:
-        seen.add(f[22:28].hex(":"))
-print(" ".join(sorted(seen)))
-"#;
-    let out = pair
-        .client
-        .run("python3", &["-c", script])
-        .expect("ARP probe");
-    out.split_whitespace().map(str::to_string).collect()
-}
-
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
@@ -63,7 +34,7 @@ fn killing_only_the_active_daemon_leaves_one_active_unit() {
         role(&u0).starts_with("active (peer alive") && role(&u1).starts_with("standby (peer alive")
     });
     let dataplane = u0.dataplane_pid().expect("unit 0's dataplane");
-    let before = vip_owners(&pair);
+    let before = pair.vip_owners();
     assert_eq!(
         before.len(),
         1,
@@ -89,7 +60,7 @@ fn killing_only_the_active_daemon_leaves_one_active_unit() {
         "unit 0's dataplane still runs"
     );
 
-    let after = vip_owners(&pair);
+    let after = pair.vip_owners();
     println!("VIP owner before: {before:?}, after: {after:?}");
     assert_eq!(after.len(), 1, "units answering ARP for the VIP: {after:?}");
     assert_ne!(after, before, "the VIP moved to unit 1");
