@@ -83,9 +83,15 @@ impl Siplb {
             .arg("run")
             .arg("--dataplane-log")
             .arg(&self.dataplane_log);
+        // Beside the run directory, named after it: the two units of a `Pair` share
+        // one test directory (`run-u0`, `run-u1`) and must not share a log.
+        let run = self
+            .run_dir
+            .file_name()
+            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
         let log = self
             .run_dir
-            .with_file_name(format!("siplb-{}.log", self.starts));
+            .with_file_name(format!("siplb-{run}-{}.log", self.starts));
         self.daemon = Proc::spawn("siplb run", cmd, &log)?;
         self.daemon
             .wait_for_output("control socket", Duration::from_secs(60))?;
