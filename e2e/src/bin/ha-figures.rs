@@ -1,8 +1,8 @@
 //! Figures of the HA pair (issue 13, item 6), printed for `bench/ha.sh` and recorded
-//! in `bench/RESULTS.md`; not part of the test run (`#[ignore]`): they are
-//! measurements, not checks. Settings through the environment: `HA_RATE` (new calls
+//! in `bench/RESULTS.md`: a measurement, not a test. Settings through the environment: `HA_RATE` (new calls
 //! per second, default 100), `HA_HOLD_MS` (call length, default 5000), `HA_NAT`
-//! (default snat, where only replication carries sessions over).
+//! (default snat), `HA_FLOWS=1` (one client flow per call, hung up by the backends:
+//! in snat, only the replicated mappings carry those calls over).
 //!
 //! One run: the active unit carries SIPp calls; after a quiet window (heartbeats only)
 //! and half the calls, the active unit's processes are killed. Printed:
@@ -57,9 +57,7 @@ fn dialogs_created(s: &e2e::siplb::Siplb) -> u64 {
     v["totals"]["dialogs_created"].as_u64().unwrap_or(0)
 }
 
-#[test]
-#[ignore = "a measurement: run by bench/ha.sh"]
-fn failover_figures() {
+fn main() {
     e2e::require_root();
     let rate = env("HA_RATE", 100);
     let hold = env("HA_HOLD_MS", 5000);
@@ -95,14 +93,35 @@ fn failover_figures() {
     std::thread::sleep(quiet);
     let heartbeat_bps = (ha_bytes(&pair, 1) - b0) as f64 / quiet.as_secs_f64();
 
-    let uas = pair.start_uas_backends(&[]).unwrap();
+    // HA_FLOWS=1: one client flow per call (`-t un`), hung up by the backends, whose
+    // BYEs reach the SNAT ports the dead unit gave out: in snat only the replicated
+    // mappings carry such a call over (otherwise the placement is deterministic and
+    // a failover keeps calls even without replication).
+    let flows = env("HA_FLOWS", 0) == 1;
+    let hold_arg = hold.to_string();
+    let uas = if flows {
+        e2e::sipp::start_backend_uases(
+            &pair.backends,
+            &pair.dir,
+            "hangup",
+            Some("hangup_uas"),
+            &["-d", &hold_arg],
+        )
+        .unwrap()
+    } else {
+        pair.start_uas_backends(&[]).unwrap()
+    };
     let total = rate * 15;
-    let mut calls = Uac::new(&pair.client, "calls", total, rate)
-        .hold_ms(hold)
+    let uac = Uac::new(&pair.client, "calls", total, rate)
         .limit(rate * hold / 1000 * 2)
-        .timeout_s(120)
-        .spawn(&pair.dir)
-        .unwrap();
+        .timeout_s(120);
+    let uac = if flows {
+        uac.scenario("hangup_uac")
+            .args(["-t", "un", "-max_socket", "4000"])
+    } else {
+        uac.hold_ms(hold)
+    };
+    let mut calls = uac.spawn(&pair.dir).unwrap();
     let (b1, d1, t1) = (ha_bytes(&pair, 1), dialogs_created(&u0), Instant::now());
     std::thread::sleep(Duration::from_millis(7500));
     let (b2, d2, t2) = (ha_bytes(&pair, 1), dialogs_created(&u0), Instant::now());
@@ -157,14 +176,16 @@ fn failover_figures() {
         .map(|w| w[1] - w[0])
         .fold(0.0f64, f64::max);
 
-    // Dialogs in progress at the kill: INVITE received by a backend before it, BYE
-    // (from the client) expected after it.
+    // Dialogs in progress at the kill: INVITE received by a backend before it, the
+    // call's end expected after it: the client's BYE at the backend, or (HA_FLOWS)
+    // the client's 200 to the backend's BYE.
     let mut invite: HashMap<&str, f64> = HashMap::new();
     let mut bye: HashMap<&str, f64> = HashMap::new();
     for m in traces.iter().flatten().filter(|m| !m.sent) {
-        let map = match m.kind.as_str() {
-            "INVITE" => &mut invite,
-            "BYE" => &mut bye,
+        let map = match (m.kind.as_str(), m.cseq_method.as_str()) {
+            ("INVITE", _) => &mut invite,
+            ("BYE", _) if !flows => &mut bye,
+            ("200", "BYE") if flows => &mut bye,
             _ => continue,
         };
         map.entry(m.call_id.as_str()).or_insert(m.time);
@@ -180,7 +201,14 @@ fn failover_figures() {
         .copied()
         .collect();
     let survived = in_progress.len() - lost.len();
-    println!("FIGURES nat={nat} rate={rate}/s hold={hold}ms calls={total}");
+    println!(
+        "FIGURES nat={nat} rate={rate}/s hold={hold}ms calls={total} {}",
+        if flows {
+            "one client flow per call, hung up by the backends"
+        } else {
+            "one client flow, hung up by the client"
+        }
+    );
     println!(
         "FIGURES sync: {:.0} B/s of heartbeats idle; {:.0} B of sync for {} new dialogs = {per_dialog:.1} B per new dialog",
         heartbeat_bps,
