@@ -38,3 +38,20 @@ pub fn require_root() {
         "end-to-end tests need root (namespaces, DPDK): run ci/test.sh as root"
     );
 }
+
+/// Polls `ok` every 50 ms until it holds; panics naming `what` after `limit`. Prints
+/// and returns how long it took.
+pub fn wait_until(
+    what: &str,
+    limit: std::time::Duration,
+    mut ok: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let took = start.elapsed();
+    println!("{what}: {took:?}");
+    took
+}

@@ -129,6 +129,17 @@ impl Siplb {
         Ok(o.stdout)
     }
 
+    /// `siplb status --json` (null if the daemon does not answer).
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli(&["status", "--json"]).stdout).unwrap_or_default()
+    }
+
+    /// The HA role line of `siplb status` ("active (peer alive ...)", "standby ..."),
+    /// empty if the daemon does not answer.
+    pub fn ha_role(&self) -> String {
+        self.status_json()["ha"].as_str().unwrap_or("").to_string()
+    }
+
     /// The dataplane's PID (from its ready file).
     pub fn dataplane_pid(&self) -> Option<u32> {
         let f = names::ready_file(&names::dpdk_runtime_dir(&self.prefix));

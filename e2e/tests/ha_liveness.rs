@@ -8,21 +8,6 @@ use e2e::pair::Pair;
 use e2e::sipp::{stickiness, Uac};
 use std::time::{Duration, Instant};
 
-fn role(s: &e2e::siplb::Siplb) -> String {
-    let o = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
-    v["ha"].as_str().unwrap_or("").to_string()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn killing_only_the_active_daemon_leaves_one_active_unit() {
     e2e::require_root();
@@ -30,8 +15,9 @@ fn killing_only_the_active_daemon_leaves_one_active_unit() {
     let farm = pair.farm("dnat", "");
     let mut u0 = pair.start(0, &farm).unwrap();
     let u1 = pair.start(1, &farm).unwrap();
-    wait_for("roles settle", Duration::from_secs(10), || {
-        role(&u0).starts_with("active (peer alive") && role(&u1).starts_with("standby (peer alive")
+    e2e::wait_until("roles settle", Duration::from_secs(10), || {
+        u0.ha_role().starts_with("active (peer alive")
+            && u1.ha_role().starts_with("standby (peer alive")
     });
     let dataplane = u0.dataplane_pid().expect("unit 0's dataplane");
     let before = pair.vip_owners();
@@ -46,8 +32,8 @@ fn killing_only_the_active_daemon_leaves_one_active_unit() {
     u0.daemon.signal(libc::SIGKILL);
     let log_file = u0.dataplane_log.clone();
     let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
-    wait_for("the standby takes over", Duration::from_secs(10), || {
-        role(&u1).starts_with("active")
+    e2e::wait_until("the standby takes over", Duration::from_secs(10), || {
+        u1.ha_role().starts_with("active")
     });
     println!(
         "unit 1 active {:?} after unit 0's daemon was killed",
@@ -97,19 +83,23 @@ fn killing_only_the_active_daemon_leaves_one_active_unit() {
     // The daemon comes back: it finds its dataplane stood down and stays standby
     // while the peer is active.
     u0.start_daemon(&pair.units[0]).unwrap();
-    wait_for(
+    e2e::wait_until(
         "the restarted daemon is standby",
         Duration::from_secs(10),
-        || role(&u0).starts_with("standby (peer alive"),
+        || u0.ha_role().starts_with("standby (peer alive"),
     );
     std::thread::sleep(Duration::from_secs(1));
-    assert!(role(&u1).starts_with("active"), "unit 1: {}", role(&u1));
+    assert!(
+        u1.ha_role().starts_with("active"),
+        "unit 1: {}",
+        u1.ha_role()
+    );
 
     // Unit 0's dataplane forwarded nothing to the backends: its final counters.
     // SAFETY: the PID of unit 0's dataplane (from its ready file); SIGTERM makes it
     // print its final counters and exit.
     unsafe { libc::kill(dataplane as i32, libc::SIGTERM) };
-    wait_for("unit 0's final counters", Duration::from_secs(10), || {
+    e2e::wait_until("unit 0's final counters", Duration::from_secs(10), || {
         log().contains("siplb-dataplane: final")
     });
     let fin = log()

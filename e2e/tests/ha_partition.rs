@@ -5,27 +5,8 @@
 //! resynced from it. Calls placed before the cut run across it.
 
 use e2e::pair::{Pair, BACK};
-use e2e::siplb::Siplb;
 use e2e::sipp::Uac;
 use std::time::{Duration, Instant};
-
-fn status(s: &Siplb) -> serde_json::Value {
-    serde_json::from_str(&s.cli(&["status", "--json"]).stdout).unwrap_or_default()
-}
-
-fn role(s: &Siplb) -> String {
-    status(s)["ha"].as_str().unwrap_or("").to_string()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!("{what}: {:?}", t.elapsed());
-    t.elapsed()
-}
 
 /// Drops (`-I`) or lets through again (`-D`) the peer's HA datagrams in unit `i`'s
 /// kernel, where the exception path delivers them.
@@ -48,8 +29,9 @@ fn after_a_partition_one_unit_steps_down_and_the_winner_owns_the_vip() {
     let farm = pair.farm("dnat", "");
     let u0 = pair.start(0, &farm).unwrap();
     let u1 = pair.start(1, &farm).unwrap();
-    wait_for("roles", Duration::from_secs(10), || {
-        role(&u0).starts_with("active (peer alive") && role(&u1).starts_with("standby (peer alive")
+    e2e::wait_until("roles", Duration::from_secs(10), || {
+        u0.ha_role().starts_with("active (peer alive")
+            && u1.ha_role().starts_with("standby (peer alive")
     });
     let winner = pair.vip_owners();
     assert_eq!(winner.len(), 1, "before: {winner:?}");
@@ -66,8 +48,8 @@ fn after_a_partition_one_unit_steps_down_and_the_winner_owns_the_vip() {
     for i in 0..2 {
         cut(&pair, i, "-I");
     }
-    wait_for("both units active", Duration::from_secs(10), || {
-        role(&u0).starts_with("active") && role(&u1).starts_with("active")
+    e2e::wait_until("both units active", Duration::from_secs(10), || {
+        u0.ha_role().starts_with("active") && u1.ha_role().starts_with("active")
     });
     let split = pair.vip_owners();
     println!("units answering ARP for the VIP while partitioned: {split:?}");
@@ -77,19 +59,23 @@ fn after_a_partition_one_unit_steps_down_and_the_winner_owns_the_vip() {
         cut(&pair, i, "-D");
     }
     let healed = Instant::now();
-    wait_for("one unit steps down", Duration::from_secs(10), || {
-        role(&u1).starts_with("standby (peer alive")
+    e2e::wait_until("one unit steps down", Duration::from_secs(10), || {
+        u1.ha_role().starts_with("standby (peer alive")
     });
-    assert!(role(&u0).starts_with("active"), "unit 0: {}", role(&u0));
+    assert!(
+        u0.ha_role().starts_with("active"),
+        "unit 0: {}",
+        u0.ha_role()
+    );
     // The loser is resynced from the winner.
-    wait_for("unit 1 resynced", Duration::from_secs(10), || {
-        let h = status(&u1)["ha_detail"].clone();
+    e2e::wait_until("unit 1 resynced", Duration::from_secs(10), || {
+        let h = u1.status_json()["ha_detail"].clone();
         h["resyncing"] == false
             && h["last_resync"]["direction"] == "received"
             && h["last_resync"]["at_ms"].as_u64().unwrap_or(0) as f64 / 1e3
                 > e2e::sipp::unix_now() - healed.elapsed().as_secs_f64()
     });
-    let resync = status(&u1)["ha_detail"]["last_resync"].clone();
+    let resync = u1.status_json()["ha_detail"]["last_resync"].clone();
     // Gratuitous ARP and answers: only the winner owns the VIP again.
     let after = pair.vip_owners();
     println!("VIP owners: before {winner:?}, partitioned {split:?}, after {after:?}; unit 1's resync {resync}");

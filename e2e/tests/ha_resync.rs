@@ -4,25 +4,13 @@
 use e2e::pair::Pair;
 use e2e::siplb::Siplb;
 use e2e::sipp::Uac;
-use std::time::{Duration, Instant};
-
-fn status(s: &Siplb) -> serde_json::Value {
-    serde_json::from_str(&s.cli(&["status", "--json"]).stdout).unwrap_or_default()
-}
+use std::time::Duration;
 
 /// Dialogs alive in the unit's own tables.
 fn dialogs(s: &Siplb) -> u64 {
     let v: serde_json::Value =
         serde_json::from_str(&s.ok(&["stats", "--json"]).unwrap_or_default()).unwrap_or_default();
     v["farms"][0]["dialogs_active"].as_u64().unwrap_or(0)
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "{what} after {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -33,16 +21,16 @@ fn a_restarted_standby_gets_every_live_dialog_in_a_full_resync() {
     let u0 = pair.start(0, &farm).unwrap();
     let u1 = pair.start(1, &farm).unwrap();
     let roles = |u0: &Siplb, u1: &Siplb| {
-        status(u0)["ha"]
+        u0.status_json()["ha"]
             .as_str()
             .unwrap_or("")
             .starts_with("active (peer alive")
-            && status(u1)["ha"]
+            && u1.status_json()["ha"]
                 .as_str()
                 .unwrap_or("")
                 .starts_with("standby (peer alive")
     };
-    wait_for("roles", Duration::from_secs(10), || roles(&u0, &u1));
+    e2e::wait_until("roles", Duration::from_secs(10), || roles(&u0, &u1));
     let _uas = pair.start_uas_backends(&[]).unwrap();
     // 200 calls placed in 4 s, each held 14 s: all in progress across the restart.
     let mut calls = Uac::new(&pair.client, "calls", 200, 50)
@@ -50,21 +38,21 @@ fn a_restarted_standby_gets_every_live_dialog_in_a_full_resync() {
         .timeout_s(60)
         .spawn(&pair.dir)
         .unwrap();
-    wait_for(
+    e2e::wait_until(
         "200 dialogs on the active unit",
         Duration::from_secs(10),
         || dialogs(&u0) == 200,
     );
     drop(u1);
     let u1 = pair.start(1, &farm).unwrap();
-    wait_for("the restarted standby", Duration::from_secs(10), || {
+    e2e::wait_until("the restarted standby", Duration::from_secs(10), || {
         roles(&u0, &u1)
     });
-    wait_for("a finished resync", Duration::from_secs(5), || {
-        !status(&u1)["ha_detail"]["last_resync"].is_null()
+    e2e::wait_until("a finished resync", Duration::from_secs(5), || {
+        !u1.status_json()["ha_detail"]["last_resync"].is_null()
     });
     let (d0, d1) = (dialogs(&u0), dialogs(&u1));
-    let ha = status(&u1)["ha_detail"].clone();
+    let ha = u1.status_json()["ha_detail"].clone();
     let resync = &ha["last_resync"];
     println!(
         "restarted standby: {d1} dialogs in its tables, the active unit {d0}; last resync: {resync}; {} entries imported",

@@ -14,37 +14,17 @@ use e2e::pair::Pair;
 use e2e::siplb::Siplb;
 use e2e::sipp::{self, scenario, start_uas, stickiness, Traced, Uac};
 use e2e::topology::{backend_ip, CLIENT_IP, VIP};
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const USERS: u32 = 30;
-
-fn status(s: &Siplb) -> Value {
-    serde_json::from_str(&s.cli(&["status", "--json"]).stdout).unwrap_or_default()
-}
-
-fn role(s: &Siplb) -> String {
-    status(s)["ha"].as_str().unwrap_or("").to_string()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let took = start.elapsed();
-    println!("{what}: {took:?}");
-    took
-}
 
 /// Waits until `standby` is a standby that holds the tables of `active`, which says
 /// its peer is synced.
 fn wait_synced(what: &str, standby: &Siplb, active: &Siplb) {
-    wait_for(what, Duration::from_secs(30), || {
-        let s = status(standby);
-        let a = status(active);
+    e2e::wait_until(what, Duration::from_secs(30), || {
+        let s = standby.status_json();
+        let a = active.status_json();
         s["ha"]
             .as_str()
             .unwrap_or("")
@@ -172,8 +152,8 @@ fn takeover_between_restarts_with_resized_tables_loses_no_call_and_no_registrati
     );
     let out = u1.ok(&["ha", "takeover"]).unwrap();
     println!("siplb ha takeover: {}", out.trim());
-    wait_for("unit 0 standby", Duration::from_secs(10), || {
-        role(&u0).starts_with("standby")
+    e2e::wait_until("unit 0 standby", Duration::from_secs(10), || {
+        u0.ha_role().starts_with("standby")
     });
     register("after_takeover");
 
@@ -181,7 +161,11 @@ fn takeover_between_restarts_with_resized_tables_loses_no_call_and_no_registrati
     drop(u0);
     u0 = start_unit(&pair, 0, &farms, 131072);
     wait_synced("unit 0 restarted and synced", &u0, &u1);
-    assert!(role(&u1).starts_with("active"), "unit 1: {}", role(&u1));
+    assert!(
+        u1.ha_role().starts_with("active"),
+        "unit 1: {}",
+        u1.ha_role()
+    );
     register("after_second_restart");
 
     // Every phone's REGISTERs, all five rounds, reached one registrar.

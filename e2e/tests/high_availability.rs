@@ -19,12 +19,6 @@ use e2e::topology::{backend_ip, CLIENT_IP};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-fn role(s: &Siplb) -> String {
-    let o = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
-    v["ha"].as_str().unwrap_or("").to_string()
-}
-
 /// Starts both units with `farm` and waits until unit 0 is active and unit 1 standby,
 /// each seeing the other.
 fn start_pair(pair: &Pair, farm: &str) -> (Siplb, Siplb) {
@@ -36,14 +30,14 @@ fn start_pair_with(pair: &Pair, farms: [&str; 2]) -> (Siplb, Siplb) {
     let u0 = pair.start(0, farms[0]).unwrap();
     let u1 = pair.start(1, farms[1]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(role(&u0).starts_with("active (peer alive")
-        && role(&u1).starts_with("standby (peer alive"))
+    while !(u0.ha_role().starts_with("active (peer alive")
+        && u1.ha_role().starts_with("standby (peer alive"))
     {
         assert!(
             Instant::now() < deadline,
             "roles: {} / {}",
-            role(&u0),
-            role(&u1)
+            u0.ha_role(),
+            u1.ha_role()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -60,11 +54,11 @@ fn kill_active(what: &str, u0: &Siplb, u1: &Siplb) -> f64 {
     // SAFETY: the PID of the dataplane unit 0 runs (from its ready file).
     unsafe { libc::kill(dataplane as i32, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !role(u1).starts_with("active") {
+    while !u1.ha_role().starts_with("active") {
         assert!(
             Instant::now() < deadline,
             "{what}: the standby never took over: {}",
-            role(u1)
+            u1.ha_role()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -615,9 +609,9 @@ fn rolling_restart_under_load_loses_no_call_and_no_registration() {
     let stopped = Instant::now();
     restart(&pair, 0, &mut u0);
     assert!(
-        role(&u1).starts_with("active"),
+        u1.ha_role().starts_with("active"),
         "unit 1 took over: {}",
-        role(&u1)
+        u1.ha_role()
     );
     println!(
         "rolling restart: unit 0 (active) stopped and started again in {:?}",

@@ -26,12 +26,6 @@ fn env(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn role(s: &e2e::siplb::Siplb) -> String {
-    let o = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
-    v["ha"].as_str().unwrap_or("").to_string()
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -72,8 +66,8 @@ fn main() {
     let u0 = pair.start(0, &farm).unwrap();
     let u1 = pair.start(1, &farm).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(role(&u0).starts_with("active (peer alive")
-        && role(&u1).starts_with("standby (peer alive"))
+    while !(u0.ha_role().starts_with("active (peer alive")
+        && u1.ha_role().starts_with("standby (peer alive"))
     {
         assert!(Instant::now() < deadline, "roles never settled");
         std::thread::sleep(Duration::from_millis(200));
@@ -145,7 +139,7 @@ fn main() {
     // The new active unit's role, polled every 20 ms.
     let mut took_over = None;
     while took_over.is_none() && unix_now() - killed < 10.0 {
-        if role(&u1).starts_with("active") {
+        if u1.ha_role().starts_with("active") {
             took_over = Some(unix_now() - killed);
         }
         std::thread::sleep(Duration::from_millis(20));
