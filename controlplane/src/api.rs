@@ -189,6 +189,9 @@ pub struct StatsView {
     /// Table entries whose time ran out, counted by the dataplane's table sweeps.
     pub dialogs_expired: u64,
     pub registrations_expired: u64,
+    /// Media mappings ended idle by the dataplane's sweep.
+    #[serde(default)]
+    pub media_expired: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -216,6 +219,80 @@ pub struct Traffic {
     pub tcp_seq_mapped: u64,
     pub dialogs_created: u64,
     pub registrations_created: u64,
+    /// The tables' refusals and what else the workers count.
+    #[serde(default)]
+    pub tables: TableCounts,
+}
+
+/// Entries the workers created and could not create, and the smaller paths they count:
+/// the numbers that tell a table is too small or a path is busy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TableCounts {
+    /// New dialogs not recorded: the dialog table was full around the Call-ID
+    /// (`[tables] dialogs`); stickiness then rests on the Call-ID hash alone.
+    pub dialog_table_full: u64,
+    /// Registrations not recorded: the registration table was full (`[tables]
+    /// registrations`).
+    pub registration_table_full: u64,
+    /// TCP connections not recorded: the connection table was full (`[tables]
+    /// connections`).
+    pub connection_table_full: u64,
+    pub tcp_connections_created: u64,
+    pub snat_sessions_created: u64,
+    pub arp_requests: u64,
+    pub arp_replies: u64,
+    pub arp_learned: u64,
+    pub icmp_replies: u64,
+    pub fragments_in: u64,
+    pub datagrams_reassembled: u64,
+    pub fragments_out: u64,
+    /// UDP/TCP checksums a sender's kernel left unfinished and the worker finished.
+    pub checksums_finished: u64,
+    /// Frames handed to the kernel interfaces (exception path) and taken from them.
+    pub to_kernel: u64,
+    pub from_kernel: u64,
+}
+
+impl TableCounts {
+    /// The fields by their JSON and metric names, in declaration order.
+    pub fn named(&self) -> [(&'static str, u64); 15] {
+        [
+            ("dialog_table_full", self.dialog_table_full),
+            ("registration_table_full", self.registration_table_full),
+            ("connection_table_full", self.connection_table_full),
+            ("tcp_connections_created", self.tcp_connections_created),
+            ("snat_sessions_created", self.snat_sessions_created),
+            ("arp_requests", self.arp_requests),
+            ("arp_replies", self.arp_replies),
+            ("arp_learned", self.arp_learned),
+            ("icmp_replies", self.icmp_replies),
+            ("fragments_in", self.fragments_in),
+            ("datagrams_reassembled", self.datagrams_reassembled),
+            ("fragments_out", self.fragments_out),
+            ("checksums_finished", self.checksums_finished),
+            ("to_kernel", self.to_kernel),
+            ("from_kernel", self.from_kernel),
+        ]
+    }
+
+    pub fn add(&mut self, o: &TableCounts) {
+        self.dialog_table_full += o.dialog_table_full;
+        self.registration_table_full += o.registration_table_full;
+        self.connection_table_full += o.connection_table_full;
+        self.tcp_connections_created += o.tcp_connections_created;
+        self.snat_sessions_created += o.snat_sessions_created;
+        self.arp_requests += o.arp_requests;
+        self.arp_replies += o.arp_replies;
+        self.arp_learned += o.arp_learned;
+        self.icmp_replies += o.icmp_replies;
+        self.fragments_in += o.fragments_in;
+        self.datagrams_reassembled += o.datagrams_reassembled;
+        self.fragments_out += o.fragments_out;
+        self.checksums_finished += o.checksums_finished;
+        self.to_kernel += o.to_kernel;
+        self.from_kernel += o.from_kernel;
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 
 use crate::api::{
     BackendStats, BackendStatus, DenyFileView, HaView, MediaStats, StatsView, StatusView,
-    WorkerStats,
+    TableCounts, WorkerStats,
 };
 use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
@@ -259,6 +259,47 @@ const WORKERS: &[Family<WorkerStats>] = &[
     },
 ];
 
+/// What each `TableCounts` field counts, in `TableCounts::named` order: one counter
+/// family per field, `siplb_<name>_total`, per worker.
+const TABLE_COUNTS_HELP: [&str; 15] = [
+    "New dialogs not recorded: the dialog table was full around the Call-ID (raise [tables] dialogs).",
+    "Registrations not recorded: the registration table was full (raise [tables] registrations).",
+    "TCP connections not recorded: the connection table was full (raise [tables] connections).",
+    "TCP connections recorded.",
+    "SNAT sessions created.",
+    "ARP requests sent for next hops.",
+    "ARP requests answered for our addresses and VIPs.",
+    "Neighbours learned from ARP.",
+    "ICMP echo requests answered.",
+    "IPv4 fragments received for reassembly.",
+    "Datagrams reassembled from fragments.",
+    "Fragments sent (datagrams larger than the egress MTU).",
+    "UDP/TCP checksums a sender's kernel left unfinished and the worker finished.",
+    "Frames handed to the kernel interfaces (exception path).",
+    "Frames taken from the kernel interfaces (exception path).",
+];
+
+const EXPIRED: &[Family<StatsView>] = &[
+    Family {
+        name: "siplb_dialogs_expired_total",
+        kind: Counter,
+        help: "Dialogs forgotten because their timer ran out (no BYE or final answer seen).",
+        get: One(|s| s.dialogs_expired as f64),
+    },
+    Family {
+        name: "siplb_registrations_expired_total",
+        kind: Counter,
+        help: "Registrations forgotten because their Expires ran out.",
+        get: One(|s| s.registrations_expired as f64),
+    },
+    Family {
+        name: "siplb_media_expired_total",
+        kind: Counter,
+        help: "Media mappings ended idle by the dataplane's sweep.",
+        get: One(|s| s.media_expired as f64),
+    },
+];
+
 const DROPS: &[Family<StatsView>] = &[
     Family {
         name: "siplb_drops_total",
@@ -345,6 +386,12 @@ const MEDIA: &[Family<MediaStats>] = &[
         kind: Counter,
         help: "RTP/RTCP bytes forwarded (UDP header and payload), per farm.",
         get: One(|m| m.bytes as f64),
+    },
+    Family {
+        name: "siplb_media_unplaced_total",
+        kind: Counter,
+        help: "SDP bodies left as they were: the farm's media pools came with a reload (restart to relay them), per farm.",
+        get: One(|m| m.unplaced as f64),
     },
     Family {
         name: "siplb_media_drops_total",
@@ -438,6 +485,8 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
         .map(|w| (vec![("worker", w.worker.to_string())], w))
         .collect();
     table(o, WORKERS, &workers);
+    table_counts(o, &workers);
+    table(o, EXPIRED, &[(vec![], stats)]);
     table(o, DROPS, &[(vec![], stats)]);
     let traffic: Vec<_> = stats
         .farms
@@ -471,6 +520,24 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
         .collect();
     table(o, HEALTH_CHECKS, &checks);
     out
+}
+
+/// One counter family per `TableCounts` field, a sample per worker.
+fn table_counts(out: &mut String, workers: &[(Labels, &WorkerStats)]) {
+    let names = TableCounts::default().named().map(|(n, _)| n);
+    for (i, (name, help)) in names.iter().zip(TABLE_COUNTS_HELP).enumerate() {
+        let name = format!("siplb_{name}_total");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, w) in workers {
+            sample(
+                out,
+                &name,
+                labels,
+                None,
+                w.traffic.tables.named()[i].1 as f64,
+            );
+        }
+    }
 }
 
 /// The labels of a backend.
@@ -545,7 +612,8 @@ mod tests {
                 "backends": [backend("198.18.1.11", checks), backend("198.18.1.12", json!(null))] }] });
         let traffic = json!({ "rx_packets": 10, "tx_packets": 9, "rx_bytes": 1000, "tx_bytes": 900,
             "drops": 1, "rx_pps": 0.0, "tx_pps": 0.0, "rx_bps": 0.0, "tx_bps": 0.0,
-            "sip_requests": 4, "sip_responses": 5, "dialogs_created": 2, "registrations_created": 1 });
+            "sip_requests": 4, "sip_responses": 5, "dialogs_created": 2, "registrations_created": 1,
+            "tables": { "dialog_table_full": 7, "from_kernel": 3 } });
         let be = |ip: &str| {
             json!({ "address": ip, "port": 5060, "state": "up", "to_packets": 3,
             "to_bytes": 300, "from_packets": 4, "from_bytes": 400, "to_pps": 0.0, "from_pps": 0.0,
@@ -628,17 +696,21 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, 12 × 2 workers, 2 drops and 1 TCP ALG skip, (2 + 2 + 1 + 1) × 2
-        // backends, 5 media of the one farm (its drops and refusals none), 3 × 2
-        // backends, 2 + 2 + 1 for the one checked backend.
-        assert_eq!(seen.len(), 2 + 12 + 2 + 4 + 7 + 3 + 3, "{text}");
-        assert_eq!(samples, 2 + 24 + 3 + 12 + 5 + 6 + 5, "{text}");
+        // 2 process, (12 + 15 table counts) × 2 workers, 3 expired, 2 drops and 1 TCP
+        // ALG skip, (2 + 2 + 1 + 1) × 2 backends, 6 media of the one farm (its drops
+        // and refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
+        assert_eq!(seen.len(), 2 + 12 + 15 + 3 + 2 + 4 + 8 + 3 + 3, "{text}");
+        assert_eq!(samples, 2 + 24 + 30 + 3 + 3 + 12 + 6 + 6 + 5, "{text}");
         for want in [
             "siplb_up 1",
             "siplb_config_generation 5",
             "siplb_rx_packets_total{worker=\"1\"} 10",
             "siplb_worker_busy_ratio{worker=\"0\"} 0.25",
             "siplb_drops_total{reason=\"not_our_mac\"} 3",
+            "siplb_dialog_table_full_total{worker=\"1\"} 7",
+            "siplb_from_kernel_total{worker=\"0\"} 3",
+            "siplb_connection_table_full_total{worker=\"0\"} 0",
+            "siplb_dialogs_expired_total 0",
             "siplb_media_flows_total{farm=\"pbx\"} 0",
             "siplb_tcp_alg_skipped_total{reason=\"partial_message\"} 2",
             "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"} 3",

@@ -105,6 +105,25 @@ pub fn stats(s: &StatsView) -> String {
         t.registrations_created,
         s.registrations_expired
     );
+    let tc = &t.tables;
+    let others: Vec<String> = tc.named()[3..]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "         tables full: dialogs {}, registrations {}, connections {}; media expired {}{}",
+        tc.dialog_table_full,
+        tc.registration_table_full,
+        tc.connection_table_full,
+        s.media_expired,
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", others.join(" "))
+        }
+    );
     if t.alg_rewritten > 0 || t.tcp_seq_mapped > 0 || !s.tcp_alg_skipped.is_empty() {
         let skipped: Vec<String> = s
             .tcp_alg_skipped
@@ -276,6 +295,21 @@ fn ha_detail(o: &mut String, h: &HaView) {
 mod tests {
     use super::*;
     use crate::api::ResyncView;
+
+    #[test]
+    fn stats_show_the_tables_full_counters() {
+        let mut s = StatsView::default();
+        s.totals.tables.dialog_table_full = 7;
+        s.totals.tables.tcp_connections_created = 2;
+        s.media_expired = 4;
+        let o = stats(&s);
+        assert!(
+            o.contains(
+                "tables full: dialogs 7, registrations 0, connections 0; media expired 4; tcp_connections_created=2\n"
+            ),
+            "{o}"
+        );
+    }
 
     #[test]
     fn ha_details_say_what_an_operator_needs() {

@@ -1,7 +1,9 @@
 //! Reads the workers' counters and the tables from shared memory (plain loads: the
 //! workers are never disturbed) and turns two successive samples into rates.
 
-use crate::api::{BackendStats, FarmStats, MediaStats, StatsView, Traffic, WorkerStats};
+use crate::api::{
+    BackendStats, FarmStats, MediaStats, StatsView, TableCounts, Traffic, WorkerStats,
+};
 use crate::daemon::state::ControlState;
 use runtime::shm::Shared;
 use siplb_core::alg::{MediaError, RewriteError};
@@ -107,6 +109,26 @@ fn media_stats(shared: &Shared, id: usize, live: u64, pps: f64) -> MediaStats {
     }
 }
 
+fn table_counts(c: &WorkerCounters) -> TableCounts {
+    TableCounts {
+        dialog_table_full: c.dialog_table_full.get(),
+        registration_table_full: c.registration_table_full.get(),
+        connection_table_full: c.connection_table_full.get(),
+        tcp_connections_created: c.tcp_connections_created.get(),
+        snat_sessions_created: c.snat_sessions_created.get(),
+        arp_requests: c.arp_requests.get(),
+        arp_replies: c.arp_replies.get(),
+        arp_learned: c.arp_learned.get(),
+        icmp_replies: c.icmp_replies.get(),
+        fragments_in: c.fragments_in.get(),
+        datagrams_reassembled: c.datagrams_reassembled.get(),
+        fragments_out: c.fragments_out.get(),
+        checksums_finished: c.checksums_finished.get(),
+        to_kernel: c.to_kernel.get(),
+        from_kernel: c.from_kernel.get(),
+    }
+}
+
 pub struct Sampler {
     last: Raw,
 }
@@ -149,6 +171,7 @@ impl Sampler {
                 tcp_seq_mapped: c.tcp_seq_mapped.get(),
                 dialogs_created: c.dialogs_created.get(),
                 registrations_created: c.registrations_created.get(),
+                tables: table_counts(c),
             };
             totals.rx_packets += t.rx_packets;
             totals.tx_packets += t.tx_packets;
@@ -166,6 +189,7 @@ impl Sampler {
             totals.tcp_seq_mapped += t.tcp_seq_mapped;
             totals.dialogs_created += t.dialogs_created;
             totals.registrations_created += t.registrations_created;
+            totals.tables.add(&t.tables);
             let polls = w[4].saturating_sub(l[4]);
             let busy = w[5].saturating_sub(l[5]);
             workers.push(WorkerStats {
@@ -321,6 +345,10 @@ impl Sampler {
             registrations_expired: shared
                 .header
                 .registrations_expired
+                .load(std::sync::atomic::Ordering::Relaxed),
+            media_expired: shared
+                .header
+                .media_expired
                 .load(std::sync::atomic::Ordering::Relaxed),
         };
         self.last = now;
