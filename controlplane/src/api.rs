@@ -252,11 +252,14 @@ pub struct TableCounts {
     /// Frames handed to the kernel interfaces (exception path) and taken from them.
     pub to_kernel: u64,
     pub from_kernel: u64,
+    /// Requests whose response time was not measured: another transaction held their
+    /// slot of the request times (65,536 slots).
+    pub request_times_full: u64,
 }
 
 impl TableCounts {
     /// The fields by their JSON and metric names, in declaration order.
-    pub fn named(&self) -> [(&'static str, u64); 15] {
+    pub fn named(&self) -> [(&'static str, u64); 16] {
         [
             ("dialog_table_full", self.dialog_table_full),
             ("registration_table_full", self.registration_table_full),
@@ -273,6 +276,7 @@ impl TableCounts {
             ("checksums_finished", self.checksums_finished),
             ("to_kernel", self.to_kernel),
             ("from_kernel", self.from_kernel),
+            ("request_times_full", self.request_times_full),
         ]
     }
 
@@ -292,6 +296,7 @@ impl TableCounts {
         self.checksums_finished += o.checksums_finished;
         self.to_kernel += o.to_kernel;
         self.from_kernel += o.from_kernel;
+        self.request_times_full += o.request_times_full;
     }
 }
 
@@ -313,6 +318,10 @@ pub struct FarmStats {
     /// The media relay of the farm (all zero when it relays none).
     #[serde(default)]
     pub media: MediaStats,
+    /// Drops of packets for this farm (to its VIP, from its backends, for its SNAT
+    /// sessions) by reason, only non-zero ones; part of `StatsView::drops`.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// One farm's media relay: RTP/RTCP streams mapped from SDP and forwarded.
@@ -351,6 +360,41 @@ pub struct BackendStats {
     /// Dialogs not yet ending (trying, early, confirmed).
     pub dialogs_active: u64,
     pub registrations_active: u64,
+    /// Its answers to clients' requests (UDP), by class and time.
+    #[serde(default)]
+    pub responses: ResponseStats,
+}
+
+/// One backend's answers to clients' requests over UDP (TCP and TLS are balanced per
+/// connection: their messages are not read).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ResponseStats {
+    /// Answers by class: 1xx at 0 ... 6xx at 5.
+    pub classes: [u64; 6],
+    /// 503 Service Unavailable answers (also in `classes[4]`).
+    pub service_unavailable: u64,
+    /// Request → the transaction's first answer (provisional or final).
+    pub first_response: LatencyView,
+    /// INVITE → its final answer.
+    pub invite_final: LatencyView,
+}
+
+/// A latency histogram merged over the workers: counts per bucket (`le_us`, the last
+/// bucket unbounded), sum and quantiles.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LatencyView {
+    /// Upper bound of each bounded bucket, in microseconds.
+    pub le_us: Vec<u64>,
+    /// Count per bucket (not cumulative): one more than `le_us`, the overflow last.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_us: u64,
+    /// The 50th and 99th percentiles, in milliseconds: the upper bound of the bucket
+    /// that holds them (buckets double, so within a factor 2 above the true value).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

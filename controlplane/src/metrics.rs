@@ -5,8 +5,8 @@
 //! items: HELP and TYPE, then the family's samples together.
 
 use crate::api::{
-    BackendStats, BackendStatus, DenyFileView, HaView, MediaStats, StatsView, StatusView,
-    TableCounts, WorkerStats,
+    BackendStats, BackendStatus, DenyFileView, FarmStats, HaView, LatencyView, MediaStats,
+    StatsView, StatusView, TableCounts, WorkerStats,
 };
 use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
@@ -261,7 +261,7 @@ const WORKERS: &[Family<WorkerStats>] = &[
 
 /// What each `TableCounts` field counts, in `TableCounts::named` order: one counter
 /// family per field, `siplb_<name>_total`, per worker.
-const TABLE_COUNTS_HELP: [&str; 15] = [
+const TABLE_COUNTS_HELP: [&str; 16] = [
     "New dialogs not recorded: the dialog table was full around the Call-ID (raise [tables] dialogs).",
     "Registrations not recorded: the registration table was full (raise [tables] registrations).",
     "TCP connections not recorded: the connection table was full (raise [tables] connections).",
@@ -277,6 +277,7 @@ const TABLE_COUNTS_HELP: [&str; 15] = [
     "UDP/TCP checksums a sender's kernel left unfinished and the worker finished.",
     "Frames handed to the kernel interfaces (exception path).",
     "Frames taken from the kernel interfaces (exception path).",
+    "Requests whose response time was not measured: another transaction held their slot.",
 ];
 
 const EXPIRED: &[Family<StatsView>] = &[
@@ -354,7 +355,56 @@ const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
         help: "Registrations held per backend.",
         get: One(|b| b.registrations_active as f64),
     },
+    Family {
+        name: "siplb_backend_responses_total",
+        kind: Counter,
+        help: "Each backend's answers to clients' requests over UDP, by class (1xx ... 6xx).",
+        get: By("class", |b| {
+            CLASSES
+                .iter()
+                .zip(b.responses.classes)
+                .map(|(c, n)| (*c, n as f64))
+                .collect()
+        }),
+    },
+    Family {
+        name: "siplb_backend_503_total",
+        kind: Counter,
+        help: "Each backend's 503 Service Unavailable answers (also in siplb_backend_responses_total class 5xx).",
+        get: One(|b| b.responses.service_unavailable as f64),
+    },
 ];
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+/// A histogram family: name, help, and where an item keeps its histogram.
+type HistogramFamily<T> = (&'static str, &'static str, fn(&T) -> &LatencyView);
+
+/// Per backend, from `BackendStats::responses`.
+const BACKEND_LATENCY: [HistogramFamily<BackendStats>; 2] = [
+    (
+        "siplb_backend_first_response_seconds",
+        "Time from a client's request (first send) to the backend's first answer, provisional or final (UDP).",
+        |b| &b.responses.first_response,
+    ),
+    (
+        "siplb_backend_invite_final_seconds",
+        "Time from a client's INVITE (first send) to the backend's final answer (UDP).",
+        |b| &b.responses.invite_final,
+    ),
+];
+
+const FARMS: &[Family<FarmStats>] = &[Family {
+    name: "siplb_farm_drops_total",
+    kind: Counter,
+    help: "Packets dropped that were for a farm (to its VIP, from its backends, for its SNAT sessions), by farm and reason.",
+    get: By("reason", |f| {
+        f.drops
+            .iter()
+            .map(|(r, n)| (r.as_str(), *n as f64))
+            .collect()
+    }),
+}];
 
 const MEDIA: &[Family<MediaStats>] = &[
     Family {
@@ -498,6 +548,16 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
         })
         .collect();
     table(o, BACKEND_TRAFFIC, &traffic);
+    for (name, help, get) in BACKEND_LATENCY {
+        let items: Vec<_> = traffic.iter().map(|(l, b)| (l, get(b))).collect();
+        histogram(o, name, help, &items);
+    }
+    let farms: Vec<_> = stats
+        .farms
+        .iter()
+        .map(|f| (vec![("farm", f.name.clone())], f))
+        .collect();
+    table(o, FARMS, &farms);
     let media: Vec<_> = stats
         .farms
         .iter()
@@ -537,6 +597,35 @@ fn table_counts(out: &mut String, workers: &[(Labels, &WorkerStats)]) {
                 w.traffic.tables.named()[i].1 as f64,
             );
         }
+    }
+}
+
+/// A Prometheus histogram per item, in seconds: cumulative `_bucket`s up to `+Inf`,
+/// `_sum` and `_count`.
+fn histogram(out: &mut String, name: &str, help: &str, items: &[(&Labels, &LatencyView)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let bucket = format!("{name}_bucket");
+    for (labels, h) in items {
+        let mut total = 0;
+        for (i, n) in h.buckets.iter().enumerate() {
+            total += n;
+            let le = h
+                .le_us
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
+            sample(out, &bucket, labels, Some(("le", &le)), total as f64);
+        }
+        if h.buckets.is_empty() {
+            sample(out, &bucket, labels, Some(("le", "+Inf")), 0.0);
+        }
+        sample(
+            out,
+            &format!("{name}_sum"),
+            labels,
+            None,
+            h.sum_us as f64 / 1e6,
+        );
+        sample(out, &format!("{name}_count"), labels, None, h.count as f64);
     }
 }
 
@@ -680,7 +769,16 @@ mod tests {
 
     #[test]
     fn each_family_is_one_group_of_its_samples() {
-        let (status, stats) = views();
+        let (status, mut stats) = views();
+        let mut buckets = [0u64; 19];
+        buckets[2] = 3; // ≤ 1 ms
+        buckets[18] = 1; // beyond 32.768 s
+        let r = &mut stats.farms[0].backends[0].responses;
+        r.classes = [5, 4, 0, 0, 2, 0];
+        r.service_unavailable = 2;
+        r.first_response = crate::daemon::sampler::latency_view(&buckets, 40_002_400);
+        r.invite_final = r.first_response.clone();
+        stats.farms[0].drops.insert("no_backend".into(), 4);
         let text = render(&status, &stats);
         let mut seen = Vec::new();
         let mut current = "";
@@ -692,15 +790,29 @@ mod tests {
                 seen.push(current);
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
+                let name = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|x| name.strip_suffix(x).filter(|n| *n == current))
+                    .unwrap_or(name);
                 assert_eq!(name, current, "a sample outside its family:\n{text}");
                 samples += 1;
             }
         }
-        // 2 process, (12 + 15 table counts) × 2 workers, 3 expired, 2 drops and 1 TCP
-        // ALG skip, (2 + 2 + 1 + 1) × 2 backends, 6 media of the one farm (its drops
-        // and refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
-        assert_eq!(seen.len(), 2 + 12 + 15 + 3 + 2 + 4 + 8 + 3 + 3, "{text}");
-        assert_eq!(samples, 2 + 24 + 30 + 3 + 3 + 12 + 6 + 6 + 5, "{text}");
+        // 2 process, (12 + 16 table counts) × 2 workers, 3 expired, 2 drops and 1 TCP
+        // ALG skip, (2 + 2 + 1 + 1 + 6 + 1) × 2 backends, 2 histograms of (19 buckets +
+        // sum + count) for the answering backend and (+Inf, sum, count) for the other,
+        // 1 farm drop, 6 media of the one farm (its drops and refusals none), 3 × 2
+        // backends, 2 + 2 + 1 for the one checked backend.
+        assert_eq!(
+            seen.len(),
+            2 + 12 + 16 + 3 + 2 + 6 + 2 + 1 + 8 + 3 + 3,
+            "{text}"
+        );
+        assert_eq!(
+            samples,
+            2 + 24 + 32 + 3 + 3 + 26 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            "{text}"
+        );
         for want in [
             "siplb_up 1",
             "siplb_config_generation 5",
@@ -711,6 +823,18 @@ mod tests {
             "siplb_from_kernel_total{worker=\"0\"} 3",
             "siplb_connection_table_full_total{worker=\"0\"} 0",
             "siplb_dialogs_expired_total 0",
+            "siplb_backend_responses_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",class=\"1xx\"} 5",
+            "siplb_backend_responses_total{farm=\"pbx\",backend=\"198.18.1.12:5060\",class=\"6xx\"} 0",
+            "siplb_backend_503_total{farm=\"pbx\",backend=\"198.18.1.11:5060\"} 2",
+            "# TYPE siplb_backend_first_response_seconds histogram",
+            "siplb_backend_first_response_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.11:5060\",le=\"0.0005\"} 0",
+            "siplb_backend_first_response_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.11:5060\",le=\"0.001\"} 3",
+            "siplb_backend_first_response_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.11:5060\",le=\"32.768\"} 3",
+            "siplb_backend_invite_final_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.11:5060\",le=\"+Inf\"} 4",
+            "siplb_backend_invite_final_seconds_sum{farm=\"pbx\",backend=\"198.18.1.11:5060\"} 40.0024",
+            "siplb_backend_invite_final_seconds_count{farm=\"pbx\",backend=\"198.18.1.11:5060\"} 4",
+            "siplb_backend_invite_final_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.12:5060\",le=\"+Inf\"} 0",
+            "siplb_farm_drops_total{farm=\"pbx\",reason=\"no_backend\"} 4",
             "siplb_media_flows_total{farm=\"pbx\"} 0",
             "siplb_tcp_alg_skipped_total{reason=\"partial_message\"} 2",
             "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"} 3",

@@ -177,6 +177,49 @@ pub fn stats(s: &StatsView) -> String {
                 b.registrations_active
             );
         }
+        let _ = writeln!(
+            o,
+            "  {:<22} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>17} {:>17}",
+            "ANSWERS",
+            "1xx",
+            "2xx",
+            "3xx",
+            "4xx",
+            "5xx",
+            "6xx",
+            "503",
+            "FIRST p50/p99 ms",
+            "INVITE p50/p99 ms"
+        );
+        for b in &f.backends {
+            let r = &b.responses;
+            let c = r.classes;
+            let q = |l: &crate::api::LatencyView| {
+                if l.count == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", ms(l.p50_ms), ms(l.p99_ms))
+                }
+            };
+            let _ = writeln!(
+                o,
+                "  {:<22} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>17} {:>17}",
+                format!("{}:{}", b.address, b.port),
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                r.service_unavailable,
+                q(&r.first_response),
+                q(&r.invite_final)
+            );
+        }
+        if !f.drops.is_empty() {
+            let d: Vec<String> = f.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(o, "  drops for this farm: {}", d.join(" "));
+        }
         let m = &f.media;
         if m.flows > 0 || m.packets > 0 {
             let drops: Vec<String> = m
@@ -207,6 +250,17 @@ pub fn stats(s: &StatsView) -> String {
         let _ = writeln!(o, "\ndrops: {}", d.join(" "));
     }
     o
+}
+
+/// Milliseconds with the precision a bucket bound has.
+fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{:.1}s", v / 1000.0)
+    }
 }
 
 pub fn dialog(d: &DialogView) -> String {
@@ -295,6 +349,54 @@ fn ha_detail(o: &mut String, h: &HaView) {
 mod tests {
     use super::*;
     use crate::api::ResyncView;
+
+    #[test]
+    fn stats_show_each_backends_answers_and_the_farms_drops() {
+        let mut buckets = vec![0u64; 19];
+        buckets[2] = 98; // ≤ 1 ms
+        buckets[5] = 2; // ≤ 8 ms
+        let mut b = crate::api::BackendStats {
+            address: "198.18.1.11".into(),
+            port: 5060,
+            ..Default::default()
+        };
+        b.responses.classes = [100, 90, 0, 0, 10, 0];
+        b.responses.service_unavailable = 10;
+        b.responses.first_response = crate::daemon::sampler::latency_view(&buckets, 130_000);
+        let mut f = crate::api::FarmStats {
+            name: "pbx".into(),
+            backends: vec![b],
+            ..Default::default()
+        };
+        f.drops.insert("no_backend".into(), 3);
+        let s = StatsView {
+            farms: vec![f],
+            ..Default::default()
+        };
+        let o = stats(&s);
+        let row = o
+            .lines()
+            .find(|l| l.contains("198.18.1.11:5060") && l.contains("1.00/8.00"))
+            .unwrap_or_else(|| panic!("no answers row in:\n{o}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "198.18.1.11:5060",
+                "100",
+                "90",
+                "0",
+                "0",
+                "10",
+                "0",
+                "10",
+                "1.00/8.00",
+                "-"
+            ],
+            "{o}"
+        );
+        assert!(o.contains("  drops for this farm: no_backend=3\n"), "{o}");
+    }
 
     #[test]
     fn stats_show_the_tables_full_counters() {

@@ -21,7 +21,7 @@ use runtime::stop::{self, STOP};
 use siplb_core::alg::Edits;
 use siplb_core::config::Config;
 use siplb_core::control::DesiredState;
-use siplb_core::lb::counters::WorkerCounters;
+use siplb_core::lb::counters::{WorkerCounters, NO_FARM};
 use siplb_core::lb::reassembly::Reassembler;
 use siplb_core::lb::services::{Services, SlotRegistry};
 use siplb_core::lb::snat::SnatAllocator;
@@ -154,6 +154,8 @@ pub fn run(opts: Options) -> Result<()> {
                 reassembly: Reassembler::new(REASSEMBLY_SLOTS, REASSEMBLY_TIMEOUT_S),
                 edits: Edits::new(),
                 out_len: 0,
+                farm: NO_FARM,
+                now_us: 0,
             },
             scratch: vec![0; 9000 + 14],
         };

@@ -62,6 +62,7 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let svc = self.services.read(usize::from(queue));
             let now = self.clock.now();
+            self.ctx.now_us = self.clock.micros() as u32;
             let mut received = 0;
             for pi in 0..self.ports.len() {
                 let n = self.ports[pi].rx_burst(queue, &mut rx);
@@ -163,7 +164,7 @@ impl Worker {
                 }
             }
             Verdict::ToKernel => self.to_kernel(tx, in_port, m),
-            Verdict::Drop(r) => c.dropped(r),
+            Verdict::Drop(r) => c.dropped_at(r, self.ctx.farm),
             Verdict::Consumed => {}
             Verdict::Reassembled => {
                 drop(m);
@@ -180,7 +181,7 @@ impl Worker {
                             self.to_kernel(tx, in_port, m);
                         }
                     }
-                    Verdict::Drop(r) => c.dropped(r),
+                    Verdict::Drop(r) => c.dropped_at(r, self.ctx.farm),
                     Verdict::Consumed | Verdict::Reassembled => {}
                 }
                 self.ctx.reassembly.put_back(buf);

@@ -243,6 +243,15 @@ fn metrics_json_telemetry_and_capture() {
     std::thread::sleep(Duration::from_secs(2));
     let run = load(&topo, 40, 20, 100).run(&topo.dir).unwrap();
     assert_eq!((run.successful, run.failed), (40, 0));
+    // Five datagrams to a VIP port no farm serves: dropped, and counted for the farm.
+    for _ in 0..5 {
+        topo.client
+            .run(
+                "bash",
+                &["-c", &format!("echo closed > /dev/udp/{VIP}/5999")],
+            )
+            .unwrap();
+    }
     let status = dumpcap
         .wait_timeout(Duration::from_secs(20))
         .expect("dumpcap stops after 20 packets");
@@ -275,6 +284,42 @@ fn metrics_json_telemetry_and_capture() {
         "siplb_backend_packets_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",direction=\"to\"}"
     ));
     assert!(metrics.contains("# TYPE siplb_drops_total counter"));
+    // Each backend's answers: SIPp's UAS answers every INVITE with 180 and 200 and
+    // every BYE with 200; each INVITE is timed to its 200, each transaction to its
+    // first answer.
+    let class = |c: &str| {
+        value(&format!("siplb_backend_responses_total{{farm=\"pbx\",backend=\"198.18.1.11:5060\",class=\"{c}\"}}"))
+        + value(&format!("siplb_backend_responses_total{{farm=\"pbx\",backend=\"198.18.1.12:5060\",class=\"{c}\"}}"))
+    };
+    assert_eq!(
+        (class("1xx"), class("2xx"), class("5xx")),
+        (40.0, 80.0, 0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("siplb_backend_invite_final_seconds_count"),
+        40.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("siplb_backend_first_response_seconds_count"),
+        80.0,
+        "{metrics}"
+    );
+    let inf = value("siplb_backend_invite_final_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.11:5060\",le=\"+Inf\"}")
+        + value("siplb_backend_invite_final_seconds_bucket{farm=\"pbx\",backend=\"198.18.1.12:5060\",le=\"+Inf\"}");
+    assert_eq!(inf, 40.0, "{metrics}");
+    assert!(
+        value("siplb_backend_invite_final_seconds_sum") > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("siplb_farm_drops_total{farm=\"pbx\",reason=\"vip_port_closed\"}"),
+        5.0,
+        "{metrics}"
+    );
+    assert_eq!(value("siplb_dialog_table_full_total"), 0.0, "{metrics}");
+    assert_eq!(value("siplb_request_times_full_total"), 0.0, "{metrics}");
     let status: serde_json::Value =
         serde_json::from_str(&siplb.http_get(&topo.lb, "/status").unwrap()).unwrap();
     assert_eq!(status["farms"][0]["backends"].as_array().unwrap().len(), 2);

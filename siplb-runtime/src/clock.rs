@@ -33,6 +33,13 @@ impl Clock {
         (u128::from(lcore::tsc().wrapping_sub(self.tsc0)) * 1000 / u128::from(self.hz)) as u64
     }
 
+    /// Microseconds since the calibration: the backends' response times (read once
+    /// per burst by the workers).
+    #[inline]
+    pub fn micros(&self) -> u64 {
+        (u128::from(lcore::tsc().wrapping_sub(self.tsc0)) * 1_000_000 / u128::from(self.hz)) as u64
+    }
+
     /// Seconds since the Unix epoch.
     #[inline(always)]
     pub fn now(&self) -> u32 {

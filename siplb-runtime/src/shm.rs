@@ -5,7 +5,7 @@
 use crate::clock::Clock;
 use crate::names::{
     MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_HEADER, MZ_MEDIA, MZ_NEIGHBOURS,
-    MZ_RATES, MZ_REGISTRATIONS, MZ_SNAT_FWD, MZ_SNAT_REV, MZ_TCP_SEQ,
+    MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES, MZ_SNAT_FWD, MZ_SNAT_REV, MZ_TCP_SEQ,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
@@ -13,6 +13,7 @@ use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::counters::WorkerCounters;
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
 use siplb_core::lb::snat::{SnatSlot, SnatTable, PORTS_PER_ADDRESS};
+use siplb_core::lb::timing::{RequestTimes, REQUEST_TIME_SLOTS};
 use siplb_core::lb::Tables;
 use siplb_core::table::connection::ConnectionTable;
 use siplb_core::table::dialog::DialogTable;
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 13;
+const LAYOUT_VERSION: u32 = 14;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -238,10 +239,15 @@ impl Shared {
             MZ_TCP_SEQ,
             connection_slots as usize * std::mem::size_of::<SeqSlot>(),
         )?;
+        let mz_times = reserve(
+            MZ_REQUEST_TIMES,
+            REQUEST_TIME_SLOTS * std::mem::size_of::<AtomicU64>(),
+        )?;
         let shared = Self::view(
             header,
             [
                 mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media, mz_seq,
+                mz_times,
             ],
         )?;
         header.magic.store(MAGIC, Ordering::Release);
@@ -276,12 +282,13 @@ impl Shared {
                 look(MZ_RATES)?,
                 look(MZ_MEDIA)?,
                 look(MZ_TCP_SEQ)?,
+                look(MZ_REQUEST_TIMES)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 11]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 12]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times] = zones;
         let (pools, legs, index) = (
             header.media_pools as usize,
             header.media_legs as usize,
@@ -328,6 +335,7 @@ impl Shared {
                     seq.slice::<SeqSlot>(0, header.connection_slots as usize),
                     MAX_PROBE,
                 ),
+                request_times: RequestTimes::new(times.slice::<AtomicU64>(0, REQUEST_TIME_SLOTS)),
             }
         };
         // SAFETY: as above, for the counters.

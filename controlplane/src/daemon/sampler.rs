@@ -2,13 +2,15 @@
 //! workers are never disturbed) and turns two successive samples into rates.
 
 use crate::api::{
-    BackendStats, FarmStats, MediaStats, StatsView, TableCounts, Traffic, WorkerStats,
+    BackendStats, FarmStats, LatencyView, MediaStats, ResponseStats, StatsView, TableCounts,
+    Traffic, WorkerStats,
 };
 use crate::daemon::state::ControlState;
 use runtime::shm::Shared;
 use siplb_core::alg::{MediaError, RewriteError};
 use siplb_core::config::{MAX_BACKENDS, MAX_FARMS};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
+use siplb_core::lb::timing::{LatencyCounters, LATENCY_BUCKETS};
 use siplb_core::lb::TcpAlgSkip;
 use siplb_core::sip::SipError;
 use siplb_core::table::media::MediaDrop;
@@ -126,7 +128,78 @@ fn table_counts(c: &WorkerCounters) -> TableCounts {
         checksums_finished: c.checksums_finished.get(),
         to_kernel: c.to_kernel.get(),
         from_kernel: c.from_kernel.get(),
+        request_times_full: c.request_times_full.get(),
     }
+}
+
+/// Backend slot `slot`'s answers, summed over the workers.
+fn response_stats(shared: &Shared, slot: usize) -> ResponseStats {
+    let mut r = ResponseStats::default();
+    let mut first = ([0u64; LATENCY_BUCKETS + 1], 0u64);
+    let mut fin = first;
+    let add = |into: &mut ([u64; LATENCY_BUCKETS + 1], u64), l: &LatencyCounters| {
+        for (n, b) in into.0.iter_mut().zip(&l.buckets) {
+            *n += b.get();
+        }
+        into.1 += l.sum_us.get();
+    };
+    for c in shared.counters {
+        let x = &c.responses[slot];
+        for (n, k) in r.classes.iter_mut().zip(&x.classes) {
+            *n += k.get();
+        }
+        r.service_unavailable += x.service_unavailable.get();
+        add(&mut first, &x.first_response);
+        add(&mut fin, &x.invite_final);
+    }
+    r.first_response = latency_view(&first.0, first.1);
+    r.invite_final = latency_view(&fin.0, fin.1);
+    r
+}
+
+/// A histogram from the workers' buckets, its quantiles through hdrhistogram (each
+/// bucket counted at its upper bound; the overflow at twice the last bound).
+pub fn latency_view(buckets: &[u64], sum_us: u64) -> LatencyView {
+    let le_us: Vec<u64> = (0..LATENCY_BUCKETS)
+        .filter_map(LatencyCounters::upper_us)
+        .collect();
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    for (i, n) in buckets.iter().enumerate() {
+        let at = LatencyCounters::upper_us(i).unwrap_or(2 * le_us[LATENCY_BUCKETS - 1]);
+        if *n > 0 && h.record_n(at, *n).is_err() {
+            break;
+        }
+    }
+    let q = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    LatencyView {
+        le_us,
+        buckets: buckets.to_vec(),
+        count: buckets.iter().sum(),
+        sum_us,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+    }
+}
+
+/// Farm `id`'s drops by reason, only non-zero ones.
+fn farm_drops(shared: &Shared, id: usize) -> BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .filter_map(|r| {
+            let n: u64 = shared
+                .counters
+                .iter()
+                .map(|c| c.farm_drops[id][*r as usize].get())
+                .sum();
+            (n > 0).then(|| (r.name().to_string(), n))
+        })
+        .collect()
 }
 
 pub struct Sampler {
@@ -264,6 +337,7 @@ impl Sampler {
                             from_bps: 8.0 * rate(n[3], l[3]),
                             dialogs_active: slot.map_or(0, |s| dialogs[s]),
                             registrations_active: slot.map_or(0, |s| regs[s]),
+                            responses: slot.map(|s| response_stats(shared, s)).unwrap_or_default(),
                         }
                     })
                     .collect();
@@ -273,6 +347,7 @@ impl Sampler {
                     dialogs_active: backends.iter().map(|b| b.dialogs_active).sum(),
                     registrations_active: backends.iter().map(|b| b.registrations_active).sum(),
                     backends,
+                    drops: farm_drops(shared, id),
                     media: media_stats(
                         shared,
                         id,
@@ -353,5 +428,24 @@ impl Sampler {
         };
         self.last = now;
         view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_the_bounds_of_their_buckets() {
+        let mut buckets = [0u64; LATENCY_BUCKETS + 1];
+        buckets[2] = 98; // ≤ 1 ms
+        buckets[LATENCY_BUCKETS] = 2; // beyond 32.768 s
+        let v = latency_view(&buckets, 1);
+        assert_eq!((v.count, v.le_us.len(), v.buckets.len()), (100, 18, 19));
+        assert_eq!((v.le_us[0], v.le_us[17]), (250, 32_768_000));
+        assert!((v.p50_ms - 1.0).abs() < 0.01, "{v:?}");
+        assert!((v.p99_ms - 65_536.0).abs() < 65.0, "{v:?}");
+        let empty = latency_view(&[0; LATENCY_BUCKETS + 1], 0);
+        assert_eq!((empty.count, empty.p50_ms, empty.p99_ms), (0, 0.0, 0.0));
     }
 }

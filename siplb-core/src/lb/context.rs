@@ -11,7 +11,9 @@ use super::neighbour::NeighbourTable;
 use super::reassembly::Reassembler;
 use super::services::{Farm, Services};
 use super::snat::{SnatAllocator, SnatTable};
+use super::timing::RequestTimes;
 use crate::alg::Edits;
+use crate::sip::Method;
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
 use crate::table::flow::FlowTable;
@@ -56,6 +58,8 @@ pub struct Tables<'m> {
     pub media: MediaTable<'m>,
     /// Sequence corrections of TCP connections whose SIP the ALG rewrote.
     pub tcp_seq: SeqTable<'m>,
+    /// When clients' requests left for their backends (`lb::timing`).
+    pub request_times: RequestTimes<'m>,
 }
 
 /// ARP requests the worker must send after this packet (the frame that caused them
@@ -98,6 +102,12 @@ pub struct WorkerCtx<'a> {
     pub edits: Edits,
     /// The length of the frame `process` leaves in the buffer (the ALG may change it).
     pub out_len: usize,
+    /// The farm that handled the frame `process` returned a verdict for (`Farm::id`,
+    /// `counters::NO_FARM` if none): its drops are counted per farm too.
+    pub farm: u8,
+    /// Microseconds (a wrapping clock, any origin), set by the worker per burst: the
+    /// backends' response times.
+    pub now_us: u32,
 }
 
 /// Everything one packet's handling reads and writes besides the frame itself:
@@ -129,6 +139,25 @@ impl Ctx<'_, '_, '_> {
         let c = &self.w.counters.backends[usize::from(farm.backends[idx].slot)];
         c.to_packets.inc();
         c.to_bytes.add(len as u64);
+    }
+
+    /// Stamps the request `txn` (`timing::transaction_key`) sent to a backend now.
+    #[inline]
+    pub(super) fn request_sent(&self, txn: u64) {
+        if !self.t.request_times.sent(txn, self.w.now_us) {
+            self.w.counters.request_times_full.inc();
+        }
+    }
+
+    /// Counts backend `idx` of `farm`'s answer `code` to the request `txn` (CSeq
+    /// `method`), with its time if the request was stamped.
+    #[inline]
+    pub(super) fn answer_from(&self, farm: &Farm, idx: usize, txn: u64, code: u16, method: Method) {
+        let time = self
+            .t
+            .request_times
+            .answered(txn, self.w.now_us, code >= 200);
+        self.w.counters.responses[usize::from(farm.backends[idx].slot)].answer(code, method, time);
     }
 
     /// Counts a frame received from backend `idx` of `farm`.

@@ -3,12 +3,16 @@
 //! read them without disturbing the worker. Blocks are cache-line aligned so two
 //! workers never write the same line.
 
+use super::timing::ResponseCounters;
 use crate::alg::MediaError;
 use crate::alg::RewriteError;
 use crate::config::{MAX_BACKENDS, MAX_FARMS};
 use crate::sip::SipError;
 use crate::table::media::MediaDrop;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// `WorkerCtx::farm` of a packet that no farm handles (yet).
+pub const NO_FARM: u8 = u8::MAX;
 
 /// Why a packet was dropped. Dense, so counters are an array indexed by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,12 +327,29 @@ pub struct WorkerCounters {
     pub backends: [BackendCounters; MAX_BACKENDS],
     /// Per farm (`Farm::id`).
     pub media: [MediaCounters; MAX_FARMS],
+    /// Requests not timed: another transaction's stamp held their slot of the
+    /// request times (`lb::timing`).
+    pub request_times_full: Counter,
+    /// Drops of packets for a farm (to its VIP, from its backends, its SNAT sessions),
+    /// by farm (`Farm::id`) and reason; a subset of `drops`.
+    pub farm_drops: [[Counter; DropReason::COUNT]; MAX_FARMS],
+    /// Each backend's answers and response times, by backend slot.
+    pub responses: [ResponseCounters; MAX_BACKENDS],
 }
 
 impl WorkerCounters {
     #[inline(always)]
     pub fn dropped(&self, r: DropReason) {
         self.drops[r as usize].inc();
+    }
+
+    /// A drop of a packet that `farm` (`Farm::id`, or `NO_FARM`) was handling.
+    #[inline(always)]
+    pub fn dropped_at(&self, r: DropReason, farm: u8) {
+        self.dropped(r);
+        if let Some(f) = self.farm_drops.get(usize::from(farm)) {
+            f[r as usize].inc();
+        }
     }
 
     pub fn total_drops(&self) -> u64 {
@@ -373,6 +394,9 @@ impl Default for WorkerCounters {
             tcp_alg_skipped: std::array::from_fn(|_| Counter::default()),
             backends: std::array::from_fn(|_| BackendCounters::default()),
             media: std::array::from_fn(|_| MediaCounters::default()),
+            request_times_full: Counter::default(),
+            farm_drops: std::array::from_fn(|_| std::array::from_fn(|_| Counter::default())),
+            responses: std::array::from_fn(|_| ResponseCounters::default()),
         }
     }
 }
@@ -402,5 +426,11 @@ mod tests {
         assert_eq!(c.drops[DropReason::NoRoute as usize].get(), 2);
         assert_eq!(c.total_drops(), 2);
         assert_eq!(c.rx_packets.get(), 3);
+        c.dropped_at(DropReason::NoBackend, 2);
+        c.dropped_at(DropReason::NoBackend, NO_FARM);
+        assert_eq!(c.drops[DropReason::NoBackend as usize].get(), 2);
+        assert_eq!(c.farm_drops[2][DropReason::NoBackend as usize].get(), 1);
+        let by_farm: u64 = c.farm_drops.iter().flatten().map(Counter::get).sum();
+        assert_eq!(by_farm, 1);
     }
 }

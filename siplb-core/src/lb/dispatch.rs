@@ -19,7 +19,7 @@
 //! context.
 
 use super::context::{Ctx, Tables, Verdict, WorkerCtx};
-use super::counters::DropReason;
+use super::counters::{DropReason, NO_FARM};
 use super::packet::Flow;
 use super::reassembly::Reassembly;
 use super::services::Farm;
@@ -60,6 +60,7 @@ pub fn process_in(
     now: u32,
 ) -> Verdict {
     w.out_len = len;
+    w.farm = NO_FARM;
     let Ok(eth) = EthernetFrame::new_checked(&buf[..len]) else {
         return Verdict::Drop(DropReason::Truncated);
     };
@@ -147,6 +148,7 @@ impl Ctx<'_, '_, '_> {
             return self.fragment_in(&frame[..self.len], &flow);
         }
         if let Some(farm) = svc.farm_with_vip(flow.dst) {
+            self.w.farm = farm.id;
             if !svc.active {
                 return Verdict::Drop(DropReason::Standby);
             }
@@ -179,6 +181,7 @@ impl Ctx<'_, '_, '_> {
                 ipv4::PROTO_UDP => {
                     if let Some((farm, idx)) = svc.backend_at(flow.src, sport) {
                         if farm.nat == NatMode::Dnat {
+                            self.w.farm = farm.id;
                             return self.udp_dnat_backend_to_client(frame, &flow, farm, idx);
                         }
                     }
@@ -186,6 +189,7 @@ impl Ctx<'_, '_, '_> {
                 ipv4::PROTO_TCP => {
                     if let Some((farm, idx, tls)) = svc.tcp_backend_at(flow.src, sport) {
                         if farm.nat == NatMode::Dnat {
+                            self.w.farm = farm.id;
                             return self.tcp_dnat_backend_to_client(frame, &flow, farm, idx, tls);
                         }
                     }
@@ -282,12 +286,14 @@ impl Ctx<'_, '_, '_> {
             }
             (ipv4::PROTO_UDP, Some((_, dport))) => {
                 if let Some(s) = session(self, dport) {
+                    self.w.farm = s.farm;
                     return self.udp_snat_backend_to_client(frame, flow, s);
                 }
             }
             (ipv4::PROTO_UDP, None) => return Verdict::Drop(DropReason::UdpMalformed),
             (ipv4::PROTO_TCP, Some((_, dport))) => {
                 if let Some(s) = session(self, dport) {
+                    self.w.farm = s.farm;
                     return self.tcp_snat_backend_to_client(frame, flow, s);
                 }
             }

@@ -12,7 +12,8 @@
 //!   `Ctx`);
 //!
 //! and the state they read and write: the services snapshot (`services`), the
-//! neighbour and SNAT tables, reassembly, the security policy and the counters.
+//! neighbour and SNAT tables, reassembly, the security policy, the counters and the
+//! backends' response times (`timing`).
 
 mod alg_rules;
 mod alg_tcp;
@@ -27,6 +28,8 @@ mod tests;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]
+mod tests_obs;
+#[cfg(test)]
 mod tests_tcp_alg;
 mod udp;
 
@@ -37,6 +40,7 @@ pub mod security;
 pub mod services;
 pub mod sim;
 pub mod snat;
+pub mod timing;
 
 pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
 pub use counters::TcpAlgSkip;

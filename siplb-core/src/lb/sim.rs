@@ -1,11 +1,12 @@
 //! An in-process balancer: the real `process` over tables in plain memory, for unit
 //! tests and the per-packet benchmark. Frames are built here byte by byte (no I/O).
 
-use super::counters::WorkerCounters;
+use super::counters::{WorkerCounters, NO_FARM};
 use super::neighbour::{NeighbourSlot, NeighbourTable};
 use super::reassembly::Reassembler;
 use super::services::{Services, SlotRegistry};
 use super::snat::{SnatAllocator, SnatSlot, SnatTable, PORTS_PER_ADDRESS};
+use super::timing::{RequestTimes, REQUEST_TIME_SLOTS};
 use super::{process_in, ArpRequests, Tables, Verdict, WorkerCtx};
 use crate::alg::Edits;
 use crate::config::Config;
@@ -23,6 +24,7 @@ use crate::wire::MacAddr;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 
 /// The memory behind a `Tables`.
 pub struct SimMemory {
@@ -35,6 +37,7 @@ pub struct SimMemory {
     neighbours: Vec<NeighbourSlot>,
     media: MediaMemory,
     tcp_seq: Vec<SeqSlot>,
+    request_times: Vec<AtomicU64>,
 }
 
 impl SimMemory {
@@ -58,6 +61,7 @@ impl SimMemory {
             neighbours: (0..4096).map(|_| NeighbourSlot::default()).collect(),
             media: MediaMemory::new(&[]).expect("no media pools"),
             tcp_seq: (0..1 << 14).map(|_| SeqSlot::default()).collect(),
+            request_times: (0..REQUEST_TIME_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -83,6 +87,7 @@ impl SimMemory {
             snat: SnatTable::new(FlowTable::new(&self.snat_forward, 16), &self.snat_reverse),
             media: self.media.table(),
             tcp_seq: SeqTable::new(&self.tcp_seq, 16),
+            request_times: RequestTimes::new(&self.request_times),
         }
     }
 }
@@ -118,6 +123,8 @@ pub fn worker(counters: &WorkerCounters) -> WorkerCtx<'_> {
         reassembly: Reassembler::new(8, 5),
         edits: Edits::new(),
         out_len: 0,
+        farm: NO_FARM,
+        now_us: 0,
     }
 }
 

@@ -14,10 +14,11 @@ use super::nat::rewrite_l4;
 use super::packet::Flow;
 use super::services::{source_key, BackendState, Farm};
 use super::snat::SnatSession;
+use super::timing::transaction_key;
 use crate::alg::{self, Outcome, RewriteError, Rules};
 use crate::config::Affinity;
 use crate::hash::hash64;
-use crate::sip::{Method, SipMessage, SipUri, StartLine, SteerView};
+use crate::sip::{CSeq, Method, SipMessage, SipUri, StartLine, SteerView};
 use crate::table::dialog::{Dialog, DialogState};
 use crate::table::media::Side;
 use crate::table::registration::Registration;
@@ -35,6 +36,15 @@ struct Placement {
     /// The latest deadline of the dialog or registration this message refreshed; SNAT
     /// sessions live at least that long.
     keep_until: u32,
+    /// A request that expects an answer: its transaction, stamped when it is sent
+    /// (`lb::timing`).
+    txn: Option<u64>,
+}
+
+/// The transaction a client's request opens, unless it expects no answer (ACK).
+#[inline]
+fn request_txn(call_key: u64, method: Method, cseq: &CSeq<'_>) -> Option<u64> {
+    (method != Method::Ack).then(|| transaction_key(call_key, cseq.seq, method))
 }
 
 /// The AOR key (user@host of a SIP URI). Hosts are compared as sent (phones repeat
@@ -131,6 +141,9 @@ impl Ctx<'_, '_, '_> {
         if rewritten {
             refill_udp_checksum(frame, flow);
         }
+        if let Some(txn) = p.txn {
+            self.request_sent(txn);
+        }
         self.count_to(farm, p.backend, self.len);
         self.next_hop(frame, backend.addr)
     }
@@ -157,6 +170,7 @@ impl Ctx<'_, '_, '_> {
                 Placement {
                     backend,
                     keep_until: t.dialogs.on_request(call_key, now, timers, method),
+                    txn: request_txn(call_key, method, &v.cseq()),
                 }
             }
             StartLine::Response { code, .. } => {
@@ -167,6 +181,7 @@ impl Ctx<'_, '_, '_> {
                     keep_until: t
                         .dialogs
                         .on_response(call_key, now, timers, v.cseq().method, code),
+                    txn: None,
                 }
             }
         };
@@ -198,8 +213,11 @@ impl Ctx<'_, '_, '_> {
                         return Err(DropReason::Flood);
                     }
                 }
+                let txn = request_txn(call_key, method, &msg.cseq());
                 if method == Method::Register {
-                    return self.place_register(farm, msg);
+                    return self
+                        .place_register(farm, msg)
+                        .map(|p| Placement { txn, ..p });
                 }
                 // Anything whose Call-ID we know follows it: in-dialog requests, ACK,
                 // CANCEL, BYE, retransmissions, and a request resent after a 401/407.
@@ -208,6 +226,7 @@ impl Ctx<'_, '_, '_> {
                     return Ok(Placement {
                         backend: i,
                         keep_until: keep,
+                        txn,
                     });
                 }
                 let in_dialog = to_tagged || in_dialog_method(method);
@@ -235,6 +254,7 @@ impl Ctx<'_, '_, '_> {
                 Ok(Placement {
                     backend,
                     keep_until: keep,
+                    txn,
                 })
             }
             StartLine::Response { code, .. } => {
@@ -252,6 +272,7 @@ impl Ctx<'_, '_, '_> {
                 Ok(Placement {
                     backend,
                     keep_until: keep,
+                    txn: None,
                 })
             }
         }
@@ -312,6 +333,7 @@ impl Ctx<'_, '_, '_> {
         Ok(Placement {
             backend,
             keep_until,
+            txn: None,
         })
     }
 
@@ -341,7 +363,7 @@ impl Ctx<'_, '_, '_> {
     /// dialog, a REGISTER answer, a message the light scan refuses), which the full
     /// parse then handles.
     #[inline]
-    fn steer_backend_message(&self, farm: &Farm, sip: &[u8]) -> Option<u32> {
+    fn steer_backend_message(&self, farm: &Farm, backend: usize, sip: &[u8]) -> Option<u32> {
         let v = SteerView::scan(sip, &self.w.limits).ok()?;
         let call_key = hash64(v.call_id());
         let (t, now, timers) = (self.t, self.now, &farm.timers);
@@ -353,11 +375,14 @@ impl Ctx<'_, '_, '_> {
                 t.dialogs.on_request(call_key, now, timers, method)
             }
             StartLine::Response { code, .. } => {
-                let method = v.cseq().method;
+                let cseq = v.cseq();
+                let method = cseq.method;
                 if method == Method::Register {
                     return None;
                 }
                 c.sip_responses.inc();
+                let txn = transaction_key(call_key, cseq.seq, method);
+                self.answer_from(farm, backend, txn, code, method);
                 t.dialogs.on_response(call_key, now, timers, method, code)
             }
         };
@@ -377,7 +402,7 @@ impl Ctx<'_, '_, '_> {
         flow: &Flow,
     ) -> Result<(u32, Option<SipMessage<'f>>), DropReason> {
         let sip = &frame[flow.udp_payload()];
-        if let Some(keep) = self.steer_backend_message(farm, sip) {
+        if let Some(keep) = self.steer_backend_message(farm, backend, sip) {
             return Ok((keep, None));
         }
         let msg = self.parse_sip(frame, flow.udp_payload())?;
@@ -410,6 +435,8 @@ impl Ctx<'_, '_, '_> {
             StartLine::Response { code, .. } => {
                 self.w.counters.sip_responses.inc();
                 let cseq = msg.cseq();
+                let txn = transaction_key(call_key, cseq.seq, cseq.method);
+                self.answer_from(farm, backend, txn, code, cseq.method);
                 if cseq.method == Method::Register && (200..300).contains(&code) {
                     return self.note_registration(farm, backend, msg);
                 }
