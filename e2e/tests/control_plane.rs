@@ -320,6 +320,18 @@ fn metrics_json_telemetry_and_capture() {
     );
     assert_eq!(value("siplb_dialog_table_full_total"), 0.0, "{metrics}");
     assert_eq!(value("siplb_request_times_full_total"), 0.0, "{metrics}");
+    // Every metric the Grafana dashboard queries is a family of the live /metrics.
+    let used = dashboard_metrics();
+    assert!(used.len() >= 30, "{used:?}");
+    let missing: Vec<_> = used.iter().filter(|m| !declared(&metrics, m)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not in:\n{metrics}"
+    );
+    println!(
+        "docs/grafana/siplb.json: {} metrics, all in /metrics",
+        used.len()
+    );
     let status: serde_json::Value =
         serde_json::from_str(&siplb.http_get(&topo.lb, "/status").unwrap()).unwrap();
     assert_eq!(status["farms"][0]["backends"].as_array().unwrap().len(), 2);
@@ -346,6 +358,49 @@ fn metrics_json_telemetry_and_capture() {
         text.contains("\"not_our_mac\"") || text.contains("\"sip_bad_via\""),
         "{text}"
     );
+}
+
+/// The metric names in the queries of `docs/grafana/siplb.json` (its panels' and its
+/// variables').
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/siplb.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            queries.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["definition"].as_str() {
+            queries.push(q.to_string());
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for q in &queries {
+        for (i, _) in q.match_indices("siplb_") {
+            let name: String = q[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// Whether `/metrics` declares `name`'s family (a histogram's for its `_bucket`,
+/// `_sum` and `_count`).
+fn declared(metrics: &str, name: &str) -> bool {
+    let family = ["_bucket", "_sum", "_count"]
+        .iter()
+        .filter_map(|x| name.strip_suffix(x))
+        .find(|f| metrics.contains(&format!("# TYPE {f} histogram\n")))
+        .unwrap_or(name);
+    metrics
+        .lines()
+        .any(|l| l.strip_prefix("# TYPE ").and_then(|r| r.split(' ').next()) == Some(family))
 }
 
 #[test]
