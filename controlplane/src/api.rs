@@ -118,6 +118,15 @@ pub struct HaView {
     /// Send-to-acknowledgement time of recent sync datagrams.
     pub ack_p50_ms: f64,
     pub ack_p99_ms: f64,
+    /// Upper bound of the time from a table change to the peer's acknowledgement of
+    /// it (previous sync pass → ack), recent samples.
+    #[serde(default)]
+    pub change_lag_p50_ms: f64,
+    #[serde(default)]
+    pub change_lag_p99_ms: f64,
+    /// Table slots read to find changes (the dirty groups, or every slot of a resync).
+    #[serde(default)]
+    pub sync_slots_read: u64,
     pub in_flight: u64,
     pub sent: u64,
     pub resent: u64,

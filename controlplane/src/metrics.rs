@@ -101,6 +101,23 @@ const HA: &[Family<HaView>] = &[
         }),
     },
     Family {
+        name: "siplb_ha_change_lag_seconds",
+        kind: Gauge,
+        help: "Upper bound of the time from a table change to the peer's acknowledgement, by quantile.",
+        get: By("quantile", |h| {
+            vec![
+                ("0.5", h.change_lag_p50_ms / 1000.0),
+                ("0.99", h.change_lag_p99_ms / 1000.0),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_ha_sync_slots_read_total",
+        kind: Counter,
+        help: "Table slots the active unit read to find changes (dirty groups; every slot of a resync).",
+        get: One(|h| h.sync_slots_read as f64),
+    },
+    Family {
         name: "siplb_ha_in_flight",
         kind: Gauge,
         help: "Sync datagrams sent and not yet acknowledged.",

@@ -306,11 +306,14 @@ fn ha_detail(o: &mut String, h: &HaView) {
     if h.active {
         let _ = writeln!(
             o,
-            "  replication: lag {} ms, {} in flight, acked in {:.1} ms p50 / {:.1} ms p99; {} sent, {} resent, {} streams; peer {}",
+            "  replication: lag {} ms, {} in flight, acked in {:.1} ms p50 / {:.1} ms p99, changes acked within {:.1} ms p50 / {:.1} ms p99; {} slots read; {} sent, {} resent, {} streams; peer {}",
             h.lag_ms,
             h.in_flight,
             h.ack_p50_ms,
             h.ack_p99_ms,
+            h.change_lag_p50_ms,
+            h.change_lag_p99_ms,
+            h.sync_slots_read,
             h.sent,
             h.resent,
             h.streams,

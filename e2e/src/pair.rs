@@ -111,7 +111,7 @@ peer = "{peer}"
 priority = {prio}
 heartbeat_ms = 100
 dead_after = 3
-sync_ms = 200
+sync_ms = 20
 key = "e2e-pair-shared-secret"
 
 [[port]]

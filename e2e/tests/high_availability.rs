@@ -129,7 +129,7 @@ fn snat_standby_takes_over_with_the_replicated_sessions() {
     takeover("snat", "snat_address = \"198.18.1.254\"");
 }
 
-/// Calls are placed only before the kill, the last one a second (five `sync_ms`)
+/// Calls are placed only before the kill, the last one a second (fifty `sync_ms`)
 /// earlier: the replication is asynchronous, and a dialog created in the last
 /// `sync_ms` before the active unit dies is not yet known to the standby.
 const QUIET_BEFORE_KILL: Duration = Duration::from_secs(1);

@@ -112,7 +112,8 @@ pub struct HaConfig {
     pub heartbeat_ms: u64,
     /// Heartbeats missed before the peer is taken for dead.
     pub dead_after: u32,
-    /// How often the active unit sends the peer what changed in its tables.
+    /// How often the active unit sends the peer what changed in its tables (a pass
+    /// reads only the groups of slots the dataplane marked dirty: cheap when often).
     pub sync_ms: u64,
     /// Shared secret of the pair (at least 16 bytes): every HA datagram carries an
     /// HMAC-SHA256 made with it. Either this or `key_file`.
@@ -132,7 +133,7 @@ impl Default for HaConfig {
             priority: 100,
             heartbeat_ms: 200,
             dead_after: 3,
-            sync_ms: 300,
+            sync_ms: 20,
             key: None,
             key_file: None,
             sync_rate: 5000,

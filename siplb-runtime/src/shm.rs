@@ -4,8 +4,9 @@
 
 use crate::clock::Clock;
 use crate::names::{
-    MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_HEADER, MZ_MEDIA, MZ_NEIGHBOURS,
-    MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES, MZ_SNAT_FWD, MZ_SNAT_REV, MZ_TCP_SEQ,
+    MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_DIRTY, MZ_HEADER, MZ_MEDIA,
+    MZ_NEIGHBOURS, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES, MZ_SNAT_FWD, MZ_SNAT_REV,
+    MZ_TCP_SEQ,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
@@ -17,6 +18,7 @@ use siplb_core::lb::timing::{RequestTimes, REQUEST_TIME_SLOTS};
 use siplb_core::lb::Tables;
 use siplb_core::table::connection::ConnectionTable;
 use siplb_core::table::dialog::DialogTable;
+use siplb_core::table::dirty::DirtyMarks;
 use siplb_core::table::flow::{FlowTable, Slot};
 use siplb_core::table::media::{self, Leg, LegInfo, MediaMemory, MediaTable, Pool};
 use siplb_core::table::registration::RegistrationTable;
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 14;
+const LAYOUT_VERSION: u32 = 15;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -83,6 +85,25 @@ fn media_offsets(pools: usize, legs: usize, index: usize) -> [usize; 6] {
     let mut out = [0; 6];
     for (i, s) in sizes.iter().enumerate() {
         out[i + 1] = (out[i] + s).next_multiple_of(64);
+    }
+    out
+}
+
+/// Word offsets in `MZ_DIRTY` of the dirty marks of the replicated tables (dialogs,
+/// registrations, connections, SNAT forward, SNAT reverse, media legs), and the
+/// zone's length in words.
+fn dirty_offsets(h: &Header) -> [usize; 7] {
+    let slots = [
+        h.dialog_slots as usize,
+        h.registration_slots as usize,
+        h.connection_slots as usize,
+        h.snat_slots as usize,
+        h.snat_address_slots as usize * PORTS_PER_ADDRESS,
+        h.media_legs as usize,
+    ];
+    let mut out = [0; 7];
+    for (i, n) in slots.iter().enumerate() {
+        out[i + 1] = out[i] + DirtyMarks::words_for(*n);
     }
     out
 }
@@ -243,11 +264,12 @@ impl Shared {
             MZ_REQUEST_TIMES,
             REQUEST_TIME_SLOTS * std::mem::size_of::<AtomicU64>(),
         )?;
+        let mz_dirty = reserve(MZ_DIRTY, (dirty_offsets(header)[6] * 8).max(64))?;
         let shared = Self::view(
             header,
             [
                 mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media, mz_seq,
-                mz_times,
+                mz_times, mz_dirty,
             ],
         )?;
         header.magic.store(MAGIC, Ordering::Release);
@@ -283,12 +305,14 @@ impl Shared {
                 look(MZ_MEDIA)?,
                 look(MZ_TCP_SEQ)?,
                 look(MZ_REQUEST_TIMES)?,
+                look(MZ_DIRTY)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 12]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 13]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty] = zones;
+        let dw = dirty_offsets(header);
         let (pools, legs, index) = (
             header.media_pools as usize,
             header.media_legs as usize,
@@ -302,26 +326,37 @@ impl Shared {
         // SAFETY: each zone was reserved with exactly these element types and counts
         // (zero-filled, which is the valid empty state of every one of them: atomics
         // and counters), aligned to 64 bytes; the memory lives as long as the process.
+        // The dirty marks are consecutive runs of words (`dirty_offsets`).
         let tables = unsafe {
+            let marks =
+                |i: usize| DirtyMarks::new(dirty.slice::<AtomicU64>(dw[i] * 8, dw[i + 1] - dw[i]));
             Tables {
-                dialogs: DialogTable::new(FlowTable::new(
-                    d.slice::<Slot>(0, header.dialog_slots as usize),
-                    MAX_PROBE,
-                )),
+                dialogs: DialogTable::new(
+                    FlowTable::new(d.slice::<Slot>(0, header.dialog_slots as usize), MAX_PROBE)
+                        .with_dirty(marks(0)),
+                ),
                 rates: FlowTable::new(rate.slice::<Slot>(0, header.rate_slots as usize), MAX_PROBE),
-                connections: ConnectionTable::new(FlowTable::new(
-                    conn.slice::<Slot>(0, header.connection_slots as usize),
-                    MAX_PROBE,
-                )),
-                registrations: RegistrationTable::new(FlowTable::new(
-                    r.slice::<Slot>(0, header.registration_slots as usize),
-                    MAX_PROBE,
-                )),
+                connections: ConnectionTable::new(
+                    FlowTable::new(
+                        conn.slice::<Slot>(0, header.connection_slots as usize),
+                        MAX_PROBE,
+                    )
+                    .with_dirty(marks(2)),
+                ),
+                registrations: RegistrationTable::new(
+                    FlowTable::new(
+                        r.slice::<Slot>(0, header.registration_slots as usize),
+                        MAX_PROBE,
+                    )
+                    .with_dirty(marks(1)),
+                ),
                 neighbours: NeighbourTable::new(n.slice::<NeighbourSlot>(0, NEIGHBOUR_SLOTS)),
                 snat: SnatTable::new(
-                    FlowTable::new(sf.slice::<Slot>(0, header.snat_slots as usize), MAX_PROBE),
+                    FlowTable::new(sf.slice::<Slot>(0, header.snat_slots as usize), MAX_PROBE)
+                        .with_dirty(marks(3)),
                     sr.slice::<SnatSlot>(0, header.snat_address_slots as usize * PORTS_PER_ADDRESS),
-                ),
+                )
+                .with_dirty(marks(4)),
                 // Pools were written by the primary before publication; legs, infos,
                 // bitmap and index are atomics, zero-filled when free.
                 media: MediaTable::new(
@@ -330,7 +365,8 @@ impl Shared {
                     m.slice::<LegInfo>(off[2], legs),
                     m.slice::<AtomicU64>(off[3], legs.div_ceil(64)),
                     m.slice::<Slot>(off[4], index),
-                ),
+                )
+                .with_dirty(marks(5)),
                 tcp_seq: SeqTable::new(
                     seq.slice::<SeqSlot>(0, header.connection_slots as usize),
                     MAX_PROBE,

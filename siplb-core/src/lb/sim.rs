@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::sip::Limits;
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
+use crate::table::dirty::DirtyMarks;
 use crate::table::flow::{FlowTable, Slot};
 use crate::table::media::MediaMemory;
 use crate::table::registration::RegistrationTable;
@@ -38,6 +39,15 @@ pub struct SimMemory {
     media: MediaMemory,
     tcp_seq: Vec<SeqSlot>,
     request_times: Vec<AtomicU64>,
+    /// Dirty marks of the replicated tables, as the dataplane keeps them (dialogs,
+    /// registrations, connections, SNAT forward, SNAT reverse, media legs).
+    dirty: [Vec<AtomicU64>; 6],
+}
+
+fn marks_for(slots: usize) -> Vec<AtomicU64> {
+    (0..DirtyMarks::words_for(slots))
+        .map(|_| AtomicU64::new(0))
+        .collect()
 }
 
 impl SimMemory {
@@ -49,7 +59,16 @@ impl SimMemory {
     /// `address_slots` SNAT address slots.
     pub fn with_snat(dialog_slots: usize, forward_slots: usize, address_slots: usize) -> Self {
         let slots = |n: usize| (0..n).map(|_| Slot::default()).collect::<Vec<_>>();
+        let media = MediaMemory::new(&[]).expect("no media pools");
         Self {
+            dirty: [
+                marks_for(dialog_slots),
+                marks_for(1 << 16),
+                marks_for(1 << 14),
+                marks_for(forward_slots),
+                marks_for(address_slots * PORTS_PER_ADDRESS),
+                marks_for(media.table().legs()),
+            ],
             dialogs: slots(dialog_slots),
             rates: slots(1 << 12),
             connections: slots(1 << 14),
@@ -59,7 +78,7 @@ impl SimMemory {
                 .map(|_| SnatSlot::default())
                 .collect(),
             neighbours: (0..4096).map(|_| NeighbourSlot::default()).collect(),
-            media: MediaMemory::new(&[]).expect("no media pools"),
+            media,
             tcp_seq: (0..1 << 14).map(|_| SeqSlot::default()).collect(),
             request_times: (0..REQUEST_TIME_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -74,18 +93,28 @@ impl SimMemory {
     pub fn with_media(mut self, cfg_toml: &str) -> Self {
         let cfg = Config::parse(cfg_toml, Path::new("sim.toml")).expect("simulation config");
         self.media = MediaMemory::new(&cfg.media_pools()).expect("media pools");
+        self.dirty[5] = marks_for(self.media.table().legs());
         self
     }
 
     pub fn tables(&self) -> Tables<'_> {
+        let marks = |i: usize| DirtyMarks::new(&self.dirty[i]);
         Tables {
-            dialogs: DialogTable::new(FlowTable::new(&self.dialogs, 16)),
+            dialogs: DialogTable::new(FlowTable::new(&self.dialogs, 16).with_dirty(marks(0))),
             rates: FlowTable::new(&self.rates, 16),
-            connections: ConnectionTable::new(FlowTable::new(&self.connections, 16)),
-            registrations: RegistrationTable::new(FlowTable::new(&self.registrations, 16)),
+            connections: ConnectionTable::new(
+                FlowTable::new(&self.connections, 16).with_dirty(marks(2)),
+            ),
+            registrations: RegistrationTable::new(
+                FlowTable::new(&self.registrations, 16).with_dirty(marks(1)),
+            ),
             neighbours: NeighbourTable::new(&self.neighbours),
-            snat: SnatTable::new(FlowTable::new(&self.snat_forward, 16), &self.snat_reverse),
-            media: self.media.table(),
+            snat: SnatTable::new(
+                FlowTable::new(&self.snat_forward, 16).with_dirty(marks(3)),
+                &self.snat_reverse,
+            )
+            .with_dirty(marks(4)),
+            media: self.media.table().with_dirty(marks(5)),
             tcp_seq: SeqTable::new(&self.tcp_seq, 16),
             request_times: RequestTimes::new(&self.request_times),
         }

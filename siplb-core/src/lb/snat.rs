@@ -33,6 +33,7 @@
 //! (`snat_ports_exhausted`) and the sessions in place keep working.
 
 use crate::hash::hash64;
+use crate::table::dirty::DirtyMarks;
 use crate::table::flow::{Entry, FlowTable};
 use crate::table::sweep::{Sweepable, Tally};
 use std::net::Ipv4Addr;
@@ -104,6 +105,8 @@ pub struct SnatTable<'m> {
     forward: FlowTable<'m>,
     /// `PORTS_PER_ADDRESS` slots per address slot.
     reverse: &'m [SnatSlot],
+    /// Marks of the reverse slots whose session was stored or extended (HA).
+    dirty: Option<DirtyMarks<'m>>,
 }
 
 /// A worker's place in the search for free ports. Workers start spread over the pool
@@ -138,7 +141,31 @@ impl<'m> SnatTable<'m> {
             !reverse.is_empty() && reverse.len().is_multiple_of(PORTS_PER_ADDRESS),
             "PORTS_PER_ADDRESS reverse slots per address"
         );
-        Self { forward, reverse }
+        Self {
+            forward,
+            reverse,
+            dirty: None,
+        }
+    }
+
+    /// The same table, marking every reverse slot it stores in `marks` (HA
+    /// replication; the forward table carries its own).
+    pub fn with_dirty(mut self, marks: DirtyMarks<'m>) -> Self {
+        self.dirty = Some(marks);
+        self
+    }
+
+    /// The marks of the reverse slots' changes, if kept.
+    pub fn dirty(&self) -> Option<&DirtyMarks<'m>> {
+        self.dirty.as_ref()
+    }
+
+    /// A session's `state` was stored in reverse slot `i` (`SeqCst`: see `dirty`).
+    #[inline(always)]
+    fn stored(&self, i: usize) {
+        if let Some(d) = &self.dirty {
+            d.mark(i);
+        }
     }
 
     /// SNAT address slots the reverse table holds (slot 0 included).
@@ -243,7 +270,8 @@ impl<'m> SnatTable<'m> {
             alloc.cursor += k as u64 + 1;
             slot.client.store(pack(ip, port, farm), Ordering::Release);
             slot.state
-                .store(state(generation, deadline), Ordering::Release);
+                .store(state(generation, deadline), Ordering::SeqCst);
+            self.stored(index);
             let stored = self.forward.upsert(flow_key(ip, port, farm), now, |_| {
                 Some(Entry {
                     payload: index as u32,
@@ -278,8 +306,10 @@ impl<'m> SnatTable<'m> {
             return;
         };
         let want = state(s.generation, deadline);
-        if slot.state.load(Ordering::Relaxed) < want {
-            slot.state.fetch_max(want, Ordering::AcqRel);
+        if slot.state.load(Ordering::Relaxed) < want
+            && slot.state.fetch_max(want, Ordering::SeqCst) < want
+        {
+            self.stored(s.index());
         }
         // The forward entry only needs to outlive lookups; it is refreshed lazily.
         let key = flow_key(s.client, s.client_port, s.farm);
@@ -304,11 +334,22 @@ impl<'m> SnatTable<'m> {
 
     /// Calls `f(index, client word, deadline)` for every reverse slot that ever had a
     /// session (for replication to the other unit of an HA pair).
-    pub fn for_each_mapping(&self, mut f: impl FnMut(u32, u64, u32)) {
-        for (i, s) in self.reverse.iter().enumerate() {
+    pub fn for_each_mapping(&self, f: impl FnMut(u32, u64, u32)) {
+        self.for_each_mapping_in(0..self.reverse.len(), f);
+    }
+
+    /// `for_each_mapping` over the reverse slots `range` (a group of dirty marks).
+    pub fn for_each_mapping_in(&self, range: Range<usize>, mut f: impl FnMut(u32, u64, u32)) {
+        let end = range.end.min(self.reverse.len());
+        let start = range.start.min(end);
+        for (i, s) in self.reverse[start..end].iter().enumerate() {
             let c = s.client.load(Ordering::Acquire);
             if c & VALID != 0 {
-                f(i as u32, c, s.state.load(Ordering::Acquire) as u32);
+                f(
+                    (start + i) as u32,
+                    c,
+                    s.state.load(Ordering::Acquire) as u32,
+                );
             }
         }
     }
@@ -325,8 +366,8 @@ impl<'m> SnatTable<'m> {
         }
         let generation = ((s.state.load(Ordering::Acquire) >> 32) as u32).wrapping_add(1);
         s.client.store(client, Ordering::Release);
-        s.state
-            .store(state(generation, deadline), Ordering::Release);
+        s.state.store(state(generation, deadline), Ordering::SeqCst);
+        self.stored(index as usize);
     }
 
     /// Live sessions (a scan of every address's ports; `Sweep` spreads one out).

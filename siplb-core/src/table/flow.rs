@@ -25,9 +25,12 @@
 //! find the first, and the second expires unused. Preventing it would need a lock per
 //! bucket on the insert path; the cost is not worth a duplicate that harms nothing.
 
+use super::dirty::DirtyMarks;
 use super::sweep::{Sweepable, Tally};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+};
 
 /// Slots per bucket (a cache line).
 pub const BUCKET_SLOTS: usize = 4;
@@ -77,6 +80,8 @@ pub struct FlowTable<'m> {
     slots: &'m [Slot],
     bucket_mask: usize,
     max_probe: usize,
+    /// Set on the replicated tables: every stored value marks its slot's group.
+    dirty: Option<DirtyMarks<'m>>,
 }
 
 impl<'m> FlowTable<'m> {
@@ -92,6 +97,26 @@ impl<'m> FlowTable<'m> {
             slots,
             bucket_mask: buckets - 1,
             max_probe: max_probe.clamp(1, buckets),
+            dirty: None,
+        }
+    }
+
+    /// The same table, marking every value it stores in `marks` (HA replication).
+    pub fn with_dirty(mut self, marks: DirtyMarks<'m>) -> Self {
+        self.dirty = Some(marks);
+        self
+    }
+
+    /// The marks of this table's changes, if it keeps them.
+    pub fn dirty(&self) -> Option<&DirtyMarks<'m>> {
+        self.dirty.as_ref()
+    }
+
+    /// A value was stored in slot `i` (by a `SeqCst` CAS: see `dirty`).
+    #[inline(always)]
+    fn stored(&self, i: usize) {
+        if let Some(d) = &self.dirty {
+            d.mark(i);
         }
     }
 
@@ -208,9 +233,10 @@ impl<'m> FlowTable<'m> {
             // A concurrent writer of the same key may have updated the fresh slot (it
             // saw an expired value): then merge through the update path.
             if s.val
-                .compare_exchange(initial, new.pack(), Release, Relaxed)
+                .compare_exchange(initial, new.pack(), SeqCst, Relaxed)
                 .is_ok()
             {
+                self.stored(i);
                 return Ok(None);
             }
             match self.update(i, key, now, &f) {
@@ -247,9 +273,10 @@ impl<'m> FlowTable<'m> {
                 return Some(live);
             };
             if s.val
-                .compare_exchange(v, new.pack(), Release, Relaxed)
+                .compare_exchange(v, new.pack(), SeqCst, Relaxed)
                 .is_ok()
             {
+                self.stored(i);
                 return Some(live);
             }
         }
@@ -295,8 +322,16 @@ impl<'m> FlowTable<'m> {
 
     /// Calls `f(index, key, raw value)` for every slot that ever held a key (for table
     /// replication: the index lets a reader keep a shadow copy to find changes).
-    pub fn for_each_slot(&self, mut f: impl FnMut(usize, u64, u64)) {
-        for (i, s) in self.slots.iter().enumerate() {
+    pub fn for_each_slot(&self, f: impl FnMut(usize, u64, u64)) {
+        self.for_each_slot_in(0..self.slots.len(), f);
+    }
+
+    /// `for_each_slot` over the slots `range` (a group of dirty marks).
+    pub fn for_each_slot_in(&self, range: Range<usize>, mut f: impl FnMut(usize, u64, u64)) {
+        let start = range.start;
+        let end = range.end.min(self.slots.len());
+        for (i, s) in self.slots[start.min(end)..end].iter().enumerate() {
+            let i = start + i;
             let k = s.key.load(Acquire);
             if k != 0 {
                 let v = s.val.load(Acquire);

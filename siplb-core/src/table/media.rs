@@ -115,6 +115,7 @@ mod replica;
 pub use replica::{Exported, MappingRecord, RECORD_BYTES};
 
 use crate::alg::{Mapped, MediaError, MediaFlow, MediaMapper};
+use crate::table::dirty::DirtyMarks;
 use crate::table::flow::{Entry, FlowTable, Slot};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -443,6 +444,8 @@ pub struct MediaTable<'m> {
     info: &'m [LegInfo],
     bitmap: &'m [AtomicU64],
     index: FlowTable<'m>,
+    /// Marks of the legs whose mapping changed (HA replication).
+    dirty: Option<DirtyMarks<'m>>,
 }
 
 impl<'m> MediaTable<'m> {
@@ -468,6 +471,32 @@ impl<'m> MediaTable<'m> {
             info,
             bitmap,
             index: FlowTable::new(slots, INDEX_PROBE),
+            dirty: None,
+        }
+    }
+
+    /// The same table, marking in `marks` (one bit per group of legs) every leg whose
+    /// mapping is created, redirected, latched, refreshed or ended (HA replication).
+    pub fn with_dirty(mut self, marks: DirtyMarks<'m>) -> Self {
+        self.dirty = Some(marks);
+        self
+    }
+
+    /// The marks of the legs' changes, if kept.
+    pub fn dirty(&self) -> Option<&DirtyMarks<'m>> {
+        self.dirty.as_ref()
+    }
+
+    /// The mapping of `legs` changed. The fence orders the writes before it (whatever
+    /// their ordering) before the mark's load, as `dirty` requires of a `SeqCst` write;
+    /// it runs per mapping event and per leg refresh (once a second at most), not per
+    /// packet.
+    #[inline]
+    fn touched(&self, legs: [u32; 2]) {
+        if let Some(d) = &self.dirty {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            d.mark(legs[0] as usize);
+            d.mark(legs[1] as usize);
         }
     }
 
@@ -551,13 +580,18 @@ impl<'m> MediaTable<'m> {
             self.check_source(li, peer as u32, k, src, from_w, generation(l1))?;
         }
         let deadline = now.saturating_add((peer >> 48) as u32);
-        if (l2 as u32) < deadline {
-            let _ = leg.link.compare_exchange(
-                l2,
-                (l2 & !0xffff_ffff) | u64::from(deadline),
-                Relaxed,
-                Relaxed,
-            );
+        if (l2 as u32) < deadline
+            && leg
+                .link
+                .compare_exchange(
+                    l2,
+                    (l2 & !0xffff_ffff) | u64::from(deadline),
+                    Relaxed,
+                    Relaxed,
+                )
+                .is_ok()
+        {
+            self.touched([li, li]);
         }
         if dst & HOLD != 0 || dst >> 32 == 0 || (dst >> 16) as u16 == 0 {
             return Err(MediaDrop::NoDestination);
@@ -607,6 +641,7 @@ impl<'m> MediaTable<'m> {
         update_tagged(&self.legs[peer as usize].dst[k], g, |d| {
             latched | (d & HOLD)
         });
+        self.touched([li, peer]);
         Ok(())
     }
 
@@ -646,6 +681,7 @@ impl<'m> MediaTable<'m> {
         for (k, e) in [(RTP, a.rtp), (RTCP, a.rtcp)] {
             self.set_endpoint(from_leg, to_leg, k, ep_of(e), g);
         }
+        self.touched([ci, bi]);
         let local = sock(self.legs[from_leg as usize].out.load(Relaxed));
         let m = Mapped {
             addr: *local.ip(),
@@ -843,6 +879,7 @@ impl<'m> MediaTable<'m> {
             })
         });
         cl.link.store(with_state(l, FREE), Release);
+        self.touched([ci, bi]);
         self.release(ci);
         if state(b) == LIVE && generation(b) == generation(l) {
             self.release(bi);

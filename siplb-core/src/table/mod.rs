@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod dialog;
+pub mod dirty;
 pub mod flow;
 pub mod media;
 pub mod registration;
@@ -12,6 +13,7 @@ pub mod tcp_seq;
 
 pub use connection::{ConnState, Connection, ConnectionTable};
 pub use dialog::{Dialog, DialogState, DialogTable, Timers};
+pub use dirty::{Changes, DirtyMarks, Pending};
 pub use flow::{Entry, FlowTable, Slot, TableFull};
 pub use registration::{Registration, RegistrationTable};
 pub use sweep::{Sweep, Sweepable, Tally};

@@ -43,6 +43,7 @@ use siplb_core::config::HaConfig;
 use siplb_core::lb::Tables;
 use siplb_core::table::flow::FlowTable;
 use siplb_core::table::media::{Exported, MappingRecord, RECORD_BYTES};
+use siplb_core::table::Changes;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,12 +101,15 @@ struct Peer {
     beat: Beat,
 }
 
-/// Per-slot copies of what was last queued, to send only changes.
+/// Per table: a copy of each slot as last queued, and the groups the dataplane's dirty
+/// marks say changed since (`siplb_core::table::dirty`), so a sync reads only those.
 struct Shadow {
-    flows: Vec<Vec<(u64, u64)>>,
-    reverse: Vec<(u64, u32)>,
+    /// (key, raw value) per slot of each flow table.
+    flows: Vec<Changes<(u64, u64)>>,
+    /// (client word, deadline) per SNAT reverse slot.
+    reverse: Changes<(u64, u32)>,
     /// Per media leg: the fingerprint of the mapping starting there (0: none).
-    media: Vec<u64>,
+    media: Changes<u64>,
 }
 
 impl Shadow {
@@ -118,19 +122,24 @@ impl Shadow {
                 t.snat.forward().capacity(),
             ]
             .iter()
-            .map(|n| vec![(0, 0); *n])
+            .map(|n| Changes::new(*n))
             .collect(),
-            reverse: vec![(0, 0); t.snat.mappings()],
-            media: vec![0; t.media.legs()],
+            reverse: Changes::new(t.snat.mappings()),
+            media: Changes::new(t.media.legs()),
         }
     }
 
     fn reset(&mut self) {
         for f in &mut self.flows {
-            f.iter_mut().for_each(|e| *e = (0, 0));
+            f.restart();
         }
-        self.reverse.iter_mut().for_each(|e| *e = (0, 0));
-        self.media.iter_mut().for_each(|e| *e = 0);
+        self.reverse.restart();
+        self.media.restart();
+    }
+
+    /// Slots read to find changes since the start.
+    fn read(&self) -> u64 {
+        self.flows.iter().map(|f| f.read).sum::<u64>() + self.reverse.read + self.media.read
     }
 }
 
@@ -173,6 +182,11 @@ pub struct Ha {
     imported: u64,
     rejected: [u64; 4],
     ack_ages: VecDeque<f64>,
+    /// Upper bounds of change-to-acknowledgement times (see `Outbox::change_lags`).
+    change_lags: VecDeque<f64>,
+    /// When the last sync pass read the marks: the changes the next one finds were
+    /// made after it.
+    last_pass: Option<Instant>,
     ack_due: u32,
     last_ack: Instant,
 }
@@ -336,6 +350,8 @@ impl Ha {
             imported: 0,
             rejected: [0; 4],
             ack_ages: VecDeque::new(),
+            change_lags: VecDeque::new(),
+            last_pass: None,
             ack_due: 0,
             last_ack: Instant::now(),
         };
@@ -638,6 +654,12 @@ impl Ha {
                         }
                         self.ack_ages.push_back(age.as_secs_f64() * 1000.0);
                     }
+                    for lag in std::mem::take(&mut self.outbox.change_lags) {
+                        if self.change_lags.len() == LAG_SAMPLES {
+                            self.change_lags.pop_front();
+                        }
+                        self.change_lags.push_back(lag.as_secs_f64() * 1000.0);
+                    }
                 }
             }
             Kind::Sync | Kind::ResyncEnd => {
@@ -732,8 +754,9 @@ impl Ha {
     }
 
     /// Queues every table entry that changed since it was last queued, as far as the
-    /// window allows (the rest stays different from the shadow and goes next time);
-    /// a resync whose entries are all queued gets its end marker.
+    /// window allows (the rest stays pending and goes next time); a resync whose
+    /// entries are all queued gets its end marker. Only the groups of slots the
+    /// dataplane marked dirty are read (a new stream reads every group once).
     fn sync(&mut self, now: Instant) {
         let tables = self.tables;
         let shadow = self.shadow.get_or_insert_with(|| Shadow::new(tables));
@@ -744,19 +767,15 @@ impl Ha {
         let mut out: Vec<Vec<u8>> = Vec::new();
         for id in [DIALOGS, REGISTRATIONS, CONNECTIONS, SNAT_FORWARD] {
             let t = flow(tables, id).expect("replicated table");
-            let sh = &mut shadow.flows[usize::from(id)];
             let mut batch: Vec<(u64, u64)> = Vec::new();
-            t.for_each_slot(|i, k, v| {
-                if sh[i] != (k, v) {
-                    if budget == 0 {
-                        left_out = true;
-                        return;
-                    }
-                    budget -= 1;
-                    sh[i] = (k, v);
-                    batch.push((k, v));
-                }
-            });
+            left_out |=
+                !shadow.flows[usize::from(id)].collect(t.dirty(), &mut budget, 1, |r, take| {
+                    t.for_each_slot_in(r, |i, k, v| {
+                        if take(i, (k, v)) {
+                            batch.push((k, v));
+                        }
+                    })
+                });
             for chunk in batch.chunks(PER_DATAGRAM) {
                 let mut m = Vec::with_capacity(3 + 16 * chunk.len());
                 m.push(id);
@@ -769,18 +788,15 @@ impl Ha {
             }
         }
         let mut rev: Vec<(u32, u64, u32)> = Vec::new();
-        tables.snat.for_each_mapping(|i, c, d| {
-            let sh = &mut shadow.reverse[i as usize];
-            if *sh != (c, d) {
-                if budget == 0 {
-                    left_out = true;
-                    return;
-                }
-                budget -= 1;
-                *sh = (c, d);
-                rev.push((i, c, d));
-            }
-        });
+        left_out |= !shadow
+            .reverse
+            .collect(tables.snat.dirty(), &mut budget, 1, |r, take| {
+                tables.snat.for_each_mapping_in(r, |i, c, d| {
+                    if take(i as usize, (c, d)) {
+                        rev.push((i, c, d));
+                    }
+                })
+            });
         for chunk in rev.chunks(PER_DATAGRAM) {
             let mut m = Vec::with_capacity(3 + 16 * chunk.len());
             m.push(SNAT_REVERSE);
@@ -792,24 +808,30 @@ impl Ha {
             }
             out.push(m);
         }
+        // A mark names a leg; its mapping is exported from its client leg. A mapping
+        // being written (`Busy`) is marked again by its writer when done.
         let mut media: Vec<MappingRecord> = Vec::new();
-        for (leg, sh) in shadow.media.iter_mut().enumerate() {
-            let (r, fp) = match tables.media.export(leg as u32) {
-                Exported::Mapping(r) => (r, r.fingerprint()),
-                Exported::None if *sh != 0 => (MappingRecord::ended(leg as u32), 0),
-                Exported::None | Exported::Busy => continue,
-            };
-            if *sh == fp {
-                continue;
-            }
-            if budget < MEDIA_COST {
-                left_out = true;
-                break;
-            }
-            budget -= MEDIA_COST;
-            *sh = fp;
-            media.push(r);
-        }
+        left_out |=
+            !shadow
+                .media
+                .collect(tables.media.dirty(), &mut budget, MEDIA_COST, |r, take| {
+                    for leg in r {
+                        let c = tables.media.client_leg_of(leg as u32);
+                        match tables.media.export(c) {
+                            Exported::Mapping(m) => {
+                                if take(c as usize, m.fingerprint()) {
+                                    media.push(m);
+                                }
+                            }
+                            Exported::None => {
+                                if take(c as usize, 0) {
+                                    media.push(MappingRecord::ended(c));
+                                }
+                            }
+                            Exported::Busy => {}
+                        }
+                    }
+                });
         for chunk in media.chunks(MEDIA_PER_DATAGRAM) {
             let mut m = Vec::with_capacity(3 + RECORD_BYTES * chunk.len());
             m.push(MEDIA);
@@ -823,9 +845,15 @@ impl Ha {
             .iter()
             .map(|m| u64::from(u16::from_be_bytes([m[1], m[2]])))
             .sum();
+        // Changes found by this pass were made after the previous one (a resync's
+        // entries may be older: no lag figure for them).
+        let changed_after = self.last_pass.filter(|_| self.sending.is_none());
+        self.last_pass = Some(now);
         for m in out {
             // Room was counted above: every batch fits.
-            let _ = self.outbox.push(&self.key, Kind::Sync, &m, now);
+            let _ = self
+                .outbox
+                .push_changes(&self.key, Kind::Sync, &m, now, changed_after);
         }
         if let Some(r) = self.sending.as_mut() {
             r.entries += queued;
@@ -844,15 +872,20 @@ impl Ha {
     }
 
     fn publish(&self, now: Instant) {
-        let mut ages: Vec<f64> = self.ack_ages.iter().copied().collect();
-        ages.sort_by(f64::total_cmp);
-        let pct = |q: f64| {
-            if ages.is_empty() {
-                0.0
-            } else {
-                ages[((ages.len() - 1) as f64 * q).round() as usize]
-            }
+        let quantiles = |samples: &VecDeque<f64>| {
+            let mut v: Vec<f64> = samples.iter().copied().collect();
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                if v.is_empty() {
+                    0.0
+                } else {
+                    v[((v.len() - 1) as f64 * q).round() as usize]
+                }
+            };
+            (at(0.5), at(0.99))
         };
+        let (ack_p50_ms, ack_p99_ms) = quantiles(&self.ack_ages);
+        let (change_lag_p50_ms, change_lag_p99_ms) = quantiles(&self.change_lags);
         let v = HaView {
             active: self.status.active.load(Ordering::SeqCst),
             priority: self.cfg.priority,
@@ -865,8 +898,11 @@ impl Ha {
             peer_synced: self.peer.beat.flags & FLAG_SYNCED != 0,
             preferred: self.preferred,
             lag_ms: self.outbox.oldest(now).map_or(0, |d| d.as_millis() as u64),
-            ack_p50_ms: pct(0.5),
-            ack_p99_ms: pct(0.99),
+            ack_p50_ms,
+            ack_p99_ms,
+            change_lag_p50_ms,
+            change_lag_p99_ms,
+            sync_slots_read: self.shadow.as_ref().map_or(0, Shadow::read),
             in_flight: self.outbox.in_flight() as u64,
             sent: self.outbox.stats.sent,
             resent: self.outbox.stats.resent,

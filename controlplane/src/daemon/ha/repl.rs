@@ -17,6 +17,9 @@ struct Pending {
     seq: u32,
     datagram: Vec<u8>,
     queued: Instant,
+    /// The changes it carries happened after this (the previous sync pass); None for
+    /// a resync's datagrams.
+    changed_after: Option<Instant>,
     sent: Option<Instant>,
     acked: bool,
 }
@@ -38,6 +41,9 @@ pub struct Outbox {
     tokens: f64,
     refilled: Option<Instant>,
     pub stats: OutboxStats,
+    /// Per acknowledged datagram of changes: the longest its changes can have waited
+    /// (from the previous pass to the acknowledgement). Drained by the caller.
+    pub change_lags: Vec<Duration>,
 }
 
 impl Outbox {
@@ -52,6 +58,7 @@ impl Outbox {
             tokens: 0.0,
             refilled: None,
             stats: OutboxStats::default(),
+            change_lags: Vec::new(),
         }
     }
 
@@ -83,6 +90,18 @@ impl Outbox {
 
     /// Queues a sequenced datagram (sent by `poll`). None when the window is full.
     pub fn push(&mut self, key: &Key, kind: Kind, payload: &[u8], now: Instant) -> Option<u32> {
+        self.push_changes(key, kind, payload, now, None)
+    }
+
+    /// `push` of changes made after `changed_after` (for the lag figures).
+    pub fn push_changes(
+        &mut self,
+        key: &Key,
+        kind: Kind,
+        payload: &[u8],
+        now: Instant,
+        changed_after: Option<Instant>,
+    ) -> Option<u32> {
         if self.room() == 0 || self.stream == 0 {
             return None;
         }
@@ -101,6 +120,7 @@ impl Outbox {
             seq,
             datagram,
             queued: now,
+            changed_after,
             sent: None,
             acked: false,
         });
@@ -121,6 +141,9 @@ impl Outbox {
             if got && !p.acked {
                 p.acked = true;
                 ages.push(now.saturating_duration_since(p.queued));
+                if let Some(t) = p.changed_after {
+                    self.change_lags.push(now.saturating_duration_since(t));
+                }
             }
         }
         while self.window.front().is_some_and(|p| p.acked) {
@@ -393,5 +416,12 @@ mod tests {
         };
         assert_eq!(out.ack(&a, ms(t, 30)), vec![Duration::from_millis(30)]);
         assert_eq!(out.oldest(ms(t, 250)), None);
+        // Changes seen by a pass at t, made after the pass 20 ms before: they waited
+        // at most 20 + 40 ms when acknowledged 40 ms after t.
+        out.push_changes(&k, Kind::Sync, b"y", t, Some(t - Duration::from_millis(20)));
+        out.poll(t);
+        let a = Ack { cumulative: 2, ..a };
+        assert_eq!(out.ack(&a, ms(t, 40)), vec![Duration::from_millis(40)]);
+        assert_eq!(out.change_lags, vec![Duration::from_millis(60)]);
     }
 }

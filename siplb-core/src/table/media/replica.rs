@@ -105,6 +105,20 @@ impl MappingRecord {
 }
 
 impl MediaTable<'_> {
+    /// The leg whose export carries `leg`'s state: its client leg when `leg` is the
+    /// backend leg of a live mapping, else `leg` itself (a dirty mark names either).
+    pub fn client_leg_of(&self, leg: u32) -> u32 {
+        let Some(l) = self.legs.get(leg as usize) else {
+            return leg;
+        };
+        let link = l.link.load(Acquire);
+        if state(link) == LIVE && link & ROLE_BACKEND != 0 {
+            l.peer.load(Relaxed) as u32
+        } else {
+            leg
+        }
+    }
+
     /// The mapping whose client leg is `leg`, read consistently (see the seqlock in
     /// the module notes).
     pub fn export(&self, leg: u32) -> Exported {
@@ -196,6 +210,7 @@ impl MediaTable<'_> {
             leg.link.store(r.link[i], Release);
             self.bitmap[li as usize / 64].fetch_or(1 << (li % 64), Acquire);
         }
+        self.touched([ci, bi]);
         let stream = ((r.link[0] >> STREAM_SHIFT) & 31) as u8;
         let _ = self.index.upsert(index_key(r.call, stream), now, |_| {
             Some(Entry {
