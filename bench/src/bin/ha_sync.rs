@@ -76,9 +76,9 @@ fn main() {
     assert_eq!((first, first_whole), (dialogs as usize, dialogs as usize));
     let (mut marked, mut scanned) = (Vec::new(), Vec::new());
     let mut next = 1u64;
-    let mut payload = 1u32;
     for round in 0..2 * ROUNDS {
-        payload += 1;
+        // A new payload per round: every entry written changes.
+        let payload = 2 + round as u32;
         for _ in 0..changes {
             t.upsert(key(next), 0, |_| {
                 Some(Entry {

@@ -116,9 +116,24 @@ fn main() {
         uac.hold_ms(hold)
     };
     let mut calls = uac.spawn(&pair.dir).unwrap();
-    let (b1, d1, t1) = (ha_bytes(&pair, 1), dialogs_created(&u0), Instant::now());
+    let slots_read = || {
+        u0.status_json()["ha_detail"]["sync_slots_read"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (b1, d1, t1, r1) = (
+        ha_bytes(&pair, 1),
+        dialogs_created(&u0),
+        Instant::now(),
+        slots_read(),
+    );
     std::thread::sleep(Duration::from_millis(7500));
-    let (b2, d2, t2) = (ha_bytes(&pair, 1), dialogs_created(&u0), Instant::now());
+    let (b2, d2, t2, r2) = (
+        ha_bytes(&pair, 1),
+        dialogs_created(&u0),
+        Instant::now(),
+        slots_read(),
+    );
     let sync = (b2 - b1) as f64 - heartbeat_bps * (t2 - t1).as_secs_f64();
     let per_dialog = sync / (d2 - d1).max(1) as f64;
 
@@ -127,7 +142,7 @@ fn main() {
         serde_json::from_str(&u0.ok(&["status", "--json"]).unwrap_or_default()).unwrap_or_default();
     let h = &detail["ha_detail"];
     println!(
-        "FIGURES replication: changes acknowledged within {} ms p50 / {} ms p99 (from the sync pass before the one that found them, sync_ms = 20); sync datagrams acknowledged in {} ms p50 / {} ms p99 (send to ack); oldest unacknowledged {} ms; {} sent, {} resent; {} table slots read to find changes",
+        "FIGURES replication: changes acknowledged within {} ms p50 / {} ms p99 (from the sync pass before the one that found them, sync_ms = 20); sync datagrams acknowledged in {} ms p50 / {} ms p99 (send to ack); oldest unacknowledged {} ms; {} sent, {} resent; {} table slots read to find the changes of {} new dialogs ({:.0} per dialog)",
         h["change_lag_p50_ms"],
         h["change_lag_p99_ms"],
         h["ack_p50_ms"],
@@ -135,7 +150,9 @@ fn main() {
         h["lag_ms"],
         h["sent"],
         h["resent"],
-        h["sync_slots_read"]
+        r2 - r1,
+        d2 - d1,
+        (r2 - r1) as f64 / (d2 - d1).max(1) as f64
     );
 
     let dataplane = u0.dataplane_pid().expect("unit 0's dataplane");
