@@ -49,6 +49,12 @@ pub enum Request {
     },
     /// HA: this unit (a synced standby) takes the VIPs over from its live peer.
     HaTakeover,
+    /// The sources on the ban list (`[security] ban_*`).
+    SecurityBans,
+    /// Lifts a source's ban.
+    SecurityUnban {
+        source: Ipv4Addr,
+    },
     Shutdown,
 }
 
@@ -60,6 +66,19 @@ pub enum Response {
     Status(StatusView),
     Stats(StatsView),
     Dialog(DialogView),
+    Bans(Vec<BanView>),
+}
+
+/// A banned source, as `siplb security bans` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BanView {
+    pub source: Ipv4Addr,
+    /// What got it banned: `flood` (its request buckets) or `tcp_flood` (its SYN or
+    /// RST buckets).
+    pub reason: String,
+    pub remaining_s: u32,
+    /// Packets dropped because of the ban.
+    pub hits: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

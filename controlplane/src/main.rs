@@ -90,8 +90,28 @@ enum Cmd {
         #[command(subcommand)]
         action: HaCmd,
     },
+    /// The ban list: sources that kept overrunning their limits ([security] ban_*).
+    Security {
+        #[command(subcommand)]
+        action: SecurityCmd,
+    },
     /// Stop the dataplane and the control daemon: all SIP traffic through the VIPs stops.
     Shutdown,
+}
+
+#[derive(Subcommand)]
+enum SecurityCmd {
+    /// List the banned sources: reason, seconds left, packets dropped.
+    Bans {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a source's ban.
+    Unban {
+        /// The banned source address.
+        source: Ipv4Addr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +338,34 @@ fn run(cli: &Cli) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        Cmd::Security {
+            action: SecurityCmd::Bans { json },
+        } => {
+            if let Response::Bans(bans) = ask(cli, Request::SecurityBans)? {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&bans)?);
+                } else {
+                    println!(
+                        "{:<16} {:<10} {:>11} {:>10}",
+                        "SOURCE", "REASON", "REMAINING_S", "HITS"
+                    );
+                    for b in &bans {
+                        println!(
+                            "{:<16} {:<10} {:>11} {:>10}",
+                            b.source.to_string(),
+                            b.reason,
+                            b.remaining_s,
+                            b.hits
+                        );
+                    }
+                    println!("{} banned", bans.len());
+                }
+            }
+            Ok(())
+        }
+        Cmd::Security {
+            action: SecurityCmd::Unban { source },
+        } => done(ask(cli, Request::SecurityUnban { source: *source })?),
         Cmd::Shutdown => done(ask(cli, Request::Shutdown)?),
     }
 }

@@ -431,6 +431,15 @@ impl StatsPrinter {
                 line.push_str(&format!(" tcp_alg_skipped_{}={n}", why.name()));
             }
         }
+        let security = [
+            ("sources_banned", sum(&|c| c.sources_banned.get())),
+            ("rate_table_full_ops", sum(&|c| c.rate_table_full.get())),
+            ("stray_sip_forwarded", sum(&|c| c.stray_sip_forwarded.get())),
+            ("stray_tcp_forwarded", sum(&|c| c.stray_tcp_forwarded.get())),
+        ];
+        for (name, n) in security.iter().filter(|(_, n)| *n > 0) {
+            line.push_str(&format!(" {name}={n}"));
+        }
         let media = (
             sum(&|c| c.media.iter().map(|m| m.flows.get()).sum()),
             sum(&|c| c.media.iter().map(|m| m.packets.get()).sum()),

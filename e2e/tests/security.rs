@@ -14,7 +14,7 @@ fn denied_sources_scanners_and_floods_are_dropped_and_counted() {
     e2e::require_root();
     let topo = Topology::with_backends(2).unwrap();
     let cfg = format!(
-        "[security]\ndeny = [\"198.18.0.66\"]\nmax_new_per_source = {LIMIT}\n\n{}{}",
+        "[security]\ndeny = [\"198.18.0.66\"]\nmax_new_per_source = {LIMIT}\nban_overruns = 0\n\n{}{}",
         topo.base_config(),
         topo.farm_config("dnat", "call-id", &[1, 1], "")
     );

@@ -155,9 +155,64 @@ pub struct SecurityConfig {
     /// User-Agent substrings of SIP scanners (case-insensitive): their requests to the
     /// VIPs are dropped.
     pub scanner_user_agents: Vec<String>,
-    /// New dialogs and registrations per second from one source address; more are
-    /// dropped (0 = no limit).
+    /// Shorthand: rate and burst of every method class below that sets neither (the
+    /// fixed one-second window it used to name is gone; 0 = no limit).
     pub max_new_per_source: u32,
+    /// Token buckets per source, farm and method class, for requests that match no
+    /// dialog (new work, and in-dialog-looking requests the tables do not know) and
+    /// every REGISTER. Per farm in `[farm.limits]`.
+    pub register: Bucket,
+    pub invite: Bucket,
+    pub options: Bucket,
+    /// Every other method (ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE...).
+    pub other: Bucket,
+    /// A source refused by its buckets more than `ban_overruns` times within
+    /// `ban_window_s` seconds is banned (everything it sends to the VIPs dropped) for
+    /// `ban_s` seconds: the numbers of Kamailio's pike + htable default config (more
+    /// than 16 requests in 2 s, 300 s). 0 = never ban.
+    pub ban_overruns: u32,
+    pub ban_window_s: u32,
+    pub ban_s: u32,
+    /// TCP segments with an impossible flag combination (SKUDONET's 13
+    /// `bogustcpflags`) are dropped.
+    pub tcp_drop_bogus_flags: bool,
+    /// TCP connections at once from one source address (0 = no limit; SKUDONET's
+    /// `limitconns` default is 20).
+    pub tcp_max_connections_per_source: u32,
+    /// SYNs per source (0 = no limit; SKUDONET's `limitsec`: rate 20, burst 15).
+    pub tcp_syn: Bucket,
+    /// RSTs per source (0 = no limit; SKUDONET's `limitrst`: rate 10, burst 5).
+    pub tcp_rst: Bucket,
+    /// SYNs per second, all sources together, from sources that hold no registration,
+    /// dialog or established connection; beyond it only such sources may connect (0 =
+    /// no limit): a SYN flood from spoofed sources does not lock customers out.
+    pub tcp_untrusted_syn_per_s: u32,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` kept; a request takes one.
+/// Rate 0 turns the bucket off. Refilled in whole seconds (the tables' clock).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bucket {
+    pub rate: u32,
+    /// Default (0): equal to `rate`.
+    pub burst: u32,
+}
+
+impl Bucket {
+    pub fn is_off(&self) -> bool {
+        self.rate == 0
+    }
+}
+
+/// Per-farm token buckets (`[farm.limits]`): each class left out takes `[security]`'s.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FarmLimits {
+    pub register: Option<Bucket>,
+    pub invite: Option<Bucket>,
+    pub options: Option<Bucket>,
+    pub other: Option<Bucket>,
 }
 
 impl Default for SecurityConfig {
@@ -180,6 +235,18 @@ impl Default for SecurityConfig {
             .map(|s| s.to_string())
             .collect(),
             max_new_per_source: 0,
+            register: Bucket::default(),
+            invite: Bucket::default(),
+            options: Bucket::default(),
+            other: Bucket::default(),
+            ban_overruns: 16,
+            ban_window_s: 2,
+            ban_s: 300,
+            tcp_drop_bogus_flags: true,
+            tcp_max_connections_per_source: 0,
+            tcp_syn: Bucket::default(),
+            tcp_rst: Bucket::default(),
+            tcp_untrusted_syn_per_s: 0,
         }
     }
 }
@@ -218,7 +285,8 @@ pub struct TableConfig {
     pub snat_sessions: u64,
     /// TCP/TLS connections through the VIPs, capacity in entries.
     pub tcp_connections: u64,
-    /// Sources tracked at once by the per-source rate limit.
+    /// Rates-table entries (`[security]`): a token bucket per source, farm and method
+    /// class in use, bans, trusted sources, TCP connection counts.
     pub rate_sources: u64,
 }
 
@@ -358,6 +426,9 @@ pub struct FarmConfig {
     pub media_timeout: u16,
     #[serde(default)]
     pub timers: Timers,
+    /// Token buckets of this farm (`[farm.limits]`), overriding `[security]`'s.
+    #[serde(default)]
+    pub limits: FarmLimits,
     /// How backends are checked (`[farm.health]`); none by default.
     #[serde(default)]
     pub health: HealthConfig,

@@ -15,7 +15,8 @@ pub mod socket;
 pub mod state;
 
 use crate::api::{
-    BackendStatus, DenyFileView, DialogView, FarmStatus, Request, Response, StatsView, StatusView,
+    BackendStatus, BanView, DenyFileView, DialogView, FarmStatus, Request, Response, StatsView,
+    StatusView,
 };
 use anyhow::{bail, Context, Result};
 use dataplane::Attached;
@@ -25,6 +26,7 @@ use sampler::Sampler;
 use siplb_core::config::{Config, Runtime};
 use siplb_core::control::{Command, Reply};
 use siplb_core::hash::hash64;
+use siplb_core::lb::security::limits;
 use state::ControlState;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -492,6 +494,32 @@ fn handle(
         },
         Request::Dialog { call_id } => dialog_view(att, state, &call_id),
         Request::HaTakeover => ha_takeover(ctx),
+        Request::SecurityBans => {
+            let rates = &att.shared.tables.rates;
+            let bans = limits::list_bans(rates, att.shared.header.clock.now());
+            Response::Bans(
+                bans.into_iter()
+                    .map(|b| BanView {
+                        source: b.source,
+                        reason: b.reason.into(),
+                        remaining_s: b.remaining_s,
+                        hits: b.hits,
+                    })
+                    .collect(),
+            )
+        }
+        Request::SecurityUnban { source } => {
+            let rates = &att.shared.tables.rates;
+            if limits::unban(rates, source, att.shared.header.clock.now()) {
+                Response::Done {
+                    message: format!("lifted the ban of {source}"),
+                }
+            } else {
+                Response::Error {
+                    message: format!("{source} is not banned (see `siplb security bans`)"),
+                }
+            }
+        }
         Request::Shutdown => match att.call(Command::Shutdown, Duration::from_secs(5)) {
             Ok(_) => Response::Done {
                 message: format!(

@@ -48,7 +48,7 @@ impl From<DropReason> for Verdict {
 /// The shared tables, laid over shared memory by the dataplane (or a Vec in tests).
 pub struct Tables<'m> {
     pub dialogs: DialogTable<'m>,
-    /// New work per source in the current second (`[security] max_new_per_source`).
+    /// Per-source limits and the ban list (`lb/security/limits.rs`).
     pub rates: FlowTable<'m>,
     pub connections: ConnectionTable<'m>,
     pub registrations: RegistrationTable<'m>,

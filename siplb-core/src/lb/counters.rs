@@ -93,10 +93,31 @@ pub enum DropReason {
     TxFull,
     /// No mbuf available for a generated packet (ARP request, fragment).
     NoMbuf,
+    /// A source on the ban list (`siplb security bans`).
+    Banned,
+    /// The rates table is full around the source's entry: a request or SYN the limits
+    /// could not meter is refused (sources holding a registration or dialog pass).
+    RateTableFull,
+    /// An in-dialog request (To-tag, ACK, BYE, CANCEL) or a response that matches no
+    /// dialog, on a `snat` farm: it would take a SNAT port for a dialog the backend
+    /// cannot reach through it.
+    NoDialog,
+    /// A TCP segment other than a SYN that matches no connection, on a `snat` farm.
+    TcpNoConnection,
+    /// A TCP flag combination no stack sends (`[security] tcp_drop_bogus_flags`).
+    TcpBogusFlags,
+    /// More SYNs from one source than `[security] tcp_syn` allows.
+    TcpSynRate,
+    /// More RSTs from one source than `[security] tcp_rst` allows.
+    TcpRstRate,
+    /// A SYN from an unknown source beyond `[security] tcp_untrusted_syn_per_s`.
+    TcpSynFlood,
+    /// A source at `[security] tcp_max_connections_per_source`.
+    TcpConnectionLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::NoMbuf as usize + 1;
+    pub const COUNT: usize = DropReason::TcpConnectionLimit as usize + 1;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::NotOurMac,
         Self::Truncated,
@@ -134,6 +155,15 @@ impl DropReason {
         Self::TcpSeqBusy,
         Self::TxFull,
         Self::NoMbuf,
+        Self::Banned,
+        Self::RateTableFull,
+        Self::NoDialog,
+        Self::TcpNoConnection,
+        Self::TcpBogusFlags,
+        Self::TcpSynRate,
+        Self::TcpRstRate,
+        Self::TcpSynFlood,
+        Self::TcpConnectionLimit,
     ];
 
     /// snake_case name, for logs and metric labels.
@@ -175,6 +205,15 @@ impl DropReason {
             Self::TcpSeqBusy => "tcp_seq_busy",
             Self::TxFull => "tx_full",
             Self::NoMbuf => "no_mbuf",
+            Self::Banned => "banned",
+            Self::RateTableFull => "rate_table_full",
+            Self::NoDialog => "no_dialog",
+            Self::TcpNoConnection => "tcp_no_connection",
+            Self::TcpBogusFlags => "tcp_bogus_flags",
+            Self::TcpSynRate => "tcp_syn_rate",
+            Self::TcpRstRate => "tcp_rst_rate",
+            Self::TcpSynFlood => "tcp_syn_flood",
+            Self::TcpConnectionLimit => "tcp_connection_limit",
         }
     }
 }
@@ -306,6 +345,16 @@ pub struct WorkerCounters {
     pub snat_sessions_created: Counter,
     pub tcp_connections_created: Counter,
     pub connection_table_full: Counter,
+    /// Rates-table operations that found no slot (`[tables] rate_sources`).
+    pub rate_table_full: Counter,
+    /// Sources put on the ban list.
+    pub sources_banned: Counter,
+    /// In-dialog requests and responses that matched no dialog, forwarded on a `dnat`
+    /// farm with a transaction's lifetime.
+    pub stray_sip_forwarded: Counter,
+    /// TCP segments other than SYNs that matched no connection, forwarded on a `dnat`
+    /// farm without creating one.
+    pub stray_tcp_forwarded: Counter,
     pub fragments_in: Counter,
     /// UDP/TCP checksums a sender's kernel left unfinished (TX offload on a veth) and
     /// the worker finished (`Flow::finish_partial_checksum`).
@@ -381,6 +430,10 @@ impl Default for WorkerCounters {
             snat_sessions_created: Counter::default(),
             tcp_connections_created: Counter::default(),
             connection_table_full: Counter::default(),
+            rate_table_full: Counter::default(),
+            sources_banned: Counter::default(),
+            stray_sip_forwarded: Counter::default(),
+            stray_tcp_forwarded: Counter::default(),
             fragments_in: Counter::default(),
             checksums_finished: Counter::default(),
             datagrams_reassembled: Counter::default(),

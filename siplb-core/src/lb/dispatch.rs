@@ -155,6 +155,9 @@ impl Ctx<'_, '_, '_> {
             if !svc.security.admits(flow.src) {
                 return Verdict::Drop(DropReason::Denied);
             }
+            if svc.security.banned(&self.t.rates, flow.src, self.now) {
+                return Verdict::Drop(DropReason::Banned);
+            }
             return match (flow.proto, flow.ports) {
                 (ipv4::PROTO_UDP, Some((_, dport))) => match svc.farm_for(flow.dst, dport) {
                     Some(f) if f.udp => self.udp_client_to_vip(frame, &flow, f),

@@ -30,6 +30,8 @@ mod tests_media;
 #[cfg(test)]
 mod tests_obs;
 #[cfg(test)]
+mod tests_security;
+#[cfg(test)]
 mod tests_tcp_alg;
 mod udp;
 

@@ -3,7 +3,7 @@
 //! the hot path (on the dataplane's main lcore) and published whole; workers only read
 //! it, and a change builds a new one.
 
-use super::security::Policy;
+use super::security::{Buckets, Policy};
 use super::snat::PORT_ADDRESS;
 use crate::config::{Affinity, Config, FarmConfig, Ipv4Net, NatMode, Protocol, MAX_BACKENDS};
 use crate::hash::hash64;
@@ -86,6 +86,8 @@ pub struct Farm {
     /// Relay the media of SDP through the balancer (`media`, `media_ports`).
     pub media: Option<FarmMedia>,
     pub timers: Timers,
+    /// Token buckets per source by method class (`[farm.limits]`, else `[security]`).
+    pub limits: Buckets,
     pub backends: Vec<Backend>,
     /// Maglev lookup table: entries index `backends`.
     pub table: Vec<u16>,
@@ -284,7 +286,11 @@ impl Services {
         for (id, f) in cfg.farms.iter().enumerate() {
             farms.push(build_farm(id as u8, f, overrides, registry)?);
         }
-        let security = Policy::build(&cfg.security).map_err(BuildError::Security)?;
+        let mut security = Policy::build(&cfg.security).map_err(BuildError::Security)?;
+        for (farm, f) in farms.iter_mut().zip(&cfg.farms) {
+            farm.limits = security.farm_buckets(&f.limits);
+        }
+        security.enable_bans(&farms.iter().map(|f| f.limits).collect::<Vec<_>>());
         let snat_addrs = std::iter::once(Ipv4Addr::UNSPECIFIED)
             .chain(registry.snat.iter().copied())
             .collect();
@@ -593,6 +599,7 @@ fn build_farm(
             timeout: f.media_timeout,
         }),
         timers: f.timers.clone(),
+        limits: Default::default(),
         backends,
         table,
     })

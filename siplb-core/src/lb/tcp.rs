@@ -88,12 +88,11 @@ impl Ctx<'_, '_, '_> {
         let fl = flow.tcp_flags;
         let key = conn_key(client, cport, vip, vport);
         let known = t.connections.get(key, now);
-        if known.is_none()
-            && fl & tcp::SYN != 0
-            && !self.svc.security.within_rate(&t.rates, client, now)
-        {
-            return Verdict::Drop(DropReason::Flood);
-        }
+        // Only an admitted SYN creates a connection entry (`security`).
+        let record = match self.admit_tcp_segment(flow, farm, known.map(|c| c.state)) {
+            Ok(r) => r,
+            Err(r) => return Verdict::Drop(r),
+        };
         let kept = known
             .and_then(|c| self.slot_in_farm(farm, c.backend))
             .filter(|i| {
@@ -108,7 +107,10 @@ impl Ctx<'_, '_, '_> {
             farm: farm.id,
             state: next_state(known.map(|c| c.state), fl),
         };
-        self.record_connection(key, conn, farm);
+        if record {
+            self.record_connection(key, conn, farm);
+            self.note_connection_state(client, known.map(|c| c.state), conn.state);
+        }
         let Some((out_port, _)) = self.svc.route(b.addr) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
@@ -274,6 +276,8 @@ impl Ctx<'_, '_, '_> {
             state,
         };
         self.record_connection(key, conn, farm);
+        self.note_connection_state(client, known.map(|c| c.state), state);
+        self.note_backend_segment(farm, client, flow.tcp_flags);
         (key, state)
     }
 }

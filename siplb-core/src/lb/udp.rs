@@ -195,7 +195,7 @@ impl Ctx<'_, '_, '_> {
         msg: &SipMessage<'_>,
         flow: &Flow,
     ) -> Result<Placement, DropReason> {
-        let (svc, t, now) = (self.svc, self.t, self.now);
+        let (t, now) = (self.t, self.now);
         let call_key = hash64(msg.call_id());
         let timers = &farm.timers;
         let to_tagged = msg.to().tag.is_some();
@@ -203,15 +203,9 @@ impl Ctx<'_, '_, '_> {
             StartLine::Request { method, .. } => {
                 self.w.counters.sip_requests.inc();
                 let known = t.dialogs.get(call_key, now);
-                let new_work = method == Method::Register
-                    || (!to_tagged && !in_dialog_method(method) && known.is_none());
-                if new_work {
-                    if svc.security.has_scanner_agent(msg.header_section()) {
-                        return Err(DropReason::Scanner);
-                    }
-                    if !svc.security.within_rate(&t.rates, flow.src, now) {
-                        return Err(DropReason::Flood);
-                    }
+                // Nothing unknown creates state without admission (`security`).
+                if method == Method::Register || known.is_none() {
+                    self.admit_sip_request(farm, msg, flow.src, method)?;
                 }
                 let txn = request_txn(call_key, method, &msg.cseq());
                 if method == Method::Register {
@@ -245,10 +239,12 @@ impl Ctx<'_, '_, '_> {
                     }
                 }
                 .ok_or(DropReason::NoBackend)?;
-                let state = match (in_dialog, method) {
-                    (true, Method::Bye) => DialogState::Terminating,
-                    (true, _) => DialogState::Confirmed,
-                    (false, _) => DialogState::Trying,
+                // A known dialog that moves keeps its standing; a stray in-dialog
+                // request lives a transaction, until its backend's 2xx confirms it.
+                let state = match (in_dialog, known.is_some(), method) {
+                    (true, _, Method::Bye) => DialogState::Terminating,
+                    (true, true, _) => DialogState::Confirmed,
+                    _ => DialogState::Trying,
                 };
                 let keep = self.record_dialog(farm, call_key, backend, state);
                 Ok(Placement {
@@ -260,9 +256,11 @@ impl Ctx<'_, '_, '_> {
             StartLine::Response { code, .. } => {
                 self.w.counters.sip_responses.inc();
                 // An answer to a backend-originated request: back to that backend.
-                let backend = t
-                    .dialogs
-                    .get(call_key, now)
+                let known = t.dialogs.get(call_key, now);
+                if known.is_none() {
+                    self.admit_sip_response(farm, flow.src)?;
+                }
+                let backend = known
                     .and_then(|d| self.slot_in_farm(farm, d.backend))
                     .or_else(|| farm.pick(call_key))
                     .ok_or(DropReason::NoBackend)?;
@@ -480,7 +478,10 @@ impl Ctx<'_, '_, '_> {
         backend: usize,
     ) -> Verdict {
         let msg = match self.backend_message(farm, backend, frame, flow) {
-            Ok((_, msg)) => msg,
+            Ok((keep, msg)) => {
+                self.note_backend_answer(farm, flow.dst, keep);
+                msg
+            }
             Err(r) => return Verdict::Drop(r),
         };
         let outcome = if farm.alg {
@@ -535,6 +536,7 @@ impl Ctx<'_, '_, '_> {
             Err(r) => return Verdict::Drop(r),
         };
         self.t.snat.extend(&session, keep);
+        self.note_backend_answer(farm, session.client, keep);
         let client = (session.client, session.client_port);
         let outcome = if farm.alg {
             let snat = (flow.dst, flow.dport());
