@@ -283,11 +283,22 @@ pub struct TableCounts {
     /// Requests whose response time was not measured: another transaction held their
     /// slot of the request times (65,536 slots).
     pub request_times_full: u64,
+    /// Rates-table operations that found no slot (`[tables] rate_sources`): what the
+    /// limits could not meter was refused (`rate_table_full` drops) unless trusted.
+    pub rate_table_full: u64,
+    /// Sources put on the ban list (`siplb security bans`).
+    pub sources_banned: u64,
+    /// In-dialog-looking SIP of no known dialog forwarded on `dnat` farms with a
+    /// transaction's lifetime.
+    pub stray_sip_forwarded: u64,
+    /// TCP segments other than SYNs of no known connection forwarded on `dnat` farms
+    /// without creating one.
+    pub stray_tcp_forwarded: u64,
 }
 
 impl TableCounts {
     /// The fields by their JSON and metric names, in declaration order.
-    pub fn named(&self) -> [(&'static str, u64); 16] {
+    pub fn named(&self) -> [(&'static str, u64); 20] {
         [
             ("dialog_table_full", self.dialog_table_full),
             ("registration_table_full", self.registration_table_full),
@@ -305,6 +316,10 @@ impl TableCounts {
             ("to_kernel", self.to_kernel),
             ("from_kernel", self.from_kernel),
             ("request_times_full", self.request_times_full),
+            ("rate_table_full", self.rate_table_full),
+            ("sources_banned", self.sources_banned),
+            ("stray_sip_forwarded", self.stray_sip_forwarded),
+            ("stray_tcp_forwarded", self.stray_tcp_forwarded),
         ]
     }
 
@@ -325,6 +340,10 @@ impl TableCounts {
         self.to_kernel += o.to_kernel;
         self.from_kernel += o.from_kernel;
         self.request_times_full += o.request_times_full;
+        self.rate_table_full += o.rate_table_full;
+        self.sources_banned += o.sources_banned;
+        self.stray_sip_forwarded += o.stray_sip_forwarded;
+        self.stray_tcp_forwarded += o.stray_tcp_forwarded;
     }
 }
 

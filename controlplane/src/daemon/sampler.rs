@@ -129,6 +129,10 @@ fn table_counts(c: &WorkerCounters) -> TableCounts {
         to_kernel: c.to_kernel.get(),
         from_kernel: c.from_kernel.get(),
         request_times_full: c.request_times_full.get(),
+        rate_table_full: c.rate_table_full.get(),
+        sources_banned: c.sources_banned.get(),
+        stray_sip_forwarded: c.stray_sip_forwarded.get(),
+        stray_tcp_forwarded: c.stray_tcp_forwarded.get(),
     }
 }
 
