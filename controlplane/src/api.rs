@@ -281,7 +281,7 @@ pub struct TableCounts {
     pub to_kernel: u64,
     pub from_kernel: u64,
     /// Requests whose response time was not measured: another transaction held their
-    /// slot of the request times (65,536 slots).
+    /// slot of the request times (a quarter of `[tables] dialogs`, 2^16 to 2^20 slots).
     pub request_times_full: u64,
     /// Rates-table operations that found no slot (`[tables] rate_sources`): what the
     /// limits could not meter was refused (`rate_table_full` drops) unless trusted.

@@ -270,6 +270,7 @@ fn metrics_json_telemetry_and_capture() {
     drop(uas);
     std::thread::sleep(Duration::from_millis(1500));
 
+    println!("{}", siplb.ok(&["stats"]).unwrap());
     let metrics = siplb.http_get(&topo.lb, "/metrics").unwrap();
     let value = |name: &str| -> f64 {
         metrics

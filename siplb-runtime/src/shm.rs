@@ -14,7 +14,7 @@ use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::counters::WorkerCounters;
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
 use siplb_core::lb::snat::{SnatSlot, SnatTable, PORTS_PER_ADDRESS};
-use siplb_core::lb::timing::{RequestTimes, REQUEST_TIME_SLOTS};
+use siplb_core::lb::timing::{request_time_slots, RequestTimes};
 use siplb_core::lb::Tables;
 use siplb_core::table::connection::ConnectionTable;
 use siplb_core::table::dialog::DialogTable;
@@ -70,6 +70,8 @@ pub struct Header {
     pub media_index_slots: u64,
     /// Media mappings ended idle by the main lcore's sweep.
     pub media_expired: AtomicU64,
+    /// Slots of `MZ_REQUEST_TIMES` (`lb::timing::request_time_slots`).
+    pub request_time_slots: u64,
 }
 
 /// Byte offsets in `MZ_MEDIA` of the pools, legs, leg infos, bitmap and index, and
@@ -208,6 +210,7 @@ impl Shared {
             (*h).media_legs = media_legs as u64;
             (*h).media_index_slots = media_index_slots as u64;
             (*h).clock = clock;
+            (*h).request_time_slots = request_time_slots(cfg.tables.dialogs) as u64;
         }
         // SAFETY: initialised above; from here on only atomics are written.
         let header: &'static Header = unsafe { &*h };
@@ -262,7 +265,7 @@ impl Shared {
         )?;
         let mz_times = reserve(
             MZ_REQUEST_TIMES,
-            REQUEST_TIME_SLOTS * std::mem::size_of::<AtomicU64>(),
+            header.request_time_slots as usize * std::mem::size_of::<AtomicU64>(),
         )?;
         let mz_dirty = reserve(MZ_DIRTY, (dirty_offsets(header)[6] * 8).max(64))?;
         let shared = Self::view(
@@ -371,7 +374,9 @@ impl Shared {
                     seq.slice::<SeqSlot>(0, header.connection_slots as usize),
                     MAX_PROBE,
                 ),
-                request_times: RequestTimes::new(times.slice::<AtomicU64>(0, REQUEST_TIME_SLOTS)),
+                request_times: RequestTimes::new(
+                    times.slice::<AtomicU64>(0, header.request_time_slots as usize),
+                ),
             }
         };
         // SAFETY: as above, for the counters.

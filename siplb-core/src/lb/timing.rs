@@ -22,9 +22,20 @@ use super::counters::Counter;
 use crate::sip::Method;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Slots of the table (512 KiB): transactions awaiting their backend's final answer
-/// at once, with room to spare at a few thousand new calls per second.
+/// The fewest slots of the table (512 KiB).
 pub const REQUEST_TIME_SLOTS: usize = 1 << 16;
+
+/// Slots of the table for a dialog table of `dialog_capacity` entries: a quarter of it
+/// (INVITEs awaiting their final answer are a small part of the dialogs), a power of
+/// two between 2^16 and 2^20 (8 MiB). Direct-mapped: a transaction whose slot a live one
+/// holds goes untimed, so at most about live transactions / slots of them are.
+pub fn request_time_slots(dialog_capacity: u64) -> usize {
+    let quarter = usize::try_from(dialog_capacity / 4).unwrap_or(usize::MAX);
+    quarter
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 20)
+        .clamp(REQUEST_TIME_SLOTS, 1 << 20)
+}
 
 /// A stamp older than this (RFC 3261 Timer B/F, 64×T1) belongs to a transaction that
 /// ended without an answer: its slot may be taken.
@@ -182,6 +193,14 @@ impl ResponseCounters {
 mod tests {
     use super::*;
     use crate::hash::hash64;
+
+    #[test]
+    fn the_table_grows_with_the_dialog_table_within_bounds() {
+        assert_eq!(request_time_slots(1024), 1 << 16);
+        assert_eq!(request_time_slots(1 << 20), 1 << 18);
+        assert_eq!(request_time_slots(3_000_000), 1 << 20);
+        assert_eq!(request_time_slots(1 << 30), 1 << 20);
+    }
 
     #[test]
     fn buckets_are_log_scale_and_bounded() {
