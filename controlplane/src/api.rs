@@ -297,29 +297,30 @@ pub struct TableCounts {
 }
 
 impl TableCounts {
-    /// The fields by their JSON and metric names, in declaration order.
-    pub fn named(&self) -> [(&'static str, u64); 20] {
+    /// The fields by their JSON and metric names, with what they count (the metric's
+    /// help), in declaration order: a new field added here reaches `/metrics`.
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 20] {
         [
-            ("dialog_table_full", self.dialog_table_full),
-            ("registration_table_full", self.registration_table_full),
-            ("connection_table_full", self.connection_table_full),
-            ("tcp_connections_created", self.tcp_connections_created),
-            ("snat_sessions_created", self.snat_sessions_created),
-            ("arp_requests", self.arp_requests),
-            ("arp_replies", self.arp_replies),
-            ("arp_learned", self.arp_learned),
-            ("icmp_replies", self.icmp_replies),
-            ("fragments_in", self.fragments_in),
-            ("datagrams_reassembled", self.datagrams_reassembled),
-            ("fragments_out", self.fragments_out),
-            ("checksums_finished", self.checksums_finished),
-            ("to_kernel", self.to_kernel),
-            ("from_kernel", self.from_kernel),
-            ("request_times_full", self.request_times_full),
-            ("rate_table_full", self.rate_table_full),
-            ("sources_banned", self.sources_banned),
-            ("stray_sip_forwarded", self.stray_sip_forwarded),
-            ("stray_tcp_forwarded", self.stray_tcp_forwarded),
+            ("dialog_table_full", "New dialogs not recorded: the dialog table was full around the Call-ID (raise [tables] dialogs).", self.dialog_table_full),
+            ("registration_table_full", "Registrations not recorded: the registration table was full (raise [tables] registrations).", self.registration_table_full),
+            ("connection_table_full", "TCP connections not recorded: the connection table was full (raise [tables] tcp_connections).", self.connection_table_full),
+            ("tcp_connections_created", "TCP connections recorded.", self.tcp_connections_created),
+            ("snat_sessions_created", "SNAT sessions created.", self.snat_sessions_created),
+            ("arp_requests", "ARP requests sent for next hops.", self.arp_requests),
+            ("arp_replies", "ARP requests answered for our addresses and VIPs.", self.arp_replies),
+            ("arp_learned", "Neighbours learned from ARP.", self.arp_learned),
+            ("icmp_replies", "ICMP echo requests answered.", self.icmp_replies),
+            ("fragments_in", "IPv4 fragments received for reassembly.", self.fragments_in),
+            ("datagrams_reassembled", "Datagrams reassembled from fragments.", self.datagrams_reassembled),
+            ("fragments_out", "Fragments sent (datagrams larger than the egress MTU).", self.fragments_out),
+            ("checksums_finished", "UDP/TCP checksums a sender's kernel left unfinished and the worker finished.", self.checksums_finished),
+            ("to_kernel", "Frames handed to the kernel interfaces (exception path).", self.to_kernel),
+            ("from_kernel", "Frames taken from the kernel interfaces (exception path).", self.from_kernel),
+            ("request_times_full", "Requests whose response time was not measured: another transaction held their slot.", self.request_times_full),
+            ("rate_table_full", "Rates-table operations that found no slot (raise [tables] rate_sources); what could not be metered was refused unless trusted.", self.rate_table_full),
+            ("sources_banned", "Sources put on the ban list (siplb security bans).", self.sources_banned),
+            ("stray_sip_forwarded", "In-dialog-looking SIP of no known dialog forwarded on dnat farms.", self.stray_sip_forwarded),
+            ("stray_tcp_forwarded", "TCP segments other than SYNs of no known connection forwarded on dnat farms.", self.stray_tcp_forwarded),
         ]
     }
 

@@ -276,27 +276,6 @@ const WORKERS: &[Family<WorkerStats>] = &[
     },
 ];
 
-/// What each `TableCounts` field counts, in `TableCounts::named` order: one counter
-/// family per field, `siplb_<name>_total`, per worker.
-const TABLE_COUNTS_HELP: [&str; 16] = [
-    "New dialogs not recorded: the dialog table was full around the Call-ID (raise [tables] dialogs).",
-    "Registrations not recorded: the registration table was full (raise [tables] registrations).",
-    "TCP connections not recorded: the connection table was full (raise [tables] connections).",
-    "TCP connections recorded.",
-    "SNAT sessions created.",
-    "ARP requests sent for next hops.",
-    "ARP requests answered for our addresses and VIPs.",
-    "Neighbours learned from ARP.",
-    "ICMP echo requests answered.",
-    "IPv4 fragments received for reassembly.",
-    "Datagrams reassembled from fragments.",
-    "Fragments sent (datagrams larger than the egress MTU).",
-    "UDP/TCP checksums a sender's kernel left unfinished and the worker finished.",
-    "Frames handed to the kernel interfaces (exception path).",
-    "Frames taken from the kernel interfaces (exception path).",
-    "Requests whose response time was not measured: another transaction held their slot.",
-];
-
 const EXPIRED: &[Family<StatsView>] = &[
     Family {
         name: "siplb_dialogs_expired_total",
@@ -599,10 +578,10 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
     out
 }
 
-/// One counter family per `TableCounts` field, a sample per worker.
+/// One counter family per `TableCounts` field (`siplb_<name>_total`), a sample per
+/// worker.
 fn table_counts(out: &mut String, workers: &[(Labels, &WorkerStats)]) {
-    let names = TableCounts::default().named().map(|(n, _)| n);
-    for (i, (name, help)) in names.iter().zip(TABLE_COUNTS_HELP).enumerate() {
+    for (i, (name, help, _)) in TableCounts::default().named().iter().enumerate() {
         let name = format!("siplb_{name}_total");
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (labels, w) in workers {
@@ -611,7 +590,7 @@ fn table_counts(out: &mut String, workers: &[(Labels, &WorkerStats)]) {
                 &name,
                 labels,
                 None,
-                w.traffic.tables.named()[i].1 as f64,
+                w.traffic.tables.named()[i].2 as f64,
             );
         }
     }
@@ -815,19 +794,19 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, (12 + 16 table counts) × 2 workers, 3 expired, 2 drops and 1 TCP
+        // 2 process, (12 + 20 table counts) × 2 workers, 3 expired, 2 drops and 1 TCP
         // ALG skip, (2 + 2 + 1 + 1 + 6 + 1) × 2 backends, 2 histograms of (19 buckets +
         // sum + count) for the answering backend and (+Inf, sum, count) for the other,
         // 1 farm drop, 6 media of the one farm (its drops and refusals none), 3 × 2
         // backends, 2 + 2 + 1 for the one checked backend.
         assert_eq!(
             seen.len(),
-            2 + 12 + 16 + 3 + 2 + 6 + 2 + 1 + 8 + 3 + 3,
+            2 + 12 + 20 + 3 + 2 + 6 + 2 + 1 + 8 + 3 + 3,
             "{text}"
         );
         assert_eq!(
             samples,
-            2 + 24 + 32 + 3 + 3 + 26 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            2 + 24 + 40 + 3 + 3 + 26 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
             "{text}"
         );
         for want in [
@@ -839,6 +818,7 @@ mod tests {
             "siplb_dialog_table_full_total{worker=\"1\"} 7",
             "siplb_from_kernel_total{worker=\"0\"} 3",
             "siplb_connection_table_full_total{worker=\"0\"} 0",
+            "siplb_stray_tcp_forwarded_total{worker=\"1\"} 0",
             "siplb_dialogs_expired_total 0",
             "siplb_backend_responses_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",class=\"1xx\"} 5",
             "siplb_backend_responses_total{farm=\"pbx\",backend=\"198.18.1.12:5060\",class=\"6xx\"} 0",

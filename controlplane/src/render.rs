@@ -108,8 +108,8 @@ pub fn stats(s: &StatsView) -> String {
     let tc = &t.tables;
     let others: Vec<String> = tc.named()[3..]
         .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(k, _, n)| format!("{k}={n}"))
         .collect();
     let _ = writeln!(
         o,
