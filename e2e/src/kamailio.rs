@@ -7,7 +7,9 @@
 //!
 //! Registrations are shared between the backends with `dmq_usrloc` (in-memory usrloc,
 //! replicated over DMQ on the backends' own link), so a call can be placed on any
-//! backend whatever the farm's affinity.
+//! backend whatever the farm's affinity; or, without a DMQ peer, each backend is an
+//! independent registrar that knows only the phones registered with it (the case
+//! `callee` affinity exists for).
 //!
 //! Every SIP message it receives and sends (DMQ excepted) is logged on one line,
 //! `e2e-rx`/`e2e-tx <METHOD or code/METHOD> cseq=<n> cid=<Call-ID> to=<user> peer=<ip:port>`,
@@ -40,8 +42,25 @@ pub struct Logged {
 }
 
 /// The configuration: `addr` is the backend's own address, `peer` the other backend
-/// (its DMQ neighbour), `ng` rtpengine's control socket.
-pub fn config(addr: Ipv4Addr, peer: Ipv4Addr, ng: SocketAddr) -> String {
+/// (its DMQ neighbour; None: registrations are not shared), `ng` rtpengine's control
+/// socket.
+pub fn config(addr: Ipv4Addr, peer: Option<Ipv4Addr>, ng: SocketAddr) -> String {
+    let dmq = match peer {
+        Some(peer) => format!(
+            r#"loadmodule "dmq.so"
+loadmodule "dmq_usrloc.so"
+modparam("dmq", "server_address", "sip:{addr}:5060")
+modparam("dmq", "notification_address", "sip:{peer}:5060")
+modparam("dmq_usrloc", "enable", 1)
+"#
+        ),
+        None => String::new(),
+    };
+    let dmq_route = if peer.is_some() {
+        "\tif (is_method(\"KDMQ\")) {\n\t\txlog(\"L_NOTICE\", \"e2e-dmq $rU from $si:$sp\\n\");\n\t\tdmq_handle_message();\n\t\texit;\n\t}\n"
+    } else {
+        ""
+    };
     format!(
         r#"#!KAMAILIO
 debug=2
@@ -71,23 +90,13 @@ loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
-loadmodule "dmq.so"
-loadmodule "dmq_usrloc.so"
 loadmodule "rtpengine.so"
-
+{dmq}
 modparam("usrloc", "db_mode", 0)
-modparam("dmq", "server_address", "sip:{addr}:5060")
-modparam("dmq", "notification_address", "sip:{peer}:5060")
-modparam("dmq_usrloc", "enable", 1)
 modparam("rtpengine", "rtpengine_sock", "udp:{ng}")
 
 request_route {{
-	if (is_method("KDMQ")) {{
-		xlog("L_NOTICE", "e2e-dmq $rU from $si:$sp\n");
-		dmq_handle_message();
-		exit;
-	}}
-	xlog("L_NOTICE", "e2e-rx $rm cseq=$cs cid=$ci to=$tU peer=$si:$sp\n");
+{dmq_route}	xlog("L_NOTICE", "e2e-rx $rm cseq=$cs cid=$ci to=$tU peer=$si:$sp\n");
 	if (!mf_process_maxfwd_header("10")) {{
 		sl_send_reply("483", "Too Many Hops");
 		exit;
@@ -186,7 +195,7 @@ impl Kamailio {
         dir: &Path,
         name: &str,
         addr: Ipv4Addr,
-        peer: Ipv4Addr,
+        peer: Option<Ipv4Addr>,
         ng: SocketAddr,
         life: Duration,
     ) -> Result<Kamailio> {

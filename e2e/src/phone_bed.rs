@@ -56,6 +56,17 @@ impl PhoneBed {
     /// `call-id` affinity, `farm_extra` lines added to the farm), rtpengine and
     /// Kamailio on each backend. Returns when the Kamailios have found each other.
     pub fn start(nat: &str, farm_extra: &str) -> Result<PhoneBed> {
+        Self::start_with(nat, "call-id", true, farm_extra)
+    }
+
+    /// `start` with the farm's `affinity`, and registrations shared between the
+    /// Kamailios (`shared`, over DMQ) or not (two independent registrars).
+    pub fn start_with(
+        nat: &str,
+        affinity: &str,
+        shared: bool,
+        farm_extra: &str,
+    ) -> Result<PhoneBed> {
         let topo = Topology::up(Spec {
             backends: 2,
             workers: 1,
@@ -82,7 +93,7 @@ impl PhoneBed {
             ns.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
             phones.push(ns);
         }
-        let cfg = topo.base_config() + &topo.farm_config(nat, "call-id", &[1, 1], farm_extra);
+        let cfg = topo.base_config() + &topo.farm_config(nat, affinity, &[1, 1], farm_extra);
         let dp = topo.start_dataplane(
             &cfg,
             &[
@@ -110,12 +121,12 @@ impl PhoneBed {
                 &topo.dir,
                 &format!("kamailio{i}"),
                 backend_ip(i),
-                backend_ip(1 - i),
+                shared.then(|| backend_ip(1 - i)),
                 rtpengines[i].ng,
                 LIFE,
             )?);
         }
-        for (i, k) in kamailios.iter_mut().enumerate() {
+        for (i, k) in kamailios.iter_mut().enumerate().filter(|_| shared) {
             k.wait_dmq_peer(backend_ip(1 - i), Duration::from_secs(10))?;
         }
         Ok(PhoneBed {

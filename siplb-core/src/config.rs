@@ -364,6 +364,12 @@ pub enum Affinity {
     CallId,
     /// Out-of-dialog requests follow the sender's registration (From AOR).
     Registrar,
+    /// Out-of-dialog requests go to the registrar of the AOR they are addressed to
+    /// (Request-URI) when it registered through the VIP, else follow the sender's
+    /// registration, else the Call-ID: a call between phones registered on separate
+    /// registrars reaches the one that knows the callee. UDP; TCP/TLS connections
+    /// are placed as for `source`.
+    Callee,
     /// Placed by the hash of the client's source address.
     Source,
 }

@@ -613,6 +613,7 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
                 affinity: match f.affinity {
                     siplb_core::config::Affinity::CallId => "call-id",
                     siplb_core::config::Affinity::Registrar => "registrar",
+                    siplb_core::config::Affinity::Callee => "callee",
                     siplb_core::config::Affinity::Source => "source",
                 }
                 .into(),

@@ -50,3 +50,4 @@ pub use dispatch::{process, process_in};
 pub use media::media_leg;
 pub use nat::{write_arp_request, write_gratuitous_arp};
 pub use packet::Flow;
+pub use udp::aor_key_of;

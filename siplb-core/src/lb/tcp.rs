@@ -1,7 +1,7 @@
 //! SIP over TCP and TLS: balanced per connection. The first segment of a connection
 //! (normally the SYN) picks the backend, and the connection table keeps every later
 //! segment, both ways, on it; the byte stream is never read, so TLS passes through
-//! untouched. `source` and `registrar` affinity place by the client's address alone, so
+//! untouched. `source`, `registrar` and `callee` affinity place by the client's address alone, so
 //! a phone that reconnects (from a new port) meets the same registrar; `call-id`
 //! affinity places by address and port. Because placement is a pure function of the
 //! client, a segment of a connection the table does not know (after a restart, or on
@@ -54,7 +54,7 @@ fn next_state(old: Option<ConnState>, flags: u8) -> ConnState {
 
 fn placement_key(farm: &Farm, client: Ipv4Addr, cport: u16) -> u64 {
     match farm.affinity {
-        Affinity::Source | Affinity::Registrar => source_key(client),
+        Affinity::Source | Affinity::Registrar | Affinity::Callee => source_key(client),
         Affinity::CallId => {
             let mut b = [0u8; 6];
             b[..4].copy_from_slice(&u32::from(client).to_be_bytes());

@@ -261,6 +261,81 @@ backends = [ {{ address = "198.18.1.11" }}, {{ address = "198.18.1.12" }} ]
         }
     }
 
+    /// Registers `user` through the VIP and has its registrar accept it; returns the
+    /// registrar.
+    fn register_at_its_registrar(bed: &Bed, user: &str) -> (Ipv4Addr, u16) {
+        let cid = format!("reg-{user}");
+        let (_, out) = bed.send(0, (CLIENT, 5062), (VIP, 5060), &register(user, &cid, 1));
+        let registrar = addrs(&out).1;
+        bed.send(
+            1,
+            registrar,
+            (CLIENT, 5062),
+            &response(
+                200,
+                "1 REGISTER",
+                &cid,
+                user,
+                &format!("Contact: <sip:{user}@198.18.0.10:5062>;expires=600\r\n"),
+            ),
+        );
+        registrar
+    }
+
+    /// An INVITE from `from` to `to`'s AOR (`sip:to@siplb.test`, as they registered).
+    fn invite_to(call_id: &str, from: &str, to: &str) -> Vec<u8> {
+        String::from_utf8(invite(call_id, from, 0))
+            .unwrap()
+            .replacen(
+                "INVITE sip:bob@198.18.0.2",
+                &format!("INVITE sip:{to}@siplb.test"),
+                1,
+            )
+            .into_bytes()
+    }
+
+    #[test]
+    fn callee_affinity_sends_a_call_to_the_callees_registrar_then_the_callers() {
+        for affinity in ["callee", "registrar"] {
+            let bed = Bed::new("dnat", affinity);
+            // Two phones whose AORs Maglev puts on different registrars.
+            let caller = register_at_its_registrar(&bed, "dave");
+            let (callee_user, callee) = (0..)
+                .map(|i| format!("erin{i}"))
+                .map(|u| {
+                    let r = register_at_its_registrar(&bed, &u);
+                    (u, r)
+                })
+                .find(|(_, r)| *r != caller)
+                .unwrap();
+            let mut at = [0, 0];
+            for i in 0..20 {
+                let (_, out) = bed.send(
+                    0,
+                    (CLIENT, 5060),
+                    (VIP, 5060),
+                    &invite_to(&format!("{affinity}-call{i}"), "dave", &callee_user),
+                );
+                let b = addrs(&out).1;
+                at[usize::from(b == callee)] += 1;
+            }
+            match affinity {
+                "callee" => assert_eq!(at, [0, 20], "{affinity}: [caller's, callee's] registrar"),
+                _ => assert_eq!(at, [20, 0], "{affinity}: [caller's, callee's] registrar"),
+            }
+            // A callee that never registered here: the caller's registrar.
+            for i in 0..5 {
+                let (_, out) = bed.send(
+                    0,
+                    (CLIENT, 5060),
+                    (VIP, 5060),
+                    &invite_to(&format!("{affinity}-zed{i}"), "dave", "zed"),
+                );
+                assert_eq!(addrs(&out).1, caller, "{affinity}: unknown callee");
+            }
+        }
+    }
+
     #[test]
     fn messages_of_known_dialogs_are_steered_from_the_light_scan_and_the_rest_parsed_in_full() {
         let bed = Bed::new("dnat", "call-id");

@@ -50,8 +50,14 @@ fn request_txn(call_key: u64, method: Method, cseq: &CSeq<'_>) -> Option<u64> {
 /// The AOR key (user@host of a SIP URI). Hosts are compared as sent (phones repeat
 /// their own spelling), users are case-sensitive (RFC 3261 §19.1.4).
 pub(super) fn aor_key(uri: &SipUri<'_>) -> u64 {
-    let u = uri.user.map(hash64).unwrap_or(0);
-    let h = hash64(uri.host);
+    aor_key_of(uri.user, uri.host)
+}
+
+/// The registration table's key of the AOR `user@host` (as written in the URI): also
+/// what Maglev places a REGISTER by when the AOR is not registered.
+pub fn aor_key_of(user: Option<&[u8]>, host: &[u8]) -> u64 {
+    let u = user.map(hash64).unwrap_or(0);
+    let h = hash64(host);
     (u.rotate_left(29) ^ h).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
@@ -200,7 +206,11 @@ impl Ctx<'_, '_, '_> {
         let timers = &farm.timers;
         let to_tagged = msg.to().tag.is_some();
         match *msg.start_line() {
-            StartLine::Request { method, .. } => {
+            StartLine::Request {
+                method,
+                uri: request_uri,
+                ..
+            } => {
                 self.w.counters.sip_requests.inc();
                 let known = t.dialogs.get(call_key, now);
                 // Nothing unknown creates state without admission (`security`).
@@ -230,11 +240,12 @@ impl Ctx<'_, '_, '_> {
                     match farm.affinity {
                         Affinity::CallId => farm.pick(call_key),
                         Affinity::Source => farm.pick(source_key(flow.src)),
-                        Affinity::Registrar => t
-                            .registrations
-                            .get(aor_key(&msg.from().uri), now)
-                            .and_then(|r| self.slot_in_farm(farm, r.backend))
-                            .filter(|i| farm.backends[*i].takes_new_work())
+                        Affinity::Registrar => self
+                            .registrar_of(farm, &msg.from().uri)
+                            .or_else(|| farm.pick(call_key)),
+                        Affinity::Callee => self
+                            .registrar_of(farm, &request_uri)
+                            .or_else(|| self.registrar_of(farm, &msg.from().uri))
                             .or_else(|| farm.pick(call_key)),
                     }
                 }
@@ -274,6 +285,16 @@ impl Ctx<'_, '_, '_> {
                 })
             }
         }
+    }
+
+    /// The backend holding `aor`'s registration, if it registered through the VIP and
+    /// that backend takes new work.
+    fn registrar_of(&self, farm: &Farm, aor: &SipUri<'_>) -> Option<usize> {
+        self.t
+            .registrations
+            .get(aor_key(aor), self.now)
+            .and_then(|r| self.slot_in_farm(farm, r.backend))
+            .filter(|i| farm.backends[*i].takes_new_work())
     }
 
     /// The backend a known dialog stays on, unless it moves: its backend is down and
