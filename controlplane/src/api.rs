@@ -220,6 +220,9 @@ pub struct StatsView {
     /// Media mappings ended idle by the dataplane's sweep.
     #[serde(default)]
     pub media_expired: u64,
+    /// New dialogs answered 503 because no backend took them (`when_full`).
+    #[serde(default)]
+    pub farm_full_rejected: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -408,6 +411,9 @@ pub struct BackendStats {
     /// Dialogs not yet ending (trying, early, confirmed).
     pub dialogs_active: u64,
     pub registrations_active: u64,
+    /// Live load and overload signals (`lb::load`).
+    #[serde(default)]
+    pub load: BackendLoadStats,
     /// Its answers to clients' requests (UDP), by class and time.
     #[serde(default)]
     pub responses: ResponseStats,
@@ -443,6 +449,33 @@ pub struct LatencyView {
     /// that holds them (buckets double, so within a factor 2 above the true value).
     pub p50_ms: f64,
     pub p99_ms: f64,
+}
+
+/// What a backend carries and how much new work it takes now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackendLoadStats {
+    /// Calls in progress the balancer placed there (its count for `max_dialogs`).
+    pub dialogs: u64,
+    /// 0: no limit.
+    pub max_dialogs: u32,
+    pub priority: u32,
+    /// New dialogs its hash choice turned away because it was full.
+    pub full: u64,
+    /// New dialogs its `oc` value shed to other backends.
+    pub oc_shed: u64,
+    /// New dialogs turned away while a Retry-After held it.
+    pub held: u64,
+    /// 503s with Retry-After that set or extended a hold.
+    pub retry_after: u64,
+    /// Milliseconds its Retry-After hold has left.
+    pub held_for_ms: u64,
+    /// Percentage of new dialogs its `oc` value sheds now (0: none in force).
+    pub oc_percent: u8,
+    /// Marked down passively (unanswered requests, ICMP), not yet back.
+    pub passive_down: bool,
+    pub passive_marks: u64,
+    /// Unix time (ms) of the latest passive mark, 0 if none.
+    pub passive_marked_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -320,6 +320,12 @@ const DROPS: &[Family<StatsView>] = &[
                 .collect()
         }),
     },
+    Family {
+        name: "siplb_farm_full_rejected_total",
+        kind: Counter,
+        help: "New dialogs answered with a 503 because no backend took them (when_full = reject).",
+        get: One(|s| s.farm_full_rejected as f64),
+    },
 ];
 
 const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
@@ -368,6 +374,60 @@ const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
         kind: Counter,
         help: "Each backend's 503 Service Unavailable answers (also in siplb_backend_responses_total class 5xx).",
         get: One(|b| b.responses.service_unavailable as f64),
+    },
+    Family {
+        name: "siplb_backend_dialogs",
+        kind: Gauge,
+        help: "Calls in progress the balancer placed on each backend (its count for max_dialogs).",
+        get: One(|b| b.load.dialogs as f64),
+    },
+    Family {
+        name: "siplb_backend_max_dialogs",
+        kind: Gauge,
+        help: "Configured max_dialogs of each backend (0: no limit).",
+        get: One(|b| f64::from(b.load.max_dialogs)),
+    },
+    Family {
+        name: "siplb_backend_full_total",
+        kind: Counter,
+        help: "New dialogs each backend's hash choice turned away because it carried max_dialogs.",
+        get: One(|b| b.load.full as f64),
+    },
+    Family {
+        name: "siplb_backend_oc_shed_total",
+        kind: Counter,
+        help: "New dialogs shed from each backend by its RFC 7339 oc value.",
+        get: One(|b| b.load.oc_shed as f64),
+    },
+    Family {
+        name: "siplb_backend_held_total",
+        kind: Counter,
+        help: "New dialogs turned away from each backend while its Retry-After held it.",
+        get: One(|b| b.load.held as f64),
+    },
+    Family {
+        name: "siplb_backend_retry_after_total",
+        kind: Counter,
+        help: "503s with Retry-After from each backend that set or extended a hold.",
+        get: One(|b| b.load.retry_after as f64),
+    },
+    Family {
+        name: "siplb_backend_oc_percent",
+        kind: Gauge,
+        help: "Share of new dialogs each backend's oc value sheds now (percent).",
+        get: One(|b| f64::from(b.load.oc_percent)),
+    },
+    Family {
+        name: "siplb_backend_passive_down",
+        kind: Gauge,
+        help: "1 while a backend is marked down by passive health.",
+        get: One(|b| f64::from(u8::from(b.load.passive_down))),
+    },
+    Family {
+        name: "siplb_backend_passive_marks_total",
+        kind: Counter,
+        help: "Times passive health marked each backend down.",
+        get: One(|b| b.load.passive_marks as f64),
     },
 ];
 
@@ -794,19 +854,19 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, (12 + 20 table counts) × 2 workers, 3 expired, 2 drops and 1 TCP
-        // ALG skip, (2 + 2 + 1 + 1 + 6 + 1) × 2 backends, 2 histograms of (19 buckets +
-        // sum + count) for the answering backend and (+Inf, sum, count) for the other,
-        // 1 farm drop, 6 media of the one farm (its drops and refusals none), 3 × 2
-        // backends, 2 + 2 + 1 for the one checked backend.
+        // 2 process, (12 + 20 table counts) × 2 workers, 3 expired, 2 drops, 1 TCP ALG
+        // skip and 1 farm-full count, (2 + 2 + 1 + 1 + 6 + 1 + 9 load) × 2 backends, 2
+        // histograms of (19 buckets + sum + count) for the answering backend and (+Inf,
+        // sum, count) for the other, 1 farm drop, 6 media of the one farm (its drops and
+        // refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
         assert_eq!(
             seen.len(),
-            2 + 12 + 20 + 3 + 2 + 6 + 2 + 1 + 8 + 3 + 3,
+            2 + 12 + 20 + 3 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
             "{text}"
         );
         assert_eq!(
             samples,
-            2 + 24 + 40 + 3 + 3 + 26 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            2 + 24 + 40 + 3 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
             "{text}"
         );
         for want in [

@@ -156,6 +156,7 @@ pub fn run(opts: Options) -> Result<()> {
                 out_len: 0,
                 farm: NO_FARM,
                 now_us: 0,
+                now_ms: 0,
             },
             scratch: vec![0; 9000 + 14],
         };

@@ -1,5 +1,6 @@
 //! The main lcore's passes over the shared tables: dialogs and registrations whose
-//! deadline passed, counted into the header, and live entries for the stats line. Each
+//! deadline passed, counted into the header, and live entries for the stats line;
+//! dialogs that expired holding a unit of their backend's count give it back. Each
 //! tick visits a bounded slice of each table (`Sweep`), never a whole table: the main
 //! lcore may share a worker's core, and packets wait while it runs.
 
@@ -68,6 +69,9 @@ pub struct TableSweeps {
     snat: Sweep<'static, SnatTable<'static>>,
     tables: &'static Tables<'static>,
     media: MediaSweep,
+    /// Next dialog bucket of the pass that gives back the count units of expired
+    /// dialogs (`DialogTable::release_expired`).
+    release_next: usize,
 }
 
 /// Live entries per table; `None` until a first pass has ended.
@@ -103,6 +107,7 @@ impl TableSweeps {
             snat: Sweep::new(&t.snat, now),
             tables: t,
             media: MediaSweep::new(shared.header.media_legs as usize),
+            release_next: 0,
         }
     }
 
@@ -112,6 +117,7 @@ impl TableSweeps {
         let r = self.registrations.step(now, BUCKETS_PER_TICK);
         self.snat.step(now, SNAT_PORTS_PER_TICK);
         self.media_step(now);
+        self.release_step(now);
         if d > 0 {
             self.header.dialogs_expired.fetch_add(d, Ordering::Relaxed);
         }
@@ -130,6 +136,17 @@ impl TableSweeps {
             snat_sessions: self.snat.live(),
             media_mappings: self.media.live,
         }
+    }
+
+    /// Gives back the count units of dialogs that expired holding one (a lost BYE,
+    /// an INVITE never answered), a tick's share of the table at a time.
+    fn release_step(&mut self, now: u32) {
+        let t = self.tables;
+        let buckets = t.dialogs.flow().buckets();
+        let end = buckets.min(self.release_next + BUCKETS_PER_TICK);
+        t.dialogs
+            .release_expired(self.release_next..end, now, |slot| t.load.give_back(slot));
+        self.release_next = if end == buckets { 0 } else { end };
     }
 
     fn media_step(&mut self, now: u32) {

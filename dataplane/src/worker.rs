@@ -63,6 +63,7 @@ impl Worker {
             let svc = self.services.read(usize::from(queue));
             let now = self.clock.now();
             self.ctx.now_us = self.clock.micros() as u32;
+            self.ctx.now_ms = self.clock.millis();
             let mut received = 0;
             for pi in 0..self.ports.len() {
                 let n = self.ports[pi].rx_burst(queue, &mut rx);

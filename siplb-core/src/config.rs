@@ -435,11 +435,65 @@ pub struct FarmConfig {
     /// Token buckets of this farm (`[farm.limits]`), overriding `[security]`'s.
     #[serde(default)]
     pub limits: FarmLimits,
+    /// What a new dialog gets when every backend is full, down, or shedding load
+    /// (`max_dialogs`, Retry-After, `oc`): `reject` answers it with a stateless 503
+    /// carrying `Retry-After: full_retry_after`; `drop` drops it (the client
+    /// retransmits). Counted either way.
+    #[serde(default = "default_when_full")]
+    pub when_full: WhenFull,
+    /// Seconds in the Retry-After of the 503 `when_full = "reject"` sends.
+    #[serde(default = "default_full_retry_after")]
+    pub full_retry_after: u32,
+    /// Passive health (`[farm.passive]`): backends marked down from live traffic.
+    #[serde(default)]
+    pub passive: PassiveConfig,
     /// How backends are checked (`[farm.health]`); none by default.
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+}
+
+/// Passive health: a backend is marked down at once, from the traffic it fails to
+/// answer, and new work avoids it until the farm's active checks pass `rise` times
+/// (or, without active checks, for `down_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveConfig {
+    /// Dialog-creating requests in a row the backend left unanswered (no message
+    /// from it at all) within `window_ms` of the first; 0: off.
+    pub unanswered: u32,
+    pub window_ms: u32,
+    /// An ICMP port unreachable from the backend's address about its SIP port.
+    pub icmp: bool,
+    /// How long a passive mark lasts on a farm without active checks.
+    pub down_ms: u64,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            unanswered: 0,
+            window_ms: 250,
+            icmp: false,
+            down_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    Drop,
+    Reject,
+}
+
+fn default_when_full() -> WhenFull {
+    WhenFull::Reject
+}
+
+fn default_full_retry_after() -> u32 {
+    5
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -493,6 +547,14 @@ pub struct BackendConfig {
     pub tls_port: u16,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Dialogs (calls) in progress the backend takes at most; new ones go to the next
+    /// backend when it is reached. 0: no limit.
+    #[serde(default)]
+    pub max_dialogs: u32,
+    /// Backup group: the lowest `priority` takes all new work while any of its
+    /// backends is up and not full, then the next.
+    #[serde(default)]
+    pub priority: u32,
 }
 
 fn default_weight() -> u32 {

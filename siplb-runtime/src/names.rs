@@ -29,6 +29,8 @@ pub const MZ_MEDIA: &str = "siplb_media";
 pub const MZ_TCP_SEQ: &str = "siplb_tcp_seq";
 pub const MZ_REQUEST_TIMES: &str = "siplb_request_times";
 pub const MZ_DIRTY: &str = "siplb_dirty";
+/// Live load per backend slot (`lb::load`).
+pub const MZ_BACKEND_LOAD: &str = "siplb_backend_load";
 
 /// The DPDK runtime directory of `prefix` as the EAL of a root process makes it (the
 /// dataplane asks its EAL, `Eal::runtime_dir`; a process not yet attached uses this).

@@ -4,14 +4,15 @@
 
 use crate::clock::Clock;
 use crate::names::{
-    MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_DIRTY, MZ_HEADER, MZ_MEDIA,
-    MZ_NEIGHBOURS, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES, MZ_SNAT_FWD, MZ_SNAT_REV,
-    MZ_TCP_SEQ,
+    MZ_BACKEND_LOAD, MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_DIRTY, MZ_HEADER,
+    MZ_MEDIA, MZ_NEIGHBOURS, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES, MZ_SNAT_FWD,
+    MZ_SNAT_REV, MZ_TCP_SEQ,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
 use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::counters::WorkerCounters;
+use siplb_core::lb::load::{BackendLoad, LoadTable};
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
 use siplb_core::lb::snat::{SnatSlot, SnatTable, PORTS_PER_ADDRESS};
 use siplb_core::lb::timing::{request_time_slots, RequestTimes};
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 16;
+const LAYOUT_VERSION: u32 = 17;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
@@ -268,11 +269,15 @@ impl Shared {
             header.request_time_slots as usize * std::mem::size_of::<AtomicU64>(),
         )?;
         let mz_dirty = reserve(MZ_DIRTY, (dirty_offsets(header)[6] * 8).max(64))?;
+        let mz_load = reserve(
+            MZ_BACKEND_LOAD,
+            MAX_BACKENDS * std::mem::size_of::<BackendLoad>(),
+        )?;
         let shared = Self::view(
             header,
             [
                 mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media, mz_seq,
-                mz_times, mz_dirty,
+                mz_times, mz_dirty, mz_load,
             ],
         )?;
         header.magic.store(MAGIC, Ordering::Release);
@@ -309,12 +314,13 @@ impl Shared {
                 look(MZ_TCP_SEQ)?,
                 look(MZ_REQUEST_TIMES)?,
                 look(MZ_DIRTY)?,
+                look(MZ_BACKEND_LOAD)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 13]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 14]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty, load] = zones;
         let dw = dirty_offsets(header);
         let (pools, legs, index) = (
             header.media_pools as usize,
@@ -377,6 +383,7 @@ impl Shared {
                 request_times: RequestTimes::new(
                     times.slice::<AtomicU64>(0, header.request_time_slots as usize),
                 ),
+                load: LoadTable::new(load.slice::<BackendLoad>(0, MAX_BACKENDS)),
             }
         };
         // SAFETY: as above, for the counters.

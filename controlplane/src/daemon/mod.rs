@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod ha;
 pub mod health;
 pub mod http;
+pub mod passive;
 pub mod sampler;
 pub mod socket;
 pub mod state;
@@ -219,6 +220,7 @@ pub fn run(opts: Options) -> Result<()> {
         health: checkers.board.clone(),
     };
     let mut numbered = applied;
+    let mut passive = passive::Passive::default();
     let exit = loop {
         if STOP.load(Ordering::Relaxed) {
             break Ok(());
@@ -291,6 +293,7 @@ pub fn run(opts: Options) -> Result<()> {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
+        passive.poll(&att.shared, &state.config, &ctx.health);
         if let Some(h) = ctx.ha.as_ref().filter(|_| numbered != applied) {
             // What the peer must number alike, from the state in force.
             *h.numbering.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -2,8 +2,8 @@
 //! workers are never disturbed) and turns two successive samples into rates.
 
 use crate::api::{
-    BackendStats, FarmStats, LatencyView, MediaStats, ResponseStats, StatsView, TableCounts,
-    Traffic, WorkerStats,
+    BackendLoadStats, BackendStats, FarmStats, LatencyView, MediaStats, ResponseStats, StatsView,
+    TableCounts, Traffic, WorkerStats,
 };
 use crate::daemon::state::ControlState;
 use runtime::shm::Shared;
@@ -221,6 +221,7 @@ impl Sampler {
         let dt = (now.time - self.last.time).max(1e-3);
         let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
         let clock_now = shared.header.clock.now();
+        let clock_ms = shared.header.clock.millis();
 
         let mut workers = Vec::new();
         let mut totals = Traffic::default();
@@ -342,6 +343,7 @@ impl Sampler {
                             dialogs_active: slot.map_or(0, |s| dialogs[s]),
                             registrations_active: slot.map_or(0, |s| regs[s]),
                             responses: slot.map(|s| response_stats(shared, s)).unwrap_or_default(),
+                            load: load_stats(shared, slot, f, b, clock_ms),
                         }
                     })
                     .collect();
@@ -409,6 +411,11 @@ impl Sampler {
                 tcp_alg_skipped.insert(why.name().to_string(), n);
             }
         }
+        let farm_full_rejected = shared
+            .counters
+            .iter()
+            .map(|c| c.farm_full_rejected.get())
+            .sum();
         let view = StatsView {
             time: now.time,
             interval: dt,
@@ -417,6 +424,7 @@ impl Sampler {
             farms,
             drops,
             tcp_alg_skipped,
+            farm_full_rejected,
             dialogs_expired: shared
                 .header
                 .dialogs_expired
@@ -433,6 +441,49 @@ impl Sampler {
         self.last = now;
         view
     }
+}
+
+/// A backend's live load (`lb::load`) and its overload counters summed over the
+/// workers.
+fn load_stats(
+    shared: &Shared,
+    slot: Option<usize>,
+    f: &siplb_core::config::FarmConfig,
+    b: &siplb_core::config::BackendConfig,
+    clock_ms: u64,
+) -> BackendLoadStats {
+    let mut s = BackendLoadStats {
+        max_dialogs: b.max_dialogs,
+        priority: b.priority,
+        ..Default::default()
+    };
+    let Some(slot) = slot else { return s };
+    let v = shared.tables.load.get(slot as u16).view();
+    s.dialogs = u64::from(v.dialogs);
+    s.held_for_ms = v.hold_until_ms.saturating_sub(clock_ms);
+    s.oc_percent = if v.oc_until_ms > clock_ms {
+        v.oc_percent
+    } else {
+        0
+    };
+    if let Some(at) = v.passive_down_ms {
+        // A mark lapses by itself only on a farm without active checks.
+        let checked = f.health.check != siplb_core::health::CheckKind::None;
+        s.passive_down = checked || clock_ms.saturating_sub(at) < f.passive.down_ms;
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        s.passive_marked_at_ms = unix_ms.saturating_sub(clock_ms.saturating_sub(at));
+    }
+    s.passive_marks = v.passive_marks;
+    for c in shared.counters {
+        let c = &c.backends[slot];
+        s.full += c.full.get();
+        s.oc_shed += c.oc_shed.get();
+        s.held += c.held.get();
+        s.retry_after += c.retry_after.get();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -243,6 +243,8 @@ impl ControlState {
                 port: b.port,
                 tls_port: 5061,
                 weight,
+                max_dialogs: 0,
+                priority: 0,
             });
             Ok(())
         })

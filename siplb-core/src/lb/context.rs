@@ -7,6 +7,7 @@
 //! graph has no cycle.
 
 use super::counters::{DropReason, WorkerCounters};
+use super::load::LoadTable;
 use super::neighbour::NeighbourTable;
 use super::reassembly::Reassembler;
 use super::services::{Farm, Services};
@@ -60,6 +61,8 @@ pub struct Tables<'m> {
     pub tcp_seq: SeqTable<'m>,
     /// When clients' requests left for their backends (`lb::timing`).
     pub request_times: RequestTimes<'m>,
+    /// Live load per backend slot: dialogs, overload signals, passive health.
+    pub load: LoadTable<'m>,
 }
 
 /// ARP requests the worker must send after this packet (the frame that caused them
@@ -108,6 +111,9 @@ pub struct WorkerCtx<'a> {
     /// Microseconds (a wrapping clock, any origin), set by the worker per burst: the
     /// backends' response times.
     pub now_us: u32,
+    /// Milliseconds of the shared clock (`Clock::millis`) at this poll, for the
+    /// overload holds and passive health.
+    pub now_ms: u64,
 }
 
 /// Everything one packet's handling reads and writes besides the frame itself:

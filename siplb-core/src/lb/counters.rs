@@ -114,10 +114,14 @@ pub enum DropReason {
     TcpSynFlood,
     /// A source at `[security] tcp_max_connections_per_source`.
     TcpConnectionLimit,
+    /// A new dialog no backend took (all full, held by Retry-After, shedding `oc`
+    /// load, or marked down) on a farm with `when_full = "drop"`, or whose 503 did not
+    /// fit.
+    FarmFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::TcpConnectionLimit as usize + 1;
+    pub const COUNT: usize = DropReason::FarmFull as usize + 1;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::NotOurMac,
         Self::Truncated,
@@ -164,6 +168,7 @@ impl DropReason {
         Self::TcpRstRate,
         Self::TcpSynFlood,
         Self::TcpConnectionLimit,
+        Self::FarmFull,
     ];
 
     /// snake_case name, for logs and metric labels.
@@ -214,6 +219,7 @@ impl DropReason {
             Self::TcpRstRate => "tcp_rst_rate",
             Self::TcpSynFlood => "tcp_syn_flood",
             Self::TcpConnectionLimit => "tcp_connection_limit",
+            Self::FarmFull => "farm_full",
         }
     }
 }
@@ -285,6 +291,15 @@ pub struct BackendCounters {
     pub to_bytes: Counter,
     pub from_packets: Counter,
     pub from_bytes: Counter,
+    /// New dialogs the backend's hash choice turned away because it carried
+    /// `max_dialogs` (they went to another backend, or got the farm's `when_full`).
+    pub full: Counter,
+    /// New dialogs its RFC 7339 `oc` value shed to other backends.
+    pub oc_shed: Counter,
+    /// New dialogs turned away while a Retry-After held it.
+    pub held: Counter,
+    /// 503s with Retry-After that set or extended a hold.
+    pub retry_after: Counter,
 }
 
 impl From<MediaDrop> for DropReason {
@@ -373,6 +388,11 @@ pub struct WorkerCounters {
     pub tcp_seq_mapped: Counter,
     /// Why TCP segments of ALG farms went on without a rewrite (`TcpAlgSkip`).
     pub tcp_alg_skipped: [Counter; TcpAlgSkip::COUNT],
+    /// New dialogs answered with the farm's 503 because no backend took them
+    /// (`when_full = "reject"`).
+    pub farm_full_rejected: Counter,
+    /// Backends this worker marked down passively (unanswered requests, ICMP).
+    pub passive_marks: Counter,
     pub backends: [BackendCounters; MAX_BACKENDS],
     /// Per farm (`Farm::id`).
     pub media: [MediaCounters; MAX_FARMS],
@@ -445,6 +465,8 @@ impl Default for WorkerCounters {
             alg_errors: std::array::from_fn(|_| Counter::default()),
             tcp_seq_mapped: Counter::default(),
             tcp_alg_skipped: std::array::from_fn(|_| Counter::default()),
+            farm_full_rejected: Counter::default(),
+            passive_marks: Counter::default(),
             backends: std::array::from_fn(|_| BackendCounters::default()),
             media: std::array::from_fn(|_| MediaCounters::default()),
             request_times_full: Counter::default(),

@@ -175,6 +175,11 @@ impl Ctx<'_, '_, '_> {
                 _ => Verdict::Drop(DropReason::VipPortClosed),
             };
         }
+        // Passive health: a backend's port unreachable marks it down, then the
+        // message goes where it went before.
+        if flow.proto == ipv4::PROTO_ICMP && svc.is_backend_addr(flow.src) {
+            self.note_backend_icmp(frame, &flow);
+        }
         if svc.is_own(flow.dst) {
             return self.own_address_in(frame, &flow);
         }

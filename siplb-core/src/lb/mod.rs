@@ -19,12 +19,15 @@ mod alg_rules;
 mod alg_tcp;
 mod context;
 mod dispatch;
+pub mod load;
 mod media;
 mod nat;
 mod packet;
 mod tcp;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_load;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]

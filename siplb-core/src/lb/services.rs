@@ -5,7 +5,9 @@
 
 use super::security::{Buckets, Policy};
 use super::snat::PORT_ADDRESS;
-use crate::config::{Affinity, Config, FarmConfig, Ipv4Net, NatMode, Protocol, MAX_BACKENDS};
+use crate::config::{
+    Affinity, Config, FarmConfig, Ipv4Net, NatMode, PassiveConfig, Protocol, WhenFull, MAX_BACKENDS,
+};
 use crate::hash::hash64;
 use crate::maglev::{self, MaglevBackend};
 use crate::table::dialog::Timers;
@@ -57,6 +59,10 @@ pub struct Backend {
     pub state: BackendState,
     /// Stable slot for counters and table entries (survives reconfiguration).
     pub slot: u16,
+    /// Dialogs in progress it takes at most (0: no limit).
+    pub max_dialogs: u32,
+    /// Its priority group (lowest first).
+    pub priority: u32,
 }
 
 impl Backend {
@@ -89,8 +95,31 @@ pub struct Farm {
     /// Token buckets per source by method class (`[farm.limits]`, else `[security]`).
     pub limits: Buckets,
     pub backends: Vec<Backend>,
-    /// Maglev lookup table: entries index `backends`.
+    /// Maglev lookup table: entries index `backends`. With priority groups, the
+    /// table of the first group with a backend that takes new work.
     pub table: Vec<u16>,
+    /// Priority groups, lowest first, when the backends have more than one
+    /// priority; empty: one group of every backend, over `table`.
+    pub groups: Vec<Group>,
+    /// Indexes of every backend (the members of the single group).
+    pub all: Vec<u16>,
+    pub when_full: WhenFull,
+    /// Seconds in the Retry-After of the 503 when no backend takes a new dialog.
+    pub full_retry_after: u32,
+    pub passive: PassiveConfig,
+    /// How long a passive mark lasts in the dataplane: `passive.down_ms` on a farm
+    /// without active checks; unbounded with them (the control plane ends it after
+    /// `rise` good checks).
+    pub passive_hold_ms: u64,
+}
+
+/// The backends of one priority and their own Maglev table (entries index the
+/// farm's `backends`).
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub priority: u32,
+    pub table: Vec<u16>,
+    pub members: Vec<u16>,
 }
 
 /// Where a farm's media mappings take their legs: the pools holding these first
@@ -114,7 +143,23 @@ impl Farm {
         }
     }
 
-    /// The backend for a key hash by consistent hashing, if any backend takes work.
+    /// The priority groups in order: each one's Maglev table and members.
+    #[inline]
+    pub fn groups(&self) -> impl Iterator<Item = (&[u16], &[u16])> {
+        let single = self
+            .groups
+            .is_empty()
+            .then_some((self.table.as_slice(), self.all.as_slice()));
+        single.into_iter().chain(
+            self.groups
+                .iter()
+                .map(|g| (g.table.as_slice(), g.members.as_slice())),
+        )
+    }
+
+    /// The backend for a key hash by consistent hashing, if any backend takes work:
+    /// a pure function of the configuration and the backends' states, the same on
+    /// every unit (the live load is not asked: `Ctx::place_new` does that).
     #[inline]
     pub fn pick(&self, key: u64) -> Option<usize> {
         let i = maglev::lookup(&self.table, key);
@@ -565,9 +610,15 @@ fn build_farm(
             slot: registry
                 .slot(&f.name, b.address, b.port)
                 .ok_or(BuildError::TooManyBackends)?,
+            max_dialogs: b.max_dialogs,
+            priority: b.priority,
         });
     }
-    let table = build_table(&backends);
+    let groups = build_groups(&backends);
+    let table = match groups.iter().find(|g| g.table[0] != maglev::NO_BACKEND) {
+        Some(g) => g.table.clone(),
+        None => build_table(&backends),
+    };
     let mut snat_pool = Vec::new();
     for a in f.snat_pool() {
         let slot = registry.snat_slot(a).ok_or_else(|| {
@@ -600,9 +651,51 @@ fn build_farm(
         }),
         timers: f.timers.clone(),
         limits: Default::default(),
+        all: (0..backends.len() as u16).collect(),
         backends,
         table,
+        groups,
+        when_full: f.when_full,
+        full_retry_after: f.full_retry_after,
+        passive: f.passive.clone(),
+        passive_hold_ms: if f.health.check == crate::health::CheckKind::None {
+            f.passive.down_ms
+        } else {
+            u64::MAX
+        },
     })
+}
+
+/// One Maglev table per priority when the backends have several (none when they
+/// share one: the farm's table serves). A group's table holds only its members: the
+/// others compete with weight 0, so its keys spread as if they were the farm.
+pub fn build_groups(backends: &[Backend]) -> Vec<Group> {
+    let mut prios: Vec<u32> = backends.iter().map(|b| b.priority).collect();
+    prios.sort_unstable();
+    prios.dedup();
+    if prios.len() < 2 {
+        return Vec::new();
+    }
+    prios
+        .into_iter()
+        .map(|p| {
+            let members: Vec<u16> = (0..backends.len() as u16)
+                .filter(|&i| backends[usize::from(i)].priority == p)
+                .collect();
+            let view: Vec<Backend> = backends
+                .iter()
+                .map(|b| Backend {
+                    weight: if b.priority == p { b.weight } else { 0 },
+                    ..b.clone()
+                })
+                .collect();
+            Group {
+                priority: p,
+                table: build_table(&view),
+                members,
+            }
+        })
+        .collect()
 }
 
 /// The Maglev table for these backends: every configured backend competes for slots by

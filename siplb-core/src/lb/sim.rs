@@ -2,6 +2,7 @@
 //! tests and the per-packet benchmark. Frames are built here byte by byte (no I/O).
 
 use super::counters::{WorkerCounters, NO_FARM};
+use super::load::{BackendLoad, LoadTable};
 use super::neighbour::{NeighbourSlot, NeighbourTable};
 use super::reassembly::Reassembler;
 use super::services::{Services, SlotRegistry};
@@ -9,7 +10,7 @@ use super::snat::{SnatAllocator, SnatSlot, SnatTable, PORTS_PER_ADDRESS};
 use super::timing::{RequestTimes, REQUEST_TIME_SLOTS};
 use super::{process_in, ArpRequests, Tables, Verdict, WorkerCtx};
 use crate::alg::Edits;
-use crate::config::Config;
+use crate::config::{Config, MAX_BACKENDS};
 use crate::sip::Limits;
 use crate::table::connection::ConnectionTable;
 use crate::table::dialog::DialogTable;
@@ -42,6 +43,7 @@ pub struct SimMemory {
     /// Dirty marks of the replicated tables, as the dataplane keeps them (dialogs,
     /// registrations, connections, SNAT forward, SNAT reverse, media legs).
     dirty: [Vec<AtomicU64>; 6],
+    load: Vec<BackendLoad>,
 }
 
 fn marks_for(slots: usize) -> Vec<AtomicU64> {
@@ -81,6 +83,7 @@ impl SimMemory {
             media,
             tcp_seq: (0..1 << 14).map(|_| SeqSlot::default()).collect(),
             request_times: (0..REQUEST_TIME_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            load: (0..MAX_BACKENDS).map(|_| BackendLoad::default()).collect(),
         }
     }
 
@@ -117,6 +120,7 @@ impl SimMemory {
             media: self.media.table().with_dirty(marks(5)),
             tcp_seq: SeqTable::new(&self.tcp_seq, 16),
             request_times: RequestTimes::new(&self.request_times),
+            load: LoadTable::new(&self.load),
         }
     }
 }
@@ -154,6 +158,7 @@ pub fn worker(counters: &WorkerCounters) -> WorkerCtx<'_> {
         out_len: 0,
         farm: NO_FARM,
         now_us: 0,
+        now_ms: 0,
     }
 }
 

@@ -9,10 +9,11 @@
 use super::alg_rules::{rules_to_backend, rules_to_client};
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
+use super::load::full_reply;
 use super::media::MediaPlan;
 use super::nat::rewrite_l4;
 use super::packet::Flow;
-use super::services::{source_key, BackendState, Farm};
+use super::services::{source_key, Farm};
 use super::snat::SnatSession;
 use super::timing::transaction_key;
 use crate::alg::{self, Outcome, RewriteError, Rules};
@@ -104,6 +105,10 @@ impl Ctx<'_, '_, '_> {
                 };
                 match self.place_client_message(farm, &msg, flow) {
                     Ok(p) => (p, Some(msg)),
+                    Err(DropReason::FarmFull) => {
+                        let reply = full_reply(farm, &msg);
+                        return self.farm_full(frame, flow, reply);
+                    }
                     Err(r) => return Verdict::Drop(r),
                 }
             }
@@ -175,7 +180,8 @@ impl Ctx<'_, '_, '_> {
                 self.w.counters.sip_requests.inc();
                 Placement {
                     backend,
-                    keep_until: t.dialogs.on_request(call_key, now, timers, method),
+                    keep_until: self
+                        .dialog_advanced(t.dialogs.on_request(call_key, now, timers, method)),
                     txn: request_txn(call_key, method, &v.cseq()),
                 }
             }
@@ -184,9 +190,13 @@ impl Ctx<'_, '_, '_> {
                 self.w.counters.sip_responses.inc();
                 Placement {
                     backend,
-                    keep_until: t
-                        .dialogs
-                        .on_response(call_key, now, timers, v.cseq().method, code),
+                    keep_until: self.dialog_advanced(t.dialogs.on_response(
+                        call_key,
+                        now,
+                        timers,
+                        v.cseq().method,
+                        code,
+                    )),
                     txn: None,
                 }
             }
@@ -226,7 +236,8 @@ impl Ctx<'_, '_, '_> {
                 // Anything whose Call-ID we know follows it: in-dialog requests, ACK,
                 // CANCEL, BYE, retransmissions, and a request resent after a 401/407.
                 if let Some(i) = known.and_then(|d| self.kept_backend(farm, d, method, to_tagged)) {
-                    let keep = t.dialogs.on_request(call_key, now, timers, method);
+                    let keep =
+                        self.dialog_advanced(t.dialogs.on_request(call_key, now, timers, method));
                     return Ok(Placement {
                         backend: i,
                         keep_until: keep,
@@ -234,22 +245,29 @@ impl Ctx<'_, '_, '_> {
                     });
                 }
                 let in_dialog = to_tagged || in_dialog_method(method);
+                // An INVITE that starts a call takes a unit of its backend's count.
+                let dialog = !in_dialog && method == Method::Invite;
                 let backend = if in_dialog {
                     farm.pick(call_key)
                 } else {
                     match farm.affinity {
-                        Affinity::CallId => farm.pick(call_key),
-                        Affinity::Source => farm.pick(source_key(flow.src)),
+                        Affinity::CallId => self.place_new(farm, call_key, dialog),
+                        Affinity::Source => self.place_new(farm, source_key(flow.src), dialog),
                         Affinity::Registrar => self
                             .registrar_of(farm, &msg.from().uri)
-                            .or_else(|| farm.pick(call_key)),
+                            .filter(|i| self.admits(farm, *i, call_key, dialog))
+                            .or_else(|| self.place_new(farm, call_key, dialog)),
                         Affinity::Callee => self
                             .registrar_of(farm, &request_uri)
-                            .or_else(|| self.registrar_of(farm, &msg.from().uri))
-                            .or_else(|| farm.pick(call_key)),
+                            .filter(|i| self.admits(farm, *i, call_key, dialog))
+                            .or_else(|| {
+                                self.registrar_of(farm, &msg.from().uri)
+                                    .filter(|i| self.admits(farm, *i, call_key, dialog))
+                            })
+                            .or_else(|| self.place_new(farm, call_key, dialog)),
                     }
                 }
-                .ok_or(DropReason::NoBackend)?;
+                .ok_or_else(|| unplaced(farm, call_key))?;
                 // A known dialog that moves keeps its standing; a stray in-dialog
                 // request lives a transaction, until its backend's 2xx confirms it.
                 let state = match (in_dialog, known.is_some(), method) {
@@ -257,7 +275,10 @@ impl Ctx<'_, '_, '_> {
                     (true, true, _) => DialogState::Confirmed,
                     _ => DialogState::Trying,
                 };
-                let keep = self.record_dialog(farm, call_key, backend, state);
+                let keep = self.record_dialog(farm, call_key, backend, state, dialog);
+                if dialog {
+                    self.note_sent_new_dialog(farm, backend);
+                }
                 Ok(Placement {
                     backend,
                     keep_until: keep,
@@ -275,9 +296,13 @@ impl Ctx<'_, '_, '_> {
                     .and_then(|d| self.slot_in_farm(farm, d.backend))
                     .or_else(|| farm.pick(call_key))
                     .ok_or(DropReason::NoBackend)?;
-                let keep = t
-                    .dialogs
-                    .on_response(call_key, now, timers, msg.cseq().method, code);
+                let keep = self.dialog_advanced(t.dialogs.on_response(
+                    call_key,
+                    now,
+                    timers,
+                    msg.cseq().method,
+                    code,
+                ));
                 Ok(Placement {
                     backend,
                     keep_until: keep,
@@ -309,8 +334,7 @@ impl Ctx<'_, '_, '_> {
     ) -> Option<usize> {
         let i = self.slot_in_farm(farm, d.backend)?;
         let unanswered = d.state == DialogState::Trying && !to_tagged && !in_dialog_method(method);
-        let moves = farm.backends[i].state == BackendState::Down
-            && (farm.move_dialogs_on_down || unanswered);
+        let moves = (farm.move_dialogs_on_down || unanswered) && self.backend_down(farm, i);
         (!moves).then_some(i)
     }
 
@@ -327,10 +351,10 @@ impl Ctx<'_, '_, '_> {
             .registrations
             .get(aor, now)
             .and_then(|r| self.slot_in_farm(farm, r.backend))
-            .filter(|i| farm.backends[*i].takes_new_work());
+            .filter(|i| self.admits(farm, *i, aor, false));
         let backend = known
-            .or_else(|| farm.pick(aor))
-            .ok_or(DropReason::NoBackend)?;
+            .or_else(|| self.place_new(farm, aor, false))
+            .ok_or_else(|| unplaced(farm, aor))?;
         let reg = Registration {
             backend: farm.backends[backend].slot,
             farm: farm.id,
@@ -356,20 +380,37 @@ impl Ctx<'_, '_, '_> {
         })
     }
 
-    fn record_dialog(&self, farm: &Farm, call_key: u64, backend: usize, state: DialogState) -> u32 {
+    /// Records a dialog on `backend`; `counted`: it holds the count unit its
+    /// placement took (given back if the table has no room).
+    fn record_dialog(
+        &self,
+        farm: &Farm,
+        call_key: u64,
+        backend: usize,
+        state: DialogState,
+        counted: bool,
+    ) -> u32 {
         let d = Dialog {
             backend: farm.backends[backend].slot,
             farm: farm.id,
             state,
         };
-        match self.t.dialogs.insert(call_key, self.now, d, &farm.timers) {
-            Ok((deadline, created)) => {
-                if created {
+        match self
+            .t
+            .dialogs
+            .insert(call_key, self.now, d, counted, &farm.timers)
+        {
+            Ok(i) => {
+                self.t.load.release(i.released);
+                if i.created {
                     self.w.counters.dialogs_created.inc();
                 }
-                deadline
+                i.deadline
             }
             Err(_) => {
+                if counted {
+                    self.t.load.give_back(d.backend);
+                }
                 // Stickiness then rests on the Call-ID hash alone.
                 self.w.counters.dialog_table_full.inc();
                 self.now
@@ -391,7 +432,7 @@ impl Ctx<'_, '_, '_> {
         let keep = match *v.start_line() {
             StartLine::Request { method, .. } => {
                 c.sip_requests.inc();
-                t.dialogs.on_request(call_key, now, timers, method)
+                self.dialog_advanced(t.dialogs.on_request(call_key, now, timers, method))
             }
             StartLine::Response { code, .. } => {
                 let cseq = v.cseq();
@@ -402,7 +443,7 @@ impl Ctx<'_, '_, '_> {
                 c.sip_responses.inc();
                 let txn = transaction_key(call_key, cseq.seq, method);
                 self.answer_from(farm, backend, txn, code, method);
-                t.dialogs.on_response(call_key, now, timers, method, code)
+                self.dialog_advanced(t.dialogs.on_response(call_key, now, timers, method, code))
             }
         };
         c.sip_steered.inc();
@@ -421,6 +462,7 @@ impl Ctx<'_, '_, '_> {
         flow: &Flow,
     ) -> Result<(u32, Option<SipMessage<'f>>), DropReason> {
         let sip = &frame[flow.udp_payload()];
+        self.note_backend_message(farm, backend, sip);
         if let Some(keep) = self.steer_backend_message(farm, backend, sip) {
             return Ok((keep, None));
         }
@@ -441,14 +483,14 @@ impl Ctx<'_, '_, '_> {
                 // A backend calling a phone (or refreshing, or hanging up): the phone's
                 // answers and in-dialog requests must come back to this backend.
                 if t.dialogs.get(call_key, now).is_some() {
-                    t.dialogs.on_request(call_key, now, timers, method)
+                    self.dialog_advanced(t.dialogs.on_request(call_key, now, timers, method))
                 } else {
                     let state = if method == Method::Bye {
                         DialogState::Terminating
                     } else {
                         DialogState::Trying
                     };
-                    self.record_dialog(farm, call_key, backend, state)
+                    self.record_dialog(farm, call_key, backend, state, false)
                 }
             }
             StartLine::Response { code, .. } => {
@@ -459,8 +501,13 @@ impl Ctx<'_, '_, '_> {
                 if cseq.method == Method::Register && (200..300).contains(&code) {
                     return self.note_registration(farm, backend, msg);
                 }
-                t.dialogs
-                    .on_response(call_key, now, timers, cseq.method, code)
+                self.dialog_advanced(t.dialogs.on_response(
+                    call_key,
+                    now,
+                    timers,
+                    cseq.method,
+                    code,
+                ))
             }
         }
     }
@@ -675,6 +722,17 @@ impl Ctx<'_, '_, '_> {
         self.len = flow.l4 + udp_len;
         self.w.counters.alg_rewritten.inc();
         Ok(true)
+    }
+}
+
+/// Why new work found no backend: every one is down or drained by configuration, or
+/// some are up but none takes it now (full, held by Retry-After, shedding, marked
+/// down passively).
+fn unplaced(farm: &Farm, key: u64) -> DropReason {
+    if farm.pick(key).is_some() {
+        DropReason::FarmFull
+    } else {
+        DropReason::NoBackend
     }
 }
 

@@ -2,7 +2,7 @@
 //! by the state's timer. The state machine follows the messages the balancer sees in
 //! both directions (RFC 3261 §12, §13, §15).
 
-use super::flow::{Entry, FlowTable, TableFull};
+use super::flow::{Entry, FlowTable, Replaced, TableFull};
 use crate::sip::Method;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -107,6 +107,50 @@ impl DialogState {
     }
 }
 
+/// Bit of the payload's state byte: the entry holds one unit of its backend's live
+/// dialog count (`lb::load`). Set on a dialog the balancer placed as new work; cleared,
+/// and the unit released, by whichever CAS ends it: the state moving to `Terminating`,
+/// a CANCEL, a replacement, or the expiry sweep (`DialogTable::release_expired`).
+const COUNTED: u32 = 1 << 2;
+
+/// A backend slot whose count unit an update released (at most two: the live entry
+/// replaced and an expired one overwritten).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released([Option<u16>; 2]);
+
+impl Released {
+    fn of(r: Replaced) -> Self {
+        let slot = |e: Option<Entry>| {
+            e.filter(|e| e.payload & COUNTED != 0)
+                .map(|e| (e.payload >> 16) as u16)
+        };
+        Self([slot(r.live), slot(r.expired)])
+    }
+
+    /// The backend slots to release, one per unit.
+    pub fn slots(self) -> impl Iterator<Item = u16> {
+        self.0.into_iter().flatten()
+    }
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub deadline: u32,
+    /// No live entry was there.
+    pub created: bool,
+    pub released: Released,
+}
+
+/// What a state update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    /// The deadline in force (`now` if the dialog is unknown).
+    pub deadline: u32,
+    /// The backend slot whose count unit the update released.
+    pub released: Option<u16>,
+}
+
 /// What the dialog table remembers about a Call-ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dialog {
@@ -158,72 +202,125 @@ impl<'m> DialogTable<'m> {
             .map(|e| (Dialog::unpack(e.payload), e.deadline))
     }
 
-    /// Records `d` for `key` (replacing what was there); returns its deadline and
-    /// whether the dialog is new.
+    /// Records `d` for `key` (replacing what was there), holding a unit of its
+    /// backend's count if `counted`; returns its deadline, whether the dialog is new,
+    /// and the count units the entries it replaced held.
     pub fn insert(
         &self,
         key: u64,
         now: u32,
         d: Dialog,
+        counted: bool,
         t: &Timers,
-    ) -> Result<(u32, bool), TableFull> {
+    ) -> Result<Inserted, TableFull> {
         let deadline = now.saturating_add(d.state.lifetime(t));
-        let old = self.flow.upsert(key, now, |_| {
+        let counted = if counted && d.state != DialogState::Terminating {
+            COUNTED
+        } else {
+            0
+        };
+        let r = self.flow.upsert_replacing(key, now, |_| {
             Some(Entry {
-                payload: d.pack(),
+                payload: d.pack() | counted,
                 deadline,
             })
         })?;
-        Ok((deadline, old.is_none()))
+        Ok(Inserted {
+            deadline,
+            created: r.live.is_none(),
+            released: Released::of(r),
+        })
+    }
+
+    /// Whether `key`'s live entry holds a unit of its backend's count.
+    pub fn is_counted(&self, key: u64, now: u32) -> bool {
+        self.flow
+            .lookup(key, now)
+            .is_some_and(|e| e.payload & COUNTED != 0)
+    }
+
+    /// Releases the count units of dialogs that expired while holding one, in the
+    /// buckets `range` (the main lcore's sweep): `release` gets each one's backend slot.
+    pub fn release_expired(
+        &self,
+        range: std::ops::Range<usize>,
+        now: u32,
+        mut release: impl FnMut(u16),
+    ) {
+        self.flow.claim_expired(
+            range,
+            now,
+            |e| {
+                (e.payload & COUNTED != 0).then_some(Entry {
+                    payload: e.payload & !COUNTED,
+                    deadline: e.deadline,
+                })
+            },
+            |e| release((e.payload >> 16) as u16),
+        );
     }
 
     /// Moves the dialog's state with `next` and refreshes its deadline; returns the
     /// deadline (`now` if the dialog is unknown). Writes only when the state changes or
     /// the deadline would move by a second or more, so a busy dialog does not bounce
     /// its cache line between cores on every packet.
+    /// The count unit ends with the dialog (`Terminating`) and with a CANCEL, also
+    /// one that loses the race with a 2xx (the call then goes uncounted: the count
+    /// errs low for one call, and never drifts).
     pub fn advance(
         &self,
         key: u64,
         now: u32,
         t: &Timers,
         next: impl Fn(DialogState) -> DialogState,
-    ) -> u32 {
-        // The deadline in force after the update, from the closure's last run (it may
-        // run more than once under contention): no second lookup.
-        let result = Cell::new(now);
-        let _ = self.flow.upsert(key, now, |old| {
+        cancel: bool,
+    ) -> Advanced {
+        // The deadline in force after the update and the unit released, from the
+        // closure's last run (it may run more than once under contention): no second
+        // lookup.
+        let result = Cell::new((now, None));
+        let stored = self.flow.upsert(key, now, |old| {
             let Some(old) = old else {
-                result.set(now);
+                result.set((now, None));
                 return None;
             };
             let mut d = Dialog::unpack(old.payload);
             let state = next(d.state);
             let deadline = now.saturating_add(state.lifetime(t));
+            let counted = old.payload & COUNTED != 0;
+            let keeps_unit = counted && !cancel && state != DialogState::Terminating;
             if state == d.state
+                && counted == keeps_unit
                 && deadline <= old.deadline.saturating_add(1)
                 && deadline + 1 >= old.deadline
             {
-                result.set(old.deadline);
+                result.set((old.deadline, None));
                 return None;
             }
             d.state = state;
-            result.set(deadline);
+            let released = (counted && !keeps_unit).then_some(d.backend);
+            result.set((deadline, released));
             Some(Entry {
-                payload: d.pack(),
+                payload: d.pack() | if keeps_unit { COUNTED } else { 0 },
                 deadline,
             })
         });
-        result.get()
+        let (deadline, released) = result.get();
+        Advanced {
+            deadline,
+            // Given up under contention: the last value computed was never stored.
+            released: released.filter(|_| stored.is_ok()),
+        }
     }
 
     /// A request of the dialog passed (either direction).
-    pub fn on_request(&self, key: u64, now: u32, t: &Timers, m: Method) -> u32 {
-        self.advance(key, now, t, |s| s.after_request(m))
+    pub fn on_request(&self, key: u64, now: u32, t: &Timers, m: Method) -> Advanced {
+        self.advance(key, now, t, |s| s.after_request(m), m == Method::Cancel)
     }
 
     /// A response of the dialog passed (either direction).
-    pub fn on_response(&self, key: u64, now: u32, t: &Timers, m: Method, code: u16) -> u32 {
-        self.advance(key, now, t, |s| s.after_response(m, code))
+    pub fn on_response(&self, key: u64, now: u32, t: &Timers, m: Method, code: u16) -> Advanced {
+        self.advance(key, now, t, |s| s.after_response(m, code), false)
     }
 
     pub fn count_live(&self, now: u32) -> usize {
@@ -262,14 +359,18 @@ mod tests {
             farm: 1,
             state: DialogState::Trying,
         };
-        assert_eq!(t.insert(42, 100, d, &tm), Ok((132, true)));
         assert_eq!(
-            t.on_response(42, 101, &tm, Method::Invite, 180),
+            t.insert(42, 100, d, false, &tm)
+                .map(|i| (i.deadline, i.created)),
+            Ok((132, true))
+        );
+        assert_eq!(
+            t.on_response(42, 101, &tm, Method::Invite, 180).deadline,
             101 + tm.early
         );
         assert_eq!(t.get(42, 101).unwrap().state, DialogState::Early);
         assert_eq!(
-            t.on_response(42, 102, &tm, Method::Invite, 200),
+            t.on_response(42, 102, &tm, Method::Invite, 200).deadline,
             102 + tm.confirmed_idle
         );
         assert_eq!(
@@ -283,7 +384,10 @@ mod tests {
         // A failed re-INVITE keeps the dialog.
         t.on_response(42, 103, &tm, Method::Invite, 491);
         assert_eq!(t.get(42, 103).unwrap().state, DialogState::Confirmed);
-        assert_eq!(t.on_request(42, 200, &tm, Method::Bye), 200 + tm.linger);
+        assert_eq!(
+            t.on_request(42, 200, &tm, Method::Bye).deadline,
+            200 + tm.linger
+        );
         assert_eq!(t.get(42, 200).unwrap().state, DialogState::Terminating);
         assert_eq!(t.get(42, 200 + tm.linger), None);
         assert_eq!(t.count_by_state(200), [0, 0, 0, 1]);
@@ -311,12 +415,96 @@ mod tests {
             farm: 0,
             state: DialogState::Confirmed,
         };
-        t.insert(5, 1000, d, &tm).unwrap();
+        t.insert(5, 1000, d, false, &tm).unwrap();
         let e0 = t.get_entry(5, 1000).unwrap().1;
-        assert_eq!(t.on_request(5, 1000, &tm, Method::Ack), e0);
+        assert_eq!(t.on_request(5, 1000, &tm, Method::Ack).deadline, e0);
         assert_eq!(
-            t.on_request(5, 1010, &tm, Method::Info),
+            t.on_request(5, 1010, &tm, Method::Info).deadline,
             1010 + tm.confirmed_idle
         );
+    }
+
+    /// Every count unit taken is released exactly once, whichever way its dialog
+    /// ends: BYE, a final error, CANCEL, a move to another backend, the expiry sweep,
+    /// or an expired slot overwritten before the sweep got there.
+    #[test]
+    fn count_units_are_released_once_however_a_dialog_ends() {
+        let slots: Vec<Slot> = (0..8).map(|_| Slot::default()).collect();
+        let t = DialogTable::new(FlowTable::new(&slots, 2));
+        let tm = Timers::default();
+        // Units held per backend slot, as the callers keep them.
+        let mut live = [0i64; 4];
+        let take = |live: &mut [i64; 4], key, backend: u16, now| {
+            let d = Dialog {
+                backend,
+                farm: 0,
+                state: DialogState::Trying,
+            };
+            let i = t.insert(key, now, d, true, &tm).unwrap();
+            live[usize::from(backend)] += 1;
+            for s in i.released.slots() {
+                live[usize::from(s)] -= 1;
+            }
+        };
+        let give = |live: &mut [i64; 4], a: Advanced| {
+            if let Some(s) = a.released {
+                live[usize::from(s)] -= 1;
+            }
+            a.released
+        };
+        // BYE (twice: the retransmission releases nothing).
+        take(&mut live, 1, 0, 10);
+        t.on_response(1, 10, &tm, Method::Invite, 200);
+        assert!(t.is_counted(1, 10));
+        assert_eq!(
+            give(&mut live, t.on_request(1, 11, &tm, Method::Bye)),
+            Some(0)
+        );
+        assert_eq!(give(&mut live, t.on_request(1, 11, &tm, Method::Bye)), None);
+        // A final error; CANCEL (its 487 then releases nothing more).
+        take(&mut live, 2, 1, 10);
+        let a = t.on_response(2, 10, &tm, Method::Invite, 486);
+        assert_eq!(give(&mut live, a), Some(1));
+        take(&mut live, 3, 2, 10);
+        let a = t.on_request(3, 10, &tm, Method::Cancel);
+        assert_eq!(give(&mut live, a), Some(2));
+        let a = t.on_response(3, 10, &tm, Method::Invite, 487);
+        assert_eq!(give(&mut live, a), None);
+        // Moved to another backend: the insert releases the old unit.
+        take(&mut live, 4, 0, 10);
+        take(&mut live, 4, 3, 10);
+        assert_eq!(live, [0, 0, 0, 1]);
+        // Expiry: the sweep releases it once, a second sweep nothing.
+        take(&mut live, 5, 1, 10);
+        let expired_at = 10 + tm.transaction;
+        let mut swept = Vec::new();
+        t.release_expired(0..t.flow().buckets(), expired_at, |s| swept.push(s));
+        t.release_expired(0..t.flow().buckets(), expired_at, |s| swept.push(s));
+        // Dialog 4 (backend 3) expired at the same time.
+        swept.sort_unstable();
+        assert_eq!(swept, vec![1, 3]);
+        for s in swept {
+            live[usize::from(s)] -= 1;
+        }
+        // An expired counted entry overwritten before the sweep got to it: the
+        // insert releases it, the sweep then finds nothing.
+        let later = 100;
+        take(&mut live, 6, 2, later);
+        take(&mut live, 6, 2, later + tm.transaction);
+        let mut swept = 0;
+        t.release_expired(0..t.flow().buckets(), later + tm.transaction, |_| {
+            swept += 1
+        });
+        assert_eq!(swept, 0);
+        // One unit left, dialog 6's, and the table agrees.
+        assert_eq!(live, [0, 0, 1, 0]);
+        let now = later + tm.transaction;
+        let mut held = [0i64; 4];
+        t.for_each_live(now, |k, d, _| {
+            if t.is_counted(k, now) {
+                held[usize::from(d.backend)] += 1;
+            }
+        });
+        assert_eq!(held, live);
     }
 }

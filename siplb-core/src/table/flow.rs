@@ -70,6 +70,16 @@ impl Entry {
     }
 }
 
+/// What an upsert replaced: the key's live entry, and an expired entry (of this key
+/// or, for a reused slot, of another) that its write overwrote. Only the writer whose
+/// CAS took a value sees it here, so a caller that keeps a count per entry (the dialog
+/// table's per-backend counts) releases each one exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replaced {
+    pub live: Option<Entry>,
+    pub expired: Option<Entry>,
+}
+
 /// No reusable slot within the probe bound: the caller counts it and falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("table full around this key's home bucket")]
@@ -175,6 +185,16 @@ impl<'m> FlowTable<'m> {
         now: u32,
         f: impl Fn(Option<Entry>) -> Option<Entry>,
     ) -> Result<Option<Entry>, TableFull> {
+        self.upsert_replacing(key, now, f).map(|r| r.live)
+    }
+
+    /// `upsert` that also returns the expired entry its write overwrote, if any.
+    pub fn upsert_replacing(
+        &self,
+        key: u64,
+        now: u32,
+        f: impl Fn(Option<Entry>) -> Option<Entry>,
+    ) -> Result<Replaced, TableFull> {
         debug_assert_ne!(key, 0);
         'search: for _ in 0..SPINS {
             let mut reusable: Option<usize> = None;
@@ -202,10 +222,11 @@ impl<'m> FlowTable<'m> {
                 return Err(TableFull);
             };
             let Some(new) = f(None) else {
-                return Ok(None);
+                return Ok(Replaced::default());
             };
             let s = &self.slots[i];
             let k = s.key.load(Acquire);
+            let mut expired = None;
             let initial = if k == 0 {
                 if s.key.compare_exchange(0, key, Release, Acquire).is_err() {
                     continue 'search;
@@ -228,6 +249,8 @@ impl<'m> FlowTable<'m> {
                     s.val.store(0, Release);
                     continue 'search;
                 }
+                // Ours alone from the reservation on: nobody else saw it replaced.
+                expired = Some(Entry::unpack(v));
                 RESERVED
             };
             // A concurrent writer of the same key may have updated the fresh slot (it
@@ -237,10 +260,18 @@ impl<'m> FlowTable<'m> {
                 .is_ok()
             {
                 self.stored(i);
-                return Ok(None);
+                return Ok(Replaced {
+                    live: None,
+                    expired,
+                });
             }
             match self.update(i, key, now, &f) {
-                Some(r) => return Ok(r),
+                Some(r) => {
+                    return Ok(Replaced {
+                        live: r.live,
+                        expired: expired.or(r.expired),
+                    })
+                }
                 None => continue 'search,
             }
         }
@@ -255,7 +286,7 @@ impl<'m> FlowTable<'m> {
         key: u64,
         now: u32,
         f: &impl Fn(Option<Entry>) -> Option<Entry>,
-    ) -> Option<Option<Entry>> {
+    ) -> Option<Replaced> {
         let s = &self.slots[i];
         for _ in 0..SPINS {
             let v = s.val.load(Acquire);
@@ -270,17 +301,55 @@ impl<'m> FlowTable<'m> {
             let cur = Entry::unpack(v);
             let live = (cur.deadline > now).then_some(cur);
             let Some(new) = f(live) else {
-                return Some(live);
+                return Some(Replaced {
+                    live,
+                    expired: None,
+                });
             };
             if s.val
                 .compare_exchange(v, new.pack(), SeqCst, Relaxed)
                 .is_ok()
             {
                 self.stored(i);
-                return Some(live);
+                // 0: a slot claimed but never written, nothing replaced.
+                let expired = (live.is_none() && v != 0).then_some(cur);
+                return Some(Replaced { live, expired });
             }
         }
         None
+    }
+
+    /// Offers every expired entry in the buckets `range` to `f`; where `f` returns a
+    /// new value (which must keep the entry expired: its deadline is kept), it is
+    /// stored by CAS and `claimed` is called with the old entry. An entry's writers
+    /// (`upsert_replacing`, another claim) race on the same CAS, so each expired
+    /// value is taken by one of them only.
+    pub fn claim_expired(
+        &self,
+        range: Range<usize>,
+        now: u32,
+        f: impl Fn(Entry) -> Option<Entry>,
+        mut claimed: impl FnMut(Entry),
+    ) {
+        for s in &self.slots[range.start * BUCKET_SLOTS..range.end * BUCKET_SLOTS] {
+            if s.key.load(Relaxed) == 0 {
+                continue;
+            }
+            let v = s.val.load(Acquire);
+            let cur = Entry::unpack(v);
+            if v == RESERVED || v == 0 || cur.deadline > now {
+                continue;
+            }
+            let Some(new) = f(cur) else { continue };
+            let new = Entry {
+                deadline: cur.deadline,
+                ..new
+            }
+            .pack();
+            if new != RESERVED && s.val.compare_exchange(v, new, Release, Relaxed).is_ok() {
+                claimed(cur);
+            }
+        }
     }
 
     /// Expires `key`'s entry now (the slot keeps the key until reused).

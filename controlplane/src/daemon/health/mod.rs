@@ -207,6 +207,9 @@ pub struct CheckStatus {
     /// Unix time (ms) when the last check ended, and how long it took.
     pub last_at_ms: u64,
     pub last_took_ms: u64,
+    /// Good checks in a row up to the last one (ends a passive mark: `passive.rs`).
+    #[serde(default)]
+    pub ok_streak: u32,
 }
 
 pub type Board = Arc<Mutex<BTreeMap<Key, CheckStatus>>>;
@@ -361,6 +364,7 @@ fn checker(
             s.checks += 1;
             s.failed += u64::from(!ok);
             s.last_ok = ok;
+            s.ok_streak = if ok { s.ok_streak + 1 } else { 0 };
             s.last_result = text.clone();
             s.last_at_ms = unix_ms();
             s.last_took_ms = started.elapsed().as_millis() as u64;
