@@ -28,7 +28,7 @@ fn pass(c: &mut Changes<(u64, u64)>, t: &FlowTable<'_>, marks: bool) -> (usize, 
     let start = Instant::now();
     let mut budget = usize::MAX;
     let mut n = 0;
-    let marks = if marks { t.dirty() } else { None };
+    let marks = if marks { t.dirty() } else { &DirtyMarks::NONE };
     c.collect(marks, &mut budget, 1, |r, take| {
         t.for_each_slot_in(r, |i, k, v| {
             n += usize::from(take(i, (k, v)));

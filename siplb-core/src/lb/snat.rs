@@ -106,7 +106,7 @@ pub struct SnatTable<'m> {
     /// `PORTS_PER_ADDRESS` slots per address slot.
     reverse: &'m [SnatSlot],
     /// Marks of the reverse slots whose session was stored or extended (HA).
-    dirty: Option<DirtyMarks<'m>>,
+    dirty: DirtyMarks<'m>,
 }
 
 /// A worker's place in the search for free ports. Workers start spread over the pool
@@ -144,28 +144,20 @@ impl<'m> SnatTable<'m> {
         Self {
             forward,
             reverse,
-            dirty: None,
+            dirty: DirtyMarks::NONE,
         }
     }
 
-    /// The same table, marking every reverse slot it stores in `marks` (HA
-    /// replication; the forward table carries its own).
+    /// The same table, marking in `marks` every reverse slot whose session `state` it
+    /// stores (`SeqCst`) or extends (HA replication; the forward table has its own).
     pub fn with_dirty(mut self, marks: DirtyMarks<'m>) -> Self {
-        self.dirty = Some(marks);
+        self.dirty = marks;
         self
     }
 
-    /// The marks of the reverse slots' changes, if kept.
-    pub fn dirty(&self) -> Option<&DirtyMarks<'m>> {
-        self.dirty.as_ref()
-    }
-
-    /// A session's `state` was stored in reverse slot `i` (`SeqCst`: see `dirty`).
-    #[inline(always)]
-    fn stored(&self, i: usize) {
-        if let Some(d) = &self.dirty {
-            d.mark(i);
-        }
+    /// The marks of the reverse slots' changes (`NONE` if kept by none).
+    pub fn dirty(&self) -> &DirtyMarks<'m> {
+        &self.dirty
     }
 
     /// SNAT address slots the reverse table holds (slot 0 included).
@@ -271,7 +263,7 @@ impl<'m> SnatTable<'m> {
             slot.client.store(pack(ip, port, farm), Ordering::Release);
             slot.state
                 .store(state(generation, deadline), Ordering::SeqCst);
-            self.stored(index);
+            self.dirty.mark(index);
             let stored = self.forward.upsert(flow_key(ip, port, farm), now, |_| {
                 Some(Entry {
                     payload: index as u32,
@@ -309,7 +301,7 @@ impl<'m> SnatTable<'m> {
         if slot.state.load(Ordering::Relaxed) < want
             && slot.state.fetch_max(want, Ordering::SeqCst) < want
         {
-            self.stored(s.index());
+            self.dirty.mark(s.index());
         }
         // The forward entry only needs to outlive lookups; it is refreshed lazily.
         let key = flow_key(s.client, s.client_port, s.farm);
@@ -367,7 +359,7 @@ impl<'m> SnatTable<'m> {
         let generation = ((s.state.load(Ordering::Acquire) >> 32) as u32).wrapping_add(1);
         s.client.store(client, Ordering::Release);
         s.state.store(state(generation, deadline), Ordering::SeqCst);
-        self.stored(index as usize);
+        self.dirty.mark(index as usize);
     }
 
     /// Live sessions (a scan of every address's ports; `Sweep` spreads one out).

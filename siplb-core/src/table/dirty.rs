@@ -32,6 +32,15 @@ pub struct DirtyMarks<'m> {
 }
 
 impl<'m> DirtyMarks<'m> {
+    /// No marks: a table that is not replicated (`mark` does nothing, and a reader
+    /// given these reads every group each time).
+    pub const NONE: DirtyMarks<'static> = DirtyMarks { words: &[] };
+
+    /// Whether marks are kept.
+    pub fn is_on(&self) -> bool {
+        !self.words.is_empty()
+    }
+
     /// Words for a table of `slots` slots.
     pub const fn words_for(slots: usize) -> usize {
         slots.div_ceil(GROUP).div_ceil(64)
@@ -42,7 +51,7 @@ impl<'m> DirtyMarks<'m> {
     }
 
     /// Marks the group of `slot` changed. The caller's write of that slot was `SeqCst`
-    /// (module notes). A slot beyond the marks' memory is ignored.
+    /// (module notes). A slot beyond the marks' memory (or any, for `NONE`) is ignored.
     #[inline]
     pub fn mark(&self, slot: usize) {
         let g = slot / GROUP;
@@ -156,7 +165,7 @@ impl<T: Copy + PartialEq + Default> Changes<T> {
         self.pending.all();
     }
 
-    /// Reads the groups marked since the last call (every group when `marks` is None:
+    /// Reads the groups marked since the last call (every group when `marks` are off:
     /// a table without marks is scanned whole each time). `group(range, take)` reads
     /// the slots of `range` and offers each value with `take(index, value)`, which says
     /// whether to queue it: true when it differs from the copy and `cost` fits in
@@ -164,7 +173,7 @@ impl<T: Copy + PartialEq + Default> Changes<T> {
     /// pending and the walk stops; returns false then.
     pub fn collect<F>(
         &mut self,
-        marks: Option<&DirtyMarks<'_>>,
+        marks: &DirtyMarks<'_>,
         budget: &mut usize,
         cost: usize,
         mut group: F,
@@ -172,9 +181,10 @@ impl<T: Copy + PartialEq + Default> Changes<T> {
     where
         F: FnMut(Range<usize>, &mut dyn FnMut(usize, T) -> bool),
     {
-        match marks {
-            Some(m) => self.pending.take(m),
-            None => self.pending.all(),
+        if marks.is_on() {
+            self.pending.take(marks);
+        } else {
+            self.pending.all();
         }
         let Self {
             shadow,

@@ -90,8 +90,8 @@ pub struct FlowTable<'m> {
     slots: &'m [Slot],
     bucket_mask: usize,
     max_probe: usize,
-    /// Set on the replicated tables: every stored value marks its slot's group.
-    dirty: Option<DirtyMarks<'m>>,
+    /// On the replicated tables: every stored value marks its slot's group.
+    dirty: DirtyMarks<'m>,
 }
 
 impl<'m> FlowTable<'m> {
@@ -107,27 +107,20 @@ impl<'m> FlowTable<'m> {
             slots,
             bucket_mask: buckets - 1,
             max_probe: max_probe.clamp(1, buckets),
-            dirty: None,
+            dirty: DirtyMarks::NONE,
         }
     }
 
-    /// The same table, marking every value it stores in `marks` (HA replication).
+    /// The same table, marking every value it stores (by a `SeqCst` CAS) in `marks`
+    /// (HA replication).
     pub fn with_dirty(mut self, marks: DirtyMarks<'m>) -> Self {
-        self.dirty = Some(marks);
+        self.dirty = marks;
         self
     }
 
-    /// The marks of this table's changes, if it keeps them.
-    pub fn dirty(&self) -> Option<&DirtyMarks<'m>> {
-        self.dirty.as_ref()
-    }
-
-    /// A value was stored in slot `i` (by a `SeqCst` CAS: see `dirty`).
-    #[inline(always)]
-    fn stored(&self, i: usize) {
-        if let Some(d) = &self.dirty {
-            d.mark(i);
-        }
+    /// The marks of this table's changes (`NONE` if it keeps none).
+    pub fn dirty(&self) -> &DirtyMarks<'m> {
+        &self.dirty
     }
 
     /// Bytes of memory for `slots` slots.
@@ -259,7 +252,7 @@ impl<'m> FlowTable<'m> {
                 .compare_exchange(initial, new.pack(), SeqCst, Relaxed)
                 .is_ok()
             {
-                self.stored(i);
+                self.dirty.mark(i);
                 return Ok(Replaced {
                     live: None,
                     expired,
@@ -310,7 +303,7 @@ impl<'m> FlowTable<'m> {
                 .compare_exchange(v, new.pack(), SeqCst, Relaxed)
                 .is_ok()
             {
-                self.stored(i);
+                self.dirty.mark(i);
                 // 0: a slot claimed but never written, nothing replaced.
                 let expired = (live.is_none() && v != 0).then_some(cur);
                 return Some(Replaced { live, expired });

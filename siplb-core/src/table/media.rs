@@ -445,7 +445,7 @@ pub struct MediaTable<'m> {
     bitmap: &'m [AtomicU64],
     index: FlowTable<'m>,
     /// Marks of the legs whose mapping changed (HA replication).
-    dirty: Option<DirtyMarks<'m>>,
+    dirty: DirtyMarks<'m>,
 }
 
 impl<'m> MediaTable<'m> {
@@ -471,20 +471,20 @@ impl<'m> MediaTable<'m> {
             info,
             bitmap,
             index: FlowTable::new(slots, INDEX_PROBE),
-            dirty: None,
+            dirty: DirtyMarks::NONE,
         }
     }
 
     /// The same table, marking in `marks` (one bit per group of legs) every leg whose
     /// mapping is created, redirected, latched, refreshed or ended (HA replication).
     pub fn with_dirty(mut self, marks: DirtyMarks<'m>) -> Self {
-        self.dirty = Some(marks);
+        self.dirty = marks;
         self
     }
 
-    /// The marks of the legs' changes, if kept.
-    pub fn dirty(&self) -> Option<&DirtyMarks<'m>> {
-        self.dirty.as_ref()
+    /// The marks of the legs' changes (`NONE` if kept by none).
+    pub fn dirty(&self) -> &DirtyMarks<'m> {
+        &self.dirty
     }
 
     /// The mapping of `legs` changed. The fence orders the writes before it (whatever
@@ -493,10 +493,10 @@ impl<'m> MediaTable<'m> {
     /// packet.
     #[inline]
     fn touched(&self, legs: [u32; 2]) {
-        if let Some(d) = &self.dirty {
+        if self.dirty.is_on() {
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            d.mark(legs[0] as usize);
-            d.mark(legs[1] as usize);
+            self.dirty.mark(legs[0] as usize);
+            self.dirty.mark(legs[1] as usize);
         }
     }
 
