@@ -61,12 +61,19 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case")]
 pub enum Response {
-    Done { message: String },
-    Error { message: String },
+    Done {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
     Status(StatusView),
     Stats(StatsView),
     Dialog(DialogView),
-    Bans(Vec<BanView>),
+    /// A struct variant: a tagged newtype cannot hold a sequence.
+    Bans {
+        bans: Vec<BanView>,
+    },
 }
 
 /// A banned source, as `siplb security bans` lists it.

@@ -341,7 +341,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Security {
             action: SecurityCmd::Bans { json },
         } => {
-            if let Response::Bans(bans) = ask(cli, Request::SecurityBans)? {
+            if let Response::Bans { bans } = ask(cli, Request::SecurityBans)? {
                 if *json {
                     println!("{}", serde_json::to_string_pretty(&bans)?);
                 } else {

@@ -500,8 +500,9 @@ fn handle(
         Request::SecurityBans => {
             let rates = &att.shared.tables.rates;
             let bans = limits::list_bans(rates, att.shared.header.clock.now());
-            Response::Bans(
-                bans.into_iter()
+            Response::Bans {
+                bans: bans
+                    .into_iter()
                     .map(|b| BanView {
                         source: b.source,
                         reason: b.reason.into(),
@@ -509,7 +510,7 @@ fn handle(
                         hits: b.hits,
                     })
                     .collect(),
-            )
+            }
         }
         Request::SecurityUnban { source } => {
             let rates = &att.shared.tables.rates;

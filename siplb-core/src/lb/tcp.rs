@@ -257,8 +257,8 @@ impl Ctx<'_, '_, '_> {
         self.next_hop(frame, session.client)
     }
 
-    /// Notes a backend's segment in the connection table; returns the connection's key
-    /// and new state.
+    /// Notes a backend's segment of a known connection in the connection table (it
+    /// creates none); returns the connection's key and new state.
     fn backend_segment(
         &self,
         flow: &Flow,
@@ -275,9 +275,11 @@ impl Ctx<'_, '_, '_> {
             farm: farm.id,
             state,
         };
-        self.record_connection(key, conn, farm);
-        self.note_connection_state(client, known.map(|c| c.state), state);
-        self.note_backend_segment(farm, client, flow.tcp_flags);
+        if known.is_some() {
+            self.record_connection(key, conn, farm);
+            self.note_connection_state(client, known.map(|c| c.state), state);
+            self.note_backend_segment(farm, client, flow.tcp_flags);
+        }
         (key, state)
     }
 }

@@ -165,6 +165,14 @@ fn stray_in_dialog_requests_and_responses_are_dropped_in_snat() {
         Verdict::Forward(1)
     );
     assert_eq!(bed.c.snat_sessions_created.get(), 1);
+    // A stray of a client flow that holds a SNAT session already (its dialog did not
+    // fit a full table) goes on through that session: no new port.
+    assert_eq!(
+        bed.udp(CLIENT, &request("BYE", "not-recorded", false), 101),
+        Verdict::Forward(1)
+    );
+    assert_eq!(bed.c.snat_sessions_created.get(), 1);
+    assert_eq!(bed.c.stray_sip_forwarded.get(), 1);
 }
 
 #[test]

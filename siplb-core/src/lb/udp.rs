@@ -225,7 +225,7 @@ impl Ctx<'_, '_, '_> {
                 let known = t.dialogs.get(call_key, now);
                 // Nothing unknown creates state without admission (`security`).
                 if method == Method::Register || known.is_none() {
-                    self.admit_sip_request(farm, msg, flow.src, method)?;
+                    self.admit_sip_request(farm, msg, flow, method)?;
                 }
                 let txn = request_txn(call_key, method, &msg.cseq());
                 if method == Method::Register {
@@ -290,7 +290,7 @@ impl Ctx<'_, '_, '_> {
                 // An answer to a backend-originated request: back to that backend.
                 let known = t.dialogs.get(call_key, now);
                 if known.is_none() {
-                    self.admit_sip_response(farm, flow.src)?;
+                    self.admit_sip_response(farm, flow)?;
                 }
                 let backend = known
                     .and_then(|d| self.slot_in_farm(farm, d.backend))

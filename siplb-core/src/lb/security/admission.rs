@@ -8,13 +8,17 @@
 //!   transaction's lifetime (BYE: the linger time): after a restart or a failover that
 //!   lost the dialog, `call-id` hashing still lands it on its backend, and only a 2xx
 //!   from that backend makes the dialog long-lived again;
-//! - `snat`: it is dropped (`no_dialog`): forwarding would take a SNAT port, the
-//!   scarcest shared resource, for a dialog the backend cannot reach anyway (the
-//!   backend talks to the SNAT port it knew, which no session owns any more).
+//! - `snat`: it goes on only through the SNAT session its client flow already holds
+//!   (a call whose dialog did not fit a full table); otherwise it is dropped
+//!   (`no_dialog`): forwarding would take a SNAT port, the scarcest shared resource,
+//!   for a dialog the backend cannot reach anyway (the backend talks to the SNAT port
+//!   it knew, which no session owns any more).
 //!
 //! TCP the same way: a segment other than a SYN that matches no connection creates no
 //! connection entry; `dnat` forwards it (placement is a pure function of the client,
-//! so it lands where its connection began), `snat` drops it (`tcp_no_connection`).
+//! so it lands where its connection began), `snat` only through an existing SNAT
+//! session, else drops it (`tcp_no_connection`). A backend's segment never creates a
+//! connection entry either (its RSTs to spoofed segments would fill the table).
 
 use super::Class;
 use crate::config::NatMode;
@@ -35,7 +39,7 @@ impl Ctx<'_, '_, '_> {
         &self,
         farm: &Farm,
         msg: &SipMessage<'_>,
-        src: Ipv4Addr,
+        flow: &Flow,
         method: Method,
     ) -> Result<(), DropReason> {
         let sec = &self.svc.security;
@@ -46,42 +50,57 @@ impl Ctx<'_, '_, '_> {
             && (msg.to().tag.is_some()
                 || matches!(method, Method::Ack | Method::Cancel | Method::Bye));
         if in_dialog {
-            self.admit_stray(farm)?;
+            self.may_go_stray(farm, flow, DropReason::NoDialog)?;
         }
         sec.admit_request(
             &self.t.rates,
             self.w.counters,
             (farm.id, &farm.limits),
-            src,
+            flow.src,
             Class::of(method),
             self.now,
-        )
+        )?;
+        if in_dialog {
+            self.w.counters.stray_sip_forwarded.inc();
+        }
+        Ok(())
     }
 
     /// Admits a client's response that matches no dialog (metered as "other").
     pub(in crate::lb) fn admit_sip_response(
         &self,
         farm: &Farm,
-        src: Ipv4Addr,
+        flow: &Flow,
     ) -> Result<(), DropReason> {
-        self.admit_stray(farm)?;
+        self.may_go_stray(farm, flow, DropReason::NoDialog)?;
         self.svc.security.admit_request(
             &self.t.rates,
             self.w.counters,
             (farm.id, &farm.limits),
-            src,
+            flow.src,
             Class::Other,
             self.now,
-        )
+        )?;
+        self.w.counters.stray_sip_forwarded.inc();
+        Ok(())
     }
 
-    fn admit_stray(&self, farm: &Farm) -> Result<(), DropReason> {
+    /// May a message of no known dialog or connection go on? In `snat` only through
+    /// the SNAT session its client flow holds already (else `refusal`).
+    fn may_go_stray(
+        &self,
+        farm: &Farm,
+        flow: &Flow,
+        refusal: DropReason,
+    ) -> Result<(), DropReason> {
         match farm.nat {
-            NatMode::Snat => Err(DropReason::NoDialog),
-            NatMode::Dnat => {
-                self.w.counters.stray_sip_forwarded.inc();
-                Ok(())
-            }
+            NatMode::Dnat => Ok(()),
+            NatMode::Snat => self
+                .t
+                .snat
+                .by_client(flow.src, flow.sport(), farm.id, self.now)
+                .map(|_| ())
+                .ok_or(refusal),
         }
     }
 
@@ -119,13 +138,9 @@ impl Ctx<'_, '_, '_> {
             sec.admit_syn(rates, c, flow.src, lifetime, now)?;
             return Ok(true);
         }
-        match farm.nat {
-            NatMode::Snat => Err(DropReason::TcpNoConnection),
-            NatMode::Dnat => {
-                c.stray_tcp_forwarded.inc();
-                Ok(false)
-            }
-        }
+        self.may_go_stray(farm, flow, DropReason::TcpNoConnection)?;
+        c.stray_tcp_forwarded.inc();
+        Ok(false)
     }
 
     /// A connection of `client` moved from `old` to `new`: its first FIN or RST
