@@ -202,6 +202,13 @@ impl<'m> LoadTable<'m> {
         self.slots.get(usize::from(slot)).unwrap_or(&self.slots[0])
     }
 
+    /// Takes one count unit of backend slot `slot` whatever its cap (a dialog
+    /// replicated from the HA peer, counted there).
+    #[inline]
+    pub fn take(&self, slot: u16) {
+        self.get(slot).hot.dialogs.fetch_add(1, Relaxed);
+    }
+
     /// Gives back one count unit of backend slot `slot`.
     #[inline]
     pub fn give_back(&self, slot: u16) {

@@ -232,6 +232,33 @@ impl<'m> DialogTable<'m> {
         })
     }
 
+    /// Stores a dialog replicated from the HA peer (the raw value of its table),
+    /// replacing what is there. Returns the count units the replaced entries held,
+    /// and the backend slot whose unit the stored entry now holds (the caller takes
+    /// it), so the standby's counts follow its table as the active's follow its own.
+    /// An entry that arrives expired is stored without its unit.
+    pub fn import(
+        &self,
+        key: u64,
+        raw: u64,
+        now: u32,
+    ) -> Result<(Released, Option<u16>), TableFull> {
+        let mut e = Entry {
+            payload: raw as u32,
+            deadline: (raw >> 32) as u32,
+        };
+        // 0 and 1 are a key never used and a slot being reused.
+        if key == 0 || raw <= 1 {
+            return Ok((Released::default(), None));
+        }
+        if e.deadline <= now {
+            e.payload &= !COUNTED;
+        }
+        let r = self.flow.upsert_replacing(key, now, |_| Some(e))?;
+        let held = (e.payload & COUNTED != 0).then_some((e.payload >> 16) as u16);
+        Ok((Released::of(r), held))
+    }
+
     /// Whether `key`'s live entry holds a unit of its backend's count.
     pub fn is_counted(&self, key: u64, now: u32) -> bool {
         self.flow
@@ -506,5 +533,62 @@ mod tests {
             }
         });
         assert_eq!(held, live);
+    }
+
+    /// Replicated dialogs carry their count units to the standby: taken when a
+    /// counted one arrives, given back when an update ends it or replaces it.
+    #[test]
+    fn imported_dialogs_move_their_count_units_along() {
+        let a_mem: Vec<Slot> = (0..64).map(|_| Slot::default()).collect();
+        let b_mem: Vec<Slot> = (0..64).map(|_| Slot::default()).collect();
+        let (a, b) = (
+            DialogTable::new(FlowTable::new(&a_mem, 4)),
+            DialogTable::new(FlowTable::new(&b_mem, 4)),
+        );
+        let tm = Timers::default();
+        let d = Dialog {
+            backend: 7,
+            farm: 0,
+            state: DialogState::Trying,
+        };
+        let raw = |t: &DialogTable<'_>| {
+            let mut v = None;
+            t.flow().for_each_slot(|_, k, r| {
+                if k == 9 {
+                    v = Some(r);
+                }
+            });
+            v.unwrap()
+        };
+        a.insert(9, 10, d, true, &tm).unwrap();
+        let (released, held) = b.import(9, raw(&a), 10).unwrap();
+        assert_eq!((released.slots().count(), held), (0, Some(7)));
+        assert!(b.is_counted(9, 10));
+        // The same entry again: its unit is given back and taken again.
+        let (released, held) = b.import(9, raw(&a), 11).unwrap();
+        assert_eq!(
+            (released.slots().collect::<Vec<_>>(), held),
+            (vec![7], Some(7))
+        );
+        // Ended on the active (BYE): the standby's copy gives its unit back.
+        a.on_request(9, 12, &tm, Method::Bye);
+        let (released, held) = b.import(9, raw(&a), 12).unwrap();
+        assert_eq!(
+            (released.slots().collect::<Vec<_>>(), held),
+            (vec![7], None)
+        );
+        // A counted entry that arrives expired holds nothing.
+        a.insert(10, 10, d, true, &tm).unwrap();
+        let mut r10 = 0;
+        a.flow().for_each_slot(|_, k, r| {
+            if k == 10 {
+                r10 = r;
+            }
+        });
+        let (_, held) = b.import(10, r10, 10 + tm.transaction).unwrap();
+        assert_eq!(held, None);
+        let mut swept = 0;
+        b.release_expired(0..b.flow().buckets(), 100, |_| swept += 1);
+        assert_eq!(swept, 0);
     }
 }

@@ -729,6 +729,20 @@ impl Ha {
                 self.tables.snat.import(index, client, deadline);
                 n += 1;
             }
+        } else if table == DIALOGS {
+            // Through the dialog table: the count units of `max_dialogs` follow.
+            let (t, load) = (&self.tables.dialogs, &self.tables.load);
+            for e in body.chunks_exact(16).take(count) {
+                let key = u64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+                let raw = u64::from_be_bytes(e[8..16].try_into().expect("8 bytes"));
+                if let Ok((released, held)) = t.import(key, raw, now) {
+                    if let Some(slot) = held {
+                        load.take(slot);
+                    }
+                    load.release(released);
+                }
+                n += 1;
+            }
         } else if let Some(t) = flow(self.tables, table) {
             for e in body.chunks_exact(16).take(count) {
                 let key = u64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
