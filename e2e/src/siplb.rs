@@ -140,6 +140,21 @@ impl Siplb {
         self.status_json()["ha"].as_str().unwrap_or("").to_string()
     }
 
+    /// The dataplane's `final` counters line, once it printed it on exit (after
+    /// `shutdown` or a signal), waiting up to `d`; panics naming its log if it does not.
+    pub fn final_counters(&self, d: Duration) -> String {
+        let log = || std::fs::read_to_string(&self.dataplane_log).unwrap_or_default();
+        let line = |log: &str| {
+            log.lines()
+                .find(|l| l.starts_with("siplb-dataplane: final"))
+                .map(str::to_string)
+        };
+        crate::wait_until("the dataplane's final counters", d, || {
+            line(&log()).is_some()
+        });
+        line(&log()).unwrap_or_default()
+    }
+
     /// The dataplane's PID (from its ready file).
     pub fn dataplane_pid(&self) -> Option<u32> {
         let f = names::ready_file(&names::dpdk_runtime_dir(&self.prefix));

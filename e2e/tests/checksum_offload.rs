@@ -78,18 +78,7 @@ fn health_checks_and_calls_work_with_peers_offloading_checksums() {
     // (INVITE, ACK, BYE from the client; 180, 200, 200 from a backend) and the
     // checks' answers.
     siplb.ok(&["shutdown"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let fin = loop {
-        let log = std::fs::read_to_string(&siplb.dataplane_log).unwrap_or_default();
-        if let Some(l) = log
-            .lines()
-            .find(|l| l.starts_with("siplb-dataplane: final"))
-        {
-            break l.to_string();
-        }
-        assert!(Instant::now() < deadline, "no final counters:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let fin = siplb.final_counters(Duration::from_secs(10));
     println!("{fin}");
     let finished = stat(&fin, "checksums_finished");
     assert!(

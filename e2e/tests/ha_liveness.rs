@@ -99,14 +99,7 @@ fn killing_only_the_active_daemon_leaves_one_active_unit() {
     // SAFETY: the PID of unit 0's dataplane (from its ready file); SIGTERM makes it
     // print its final counters and exit.
     unsafe { libc::kill(dataplane as i32, libc::SIGTERM) };
-    e2e::wait_until("unit 0's final counters", Duration::from_secs(10), || {
-        log().contains("siplb-dataplane: final")
-    });
-    let fin = log()
-        .lines()
-        .find(|l| l.starts_with("siplb-dataplane: final"))
-        .unwrap_or_default()
-        .to_string();
+    let fin = u0.final_counters(Duration::from_secs(10));
     println!("unit 0: {fin}");
     let to_backends: u64 = fin
         .split(" | ")
