@@ -230,6 +230,9 @@ pub struct StatsView {
     /// New dialogs answered 503 because no backend took them (`when_full`).
     #[serde(default)]
     pub farm_full_rejected: u64,
+    /// Times the dataplane stood down on its own (HA: its control plane fell silent).
+    #[serde(default)]
+    pub stood_down: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

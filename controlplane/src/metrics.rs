@@ -295,6 +295,12 @@ const EXPIRED: &[Family<StatsView>] = &[
         help: "Media mappings ended idle by the dataplane's sweep.",
         get: One(|s| s.media_expired as f64),
     },
+    Family {
+        name: "siplb_dataplane_stood_down_total",
+        kind: Counter,
+        help: "Times the dataplane stood down on its own because its control plane's HA heartbeats stopped.",
+        get: One(|s| s.stood_down as f64),
+    },
 ];
 
 const DROPS: &[Family<StatsView>] = &[
@@ -854,19 +860,19 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, (12 + 20 table counts) × 2 workers, 3 expired, 2 drops, 1 TCP ALG
+        // 2 process, (12 + 20 table counts) × 2 workers, 3 expired and 1 stood down, 2 drops, 1 TCP ALG
         // skip and 1 farm-full count, (2 + 2 + 1 + 1 + 6 + 1 + 9 load) × 2 backends, 2
         // histograms of (19 buckets + sum + count) for the answering backend and (+Inf,
         // sum, count) for the other, 1 farm drop, 6 media of the one farm (its drops and
         // refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
         assert_eq!(
             seen.len(),
-            2 + 12 + 20 + 3 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
+            2 + 12 + 20 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
             "{text}"
         );
         assert_eq!(
             samples,
-            2 + 24 + 40 + 3 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            2 + 24 + 40 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
             "{text}"
         );
         for want in [
@@ -880,6 +886,7 @@ mod tests {
             "siplb_connection_table_full_total{worker=\"0\"} 0",
             "siplb_stray_tcp_forwarded_total{worker=\"1\"} 0",
             "siplb_dialogs_expired_total 0",
+            "siplb_dataplane_stood_down_total 0",
             "siplb_backend_responses_total{farm=\"pbx\",backend=\"198.18.1.11:5060\",class=\"1xx\"} 5",
             "siplb_backend_responses_total{farm=\"pbx\",backend=\"198.18.1.12:5060\",class=\"6xx\"} 0",
             "siplb_backend_503_total{farm=\"pbx\",backend=\"198.18.1.11:5060\"} 2",

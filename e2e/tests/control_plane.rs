@@ -361,6 +361,54 @@ fn metrics_json_telemetry_and_capture() {
     );
 }
 
+#[test]
+fn each_backends_503s_and_final_answer_times_are_counted() {
+    e2e::require_root();
+    let topo = Topology::with_backends(2).unwrap();
+    let siplb = topo
+        .start_siplb(&topo.siplb_config(&farm(&[1, 1])))
+        .unwrap();
+    // Servers out of capacity: 100 then 503 to every INVITE.
+    let uas = e2e::sipp::start_backend_uases(
+        &topo.backends,
+        &topo.dir,
+        "busy",
+        Some("unavailable_uas"),
+        &[],
+    )
+    .unwrap();
+    let run = Uac::new(&topo.client, "busy", 30, 30)
+        .scenario("unavailable_uac")
+        .args(["-s", "service"])
+        .timeout_s(30)
+        .run(&topo.dir)
+        .unwrap();
+    assert_eq!((run.successful, run.failed), (30, 0), "{}", run.output);
+    drop(uas);
+    std::thread::sleep(Duration::from_millis(1500));
+    println!("{}", siplb.ok(&["stats"]).unwrap());
+    let v: serde_json::Value =
+        serde_json::from_str(&siplb.ok(&["stats", "--json"]).unwrap()).unwrap();
+    let backends = v["farms"][0]["backends"].as_array().unwrap();
+    let sum = |f: &dyn Fn(&serde_json::Value) -> u64| backends.iter().map(f).sum::<u64>();
+    let r = |b: &serde_json::Value, k: &str| b["responses"][k].as_u64().unwrap();
+    let class = |i: usize| sum(&|b| b["responses"]["classes"][i].as_u64().unwrap());
+    let count = |k: &str| sum(&|b| b["responses"][k]["count"].as_u64().unwrap());
+    // SIPp answers once; a retransmitted 503 would be counted again, never timed again.
+    let busy = sum(&|b| r(b, "service_unavailable"));
+    assert!((30..=33).contains(&busy), "{busy} 503s: {v}");
+    assert_eq!((class(0), class(1), class(4)), (30, 0, busy), "{v}");
+    assert_eq!(
+        (count("first_response"), count("invite_final")),
+        (30, 30),
+        "each INVITE timed to its 100 and to its 503: {v}"
+    );
+    for b in backends {
+        let p99 = b["responses"]["invite_final"]["p99_ms"].as_f64().unwrap();
+        assert!(p99 > 0.0 && p99 < 1000.0, "{p99} ms: {b}");
+    }
+}
+
 /// The metric names in the queries of `docs/grafana/siplb.json` (its panels' and its
 /// variables').
 fn dashboard_metrics() -> std::collections::BTreeSet<String> {

@@ -437,6 +437,10 @@ impl Sampler {
                 .header
                 .media_expired
                 .load(std::sync::atomic::Ordering::Relaxed),
+            stood_down: shared
+                .header
+                .stood_down
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         self.last = now;
         view
