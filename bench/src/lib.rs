@@ -55,8 +55,13 @@ pub struct Bed {
 
 impl Bed {
     pub fn new(dialog_capacity: usize) -> Bed {
+        Self::with_config(CONFIG, dialog_capacity)
+    }
+
+    /// The same bed with another configuration (the security bench adds `[security]`).
+    pub fn with_config(config: &str, dialog_capacity: usize) -> Bed {
         let bed = Bed {
-            svc: sim::services(CONFIG),
+            svc: sim::services(config),
             mem: SimMemory::new(dialog_slots(dialog_capacity)),
             counters: Box::default(),
         };
