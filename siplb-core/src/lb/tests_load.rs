@@ -62,6 +62,8 @@ struct Bed {
     svc: Services,
     mem: SimMemory,
     counters: Box<WorkerCounters>,
+    /// The workers' millisecond clock.
+    now_ms: std::cell::Cell<u64>,
 }
 
 impl Bed {
@@ -70,6 +72,7 @@ impl Bed {
             svc: sim::services(cfg),
             mem: SimMemory::new(1 << 12),
             counters: Box::default(),
+            now_ms: Default::default(),
         };
         let t = bed.mem.tables();
         t.neighbours.learn(CLIENT, host_mac(CLIENT), 0, 1);
@@ -86,9 +89,15 @@ impl Bed {
         dst: (Ipv4Addr, u16),
         p: &[u8],
     ) -> (Verdict, Vec<u8>) {
-        let mut f = sim::udp_frame(port_mac(port), src, dst, p);
+        let f = sim::udp_frame(port_mac(port), src, dst, p);
+        self.run(port, f)
+    }
+
+    /// Runs a frame in at the bed's clock (`now_ms`).
+    fn run(&self, port: u8, mut f: Vec<u8>) -> (Verdict, Vec<u8>) {
         let t = self.mem.tables();
         let mut w = sim::worker(&self.counters);
+        w.now_ms = self.now_ms.get();
         let v = sim::run(&self.svc, &t, &mut w, &mut f, port, 100);
         (v, f)
     }
@@ -253,4 +262,114 @@ fn retry_after_holds_a_backend_and_oc_sheds_its_share() {
         (0.17..0.23).contains(&share),
         "backend 1's share with oc=60: {share}"
     );
+}
+
+/// The ICMP port unreachable backend `i`'s kernel sends when `invite` (the frame the
+/// balancer sent it) finds its port closed: to the sender, quoting the datagram.
+fn port_unreachable(i: usize, invite: &[u8]) -> Vec<u8> {
+    let quoted = &invite[14..14 + 28];
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quoted);
+    let c = crate::wire::checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0u8; 14 + 20];
+    {
+        let mut eth = crate::wire::ethernet::EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst(port_mac(1));
+        eth.set_src(host_mac(B[i]));
+        eth.set_ethertype(crate::wire::ethernet::ETHERTYPE_IPV4);
+    }
+    let client = Ipv4Packet::new_checked(&invite[14..]).unwrap().src();
+    crate::wire::ipv4::write_header(
+        &mut f[14..34],
+        (20 + icmp.len()) as u16,
+        1,
+        false,
+        0,
+        64,
+        crate::wire::ipv4::PROTO_ICMP,
+        B[i],
+        client,
+    );
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Backend index the farm's Maglev table gives a Call-ID.
+fn maglev_choice(bed: &Bed, call_id: &str) -> usize {
+    bed.svc.farms[0]
+        .pick(crate::hash::hash64(call_id.as_bytes()))
+        .unwrap()
+}
+
+/// Passive health: a backend's ICMP port unreachable marks it down at once (with
+/// `passive.icmp`), and so do unanswered calls past the window; without active checks
+/// a mark lapses after `down_ms`.
+#[test]
+fn port_unreachable_and_unanswered_calls_mark_a_backend_down() {
+    let two = r#"{ address = "198.18.1.11" }, { address = "198.18.1.12" }"#;
+    let bed = Bed::new(&config(two, "passive = { icmp = true, down_ms = 5000 }"));
+    let (c, sent) = (0..64)
+        .map(|i| format!("i{i}@x"))
+        .find_map(|c| {
+            let (v, f) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite(&c));
+            let dst = Ipv4Packet::new_checked(&f[14..]).unwrap().dst();
+            (v == Verdict::Forward(1) && dst == B[0]).then_some((c, f))
+        })
+        .unwrap();
+    bed.run(1, port_unreachable(0, &sent));
+    let load = |bed: &Bed| {
+        bed.mem
+            .tables()
+            .load
+            .get(bed.svc.farms[0].backends[0].slot)
+            .view()
+    };
+    assert_eq!(
+        (load(&bed).passive_down_ms, load(&bed).passive_marks),
+        (Some(0), 1)
+    );
+    assert!((0..100).all(|i| bed.call(&format!("after{i}@x")) == Ok(1)));
+    // The INVITE it never answered moves when the caller resends it.
+    assert_eq!(bed.call(&c), Ok(1));
+    // Without active checks the mark lapses after down_ms.
+    bed.now_ms.set(5000);
+    assert!((0..100).any(|i| bed.call(&format!("later{i}@x")) == Ok(0)));
+
+    // Unanswered: 3 calls for backend 0, none answered; after the 100 ms window the
+    // next one for it marks it down and goes to backend 1.
+    let bed = Bed::new(&config(
+        two,
+        "passive = { unanswered = 3, window_ms = 100, down_ms = 5000 }",
+    ));
+    let for_b0: Vec<String> = (0..200)
+        .map(|i| format!("u{i}@x"))
+        .filter(|c| maglev_choice(&bed, c) == 0)
+        .take(5)
+        .collect();
+    for (k, c) in for_b0[..3].iter().enumerate() {
+        bed.now_ms.set(10 * k as u64);
+        assert_eq!(bed.call(c), Ok(0));
+    }
+    bed.now_ms.set(99);
+    assert_eq!(bed.call(&for_b0[3]), Ok(0), "within the window");
+    assert_eq!(load(&bed).passive_marks, 0);
+    bed.now_ms.set(120);
+    assert_eq!(
+        bed.call(&for_b0[4]),
+        Ok(1),
+        "past it: marked down, moved on"
+    );
+    assert_eq!(
+        (load(&bed).passive_down_ms, load(&bed).passive_marks),
+        (Some(120), 1)
+    );
+    // Any message from it ends the unanswered run; the mark stays until down_ms.
+    bed.backend_says(0, &response(180, &for_b0[0], "", ""));
+    bed.now_ms.set(130);
+    let c = (0..200)
+        .map(|i| format!("w{i}@x"))
+        .find(|c| maglev_choice(&bed, c) == 0)
+        .unwrap();
+    assert_eq!(bed.call(&c), Ok(1));
 }
