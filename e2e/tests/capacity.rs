@@ -22,11 +22,13 @@ fn stats(s: &Siplb) -> Value {
     serde_json::from_str(&s.ok(&["stats", "--json"]).unwrap()).unwrap()
 }
 
-/// Each backend's live dialog count (`load.dialogs`).
+/// Each backend's live dialog count (`load.dialogs`); none before the daemon's
+/// first sample.
 fn dialogs(st: &Value) -> Vec<u64> {
-    st["farms"][0]["backends"]
-        .as_array()
-        .unwrap()
+    let Some(backends) = st["farms"][0]["backends"].as_array() else {
+        return Vec::new();
+    };
+    backends
         .iter()
         .map(|b| {
             b["load"]["dialogs"]
