@@ -216,6 +216,7 @@ pub fn stats(s: &StatsView) -> String {
                 q(&r.invite_final)
             );
         }
+        backend_load(&mut o, &f.backends);
         if !f.drops.is_empty() {
             let d: Vec<String> = f.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(o, "  drops for this farm: {}", d.join(" "));
@@ -245,11 +246,61 @@ pub fn stats(s: &StatsView) -> String {
             );
         }
     }
+    if s.farm_full_rejected > 0 {
+        let _ = writeln!(
+            o,
+            "\nnew calls answered 503 (no backend took them): {}",
+            s.farm_full_rejected
+        );
+    }
     if !s.drops.is_empty() {
         let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(o, "\ndrops: {}", d.join(" "));
     }
     o
+}
+
+/// The farm's capacity and overload table (`lb::load`), when its backends use
+/// `max_dialogs` or `priority` or have signalled overload or been marked down.
+fn backend_load(o: &mut String, backends: &[crate::api::BackendStats]) {
+    let used = |l: &crate::api::BackendLoadStats| {
+        l.max_dialogs > 0
+            || l.priority > 0
+            || l.full + l.oc_shed + l.held + l.retry_after + l.passive_marks > 0
+    };
+    if !backends.iter().any(|b| used(&b.load)) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  {:<22} {:>7} {:>6} {:>5} {:>7} {:>7} {:>7} {:>9} {:>4} {:>8}",
+        "LOAD", "CALLS", "MAX", "PRIO", "FULL", "OC SHED", "HELD", "HOLD ms", "OC%", "PASSIVE"
+    );
+    for b in backends {
+        let l = &b.load;
+        let _ = writeln!(
+            o,
+            "  {:<22} {:>7} {:>6} {:>5} {:>7} {:>7} {:>7} {:>9} {:>4} {:>8}",
+            format!("{}:{}", b.address, b.port),
+            l.dialogs,
+            if l.max_dialogs == 0 {
+                "-".to_string()
+            } else {
+                l.max_dialogs.to_string()
+            },
+            l.priority,
+            l.full,
+            l.oc_shed,
+            l.held,
+            l.held_for_ms,
+            l.oc_percent,
+            format!(
+                "{}/{}",
+                if l.passive_down { "down" } else { "-" },
+                l.passive_marks
+            )
+        );
+    }
 }
 
 /// Milliseconds with the precision a bucket bound has.
@@ -399,6 +450,71 @@ mod tests {
             "{o}"
         );
         assert!(o.contains("  drops for this farm: no_backend=3\n"), "{o}");
+    }
+
+    #[test]
+    fn stats_show_capacity_and_overload_only_where_used() {
+        let b = |ip: &str, max, prio, full| {
+            let mut b = crate::api::BackendStats {
+                address: ip.into(),
+                port: 5060,
+                ..Default::default()
+            };
+            b.load.dialogs = 10;
+            b.load.max_dialogs = max;
+            b.load.priority = prio;
+            b.load.full = full;
+            b
+        };
+        let farm = |backends| crate::api::FarmStats {
+            name: "pbx".into(),
+            backends,
+            ..Default::default()
+        };
+        let plain = StatsView {
+            farms: vec![farm(vec![b("198.18.1.11", 0, 0, 0)])],
+            ..Default::default()
+        };
+        assert!(!stats(&plain).contains("LOAD"), "{}", stats(&plain));
+        let s = StatsView {
+            farms: vec![farm(vec![
+                b("198.18.1.11", 10, 0, 7),
+                b("198.18.1.13", 0, 1, 0),
+            ])],
+            farm_full_rejected: 5,
+            ..Default::default()
+        };
+        let o = stats(&s);
+        let row = |ip: &str| -> Vec<String> {
+            o.lines()
+                .skip_while(|l| !l.contains("LOAD"))
+                .find(|l| l.contains(ip))
+                .unwrap_or_else(|| panic!("no load row for {ip} in:\n{o}"))
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(
+            row("198.18.1.11"),
+            [
+                "198.18.1.11:5060",
+                "10",
+                "10",
+                "0",
+                "7",
+                "0",
+                "0",
+                "0",
+                "0",
+                "-/0"
+            ],
+            "{o}"
+        );
+        assert_eq!(row("198.18.1.13")[2..4], ["-", "1"], "{o}");
+        assert!(
+            o.contains("new calls answered 503 (no backend took them): 5\n"),
+            "{o}"
+        );
     }
 
     #[test]

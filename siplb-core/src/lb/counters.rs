@@ -118,10 +118,13 @@ pub enum DropReason {
     /// load, or marked down) on a farm with `when_full = "drop"`, or whose 503 did not
     /// fit.
     FarmFull,
+    /// The ACK of a 503 the balancer sent for a full farm (its To tag is the
+    /// balancer's): nothing behind the VIP knows the call.
+    FullReplyAck,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::FarmFull as usize + 1;
+    pub const COUNT: usize = DropReason::FullReplyAck as usize + 1;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::NotOurMac,
         Self::Truncated,
@@ -169,6 +172,7 @@ impl DropReason {
         Self::TcpSynFlood,
         Self::TcpConnectionLimit,
         Self::FarmFull,
+        Self::FullReplyAck,
     ];
 
     /// snake_case name, for logs and metric labels.
@@ -220,6 +224,7 @@ impl DropReason {
             Self::TcpSynFlood => "tcp_syn_flood",
             Self::TcpConnectionLimit => "tcp_connection_limit",
             Self::FarmFull => "farm_full",
+            Self::FullReplyAck => "full_reply_ack",
         }
     }
 }

@@ -602,11 +602,8 @@ pub(super) fn full_reply(farm: &Farm, msg: &SipMessage<'_>) -> Option<Reply> {
         put(b": ")?;
         put(h.value)?;
         if h.name == HeaderName::To && msg.to().tag.is_none() {
-            let k = crate::hash::hash64(msg.call_id());
-            let hex: [u8; 16] =
-                std::array::from_fn(|i| b"0123456789abcdef"[((k >> ((15 - i) * 4)) & 15) as usize]);
-            put(b";tag=slb")?;
-            put(&hex)?;
+            put(b";tag=")?;
+            put(&full_reply_tag(msg.call_id()))?;
         }
         put(b"\r\n")?;
     }
@@ -615,6 +612,24 @@ pub(super) fn full_reply(farm: &Farm, msg: &SipMessage<'_>) -> Option<Reply> {
     put(decimal(farm.full_retry_after, &mut digits))?;
     put(b"\r\nContent-Length: 0\r\n\r\n")?;
     Some(r)
+}
+
+/// The To tag of the 503 for a full farm: `slb` and the Call-ID's hash in hex, so
+/// the caller's ACK of it is known again (`is_full_reply_ack`).
+fn full_reply_tag(call_id: &[u8]) -> [u8; 19] {
+    let k = crate::hash::hash64(call_id);
+    let mut t = [0u8; 19];
+    t[..3].copy_from_slice(b"slb");
+    for (i, d) in t[3..].iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[((k >> ((15 - i) * 4)) & 15) as usize];
+    }
+    t
+}
+
+/// Whether `msg` is the ACK of a 503 the balancer sent for a full farm.
+pub(super) fn is_full_reply_ack(msg: &SipMessage<'_>) -> bool {
+    msg.method() == Some(crate::sip::Method::Ack)
+        && msg.to().tag == Some(&full_reply_tag(msg.call_id())[..])
 }
 
 /// `v` in decimal, written into `buf`.

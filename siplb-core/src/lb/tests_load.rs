@@ -2,7 +2,7 @@
 //! process (`sim`): which backend each new call reaches, and what the client gets
 //! when none takes it.
 
-use crate::lb::counters::WorkerCounters;
+use crate::lb::counters::{DropReason, WorkerCounters};
 use crate::lb::services::Services;
 use crate::lb::sim::{self, host_mac, port_mac, SimMemory};
 use crate::lb::Verdict;
@@ -170,6 +170,18 @@ full_retry_after = 7"#,
         assert!(text.contains(want), "{want:?} in {text}");
     }
     assert_eq!(bed.counters.farm_full_rejected.get(), 1);
+    // The caller's ACK of that 503 goes no further.
+    let tag = text
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("To: <sip:bob@siplb.test>;tag="))
+        .unwrap();
+    let ack = String::from_utf8(bye("cap8@x"))
+        .unwrap()
+        .replace("BYE", "ACK")
+        .replace("CSeq: 2", "CSeq: 1")
+        .replace(";tag=2", &format!(";tag={tag}"));
+    let (v, _) = bed.send(0, (CLIENT, 5060), (VIP, 5060), ack.as_bytes());
+    assert_eq!(v, Verdict::Drop(DropReason::FullReplyAck));
     // A primary's BYE answered: its place goes to the next call, a primary again.
     let gone = placed[0][0].clone();
     bed.backend_says(0, &response(200, &gone, "", ""));
@@ -195,7 +207,7 @@ fn final_errors_and_cancel_end_the_count_and_drop_mode_sends_nothing() {
     ));
     assert_eq!(bed.call("e1@x"), Ok(0));
     let (v, _) = bed.send(0, (CLIENT, 5060), (VIP, 5060), &invite("e2@x"));
-    assert_eq!(v, Verdict::Drop(crate::lb::counters::DropReason::FarmFull));
+    assert_eq!(v, Verdict::Drop(DropReason::FarmFull));
     bed.backend_says(0, &response(486, "e1@x", "", ""));
     assert_eq!(bed.dialogs(0), 0);
     assert_eq!(bed.call("e3@x"), Ok(0));

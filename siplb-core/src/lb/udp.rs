@@ -9,7 +9,7 @@
 use super::alg_rules::{rules_to_backend, rules_to_client};
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
-use super::load::full_reply;
+use super::load::{full_reply, is_full_reply_ack};
 use super::media::MediaPlan;
 use super::nat::rewrite_l4;
 use super::packet::Flow;
@@ -243,6 +243,9 @@ impl Ctx<'_, '_, '_> {
                         keep_until: keep,
                         txn,
                     });
+                }
+                if known.is_none() && is_full_reply_ack(msg) {
+                    return Err(DropReason::FullReplyAck);
                 }
                 let in_dialog = to_tagged || in_dialog_method(method);
                 // An INVITE that starts a call takes a unit of its backend's count.
