@@ -345,3 +345,33 @@ fn under_a_syn_flood_from_spoofed_sources_known_clients_still_connect() {
     assert_eq!(flood.get("Drop(TcpSynFlood)"), Some(&4900));
     assert_eq!(known_ok, 5);
 }
+
+#[test]
+fn each_farm_has_its_own_buckets() {
+    // Two farms on two VIPs: `[farm.limits]` of the second overrides `[security]`'s
+    // INVITE bucket, and the buckets of one source are separate per farm.
+    let cfg = "[security]\ninvite = { rate = 2, burst = 2 }\n[[port]]\nname='f'\naddress='198.18.0.1/24'\n[[port]]\nname='b'\naddress='198.18.1.1/24'\n[[farm]]\nname='a'\nvip='198.18.0.2'\nbackends=[{address='198.18.1.11'}]\n[[farm]]\nname='b'\nvip='198.18.0.3'\nbackends=[{address='198.18.1.11', port=5080}]\n[farm.limits]\ninvite = { rate = 5, burst = 5 }\n";
+    let mem = SimMemory::new(1 << 10);
+    let bed = Bed::new(&mem, cfg);
+    let send = |vip: Ipv4Addr, i: u32| {
+        let mut w = sim::worker(&bed.c);
+        let mut f = sim::udp_frame(
+            port_mac(0),
+            (CLIENT, 5060),
+            (vip, 5060),
+            &request("INVITE", &format!("{vip}-{i}"), false),
+        );
+        sim::run(&bed.svc, &bed.t, &mut w, &mut f, 0, 100)
+    };
+    let passed = |vip| {
+        (0..10)
+            .filter(|i| send(vip, *i) == Verdict::Forward(1))
+            .count()
+    };
+    assert_eq!(
+        passed(Ipv4Addr::new(198, 18, 0, 2)),
+        2,
+        "[security]'s bucket"
+    );
+    assert_eq!(passed(Ipv4Addr::new(198, 18, 0, 3)), 5, "[farm.limits]");
+}
