@@ -301,6 +301,10 @@ pub struct TableCounts {
     pub rate_table_full: u64,
     /// Sources put on the ban list (`siplb security bans`).
     pub sources_banned: u64,
+    /// Credentials the backends refused (401/407 to a REGISTER or INVITE that carried
+    /// them) and 403s: the brute-force count.
+    #[serde(default)]
+    pub auth_failures: u64,
     /// In-dialog-looking SIP of no known dialog forwarded on `dnat` farms with a
     /// transaction's lifetime.
     pub stray_sip_forwarded: u64,
@@ -312,7 +316,7 @@ pub struct TableCounts {
 impl TableCounts {
     /// The fields by their JSON and metric names, with what they count (the metric's
     /// help), in declaration order: a new field added here reaches `/metrics`.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 20] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 21] {
         [
             ("dialog_table_full", "New dialogs not recorded: the dialog table was full around the Call-ID (raise [tables] dialogs).", self.dialog_table_full),
             ("registration_table_full", "Registrations not recorded: the registration table was full (raise [tables] registrations).", self.registration_table_full),
@@ -332,6 +336,7 @@ impl TableCounts {
             ("request_times_full", "Requests whose response time was not measured: another transaction held their slot.", self.request_times_full),
             ("rate_table_full", "Rates-table operations that found no slot (raise [tables] rate_sources); what could not be metered was refused unless trusted.", self.rate_table_full),
             ("sources_banned", "Sources put on the ban list (siplb security bans).", self.sources_banned),
+            ("auth_failures", "Credentials the backends refused (401/407 to a REGISTER or INVITE that carried them) and 403s.", self.auth_failures),
             ("stray_sip_forwarded", "In-dialog-looking SIP of no known dialog forwarded on dnat farms.", self.stray_sip_forwarded),
             ("stray_tcp_forwarded", "TCP segments other than SYNs of no known connection forwarded on dnat farms.", self.stray_tcp_forwarded),
         ]
@@ -356,6 +361,7 @@ impl TableCounts {
         self.request_times_full += o.request_times_full;
         self.rate_table_full += o.rate_table_full;
         self.sources_banned += o.sources_banned;
+        self.auth_failures += o.auth_failures;
         self.stray_sip_forwarded += o.stray_sip_forwarded;
         self.stray_tcp_forwarded += o.stray_tcp_forwarded;
     }

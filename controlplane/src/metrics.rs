@@ -860,19 +860,19 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, (12 + 20 table counts) × 2 workers, 3 expired and 1 stood down, 2 drops, 1 TCP ALG
+        // 2 process, (12 + 21 table counts) × 2 workers, 3 expired and 1 stood down, 2 drops, 1 TCP ALG
         // skip and 1 farm-full count, (2 + 2 + 1 + 1 + 6 + 1 + 9 load) × 2 backends, 2
         // histograms of (19 buckets + sum + count) for the answering backend and (+Inf,
         // sum, count) for the other, 1 farm drop, 6 media of the one farm (its drops and
         // refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
         assert_eq!(
             seen.len(),
-            2 + 12 + 20 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
+            2 + 12 + 21 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
             "{text}"
         );
         assert_eq!(
             samples,
-            2 + 24 + 40 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            2 + 24 + 42 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
             "{text}"
         );
         for want in [

@@ -41,10 +41,29 @@ pub struct Logged {
     pub peer: String,
 }
 
-/// The configuration: `addr` is the backend's own address, `peer` the other backend
-/// (its DMQ neighbour; None: registrations are not shared), `ng` rtpengine's control
+/// How a backend keeps registrations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Registrar<'a> {
+    /// The other backend, its DMQ neighbour (None: registrations are not shared).
+    pub dmq_peer: Option<Ipv4Addr>,
+    /// REGISTERs must authenticate (digest, any user, this password); wrong
+    /// credentials are challenged again with 401, as registrars do.
+    pub password: Option<&'a str>,
+}
+
+/// The configuration: `addr` is the backend's own address, `ng` rtpengine's control
 /// socket.
-pub fn config(addr: Ipv4Addr, peer: Option<Ipv4Addr>, ng: SocketAddr) -> String {
+pub fn config(addr: Ipv4Addr, ng: SocketAddr, registrar: Registrar<'_>) -> String {
+    let peer = registrar.dmq_peer;
+    let (auth_module, auth_check) = match registrar.password {
+        Some(p) => (
+            "loadmodule \"auth.so\"\n".to_string(),
+            format!(
+                "\t\tif (!pv_auth_check(\"$fd\", \"{p}\", \"0\", \"0\")) {{\n\t\t\tauth_challenge(\"$fd\", \"0\");\n\t\t\texit;\n\t\t}}\n"
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let dmq = match peer {
         Some(peer) => format!(
             r#"loadmodule "dmq.so"
@@ -91,7 +110,7 @@ loadmodule "xlog.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "rtpengine.so"
-{dmq}
+{auth_module}{dmq}
 modparam("usrloc", "db_mode", 0)
 modparam("rtpengine", "rtpengine_sock", "udp:{ng}")
 
@@ -131,7 +150,7 @@ request_route {{
 	}}
 	remove_hf("Route");
 	if (is_method("REGISTER")) {{
-		if (!save("location")) {{
+{auth_check}		if (!save("location")) {{
 			sl_reply_error();
 		}}
 		exit;
@@ -195,12 +214,12 @@ impl Kamailio {
         dir: &Path,
         name: &str,
         addr: Ipv4Addr,
-        peer: Option<Ipv4Addr>,
         ng: SocketAddr,
+        registrar: Registrar<'_>,
         life: Duration,
     ) -> Result<Kamailio> {
         let cfg = dir.join(format!("{name}.cfg"));
-        std::fs::write(&cfg, config(addr, peer, ng))?;
+        std::fs::write(&cfg, config(addr, ng, registrar))?;
         let run = dir.join(format!("{name}-run"));
         std::fs::create_dir_all(&run)?;
         let mut cmd = ns.command("timeout");

@@ -16,7 +16,7 @@
 //! backend switch, which the balancer never sees.
 
 use crate::capture::Subnet;
-use crate::kamailio::Kamailio;
+use crate::kamailio::{Kamailio, Registrar};
 use crate::netns::{veth, Netns};
 use crate::rtpengine::Rtpengine;
 use crate::topology::{backend_ip, Dataplane, Spec, Topology};
@@ -56,16 +56,20 @@ impl PhoneBed {
     /// `call-id` affinity, `farm_extra` lines added to the farm), rtpengine and
     /// Kamailio on each backend. Returns when the Kamailios have found each other.
     pub fn start(nat: &str, farm_extra: &str) -> Result<PhoneBed> {
-        Self::start_with(nat, "call-id", true, farm_extra)
+        Self::start_with(nat, "call-id", true, None, farm_extra, "")
     }
 
-    /// `start` with the farm's `affinity`, and registrations shared between the
-    /// Kamailios (`shared`, over DMQ) or not (two independent registrars).
+    /// `start` with the farm's `affinity`, registrations shared between the
+    /// Kamailios (`shared`, over DMQ) or not (two independent registrars), and
+    /// REGISTERs authenticated with `password` (digest) or not, and `security` as the
+    /// configuration's `[security]` section (empty: the defaults).
     pub fn start_with(
         nat: &str,
         affinity: &str,
         shared: bool,
+        password: Option<&str>,
         farm_extra: &str,
+        security: &str,
     ) -> Result<PhoneBed> {
         let topo = Topology::up(Spec {
             backends: 2,
@@ -93,7 +97,10 @@ impl PhoneBed {
             ns.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
             phones.push(ns);
         }
-        let cfg = topo.base_config() + &topo.farm_config(nat, affinity, &[1, 1], farm_extra);
+        let mut cfg = topo.base_config() + &topo.farm_config(nat, affinity, &[1, 1], farm_extra);
+        if !security.is_empty() {
+            cfg += &format!("\n[security]\n{security}\n");
+        }
         let dp = topo.start_dataplane(
             &cfg,
             &[
@@ -121,8 +128,11 @@ impl PhoneBed {
                 &topo.dir,
                 &format!("kamailio{i}"),
                 backend_ip(i),
-                shared.then(|| backend_ip(1 - i)),
                 rtpengines[i].ng,
+                Registrar {
+                    dmq_peer: shared.then(|| backend_ip(1 - i)),
+                    password,
+                },
                 LIFE,
             )?);
         }

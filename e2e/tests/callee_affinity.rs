@@ -53,7 +53,8 @@ struct Phones {
 /// registrars.
 fn bed_and_phones(affinity: &str) -> (PhoneBed, Phones) {
     e2e::require_root();
-    let bed = PhoneBed::start_with("dnat", affinity, false, "alg = true").expect("phone bed");
+    let bed =
+        PhoneBed::start_with("dnat", affinity, false, None, "alg = true", "").expect("phone bed");
     let a_at = registrar_of(&bed, "alice");
     let b_user = (0..100)
         .map(|i| format!("bob{i}"))

@@ -173,6 +173,14 @@ pub struct SecurityConfig {
     pub ban_overruns: u32,
     pub ban_window_s: u32,
     pub ban_s: u32,
+    /// Brute force, judged from the backends' own answers: a source whose REGISTERs
+    /// and INVITEs carrying credentials are answered 401/407 (or anything answered
+    /// 403) `auth_failures` times within `auth_window_s` seconds is banned for
+    /// `auth_ban_s` seconds (fail2ban's defaults: 10 in 600 s, 600 s). A first
+    /// challenge (a request without credentials) never counts. 0 = off.
+    pub auth_failures: u32,
+    pub auth_window_s: u32,
+    pub auth_ban_s: u32,
     /// TCP segments with an impossible flag combination (SKUDONET's 13
     /// `bogustcpflags`) are dropped.
     pub tcp_drop_bogus_flags: bool,
@@ -242,6 +250,9 @@ impl Default for SecurityConfig {
             ban_overruns: 16,
             ban_window_s: 2,
             ban_s: 300,
+            auth_failures: 10,
+            auth_window_s: 600,
+            auth_ban_s: 600,
             tcp_drop_bogus_flags: true,
             tcp_max_connections_per_source: 0,
             tcp_syn: Bucket::default(),

@@ -131,6 +131,7 @@ fn table_counts(c: &WorkerCounters) -> TableCounts {
         request_times_full: c.request_times_full.get(),
         rate_table_full: c.rate_table_full.get(),
         sources_banned: c.sources_banned.get(),
+        auth_failures: c.auth_failures.get(),
         stray_sip_forwarded: c.stray_sip_forwarded.get(),
         stray_tcp_forwarded: c.stray_tcp_forwarded.get(),
     }

@@ -369,6 +369,9 @@ pub struct WorkerCounters {
     pub rate_table_full: Counter,
     /// Sources put on the ban list.
     pub sources_banned: Counter,
+    /// Credentials a backend refused (401/407 to a REGISTER or INVITE that carried
+    /// them) and 403s (`security/brute.rs`).
+    pub auth_failures: Counter,
     /// In-dialog requests and responses that matched no dialog, forwarded on a `dnat`
     /// farm with a transaction's lifetime.
     pub stray_sip_forwarded: Counter,
@@ -457,6 +460,7 @@ impl Default for WorkerCounters {
             connection_table_full: Counter::default(),
             rate_table_full: Counter::default(),
             sources_banned: Counter::default(),
+            auth_failures: Counter::default(),
             stray_sip_forwarded: Counter::default(),
             stray_tcp_forwarded: Counter::default(),
             fragments_in: Counter::default(),

@@ -375,3 +375,112 @@ fn each_farm_has_its_own_buckets() {
     );
     assert_eq!(passed(Ipv4Addr::new(198, 18, 0, 3)), 5, "[farm.limits]");
 }
+
+/// A REGISTER of `user` (CSeq `seq`), with or without credentials.
+fn register(user: &str, cid: &str, seq: u32, credentials: bool) -> Vec<u8> {
+    let auth = if credentials {
+        format!("Authorization: Digest username=\"{user}\", realm=\"x\", nonce=\"n\", uri=\"sip:x\", response=\"00\"\r\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "REGISTER sip:198.18.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK{cid}{seq}\r\nFrom: <sip:{user}@x>;tag=r1\r\nTo: <sip:{user}@x>\r\nCall-ID: {cid}\r\nCSeq: {seq} REGISTER\r\nContact: <sip:{user}@198.18.0.10:5060>\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The registrar's answer `code` to a REGISTER of `user`.
+fn register_answer(code: u16, user: &str, cid: &str, seq: u32) -> Vec<u8> {
+    format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK{cid}{seq}\r\nFrom: <sip:{user}@x>;tag=r1\r\nTo: <sip:{user}@x>;tag=s1\r\nCall-ID: {cid}\r\nCSeq: {seq} REGISTER\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+impl Bed<'_> {
+    /// The backend's message to `client` (dnat: from the backend, to the client).
+    fn backend_says(&self, client: Ipv4Addr, payload: &[u8], now: u32) -> Verdict {
+        let mut w = sim::worker(&self.c);
+        let mut f = sim::udp_frame(port_mac(1), (BACKEND, 5060), (client, 5060), payload);
+        sim::run(&self.svc, &self.t, &mut w, &mut f, 1, now)
+    }
+}
+
+#[test]
+fn refused_credentials_ban_their_source_and_first_challenges_never_count() {
+    let mem = SimMemory::new(1 << 12);
+    let bed = Bed::new(
+        &mem,
+        &cfg(
+            "dnat",
+            "auth_failures = 3\nauth_window_s = 60\nauth_ban_s = 100",
+        ),
+    );
+    let attacker = spoofed(7);
+    bed.t.neighbours.learn(attacker, host_mac(attacker), 0, 1);
+    // A phone challenged on each of 10 registrations (no credentials yet) and then
+    // accepted: never counted.
+    for i in 0..10 {
+        let cid = format!("phone{i}");
+        assert_eq!(
+            bed.udp(CLIENT, &register("alice", &cid, 1, false), 10),
+            Verdict::Forward(1)
+        );
+        assert_eq!(
+            bed.backend_says(CLIENT, &register_answer(401, "alice", &cid, 1), 10),
+            Verdict::Forward(0)
+        );
+        assert_eq!(
+            bed.udp(CLIENT, &register("alice", &cid, 2, true), 10),
+            Verdict::Forward(1)
+        );
+        assert_eq!(
+            bed.backend_says(CLIENT, &register_answer(200, "alice", &cid, 2), 10),
+            Verdict::Forward(0)
+        );
+    }
+    assert_eq!(
+        bed.c.auth_failures.get(),
+        0,
+        "challenges and accepted credentials"
+    );
+    // The attacker: challenged, then its credentials refused, three times.
+    for i in 0..3 {
+        let cid = format!("guess{i}");
+        assert_eq!(
+            bed.udp(attacker, &register("root", &cid, 1, false), 20),
+            Verdict::Forward(1)
+        );
+        bed.backend_says(attacker, &register_answer(401, "root", &cid, 1), 20);
+        assert_eq!(
+            bed.udp(attacker, &register("root", &cid, 2, true), 20),
+            Verdict::Forward(1)
+        );
+        bed.backend_says(attacker, &register_answer(401, "root", &cid, 2), 20);
+    }
+    assert_eq!(bed.c.auth_failures.get(), 3);
+    assert_eq!(bed.c.sources_banned.get(), 1, "banned on the 3rd failure");
+    let bans = limits::list_bans(&bed.t.rates, 21);
+    assert_eq!(bans.len(), 1);
+    assert_eq!(
+        (bans[0].source, bans[0].reason),
+        (attacker, "auth_failures")
+    );
+    assert_eq!(bans[0].remaining_s, 99);
+    assert_eq!(
+        bed.udp(attacker, &register("root", "guess9", 1, false), 21),
+        Verdict::Drop(DropReason::Banned)
+    );
+    // The phone is not affected; the ban ends after auth_ban_s.
+    assert_eq!(
+        bed.udp(CLIENT, &register("alice", "later", 1, false), 21),
+        Verdict::Forward(1)
+    );
+    assert_eq!(
+        bed.udp(attacker, &register("root", "guess10", 1, false), 121),
+        Verdict::Forward(1)
+    );
+    // A 403 counts whatever was sent.
+    bed.backend_says(attacker, &register_answer(403, "root", "guess10", 1), 121);
+    assert_eq!(bed.c.auth_failures.get(), 4);
+}

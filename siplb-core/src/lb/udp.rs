@@ -228,6 +228,7 @@ impl Ctx<'_, '_, '_> {
                     self.admit_sip_request(farm, msg, flow, method)?;
                 }
                 let txn = request_txn(call_key, method, &msg.cseq());
+                self.note_credentials(flow.src, msg);
                 if method == Method::Register {
                     return self
                         .place_register(farm, msg)
@@ -551,6 +552,7 @@ impl Ctx<'_, '_, '_> {
         let msg = match self.backend_message(farm, backend, frame, flow) {
             Ok((keep, msg)) => {
                 self.note_backend_answer(farm, flow.dst, keep);
+                self.note_auth_answer(flow.dst, &frame[flow.udp_payload()]);
                 msg
             }
             Err(r) => return Verdict::Drop(r),
@@ -608,6 +610,7 @@ impl Ctx<'_, '_, '_> {
         };
         self.t.snat.extend(&session, keep);
         self.note_backend_answer(farm, session.client, keep);
+        self.note_auth_answer(session.client, &frame[flow.udp_payload()]);
         let client = (session.client, session.client_port);
         let outcome = if farm.alg {
             let snat = (flow.dst, flow.dport());

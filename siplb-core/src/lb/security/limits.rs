@@ -32,6 +32,11 @@ pub enum Kind {
     Trusted = 4,
     /// TCP connections open from the source.
     Connections = 5,
+    /// A request of the source that carried credentials, until its answer
+    /// (`sub`: its transaction).
+    Credentials = 6,
+    /// Authentication failures in the current window.
+    AuthFailures = 7,
 }
 
 /// The bucket of TCP SYNs per source (`sub` of `Kind::Bucket`; SIP classes are below).
@@ -94,8 +99,20 @@ pub fn overrun(
     window_s: u32,
     now: u32,
 ) -> Result<bool, TableFull> {
+    counted(rates, key(src, Kind::Overruns, 0), limit, window_s, now)
+}
+
+/// Counts an event under `key` in the window that began with the first one; true
+/// when it is the one more than `limit`.
+pub fn counted(
+    rates: &FlowTable<'_>,
+    key: u64,
+    limit: u32,
+    window_s: u32,
+    now: u32,
+) -> Result<bool, TableFull> {
     let n = Cell::new(0);
-    rates.upsert(key(src, Kind::Overruns, 0), now, |old| {
+    rates.upsert(key, now, |old| {
         let c = old.map_or(0, |e| e.payload).saturating_add(1);
         n.set(c);
         Some(Entry {
@@ -114,6 +131,8 @@ pub enum BanReason {
     Flood = 1,
     /// It kept overrunning its TCP SYN or RST buckets.
     TcpFlood = 2,
+    /// Its credentials kept failing at the backends (`brute.rs`).
+    AuthFailures = 3,
 }
 
 impl BanReason {
@@ -121,6 +140,7 @@ impl BanReason {
         match code {
             1 => "flood",
             2 => "tcp_flood",
+            3 => "auth_failures",
             _ => "unknown",
         }
     }
@@ -194,8 +214,9 @@ pub fn unban(rates: &FlowTable<'_>, src: Ipv4Addr, now: u32) -> bool {
     let k = key(src, Kind::Ban, 0);
     let was = rates.lookup(k, now).is_some();
     rates.remove(k, now);
-    // A fresh window: the next overrun does not ban again at once.
+    // A fresh window: the next overrun or failure does not ban again at once.
     rates.remove(key(src, Kind::Overruns, 0), now);
+    rates.remove(key(src, Kind::AuthFailures, 0), now);
     was
 }
 

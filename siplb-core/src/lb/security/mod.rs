@@ -12,6 +12,7 @@
 //! a lookup here, but a banned source is dropped whatever it sends.
 
 mod admission;
+mod brute;
 pub mod limits;
 pub mod tcp_flags;
 
@@ -117,6 +118,11 @@ pub struct Policy {
     pub ban_overruns: u32,
     pub ban_window_s: u32,
     pub ban_s: u32,
+    /// Authentication failures within `auth_window_s` that ban a source for
+    /// `auth_ban_s` (0 = never; `brute.rs`).
+    pub auth_failures: u32,
+    pub auth_window_s: u32,
+    pub auth_ban_s: u32,
     pub tcp: TcpRules,
     /// Some limit that can ban is on (`Services::build` sets it): then every packet
     /// from a client is checked against the ban list.
@@ -125,7 +131,7 @@ pub struct Policy {
 
 /// Whether `hay` contains `lower` (lower-case ASCII) in any case: candidates found
 /// by their first byte in either case (SIMD), then compared.
-fn contains_caseless(hay: &[u8], lower: &[u8]) -> bool {
+pub(crate) fn contains_caseless(hay: &[u8], lower: &[u8]) -> bool {
     let Some(&first) = lower.first() else {
         return false;
     };
@@ -178,6 +184,9 @@ impl Policy {
             ban_overruns: cfg.ban_overruns,
             ban_window_s: cfg.ban_window_s,
             ban_s: cfg.ban_s,
+            auth_failures: cfg.auth_failures,
+            auth_window_s: cfg.auth_window_s,
+            auth_ban_s: cfg.auth_ban_s,
             tcp: TcpRules {
                 drop_bogus_flags: cfg.tcp_drop_bogus_flags,
                 max_connections_per_source: cfg.tcp_max_connections_per_source,
@@ -212,7 +221,7 @@ impl Policy {
         let limits_on = farms.iter().flatten().any(|b| !b.is_off())
             || !self.tcp.syn.is_off()
             || !self.tcp.rst.is_off();
-        self.check_bans = self.ban_overruns > 0 && limits_on;
+        self.check_bans = self.ban_overruns > 0 && limits_on || self.auth_failures > 0;
     }
 
     /// Is `src` on the ban list? Checked for every packet to a VIP when bans are on.
