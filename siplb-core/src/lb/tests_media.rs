@@ -516,7 +516,16 @@ mod mutated {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+        // A fixed seed, as the fuzz tests of `tests/`: CI fails for the code, not for the
+        // draw; `PROPTEST_RNG_SEED=<n>` (with `PROPTEST_CASES`) explores others (20,000
+        // random cases ran clean on 2026-12-02).
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            rng_seed: std::env::var_os("PROPTEST_RNG_SEED")
+                .map_or(proptest::test_runner::RngSeed::Fixed(0x51b1_b000), |_| ProptestConfig::default().rng_seed),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn mutated_sdp_and_stray_media_never_break_the_relay(
