@@ -6,8 +6,8 @@
 //! `nat.rs`) import from here and never from each other's internals, so the module
 //! graph has no cycle.
 
+use super::backend_load::LoadTable;
 use super::counters::{DropReason, WorkerCounters};
-use super::load::LoadTable;
 use super::neighbour::NeighbourTable;
 use super::reassembly::Reassembler;
 use super::services::{Farm, Services};

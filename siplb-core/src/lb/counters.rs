@@ -3,13 +3,13 @@
 //! read them without disturbing the worker. Blocks are cache-line aligned so two
 //! workers never write the same line.
 
+pub use super::counter::Counter;
 use super::timing::ResponseCounters;
 use crate::alg::MediaError;
 use crate::alg::RewriteError;
 use crate::config::{MAX_BACKENDS, MAX_FARMS};
 use crate::sip::SipError;
 use crate::table::media::MediaDrop;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// `WorkerCtx::farm` of a packet that no farm handles (yet).
 pub const NO_FARM: u8 = u8::MAX;
@@ -263,28 +263,6 @@ impl TcpAlgSkip {
             Self::Refused => "refused",
             Self::NoSeqState => "no_seq_state",
         }
-    }
-}
-
-/// A counter with one writer: `add` is a relaxed load and store (a plain `add` on x86),
-/// never a locked read-modify-write.
-#[derive(Default)]
-#[repr(transparent)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline(always)]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    #[inline(always)]
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
     }
 }
 

@@ -17,7 +17,9 @@
 
 mod alg_rules;
 mod alg_tcp;
+mod backend_load;
 mod context;
+mod counter;
 mod dispatch;
 pub mod load;
 mod media;

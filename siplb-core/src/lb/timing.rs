@@ -18,7 +18,7 @@
 //! (a few instructions per answer), which the control plane merges over workers and
 //! exports as Prometheus histograms.
 
-use super::counters::Counter;
+use super::counter::Counter;
 use crate::sip::Method;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
