@@ -73,10 +73,6 @@ impl<'m> DirtyMarks<'m> {
         }
         fence(SeqCst);
     }
-
-    pub fn words(&self) -> usize {
-        self.words.len()
-    }
 }
 
 /// The reader's side: groups taken from the marks and not yet read, or all of them
@@ -113,13 +109,6 @@ impl Pending {
     /// Groups pending.
     pub fn count(&self) -> usize {
         self.bits.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
-    /// The slot range of the first pending group, if any.
-    pub fn first(&self) -> Option<Range<usize>> {
-        let (i, w) = self.bits.iter().enumerate().find(|(_, w)| **w != 0)?;
-        let g = i * 64 + w.trailing_zeros() as usize;
-        Some(g * GROUP..((g + 1) * GROUP).min(self.slots))
     }
 
     /// Calls `f` with the slot range of each pending group in order; a group whose
@@ -277,7 +266,12 @@ mod tests {
             n < 2
         });
         assert_eq!(p.count(), 2, "the second and third stay");
-        assert_eq!(p.first(), Some(3 * GROUP..4 * GROUP));
+        let mut next = None;
+        p.drain(|r| {
+            next.get_or_insert(r);
+            false
+        });
+        assert_eq!(next, Some(3 * GROUP..4 * GROUP));
         p.all();
         assert_eq!(p.count(), 10);
     }

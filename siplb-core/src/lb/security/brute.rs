@@ -15,7 +15,6 @@
 //! REGISTERs and INVITEs (parsed in full anyway); on the answer side three bytes of
 //! every backend response, and a light scan only of 401/403/407s.
 
-use super::contains_caseless;
 use super::limits::{self, BanReason, Kind};
 use crate::hash::hash64;
 use crate::lb::context::Ctx;
@@ -31,10 +30,22 @@ fn transaction(call_id: &[u8], seq: u32) -> u32 {
     (hash64(call_id) ^ u64::from(seq).wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u32
 }
 
-/// Whether a header section holds credentials.
+/// Whether a header section (from its first field on) holds credentials
+/// (`Authorization` or `Proxy-Authorization`): one pass over its line starts.
 fn carries_credentials(header_section: &[u8]) -> bool {
-    contains_caseless(header_section, b"\nauthorization")
-        || contains_caseless(header_section, b"\nproxy-authorization")
+    let starts =
+        std::iter::once(0).chain(memchr::memchr_iter(b'\n', header_section).map(|i| i + 1));
+    starts.into_iter().any(|i| {
+        let line = &header_section[i..];
+        let name = match line.first() {
+            Some(b'p' | b'P') => line
+                .get(6..)
+                .filter(|_| line[..6].eq_ignore_ascii_case(b"proxy-")),
+            _ => Some(line),
+        };
+        name.and_then(|n| n.get(..13))
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"authorization"))
+    })
 }
 
 impl Ctx<'_, '_, '_> {
@@ -110,6 +121,35 @@ impl Ctx<'_, '_, '_> {
                 }
             }
             Err(_) => c.rate_table_full.inc(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_credentials;
+
+    #[test]
+    fn credentials_are_found_by_header_name_in_any_case() {
+        for (h, want) in [
+            (&b"Via: x\r\nAuthorization: Digest a\r\n"[..], true),
+            (b"Via: x\r\nproxy-AUTHORIZATION: Digest a\r\n", true),
+            (b"Via: x\r\nWWW-Authenticate: Digest a\r\n", false),
+            (
+                b"Via: x\r\nProxy-Require: foo\r\nX-Authorization-Hint: a\r\n",
+                false,
+            ),
+            (b"Via: x\r\nprox", false),
+            // The section begins with its first field.
+            (b"Authorization: Digest a\r\nVia: x\r\n", true),
+            (b"Proxy-Authorization: Digest a\r\n", true),
+        ] {
+            assert_eq!(
+                carries_credentials(h),
+                want,
+                "{}",
+                String::from_utf8_lossy(h)
+            );
         }
     }
 }

@@ -131,7 +131,7 @@ pub struct Policy {
 
 /// Whether `hay` contains `lower` (lower-case ASCII) in any case: candidates found
 /// by their first byte in either case (SIMD), then compared.
-pub(crate) fn contains_caseless(hay: &[u8], lower: &[u8]) -> bool {
+fn contains_caseless(hay: &[u8], lower: &[u8]) -> bool {
     let Some(&first) = lower.first() else {
         return false;
     };
