@@ -19,6 +19,8 @@ PACKAGES=(
   iptables                    # per-namespace packet counters (RTP in e2e/tests/sipp_media.rs)
   fonts-dejavu-core           # the font of the benchmark plots (bench/src/bin/plot.rs)
   valgrind                    # instruction counts of the benchmarks (bench/pipeline.sh)
+  dnsmasq-base                # the DNS server of e2e/tests/dnsbl.rs (the binary only: no
+                              # system service to disable)
 )
 
 say() { printf 'setup-host: %s\n' "$*"; }

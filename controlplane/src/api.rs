@@ -233,6 +233,38 @@ pub struct StatsView {
     /// Times the dataplane stood down on its own (HA: its control plane fell silent).
     #[serde(default)]
     pub stood_down: u64,
+    /// The control plane's DNSBL lookups, when `[security] dnsbl` names zones.
+    #[serde(default)]
+    pub dnsbl: Option<DnsblView>,
+}
+
+/// What the control plane's DNSBL lookups did (`daemon/dnsbl.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DnsblView {
+    pub zones: Vec<String>,
+    pub resolver: String,
+    /// Queries sent (one per zone and source).
+    pub queries: u64,
+    /// Verdicts: sources listed (banned), and not listed.
+    pub listed: u64,
+    pub clean: u64,
+    /// Failed zone answers (SERVFAIL, refusals, timeouts, no resolver), and of them
+    /// the timeouts.
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Sources answered from the cache, without a query.
+    pub cache_hits: u64,
+    /// Sources not queued: `dnsbl_queue` was full.
+    pub queue_full: u64,
+    /// Lookups the resolver answered, and their latency (taken from the ring to the
+    /// verdict in the rates table), summed and the worst, in microseconds.
+    pub verdicts: u64,
+    pub latency_us_sum: u64,
+    pub latency_us_max: u64,
+    /// Sources queued or in flight now, and answers cached now.
+    pub pending: u64,
+    pub cached: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -305,6 +337,10 @@ pub struct TableCounts {
     /// them) and 403s: the brute-force count.
     #[serde(default)]
     pub auth_failures: u64,
+    /// New sources handed to the control plane's DNSBL lookups, and those the ring had
+    /// no room for.
+    pub dnsbl_noted: u64,
+    pub dnsbl_ring_full: u64,
     /// In-dialog-looking SIP of no known dialog forwarded on `dnat` farms with a
     /// transaction's lifetime.
     pub stray_sip_forwarded: u64,
@@ -316,7 +352,7 @@ pub struct TableCounts {
 impl TableCounts {
     /// The fields by their JSON and metric names, with what they count (the metric's
     /// help), in declaration order: a new field added here reaches `/metrics`.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 21] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 23] {
         [
             ("dialog_table_full", "New dialogs not recorded: the dialog table was full around the Call-ID (raise [tables] dialogs).", self.dialog_table_full),
             ("registration_table_full", "Registrations not recorded: the registration table was full (raise [tables] registrations).", self.registration_table_full),
@@ -337,6 +373,8 @@ impl TableCounts {
             ("rate_table_full", "Rates-table operations that found no slot (raise [tables] rate_sources); what could not be metered was refused unless trusted.", self.rate_table_full),
             ("sources_banned", "Sources put on the ban list (siplb security bans).", self.sources_banned),
             ("auth_failures", "Credentials the backends refused (401/407 to a REGISTER or INVITE that carried them) and 403s.", self.auth_failures),
+            ("dnsbl_noted", "New sources handed to the control plane's DNSBL lookups.", self.dnsbl_noted),
+            ("dnsbl_ring_full", "New sources the DNSBL ring had no room for (looked up at their next request).", self.dnsbl_ring_full),
             ("stray_sip_forwarded", "In-dialog-looking SIP of no known dialog forwarded on dnat farms.", self.stray_sip_forwarded),
             ("stray_tcp_forwarded", "TCP segments other than SYNs of no known connection forwarded on dnat farms.", self.stray_tcp_forwarded),
         ]
@@ -362,6 +400,8 @@ impl TableCounts {
         self.rate_table_full += o.rate_table_full;
         self.sources_banned += o.sources_banned;
         self.auth_failures += o.auth_failures;
+        self.dnsbl_noted += o.dnsbl_noted;
+        self.dnsbl_ring_full += o.dnsbl_ring_full;
         self.stray_sip_forwarded += o.stray_sip_forwarded;
         self.stray_tcp_forwarded += o.stray_tcp_forwarded;
     }

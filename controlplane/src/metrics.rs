@@ -5,8 +5,8 @@
 //! items: HELP and TYPE, then the family's samples together.
 
 use crate::api::{
-    BackendStats, BackendStatus, DenyFileView, FarmStats, HaView, LatencyView, MediaStats,
-    StatsView, StatusView, TableCounts, WorkerStats,
+    BackendStats, BackendStatus, DenyFileView, DnsblView, FarmStats, HaView, LatencyView,
+    MediaStats, StatsView, StatusView, TableCounts, WorkerStats,
 };
 use crate::daemon::health::CheckStatus;
 use std::fmt::Write;
@@ -334,6 +334,77 @@ const DROPS: &[Family<StatsView>] = &[
     },
 ];
 
+/// Only when `[security] dnsbl` names zones.
+const DNSBL: &[Family<DnsblView>] = &[
+    Family {
+        name: "siplb_dnsbl_queries_total",
+        kind: Counter,
+        help: "DNSBL queries sent (one per zone and source).",
+        get: One(|d| d.queries as f64),
+    },
+    Family {
+        name: "siplb_dnsbl_verdicts_total",
+        kind: Counter,
+        help: "DNSBL verdicts on sources: listed (banned, reason dnsbl) or clean.",
+        get: By("verdict", |d| {
+            vec![("listed", d.listed as f64), ("clean", d.clean as f64)]
+        }),
+    },
+    Family {
+        name: "siplb_dnsbl_errors_total",
+        kind: Counter,
+        help: "DNSBL zone answers that failed (the source is admitted and asked again later), by kind.",
+        get: By("kind", |d| {
+            vec![
+                ("timeout", d.timeouts as f64),
+                ("other", d.errors.saturating_sub(d.timeouts) as f64),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_dnsbl_cache_hits_total",
+        kind: Counter,
+        help: "New sources answered from the DNSBL cache, without a query.",
+        get: One(|d| d.cache_hits as f64),
+    },
+    Family {
+        name: "siplb_dnsbl_queue_full_total",
+        kind: Counter,
+        help: "New sources not queued for a DNSBL lookup: [security] dnsbl_queue was full.",
+        get: One(|d| d.queue_full as f64),
+    },
+    Family {
+        name: "siplb_dnsbl_pending",
+        kind: Gauge,
+        help: "Sources queued or in flight for a DNSBL lookup.",
+        get: One(|d| d.pending as f64),
+    },
+    Family {
+        name: "siplb_dnsbl_cached",
+        kind: Gauge,
+        help: "DNSBL answers cached.",
+        get: One(|d| d.cached as f64),
+    },
+    Family {
+        name: "siplb_dnsbl_latency_seconds_sum",
+        kind: Counter,
+        help: "Time from taking a new source to its verdict in the rates table, summed over resolved lookups (divide by siplb_dnsbl_latency_seconds_count).",
+        get: One(|d| d.latency_us_sum as f64 / 1e6),
+    },
+    Family {
+        name: "siplb_dnsbl_latency_seconds_count",
+        kind: Counter,
+        help: "DNSBL lookups the resolver answered.",
+        get: One(|d| d.verdicts as f64),
+    },
+    Family {
+        name: "siplb_dnsbl_latency_seconds_max",
+        kind: Gauge,
+        help: "The slowest DNSBL lookup so far.",
+        get: One(|d| d.latency_us_max as f64 / 1e6),
+    },
+];
+
 const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
     Family {
         name: "siplb_backend_packets_total",
@@ -600,6 +671,9 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
     table_counts(o, &workers);
     table(o, EXPIRED, &[(vec![], stats)]);
     table(o, DROPS, &[(vec![], stats)]);
+    if let Some(d) = &stats.dnsbl {
+        table(o, DNSBL, &[(vec![], d)]);
+    }
     let traffic: Vec<_> = stats
         .farms
         .iter()
@@ -860,19 +934,19 @@ mod tests {
                 samples += 1;
             }
         }
-        // 2 process, (12 + 21 table counts) × 2 workers, 3 expired and 1 stood down, 2 drops, 1 TCP ALG
+        // 2 process, (12 + 23 table counts) × 2 workers, 3 expired and 1 stood down, 2 drops, 1 TCP ALG
         // skip and 1 farm-full count, (2 + 2 + 1 + 1 + 6 + 1 + 9 load) × 2 backends, 2
         // histograms of (19 buckets + sum + count) for the answering backend and (+Inf,
         // sum, count) for the other, 1 farm drop, 6 media of the one farm (its drops and
         // refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
         assert_eq!(
             seen.len(),
-            2 + 12 + 21 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
+            2 + 12 + 23 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
             "{text}"
         );
         assert_eq!(
             samples,
-            2 + 24 + 42 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            2 + 24 + 46 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
             "{text}"
         );
         for want in [

@@ -253,6 +253,25 @@ pub fn stats(s: &StatsView) -> String {
             s.farm_full_rejected
         );
     }
+    if let Some(d) = &s.dnsbl {
+        let _ = writeln!(
+            o,
+            "\ndnsbl {} via {}: queries={} listed={} clean={} errors={} timeouts={} cache_hits={} queue_full={} pending={} cached={} latency avg {:.1} ms, max {:.1} ms",
+            d.zones.join(","),
+            if d.resolver.is_empty() { "no resolver" } else { &d.resolver },
+            d.queries,
+            d.listed,
+            d.clean,
+            d.errors,
+            d.timeouts,
+            d.cache_hits,
+            d.queue_full,
+            d.pending,
+            d.cached,
+            d.latency_us_sum as f64 / d.verdicts.max(1) as f64 / 1e3,
+            d.latency_us_max as f64 / 1e3,
+        );
+    }
     if !s.drops.is_empty() {
         let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(o, "\ndrops: {}", d.join(" "));

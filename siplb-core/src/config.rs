@@ -195,6 +195,43 @@ pub struct SecurityConfig {
     /// dialog or established connection; beyond it only such sources may connect (0 =
     /// no limit): a SYN flood from spoofed sources does not lock customers out.
     pub tcp_untrusted_syn_per_s: u32,
+    /// DNSBL zones (e.g. `"bl.example."`) the control plane looks each new source up
+    /// in: `d.c.b.a.<zone>` answered with an A record in 127.0.0.0/8 means listed, and a
+    /// listed source is banned (reason `dnsbl`). Empty: off.
+    pub dnsbl: Vec<String>,
+    /// The resolver asked (`address` or `address:port`); empty: the first
+    /// `nameserver` of /etc/resolv.conf.
+    pub dnsbl_resolver: String,
+    /// Queries per second at most (all zones together).
+    pub dnsbl_qps: u32,
+    /// Sources waiting for a query at most; more are counted (`queue_full`) and looked
+    /// up when they come back after their pending mark expired.
+    pub dnsbl_queue: u32,
+    /// What new work from a source whose lookup is pending gets: `admit` (default: a
+    /// dead resolver or a stopped control plane never locks customers out) or `hold`
+    /// (dropped, counted as `dnsbl_pending`, until the verdict; SIP retransmits).
+    pub dnsbl_pending: DnsblPending,
+    /// Seconds a listed source stays banned; 0: the listing's TTL.
+    pub dnsbl_ban_s: u32,
+    /// Seconds a "not listed" answer is kept when it carries no SOA (else the SOA's
+    /// minimum, RFC 2308).
+    pub dnsbl_negative_ttl_s: u32,
+}
+
+/// A DNS resolver's socket address from `address` or `address:port` (port 53).
+pub fn resolver_addr(s: &str) -> Option<std::net::SocketAddrV4> {
+    s.parse()
+        .ok()
+        .or_else(|| Some(std::net::SocketAddrV4::new(s.parse().ok()?, 53)))
+}
+
+/// `[security] dnsbl_pending`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsblPending {
+    #[default]
+    Admit,
+    Hold,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` kept; a request takes one.
@@ -258,6 +295,13 @@ impl Default for SecurityConfig {
             tcp_syn: Bucket::default(),
             tcp_rst: Bucket::default(),
             tcp_untrusted_syn_per_s: 0,
+            dnsbl: Vec::new(),
+            dnsbl_resolver: String::new(),
+            dnsbl_qps: 50,
+            dnsbl_queue: 1024,
+            dnsbl_pending: DnsblPending::Admit,
+            dnsbl_ban_s: 0,
+            dnsbl_negative_ttl_s: 300,
         }
     }
 }

@@ -5,8 +5,8 @@
 use crate::clock::Clock;
 use crate::names::{
     MZ_BACKEND_LOAD, MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_DIRTY, MZ_HEADER,
-    MZ_MEDIA, MZ_NEIGHBOURS, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES, MZ_SNAT_FWD,
-    MZ_SNAT_REV, MZ_TCP_SEQ,
+    MZ_MEDIA, MZ_NEIGHBOURS, MZ_NEW_SOURCES, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES,
+    MZ_SNAT_FWD, MZ_SNAT_REV, MZ_TCP_SEQ,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
@@ -23,14 +23,18 @@ use siplb_core::table::dirty::DirtyMarks;
 use siplb_core::table::flow::{FlowTable, Slot};
 use siplb_core::table::media::{self, Leg, LegInfo, MediaMemory, MediaTable, Pool};
 use siplb_core::table::registration::RegistrationTable;
+use siplb_core::table::source_ring::SourceRing;
 use siplb_core::table::tcp_seq::{SeqSlot, SeqTable};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 17;
+const LAYOUT_VERSION: u32 = 18;
 const NEIGHBOUR_SLOTS: usize = 4096;
+/// Cells of the DNSBL's new-sources ring: a burst of new sources the control plane
+/// takes in well under a second; more are counted (`dnsbl_ring_full`) and retried.
+const NEW_SOURCE_CELLS: usize = 4096;
 /// Probe bound of the flow tables (buckets of 4 slots).
 const MAX_PROBE: usize = 16;
 
@@ -273,13 +277,19 @@ impl Shared {
             MZ_BACKEND_LOAD,
             MAX_BACKENDS * std::mem::size_of::<BackendLoad>(),
         )?;
+        let mz_new = reserve(
+            MZ_NEW_SOURCES,
+            SourceRing::words_for(NEW_SOURCE_CELLS) * std::mem::size_of::<AtomicU64>(),
+        )?;
         let shared = Self::view(
             header,
             [
                 mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media, mz_seq,
-                mz_times, mz_dirty, mz_load,
+                mz_times, mz_dirty, mz_load, mz_new,
             ],
         )?;
+        // Before `magic`: a secondary never sees the ring uninitialised.
+        shared.tables.new_sources.init();
         header.magic.store(MAGIC, Ordering::Release);
         Ok(shared)
     }
@@ -315,12 +325,13 @@ impl Shared {
                 look(MZ_REQUEST_TIMES)?,
                 look(MZ_DIRTY)?,
                 look(MZ_BACKEND_LOAD)?,
+                look(MZ_NEW_SOURCES)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 14]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty, load] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 15]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty, load, new] = zones;
         let dw = dirty_offsets(header);
         let (pools, legs, index) = (
             header.media_pools as usize,
@@ -384,6 +395,10 @@ impl Shared {
                     times.slice::<AtomicU64>(0, header.request_time_slots as usize),
                 ),
                 load: LoadTable::new(load.slice::<BackendLoad>(0, MAX_BACKENDS)),
+                // Initialised by the primary before publication (`create`).
+                new_sources: SourceRing::new(
+                    new.slice::<AtomicU64>(0, SourceRing::words_for(NEW_SOURCE_CELLS)),
+                ),
             }
         };
         // SAFETY: as above, for the counters.

@@ -7,6 +7,7 @@
 //! state; started again, it reads that state back and carries on.
 
 pub mod dataplane;
+pub mod dnsbl;
 pub mod ha;
 pub mod health;
 pub mod http;
@@ -191,6 +192,8 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         None
     };
+    let lookups = dnsbl::Dnsbl::start(&state.config.security, att.shared.tables, att.shared.header)
+        .context("starting the DNSBL lookup thread")?;
     let mut checkers = health::Checkers::new(tx.clone());
     sync_health(&mut checkers, &mut att, &mut state, &mut applied);
     let socket_path = names::socket_file(&run_dir, &prefix);
@@ -220,6 +223,7 @@ pub fn run(opts: Options) -> Result<()> {
         health: checkers.board.clone(),
     };
     let mut numbered = applied;
+    let mut looked_up = applied;
     let mut passive = passive::Passive::default();
     let exit = loop {
         if STOP.load(Ordering::Relaxed) {
@@ -300,8 +304,13 @@ pub fn run(opts: Options) -> Result<()> {
                 ha::numbering::digests(&state.config, att.shared.directory);
             numbered = applied;
         }
+        if looked_up != applied {
+            lookups.configure(&state.config.security);
+            looked_up = applied;
+        }
         if Instant::now() >= next_sample {
             stats = sampler.sample(&att.shared, &state);
+            stats.dnsbl = lookups.view();
             *views.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((status_view(&ctx, &att, &state, applied), stats.clone()));
             next_sample = Instant::now()

@@ -132,6 +132,8 @@ fn table_counts(c: &WorkerCounters) -> TableCounts {
         rate_table_full: c.rate_table_full.get(),
         sources_banned: c.sources_banned.get(),
         auth_failures: c.auth_failures.get(),
+        dnsbl_noted: c.dnsbl_noted.get(),
+        dnsbl_ring_full: c.dnsbl_ring_full.get(),
         stray_sip_forwarded: c.stray_sip_forwarded.get(),
         stray_tcp_forwarded: c.stray_tcp_forwarded.get(),
     }
@@ -442,6 +444,7 @@ impl Sampler {
                 .header
                 .stood_down
                 .load(std::sync::atomic::Ordering::Relaxed),
+            dnsbl: None,
         };
         self.last = now;
         view

@@ -6,8 +6,8 @@ use super::error::Invalid;
 use super::error::Seg::{Index, Key};
 use super::{
     BackendConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, HaConfig, NatMode,
-    PortConfig, Protocol, SipLimitsConfig, TableConfig, MAX_BACKENDS, MAX_FARMS, MAX_PORTS,
-    MAX_SNAT_ADDRESSES, MAX_WORKERS,
+    PortConfig, Protocol, SecurityConfig, SipLimitsConfig, TableConfig, MAX_BACKENDS, MAX_FARMS,
+    MAX_PORTS, MAX_SNAT_ADDRESSES, MAX_WORKERS,
 };
 
 type Check = Result<(), Invalid>;
@@ -18,6 +18,7 @@ impl Config {
         dataplane(&self.dataplane)?;
         tables(&self.tables)?;
         sip(&self.sip)?;
+        dnsbl(&self.security)?;
         ha(&self.ha, &self.ports)?;
         ports(&self.ports)?;
         farms(self)
@@ -89,6 +90,39 @@ fn sip(s: &SipLimitsConfig) -> Check {
         return Err(Invalid::at(
             [Key("sip")],
             "max_headers must be at least 8 and max_line_len at least 128",
+        ));
+    }
+    Ok(())
+}
+
+fn dnsbl(s: &SecurityConfig) -> Check {
+    let at = |k| [Key("security"), Key(k)];
+    for (i, zone) in s.dnsbl.iter().enumerate() {
+        let labels: Vec<&str> = zone.trim_end_matches('.').split('.').collect();
+        if labels.iter().any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        }) {
+            return Err(Invalid::at(
+                [Key("security"), Key("dnsbl"), Index(i)],
+                format!("`{zone}` is not a DNS zone name (e.g. \"bl.example.org\")"),
+            ));
+        }
+    }
+    if !s.dnsbl_resolver.is_empty() && crate::config::resolver_addr(&s.dnsbl_resolver).is_none() {
+        return Err(Invalid::at(
+            at("dnsbl_resolver"),
+            format!(
+                "`{}` is not an IPv4 address or address:port (e.g. 198.18.9.2 or 198.18.9.2:53)",
+                s.dnsbl_resolver
+            ),
+        ));
+    }
+    if !s.dnsbl.is_empty() && (s.dnsbl_qps == 0 || s.dnsbl_queue == 0) {
+        return Err(Invalid::at(
+            at("dnsbl_qps"),
+            "dnsbl_qps and dnsbl_queue must be at least 1 when dnsbl zones are set",
         ));
     }
     Ok(())

@@ -20,6 +20,7 @@ use crate::table::dialog::DialogTable;
 use crate::table::flow::FlowTable;
 use crate::table::media::MediaTable;
 use crate::table::registration::RegistrationTable;
+use crate::table::source_ring::SourceRing;
 use crate::table::tcp_seq::SeqTable;
 use std::net::Ipv4Addr;
 
@@ -63,6 +64,8 @@ pub struct Tables<'m> {
     pub request_times: RequestTimes<'m>,
     /// Live load per backend slot: dialogs, overload signals, passive health.
     pub load: LoadTable<'m>,
+    /// Sources for the control plane's DNSBL lookups (`lb/security/dnsbl.rs`).
+    pub new_sources: SourceRing<'m>,
 }
 
 /// ARP requests the worker must send after this packet (the frame that caused them

@@ -121,10 +121,13 @@ pub enum DropReason {
     /// The ACK of a 503 the balancer sent for a full farm (its To tag is the
     /// balancer's): nothing behind the VIP knows the call.
     FullReplyAck,
+    /// New work from a source whose DNSBL lookup is pending, with `[security]
+    /// dnsbl_pending = "hold"` (SIP retransmits it).
+    DnsblPending,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::FullReplyAck as usize + 1;
+    pub const COUNT: usize = DropReason::DnsblPending as usize + 1;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::NotOurMac,
         Self::Truncated,
@@ -173,6 +176,7 @@ impl DropReason {
         Self::TcpConnectionLimit,
         Self::FarmFull,
         Self::FullReplyAck,
+        Self::DnsblPending,
     ];
 
     /// snake_case name, for logs and metric labels.
@@ -225,6 +229,7 @@ impl DropReason {
             Self::TcpConnectionLimit => "tcp_connection_limit",
             Self::FarmFull => "farm_full",
             Self::FullReplyAck => "full_reply_ack",
+            Self::DnsblPending => "dnsbl_pending",
         }
     }
 }
@@ -350,6 +355,10 @@ pub struct WorkerCounters {
     /// Credentials a backend refused (401/407 to a REGISTER or INVITE that carried
     /// them) and 403s (`security/brute.rs`).
     pub auth_failures: Counter,
+    /// New sources handed to the control plane's DNSBL lookups, and those the ring
+    /// had no room for (`security/dnsbl.rs`).
+    pub dnsbl_noted: Counter,
+    pub dnsbl_ring_full: Counter,
     /// In-dialog requests and responses that matched no dialog, forwarded on a `dnat`
     /// farm with a transaction's lifetime.
     pub stray_sip_forwarded: Counter,
@@ -439,6 +448,8 @@ impl Default for WorkerCounters {
             rate_table_full: Counter::default(),
             sources_banned: Counter::default(),
             auth_failures: Counter::default(),
+            dnsbl_noted: Counter::default(),
+            dnsbl_ring_full: Counter::default(),
             stray_sip_forwarded: Counter::default(),
             stray_tcp_forwarded: Counter::default(),
             fragments_in: Counter::default(),

@@ -18,6 +18,7 @@ use crate::table::dirty::DirtyMarks;
 use crate::table::flow::{FlowTable, Slot};
 use crate::table::media::MediaMemory;
 use crate::table::registration::RegistrationTable;
+use crate::table::source_ring::SourceRing;
 use crate::table::tcp_seq::{SeqSlot, SeqTable};
 use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
 use crate::wire::ipv4;
@@ -44,7 +45,12 @@ pub struct SimMemory {
     /// registrations, connections, SNAT forward, SNAT reverse, media legs).
     dirty: [Vec<AtomicU64>; 6],
     load: Vec<BackendLoad>,
+    /// The DNSBL's new-sources ring (`SOURCE_RING_CELLS` cells).
+    pub new_sources: Vec<AtomicU64>,
 }
+
+/// Cells of the simulation's new-sources ring.
+pub const SOURCE_RING_CELLS: usize = 64;
 
 fn marks_for(slots: usize) -> Vec<AtomicU64> {
     (0..DirtyMarks::words_for(slots))
@@ -84,6 +90,13 @@ impl SimMemory {
             tcp_seq: (0..1 << 14).map(|_| SeqSlot::default()).collect(),
             request_times: (0..REQUEST_TIME_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             load: (0..MAX_BACKENDS).map(|_| BackendLoad::default()).collect(),
+            new_sources: {
+                let words = (0..SourceRing::words_for(SOURCE_RING_CELLS))
+                    .map(|_| AtomicU64::new(0))
+                    .collect::<Vec<_>>();
+                SourceRing::new(&words).init();
+                words
+            },
         }
     }
 
@@ -121,6 +134,7 @@ impl SimMemory {
             tcp_seq: SeqTable::new(&self.tcp_seq, 16),
             request_times: RequestTimes::new(&self.request_times),
             load: LoadTable::new(&self.load),
+            new_sources: SourceRing::new(&self.new_sources),
         }
     }
 }

@@ -484,3 +484,57 @@ fn refused_credentials_ban_their_source_and_first_challenges_never_count() {
     bed.backend_says(attacker, &register_answer(403, "root", "guess10", 1), 121);
     assert_eq!(bed.c.auth_failures.get(), 4);
 }
+
+/// Issue 14 item 4, the dataplane's side: new sources go onto the ring once; with
+/// `hold` their new work waits for the verdict (retransmissions pass after it), a
+/// listed source is banned, a dialog admitted before is not touched.
+#[test]
+fn dnsbl_new_sources_are_noted_once_held_until_their_verdict_and_listed_ones_banned() {
+    use crate::lb::security::dnsbl::judge;
+    let mem = SimMemory::new(1 << 12);
+    let hold = cfg(
+        "dnat",
+        "dnsbl = ['bl.test']\ndnsbl_pending = 'hold'\nmax_new_per_source = 10",
+    );
+    let bed = Bed::new(&mem, &hold);
+    let (a, b) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 66));
+    let inv = |src, cid: &str, now| bed.udp(src, &request("INVITE", cid, false), now);
+    assert_eq!(inv(a, "a1", 100), Verdict::Drop(DropReason::DnsblPending));
+    assert_eq!(
+        inv(a, "a1", 100),
+        Verdict::Drop(DropReason::DnsblPending),
+        "a retransmission before the verdict"
+    );
+    assert_eq!(inv(b, "b1", 100), Verdict::Drop(DropReason::DnsblPending));
+    assert_eq!(bed.t.new_sources.pop(), Some(a));
+    assert_eq!(bed.t.new_sources.pop(), Some(b));
+    assert_eq!(bed.t.new_sources.pop(), None, "each source once");
+    assert_eq!(bed.c.dnsbl_noted.get(), 2);
+    judge(&bed.t.rates, a, false, 5, 0, 101).unwrap();
+    judge(&bed.t.rates, b, true, 300, 0, 101).unwrap();
+    assert_eq!(
+        inv(a, "a1", 101),
+        Verdict::Forward(1),
+        "the retransmission after the verdict"
+    );
+    assert_eq!(inv(b, "b1", 101), Verdict::Drop(DropReason::Banned));
+    assert_eq!(limits::list_bans(&bed.t.rates, 101)[0].reason, "dnsbl");
+    // When a's verdict expires (5 s), its dialog's messages still pass while a new
+    // call waits.
+    let bye = bed.udp(a, &request("BYE", "a1", true), 110);
+    assert_eq!(bye, Verdict::Forward(1));
+    assert_eq!(inv(a, "a2", 110), Verdict::Drop(DropReason::DnsblPending));
+
+    // `admit` (the default): new sources are noted and pass meanwhile.
+    let mem = SimMemory::new(1 << 12);
+    let bed = Bed::new(&mem, &cfg("dnat", "dnsbl = ['bl.test']"));
+    let inv = |src, cid: &str, now| bed.udp(src, &request("INVITE", cid, false), now);
+    assert_eq!(inv(a, "a1", 100), Verdict::Forward(1));
+    assert_eq!(bed.t.new_sources.pop(), Some(a));
+    // Off: nothing noted.
+    let mem = SimMemory::new(1 << 12);
+    let bed = Bed::new(&mem, &cfg("dnat", ""));
+    let inv = |src, cid: &str, now| bed.udp(src, &request("INVITE", cid, false), now);
+    assert_eq!(inv(a, "a1", 100), Verdict::Forward(1));
+    assert_eq!(bed.t.new_sources.pop(), None);
+}

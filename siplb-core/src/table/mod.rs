@@ -8,6 +8,7 @@ pub mod dirty;
 pub mod flow;
 pub mod media;
 pub mod registration;
+pub mod source_ring;
 pub mod sweep;
 pub mod tcp_seq;
 

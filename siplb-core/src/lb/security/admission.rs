@@ -60,6 +60,13 @@ impl Ctx<'_, '_, '_> {
             Class::of(method),
             self.now,
         )?;
+        sec.admit_new_source(
+            &self.t.rates,
+            &self.t.new_sources,
+            self.w.counters,
+            flow.src,
+            self.now,
+        )?;
         if in_dialog {
             self.w.counters.stray_sip_forwarded.inc();
         }

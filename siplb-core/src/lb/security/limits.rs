@@ -37,6 +37,8 @@ pub enum Kind {
     Credentials = 6,
     /// Authentication failures in the current window.
     AuthFailures = 7,
+    /// The source's DNSBL lookup: pending, or its verdict (`dnsbl.rs`).
+    Dnsbl = 8,
 }
 
 /// The bucket of TCP SYNs per source (`sub` of `Kind::Bucket`; SIP classes are below).
@@ -133,6 +135,8 @@ pub enum BanReason {
     TcpFlood = 2,
     /// Its credentials kept failing at the backends (`brute.rs`).
     AuthFailures = 3,
+    /// A DNSBL zone lists it (`dnsbl.rs`).
+    Dnsbl = 4,
 }
 
 impl BanReason {
@@ -141,6 +145,7 @@ impl BanReason {
             1 => "flood",
             2 => "tcp_flood",
             3 => "auth_failures",
+            4 => "dnsbl",
             _ => "unknown",
         }
     }

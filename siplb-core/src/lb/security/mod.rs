@@ -13,6 +13,7 @@
 
 mod admission;
 mod brute;
+pub mod dnsbl;
 pub mod limits;
 pub mod tcp_flags;
 
@@ -124,6 +125,8 @@ pub struct Policy {
     pub auth_window_s: u32,
     pub auth_ban_s: u32,
     pub tcp: TcpRules,
+    /// DNSBL lookups of new sources (`dnsbl.rs`).
+    pub dnsbl: dnsbl::Lookups,
     /// Some limit that can ban is on (`Services::build` sets it): then every packet
     /// from a client is checked against the ban list.
     pub check_bans: bool,
@@ -201,6 +204,7 @@ impl Policy {
                 rst: cfg.tcp_rst,
                 untrusted_syn_per_s: cfg.tcp_untrusted_syn_per_s,
             },
+            dnsbl: dnsbl::Lookups::of(cfg),
             check_bans: false,
         })
     }
@@ -221,7 +225,9 @@ impl Policy {
         let limits_on = farms.iter().flatten().any(|b| !b.is_off())
             || !self.tcp.syn.is_off()
             || !self.tcp.rst.is_off();
-        self.check_bans = self.ban_overruns > 0 && limits_on || self.auth_failures > 0;
+        self.check_bans = self.ban_overruns > 0 && limits_on
+            || self.auth_failures > 0
+            || self.dnsbl != dnsbl::Lookups::Off;
     }
 
     /// Is `src` on the ban list? Checked for every packet to a VIP when bans are on.
