@@ -3,6 +3,7 @@
 //! requests → paced RTP (media mode) → tx burst.
 
 use crate::client::{Client, ClientConfig};
+use crate::flood::Flood;
 use crate::frame::{self, Incoming};
 use crate::options::{Mix, Mode, Options};
 use crate::pacer::Pacer;
@@ -124,6 +125,8 @@ struct Generator<'o> {
     client: Option<(Client, usize)>,
     /// The responder and the index in `ports` of the backends' port.
     responder: Option<(Responder, usize)>,
+    /// The flood (`--mode flood`) and the index in `ports` of its port.
+    flood: Option<(Flood, usize)>,
     /// With --rtp-streams.
     media: Option<MediaRun>,
     rx: Burst<BURST>,
@@ -160,10 +163,11 @@ impl<'o> Generator<'o> {
     /// stops), waits for their links and builds the client and the responder.
     fn start(eal: &Eal, opts: &'o Options, started_ports: &mut Vec<Port>) -> Result<Self> {
         let nports = eal.port_count();
-        let client_on = opts.mode != Mode::Responder;
-        let responder_on = opts.mode != Mode::Client;
+        let flood_on = opts.mode == Mode::Flood;
+        let client_on = matches!(opts.mode, Mode::Client | Mode::Both);
+        let responder_on = matches!(opts.mode, Mode::Responder | Mode::Both);
         for (on, p, what) in [
-            (client_on, opts.client_port, "--client-port"),
+            (client_on || flood_on, opts.client_port, "--client-port"),
             (responder_on, opts.backend_port, "--backend-port"),
         ] {
             if on && p >= nports {
@@ -173,7 +177,7 @@ impl<'o> Generator<'o> {
         let pool = Mempool::create("siplb_gen_pkt", opts.mbufs, 256, MBUF_DATA_ROOM, -1)
             .context("creating the packet pool: lower --mbufs or reserve more hugepages")?;
         let mut ids: Vec<u16> = Vec::new();
-        if client_on {
+        if client_on || flood_on {
             ids.push(opts.client_port);
         }
         if responder_on && !ids.contains(&opts.backend_port) {
@@ -247,6 +251,10 @@ impl<'o> Generator<'o> {
             );
             (r, index_of(opts.backend_port))
         });
+        let flood = flood_on.then(|| {
+            let f = Flood::new(opts.flood_config(run_id, opts.budget.unwrap_or(u64::MAX)));
+            (f, index_of(opts.client_port))
+        });
         let stats_every =
             (opts.stats_interval > 0.0).then_some((opts.stats_interval * hz as f64) as u64);
         let t0 = lcore::tsc();
@@ -256,6 +264,7 @@ impl<'o> Generator<'o> {
             ports,
             client,
             responder,
+            flood,
             media: media.then(|| MediaRun {
                 phase: MediaPhase::Setup,
                 pacer: Pacer::new(t0, hz, opts.rtp_pps),
@@ -270,7 +279,7 @@ impl<'o> Generator<'o> {
             ms: hz / 1000,
             duration: match (opts.duration, opts.budget) {
                 (Some(d), _) => Some(d),
-                (None, None) if client_on => Some(DEFAULT_DURATION_S),
+                (None, None) if client_on || flood_on => Some(DEFAULT_DURATION_S),
                 _ => None,
             },
             budget,
@@ -295,6 +304,9 @@ impl<'o> Generator<'o> {
     fn poll_once(&mut self, now: u64) -> bool {
         if STOP.load(Ordering::Relaxed) && !self.stopped {
             self.stopped = true;
+            if let Some((f, _)) = self.flood.as_mut() {
+                f.stop();
+            }
             if let Some((c, _)) = self.client.as_mut() {
                 c.stop();
                 // Held calls end now (their BYEs go out).
@@ -318,6 +330,7 @@ impl<'o> Generator<'o> {
         }
         self.announce_backends(now);
         busy |= self.send_requests(now);
+        busy |= self.send_flood(now);
         busy |= self.send_media(now);
         for p in &mut self.ports {
             p.flush();
@@ -343,15 +356,16 @@ impl<'o> Generator<'o> {
                 return;
             }
         }
-        let Some((c, cx)) = self.client.as_mut() else {
-            return;
-        };
-        if px != *cx {
+        if self.requests_port() != Some(px) {
             return;
         }
         match incoming {
-            Incoming::Udp { dst, payload, .. } if c.owns(dst.ip) => {
-                c.on_datagram(dst.port, payload, now)
+            Incoming::Udp { dst, payload, .. } => {
+                if let Some((c, _)) = self.client.as_mut().filter(|(c, _)| c.owns(dst.ip)) {
+                    c.on_datagram(dst.port, payload, now)
+                } else if let Some((f, _)) = self.flood.as_mut().filter(|(f, _)| f.owns(dst.ip)) {
+                    f.on_datagram(payload)
+                }
             }
             Incoming::Arp {
                 op,
@@ -359,8 +373,14 @@ impl<'o> Generator<'o> {
                 sender_ip,
                 target_ip,
             } => {
+                // The flood answers for its own address only (the balancer's gateway
+                // to the spoofed sources), never for the spoofed ones.
+                let ours = match &self.client {
+                    Some((c, _)) => c.owns(target_ip),
+                    None => target_ip == self.opts.src_ip,
+                };
                 let pc = &mut self.ports[px];
-                if op == arp::OP_REQUEST && c.owns(target_ip) {
+                if op == arp::OP_REQUEST && ours {
                     let mac = pc.mac;
                     if let Some(f) = build(&self.pool, |b| {
                         Some(frame::write_arp_reply(
@@ -402,17 +422,20 @@ impl<'o> Generator<'o> {
         }
     }
 
-    /// The client's turn: ARP for the peer until it answers, wait out the warm-up, then
-    /// send what the pacer allows and expire what timed out. True if it sent requests.
-    fn send_requests(&mut self, now: u64) -> bool {
-        let Some((c, cx)) = self.client.as_mut() else {
-            return false;
-        };
-        let port = &mut self.ports[*cx];
-        let dmac = match self.dst_mac {
+    /// The port requests leave by: the client's or the flood's.
+    fn requests_port(&self) -> Option<usize> {
+        let client = self.client.as_ref().map(|(_, x)| *x);
+        client.or(self.flood.as_ref().map(|(_, x)| *x))
+    }
+
+    /// The peer's MAC once requests may go to it: ARPs for it on port `px` until it
+    /// answers, then waits out the warm-up.
+    fn peer_ready(&mut self, px: usize, now: u64) -> Option<MacAddr> {
+        match self.dst_mac {
             None => {
                 if now >= self.next_arp {
                     self.next_arp = now + 200 * self.ms;
+                    let port = &mut self.ports[px];
                     let mac = port.mac;
                     let (src, dst) = (self.opts.src_ip, self.opts.dst_ip);
                     if let Some(f) = build(&self.pool, |b| {
@@ -421,12 +444,27 @@ impl<'o> Generator<'o> {
                         port.send(f);
                     }
                 }
-                return false;
+                None
             }
             // Let the peer settle (learn the backends, finish its own ARP) first.
-            Some(_) if now < self.warmup_until.unwrap_or(0) => return false,
-            Some(dmac) => dmac,
+            Some(_) if now < self.warmup_until.unwrap_or(0) => None,
+            Some(dmac) => Some(dmac),
+        }
+    }
+
+    /// The client's turn: ARP for the peer until it answers, wait out the warm-up, then
+    /// send what the pacer allows and expire what timed out. True if it sent requests.
+    fn send_requests(&mut self, now: u64) -> bool {
+        let Some(cx) = self.client.as_ref().map(|(_, x)| *x) else {
+            return false;
         };
+        let Some(dmac) = self.peer_ready(cx, now) else {
+            return false;
+        };
+        let Some((c, _)) = self.client.as_mut() else {
+            return false;
+        };
+        let port = &mut self.ports[cx];
         let (hz, rate) = (self.hz, self.opts.rate);
         let (start, pacer) = self.started.get_or_insert_with(|| {
             println!("siplb-gen: sending");
@@ -463,6 +501,55 @@ impl<'o> Generator<'o> {
         if now >= self.next_expire {
             self.next_expire = now + 10 * self.ms;
             c.expire(now);
+        }
+        sent > 0
+    }
+
+    /// The flood's turn: once the peer is known, what the pacer allows until the budget
+    /// or --duration is spent. True if it sent packets.
+    fn send_flood(&mut self, now: u64) -> bool {
+        let Some(px) = self.flood.as_ref().map(|(_, x)| *x) else {
+            return false;
+        };
+        let Some(dmac) = self.peer_ready(px, now) else {
+            return false;
+        };
+        let (hz, rate) = (self.hz, self.opts.rate);
+        let (start, pacer) = self.started.get_or_insert_with(|| {
+            println!("siplb-gen: flooding");
+            (now, Pacer::new(now, hz, rate))
+        });
+        let Some((f, _)) = self.flood.as_mut() else {
+            return false;
+        };
+        if let Some(d) = self.duration {
+            if now - *start > (d * hz as f64) as u64 {
+                f.stop();
+            }
+        }
+        f.stats.pacer_skipped += pacer.forgive(now);
+        let allowed = pacer.allowance(now, BURST);
+        let port = &mut self.ports[px];
+        let smac = port.mac;
+        let mut sent = 0;
+        while sent < allowed && !f.done() {
+            let Some(mut m) = self.pool.alloc() else {
+                f.stats.build_failures += 1;
+                break;
+            };
+            let cap = m.capacity().min(usize::from(u16::MAX));
+            m.set_len(cap);
+            let Some(n) = f.emit(smac, dmac, m.data_mut()) else {
+                f.stats.build_failures += 1;
+                break;
+            };
+            m.set_len(n);
+            port.send(m);
+            sent += 1;
+        }
+        pacer.consume(sent);
+        if sent > 0 {
+            self.last_send = now;
         }
         sent > 0
     }
@@ -558,6 +645,9 @@ impl<'o> Generator<'o> {
     /// The client is done, or a lone responder was stopped, ran its --duration or
     /// answered its --budget.
     fn finished(&self, now: u64) -> bool {
+        if let Some((f, _)) = &self.flood {
+            return f.done();
+        }
         match (&self.client, &self.responder) {
             (Some((c, _)), _) => c.done(),
             (None, Some((r, _))) => {
@@ -606,6 +696,20 @@ impl<'o> Generator<'o> {
                 c.in_flight(),
                 st.latency_ns.value_at_quantile(0.5) as f64 / 1000.0,
                 st.latency_ns.value_at_quantile(0.99) as f64 / 1000.0,
+            );
+        }
+        if let Some((f, _)) = &self.flood {
+            let st = &f.stats;
+            req = f.sent();
+            resp = st.responses.iter().sum();
+            out += &format!(
+                "flood: sent {} ({:.0}/s) by kind {:?} hot {} responses {} ({:.0}/s)\n",
+                req,
+                (req - last.1) as f64 / dt,
+                st.sent,
+                st.hot,
+                resp,
+                (resp - last.2) as f64 / dt,
             );
         }
         if let Some((r, _)) = &self.responder {
@@ -660,6 +764,7 @@ impl<'o> Generator<'o> {
                 .as_ref()
                 .map(|(r, _)| r.stats.summary(|i| r.backend_ip(i), &r.stickiness)),
             media: self.media_summary(),
+            flood: self.flood.as_ref().map(|(f, _)| f.summary(sending)),
             ports: self
                 .ports
                 .iter()

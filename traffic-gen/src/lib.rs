@@ -4,11 +4,12 @@
 //! `text` and `frame` write and read the bytes, `scan` reads SIP lean, `request` builds
 //! what the client sends, `responder` answers as N backends and keeps the stickiness
 //! account, `client` is the per-call state machine with its `pacer`, `media` the RTP
-//! streams of `--rtp-streams`, `stats` the counters, histogram and summaries. `app`
+//! streams of `--rtp-streams`, `flood` the spoofed requests of `--mode flood`, `stats` the counters, histogram and summaries. `app`
 //! puts them on DPDK ports (the only module that touches mbufs).
 
 pub mod app;
 pub mod client;
+pub mod flood;
 pub mod frame;
 pub mod media;
 pub mod options;

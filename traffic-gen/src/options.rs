@@ -1,6 +1,8 @@
 //! Command-line options after the EAL arguments: `siplb-gen [EAL args] -- [options]`.
 
+use crate::flood::FloodMix;
 use clap::{Parser, ValueEnum};
+use siplb_core::config::Ipv4Net;
 use siplb_core::wire::MacAddr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -13,6 +15,9 @@ pub enum Mode {
     Responder,
     /// Both in one process (one lcore).
     Both,
+    /// Stateless requests from spoofed sources on --client-port (`flood.rs`): the
+    /// --flood-* options, --rate, --budget or --duration.
+    Flood,
 }
 
 /// siplb-gen: sends SIP through any DPDK port at a given rate and counts what comes
@@ -126,6 +131,28 @@ pub struct Options {
     /// RTP payload bytes per packet (160: 20 ms of PCMU).
     #[arg(long, default_value_t = 160)]
     pub rtp_payload: usize,
+    /// Flood: the prefix the spoofed sources come from (--src-ip stays the generator's
+    /// own address, the one it answers ARP for).
+    #[arg(long, default_value = "198.19.0.0/16")]
+    pub flood_prefix: Ipv4Net,
+    /// Flood: "cold" sources, the prefix's first addresses, taken round robin.
+    #[arg(long, default_value_t = 4096)]
+    pub flood_sources: u32,
+    /// Flood: "hot" sources, the addresses after the cold ones, that send
+    /// --flood-hot-share percent of the packets.
+    #[arg(long, default_value_t = 0)]
+    pub flood_hot_sources: u32,
+    #[arg(long, default_value_t = 0)]
+    pub flood_hot_share: u32,
+    /// Flood: weights of the kinds: invite, register, reinvite (INVITE with a To tag),
+    /// ack, bye, cancel (of dialogs nobody knows), options, scanner (a scanner's
+    /// User-Agent).
+    #[arg(
+        long,
+        default_value = "invite=4,register=2,reinvite=1,ack=1,bye=1,cancel=1,options=1,scanner=1",
+        value_parser = FloodMix::parse
+    )]
+    pub flood_mix: FloodMix,
 }
 
 /// Transaction weights of the client.
@@ -208,6 +235,12 @@ impl Options {
         if self.payload > 1514 {
             return Err("--payload: frames larger than 1514 bytes would need IP fragments".into());
         }
+        if self.mode == Mode::Flood {
+            if self.rtp_streams > 0 {
+                return Err("--rtp-streams does not go with --mode flood".into());
+            }
+            self.flood_config(0, 0).validate()?;
+        }
         if self.rtp_streams > 0 {
             if self.mode != Mode::Both {
                 return Err("--rtp-streams needs --mode both (one process sends both ways)".into());
@@ -225,6 +258,24 @@ impl Options {
             }
         }
         Ok(())
+    }
+}
+
+impl Options {
+    /// The flood's settings; `run` tags its Call-IDs.
+    pub fn flood_config(&self, run: u32, budget: u64) -> crate::flood::FloodConfig {
+        crate::flood::FloodConfig {
+            prefix: self.flood_prefix,
+            sources: self.flood_sources,
+            hot_sources: self.flood_hot_sources,
+            hot_share: self.flood_hot_share,
+            mix: self.flood_mix,
+            src_port: self.src_port,
+            dst_ip: self.dst_ip,
+            dst_port: self.dst_port,
+            run,
+            budget,
+        }
     }
 }
 

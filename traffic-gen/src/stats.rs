@@ -1,6 +1,7 @@
 //! Counters of the client, the latency histogram, and the final summary (printed like
 //! testpmd's `show port stats`, and as JSON).
 
+use crate::flood::FloodSummary;
 use crate::media::MediaStats;
 use crate::request::Kind;
 use crate::responder::ResponderStats;
@@ -239,7 +240,15 @@ pub struct Summary {
     pub responder: Option<ResponderSummary>,
     /// With `--rtp-streams`.
     pub media: Option<MediaSummary>,
+    /// With `--mode flood`.
+    pub flood: Option<FloodSummary>,
     pub ports: Vec<PortSummary>,
+}
+
+/// `k=v k=v`: one token per count, for scripts and tests to read.
+fn pairs(m: &std::collections::BTreeMap<String, u64>) -> String {
+    let v: Vec<String> = m.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    v.join(" ")
 }
 
 fn us(ns: u64) -> f64 {
@@ -352,6 +361,21 @@ impl Summary {
                 "  responder: received {:?}, {} responses ({} challenges), malformed {}\n  responder: per backend {}\n  responder: call-ids {} split dialogs {} (messages at another backend {})\n",
                 r.received, r.responses, r.challenges, r.malformed, per.join(" "), r.call_ids,
                 r.split_dialogs, r.split_messages
+            );
+        }
+        if let Some(f) = &self.flood {
+            s += &format!(
+                "  flood: sent {} in {:.3} s: {}\n  flood: {} from {} cold sources, {} from hot sources {}\n  flood: responses {}, build-failures {} pacer-skipped {}\n",
+                f.total,
+                f.sending_s,
+                pairs(&f.sent),
+                f.cold,
+                f.cold_sources,
+                f.hot,
+                f.hot_sources.join(","),
+                pairs(&f.responses),
+                f.build_failures,
+                f.pacer_skipped
             );
         }
         if let Some(m) = &self.media {
