@@ -707,7 +707,7 @@ impl<'o> Generator<'o> {
                 req,
                 (req - last.1) as f64 / dt,
                 st.sent,
-                st.hot,
+                st.hot.iter().sum::<u64>(),
                 resp,
                 (resp - last.2) as f64 / dt,
             );

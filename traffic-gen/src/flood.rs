@@ -188,7 +188,7 @@ pub struct FloodStats {
     /// Packets handed to the port, by `FloodKind`.
     pub sent: [u64; 8],
     /// Of them, from the hot sources.
-    pub hot: u64,
+    pub hot: [u64; 8],
     /// Responses to spoofed sources that came back (through a gateway that leads
     /// here), by status class 1xx..6xx.
     pub responses: [u64; 6],
@@ -201,6 +201,8 @@ pub struct FloodStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodSummary {
     pub sent: BTreeMap<String, u64>,
+    /// Of them, from the hot sources.
+    pub sent_hot: BTreeMap<String, u64>,
     pub total: u64,
     pub hot: u64,
     pub cold: u64,
@@ -318,7 +320,7 @@ impl Flood {
         self.seq += 1;
         if hot {
             self.hot_seq += 1;
-            self.stats.hot += 1;
+            self.stats.hot[kind as usize] += 1;
         } else {
             self.cold_seq += 1;
         }
@@ -343,14 +345,19 @@ impl Flood {
     pub fn summary(&self, sending_s: f64) -> FloodSummary {
         let s = &self.stats;
         let total: u64 = s.sent.iter().sum();
-        FloodSummary {
-            sent: FloodKind::ALL
+        let hot: u64 = s.hot.iter().sum();
+        let by_kind = |n: &[u64; 8]| {
+            FloodKind::ALL
                 .iter()
-                .map(|k| (k.name().to_string(), s.sent[*k as usize]))
-                .collect(),
+                .map(|k| (k.name().to_string(), n[*k as usize]))
+                .collect()
+        };
+        FloodSummary {
+            sent: by_kind(&s.sent),
+            sent_hot: by_kind(&s.hot),
             total,
-            hot: s.hot,
-            cold: total - s.hot,
+            hot,
+            cold: total - hot,
             hot_sources: (0..self.cfg.hot_sources)
                 .map(|i| self.cfg.hot_address(i).to_string())
                 .collect(),
@@ -544,6 +551,7 @@ mod tests {
         assert_eq!(s.sent["invite"], 166 * 4 + head.count() as u64);
         assert_eq!(s.sent["scanner"], scanners);
         assert_eq!(s.hot, hot as u64);
+        assert_eq!(s.sent_hot.values().sum::<u64>(), s.hot);
         // About 20 % from the hot sources.
         assert!((300..500).contains(&hot), "{hot}");
         assert_eq!(s.hot_sources[0], "198.19.3.233");
