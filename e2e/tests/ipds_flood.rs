@@ -504,12 +504,16 @@ fn legitimate_traffic_survives_a_spoofed_flood_and_a_password_guesser() {
     );
     assert_eq!(by_kind[7], 0, "no scanner request reached a backend");
     // A hot source gets each class's burst and rate until its ban.
-    let since_flood = banned_read.duration_since(flood_started).as_secs();
+    let since_flood = banned_read
+        .duration_since(flood_started)
+        .as_secs_f64()
+        .ceil() as u64;
     for (h, r) in hot.iter().zip(hot_reached) {
         let ban = ban_of(*h).unwrap_or_else(|| panic!("{h} not banned: {bans}"));
         assert_eq!(ban["reason"].as_str(), Some("flood"), "{ban}");
         let banned_for = BAN_S - ban["remaining_s"].as_u64().unwrap();
-        // Seconds from the flood's first packet to the ban (+1: whole seconds).
+        // Seconds from the flood's first packet to the ban, rounded up (+1: the ban's
+        // clock counts whole seconds).
         let before_ban = since_flood.saturating_sub(banned_for) + 1;
         let allowed: u64 = BUCKETS.iter().map(|(_, r, b)| b + r * before_ban).sum();
         println!("hot source {h}: banned after about {before_ban} s; {r} reached, at most {allowed} allowed");

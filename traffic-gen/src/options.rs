@@ -353,6 +353,41 @@ mod tests {
     }
 
     #[test]
+    fn flood_options_parse_and_are_checked() {
+        let parse = |extra: &[&str]| {
+            Options::try_parse_from(
+                ["siplb-gen", "--mode", "flood"]
+                    .iter()
+                    .chain(extra)
+                    .copied(),
+            )
+            .unwrap()
+        };
+        let o = parse(&[
+            "--flood-prefix",
+            "198.19.0.0/16",
+            "--flood-sources",
+            "8192",
+            "--flood-hot-sources",
+            "4",
+            "--flood-hot-share",
+            "40",
+            "--flood-mix",
+            "invite=1,scanner=1",
+        ]);
+        assert_eq!(o.mode, Mode::Flood);
+        assert!(o.validate().is_ok());
+        let f = o.flood_config(1, 10);
+        assert_eq!((f.sources, f.hot_sources, f.hot_share), (8192, 4, 40));
+        assert!(parse(&[]).validate().is_ok());
+        assert!(parse(&["--flood-hot-share", "10"]).validate().is_err());
+        assert!(parse(&["--flood-prefix", "198.19.0.0/24"])
+            .validate()
+            .is_err());
+        assert!(parse(&["--rtp-streams", "1"]).validate().is_err());
+    }
+
+    #[test]
     fn media_needs_both_sides_and_room() {
         let parse = |extra: &[&str]| {
             Options::try_parse_from(["siplb-gen"].iter().chain(extra).copied()).unwrap()
