@@ -673,6 +673,9 @@ mod tests {
         let counts = Arc::<Counts>::default();
         let mut e = Engine::new(counts.clone()).unwrap();
         let s = settings(addr, 50, 40);
+        // Idle for a while: the bucket fills, to its burst and no further.
+        e.step(&s, &t, || 1);
+        std::thread::sleep(Duration::from_millis(500));
         // The simulation's ring holds 64: 60 sources, 20 beyond the queue.
         for i in 0..60 {
             assert!(t.new_sources.push(Ipv4Addr::new(198, 18, 1, i)));

@@ -524,6 +524,17 @@ fn dnsbl_new_sources_are_noted_once_held_until_their_verdict_and_listed_ones_ban
     let bye = bed.udp(a, &request("BYE", "a1", true), 110);
     assert_eq!(bye, Verdict::Forward(1));
     assert_eq!(inv(a, "a2", 110), Verdict::Drop(DropReason::DnsblPending));
+    assert_eq!(bed.t.new_sources.pop(), Some(a), "looked up again");
+
+    // A TCP SYN is new work too: held, then admitted after the verdict.
+    let c = Ipv4Addr::new(198, 18, 0, 12);
+    assert_eq!(
+        bed.tcp((c, 40000), tcp::SYN, 120),
+        Verdict::Drop(DropReason::DnsblPending)
+    );
+    assert_eq!(bed.t.new_sources.pop(), Some(c));
+    judge(&bed.t.rates, c, false, 300, 0, 121).unwrap();
+    assert_eq!(bed.tcp((c, 40000), tcp::SYN, 121), Verdict::Forward(1));
 
     // `admit` (the default): new sources are noted and pass meanwhile.
     let mem = SimMemory::new(1 << 12);

@@ -143,6 +143,7 @@ impl Ctx<'_, '_, '_> {
         if fl & tcp::SYN != 0 && fl & tcp::ACK == 0 {
             let lifetime = ConnState::Established.lifetime(&farm.timers);
             sec.admit_syn(rates, c, flow.src, lifetime, now)?;
+            sec.admit_new_source(rates, &self.t.new_sources, c, flow.src, now)?;
             return Ok(true);
         }
         self.may_go_stray(farm, flow, DropReason::TcpNoConnection)?;

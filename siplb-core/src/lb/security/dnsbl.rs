@@ -1,7 +1,8 @@
 //! The dataplane's side of the DNSBL lookups (`[security] dnsbl`): the control plane
 //! resolves, the workers only mark and look up.
 //!
-//! Each source that brings new work has a `Kind::Dnsbl` mark in the rates table: while
+//! New work is what admission meters: a request of no known dialog, a REGISTER, a TCP
+//! SYN. Each source that brings new work has a `Kind::Dnsbl` mark in the rates table: while
 //! none exists, the first worker to create one (pending, `PENDING_S`) pushes the
 //! source onto the new-sources ring (`table::source_ring`) for the control plane; its
 //! verdict replaces the mark (clean or listed, for the answer's TTL) and a listed
