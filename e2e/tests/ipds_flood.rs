@@ -25,11 +25,13 @@
 //! drops from the balancer's counters by reason; the af_packet ring's losses from the
 //! kernel's count of frames that reached the balancer's interfaces minus the
 //! balancer's own rx. Asserted: every legitimate call and registration succeeds and
-//! no legitimate packet is dropped; the flood that reached the backends stays within
+//! no legitimate packet is refused; the flood that reached the backends stays within
 //! what the limits allow (scanners: none; each hot source: its buckets until its ban;
-//! the cold sources: what the rates table can hold); sent = dropped by reason +
-//! reached + lost, packet for packet; the hot sources are banned for flooding and the
-//! guesser for its failed passwords.
+//! the cold sources, a few requests each: all their non-scanner requests, as `dnat`
+//! forwards in-dialog-looking ones, metered); sent = refused by reason + reached +
+//! lost by the rings, packet for packet; the hot sources are banned for flooding and
+//! the guesser for its failed passwords. Media relay off on the calls farm, and the
+//! rates table of its default size: why, in `config`.
 
 use e2e::kamailio::{Kamailio, Registrar};
 use e2e::netns::{veth, Netns};
@@ -462,10 +464,6 @@ fn legitimate_traffic_survives_a_spoofed_flood_and_a_password_guesser() {
         "{}",
         phone.output
     );
-    assert_eq!(
-        caller_at, caller_sent,
-        "every packet of the legitimate source reached a backend"
-    );
 
     // The flood ran at ten times the legitimate request rate or more.
     let legit_pps = caller_sent as f64 / legit_s;
@@ -533,17 +531,28 @@ fn legitimate_traffic_survives_a_spoofed_flood_and_a_password_guesser() {
     assert!(cold_reached + ring_lost >= cold_sent - cold_scanners);
 
     // --- every packet accounted for ----------------------------------------------
-    // What the balancer dropped of the legitimate source and the guesser is what they
-    // sent minus what reached the backends; everything else it dropped was the flood's.
-    let others_dropped = (caller_sent - caller_at) + (guesser_sent - guesser_at);
-    let flood_dropped = request_dropped - others_dropped;
-    let unaccounted = flood_sent as i64 - (flood_dropped + reached) as i64;
+    // Every request of the clients (the flood, the caller, the guesser) was refused for
+    // a counted reason, reached a backend, or was lost by an af_packet ring (measured).
+    let client_sent = flood_sent + caller_sent + guesser_sent;
+    let delivered = reached + caller_at + guesser_at;
+    let lost = client_sent as i64 - (request_dropped + delivered) as i64;
+    // The guesser's and the caller's shortfall at the backends was refused (the
+    // guesser's, banned) or lost; the rest of the refusals were the flood's.
+    let flood_dropped = request_dropped - (caller_sent - caller_at) - (guesser_sent - guesser_at);
     println!(
-        "accounting: sent {flood_sent} = dropped {flood_dropped} + reached {reached} + {unaccounted} (af_packet lost {ring_lost})"
+        "accounting: the clients sent {client_sent} = refused {request_dropped} + reached {delivered} + {lost} lost (the af_packet rings lost {ring_lost} frames in all); the flood: sent {flood_sent} = refused {flood_dropped} + reached {reached} + {}",
+        flood_sent as i64 - (flood_dropped + reached) as i64
     );
     assert!(
-        unaccounted >= 0 && unaccounted as u64 <= ring_lost,
-        "{unaccounted} flood packets neither dropped nor delivered ({ring_lost} lost by af_packet)"
+        lost >= 0 && lost as u64 <= ring_lost,
+        "{lost} requests neither refused nor delivered ({ring_lost} lost by af_packet)"
+    );
+    // No legitimate packet was refused: what did not reach a backend was lost by a
+    // ring (none, in every run so far).
+    assert!(
+        caller_sent - caller_at <= lost as u64,
+        "{} of the caller's packets refused",
+        caller_sent - caller_at
     );
     println!("test took {:.1} s", started.elapsed().as_secs_f64());
 }
