@@ -80,8 +80,8 @@ pub enum Response {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BanView {
     pub source: Ipv4Addr,
-    /// What got it banned: `flood` (its request buckets) or `tcp_flood` (its SYN or
-    /// RST buckets).
+    /// What got it banned: `flood` (its request buckets), `tcp_flood` (its SYN or RST
+    /// buckets), `auth_failures` (refused credentials) or `dnsbl` (a DNSBL lists it).
     pub reason: String,
     pub remaining_s: u32,
     /// Packets dropped because of the ban.

@@ -819,6 +819,34 @@ backends = [
     }
 
     #[test]
+    fn dnsbl_settings_are_checked_and_name_their_field() {
+        let with = |sec: &str| format!("[security]\n{sec}\n{GOOD}");
+        let c = Config::parse(
+            &with("dnsbl = [\"bl.test.\"]\ndnsbl_resolver = \"198.18.9.2:5353\"\ndnsbl_pending = \"hold\""),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.security.dnsbl_pending, DnsblPending::Hold);
+        assert_eq!(
+            resolver_addr(&c.security.dnsbl_resolver),
+            Some("198.18.9.2:5353".parse().unwrap())
+        );
+        assert_eq!(resolver_addr("198.18.9.2").map(|a| a.port()), Some(53));
+        let e = err(&with("dnsbl = [\"bl..test\"]"));
+        assert_eq!(e.field, "security.dnsbl[0]");
+        let e = err(&with(
+            "dnsbl = [\"bl.test\"]\ndnsbl_resolver = \"resolver.example\"",
+        ));
+        assert_eq!(e.field, "security.dnsbl_resolver");
+        assert!(e.message.contains("198.18.9.2:53"), "{e}");
+        let e = err(&with("dnsbl = [\"bl.test\"]\ndnsbl_qps = 0"));
+        assert_eq!(e.field, "security.dnsbl_qps");
+        assert!(err(&with("dnsbl_pending = \"wait\""))
+            .to_string()
+            .contains("dnsbl_pending"));
+    }
+
+    #[test]
     fn good_config_parses_with_defaults() {
         let c = Config::parse(GOOD, Path::new("x.toml")).unwrap();
         assert_eq!(c.dataplane.workers, 2);

@@ -108,7 +108,11 @@ impl Dnsbl {
         tables: &'static Tables<'static>,
         header: &'static Header,
     ) -> std::io::Result<Dnsbl> {
-        let settings = Arc::new(Mutex::new(Arc::new(Settings::of(cfg))));
+        let off = SecurityConfig {
+            dnsbl: Vec::new(),
+            ..cfg.clone()
+        };
+        let settings = Arc::new(Mutex::new(Arc::new(Settings::of(&off))));
         let counts = Arc::<Counts>::default();
         let mut engine = Engine::new(counts.clone())?;
         let s = settings.clone();
@@ -122,7 +126,9 @@ impl Dnsbl {
                 }
                 engine.step(&cur, tables, || header.clock.now());
             })?;
-        Ok(Dnsbl { settings, counts })
+        let d = Dnsbl { settings, counts };
+        d.configure(cfg);
+        Ok(d)
     }
 
     /// Takes `[security]`'s settings (at start and after a reload).
@@ -226,7 +232,10 @@ impl Engine {
             tokens: 1.0,
             refilled: now,
             // Not predictable from the outside; the answers are matched by name too.
-            next_id: std::process::id() as u16 ^ now.elapsed().subsec_nanos() as u16,
+            next_id: std::process::id() as u16
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() as u16),
             swept: now,
         })
     }
