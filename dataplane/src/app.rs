@@ -5,7 +5,7 @@ use crate::limits::sip_limits;
 use crate::preflight;
 use crate::rcu::Published;
 use crate::sweeps::Live;
-use crate::worker::Worker;
+use crate::worker::{Worker, RESEND_BUF};
 use anyhow::{bail, Context, Result};
 use dpdk::channel::Channel;
 use dpdk::eal::{Eal, ProcessType};
@@ -22,6 +22,7 @@ use siplb_core::alg::Edits;
 use siplb_core::config::Config;
 use siplb_core::control::DesiredState;
 use siplb_core::lb::counters::{WorkerCounters, NO_FARM};
+use siplb_core::lb::failover::Resends;
 use siplb_core::lb::reassembly::Reassembler;
 use siplb_core::lb::services::{Services, SlotRegistry};
 use siplb_core::lb::snat::SnatAllocator;
@@ -157,8 +158,13 @@ pub fn run(opts: Options) -> Result<()> {
                 farm: NO_FARM,
                 now_us: 0,
                 now_ms: 0,
+                resends: Resends::default(),
+                resend: None,
+                // Workers scan the held requests' timeouts from spread-out points.
+                held_cursor: i * shared.tables.held.capacity() / workers,
             },
             scratch: vec![0; 9000 + 14],
+            resend_buf: vec![0; RESEND_BUF],
         };
         eal.launch(*lcore, move || w.run())?;
     }

@@ -43,7 +43,12 @@ pub struct Worker {
     pub ctx: WorkerCtx<'static>,
     /// Room to build one fragment (the largest port MTU plus the Ethernet header).
     pub scratch: Vec<u8>,
+    /// Where a held request is rebuilt to be sent again (`RESEND_BUF` bytes).
+    pub resend_buf: Vec<u8>,
 }
+
+/// A held request (at most `failover::HELD_BYTES`) and what the ALG may add to it.
+pub const RESEND_BUF: usize = siplb_core::lb::failover::HELD_BYTES + 4096;
 
 /// The largest frame `port` may send: its MTU plus the Ethernet header.
 #[inline(always)]
@@ -91,6 +96,8 @@ impl Worker {
             if loops.is_multiple_of(KERNEL_POLL_EVERY) {
                 received += self.forward_kernel_traffic(&mut rx, &mut tx);
             }
+            lb::failover_poll(svc, self.tables, &mut self.ctx, now);
+            self.send_held_again(svc, now, &mut tx);
             self.drain_injected(&mut rx, &mut tx);
             for (i, b) in tx.iter_mut().enumerate() {
                 let f = b.flush(&self.port_at(i), queue);
@@ -191,6 +198,25 @@ impl Worker {
         if !self.ctx.arp_requests.is_empty() {
             self.send_arp_requests(svc, tx);
         }
+        if lb::resends_pending(&self.ctx) {
+            self.send_held_again(svc, now, tx);
+        }
+    }
+
+    /// Sends the held requests whose backend failed to their next backend
+    /// (`lb::failover`): each is rebuilt in `resend_buf` and sent in new mbufs.
+    fn send_held_again(&mut self, svc: &Services, now: u32, tx: &mut [TxBuffer]) {
+        let mut buf = std::mem::take(&mut self.resend_buf);
+        while let Some((v, _)) = lb::process_resend(svc, self.tables, &mut self.ctx, &mut buf, now)
+        {
+            let out = self.ctx.out_len;
+            match v {
+                Verdict::Forward(p) => self.send_copies(svc, tx, p, &buf[..out]),
+                Verdict::Drop(r) => self.counters.dropped_at(r, self.ctx.farm),
+                Verdict::ToKernel | Verdict::Consumed | Verdict::Reassembled => {}
+            }
+        }
+        self.resend_buf = buf;
     }
 
     /// Queues `m` on TX buffer `i` (see `port_at`).

@@ -343,6 +343,9 @@ pub struct TableConfig {
     /// Rates-table entries (`[security]`): a token bucket per source, farm and method
     /// class in use, bans, trusted sources, TCP connection counts.
     pub rate_sources: u64,
+    /// New INVITEs and REGISTERs held for failover until their final answer (4 KiB
+    /// each, shared by the workers; `[farm.failover]`).
+    pub held_requests: u64,
 }
 
 impl Default for TableConfig {
@@ -353,6 +356,7 @@ impl Default for TableConfig {
             snat_sessions: 1 << 16,
             tcp_connections: 1 << 16,
             rate_sources: 1 << 16,
+            held_requests: 4096,
         }
     }
 }
@@ -502,6 +506,9 @@ pub struct FarmConfig {
     /// Passive health (`[farm.passive]`): backends marked down from live traffic.
     #[serde(default)]
     pub passive: PassiveConfig,
+    /// Failover of new calls and registrations (`[farm.failover]`): off by default.
+    #[serde(default)]
+    pub failover: FailoverConfig,
     /// How backends are checked (`[farm.health]`); none by default.
     #[serde(default)]
     pub health: HealthConfig,
@@ -532,6 +539,31 @@ impl Default for PassiveConfig {
             window_ms: 250,
             icmp: false,
             down_ms: 5000,
+        }
+    }
+}
+
+/// Failover of new work (`lb::failover`): a new INVITE or REGISTER is held until its
+/// final answer; a failure answer (`on`) or silence for `timeout_ms` sends it to the
+/// next backend by the farm's order of preference, up to `tries` backends in all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// Backends a new call or registration may try, the first included; 1: off.
+    pub tries: u32,
+    /// Milliseconds without any answer (not even 100 Trying) after which the
+    /// request goes to the next backend.
+    pub timeout_ms: u32,
+    /// Final answers that send the request to the next backend.
+    pub on: Vec<u16>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            tries: 1,
+            timeout_ms: 2000,
+            on: vec![500, 503, 408],
         }
     }
 }

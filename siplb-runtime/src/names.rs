@@ -33,6 +33,8 @@ pub const MZ_DIRTY: &str = "siplb_dirty";
 pub const MZ_BACKEND_LOAD: &str = "siplb_backend_load";
 /// New sources for the control plane's DNSBL lookups (`table::source_ring`).
 pub const MZ_NEW_SOURCES: &str = "siplb_new_sources";
+/// New INVITEs and REGISTERs held for failover (`lb::failover`).
+pub const MZ_HELD: &str = "siplb_held";
 
 /// The DPDK runtime directory of `prefix` as the EAL of a root process makes it (the
 /// dataplane asks its EAL, `Eal::runtime_dir`; a process not yet attached uses this).

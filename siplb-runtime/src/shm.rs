@@ -5,13 +5,14 @@
 use crate::clock::Clock;
 use crate::names::{
     MZ_BACKEND_LOAD, MZ_CONNECTIONS, MZ_COUNTERS, MZ_DIALOGS, MZ_DIRECTORY, MZ_DIRTY, MZ_HEADER,
-    MZ_MEDIA, MZ_NEIGHBOURS, MZ_NEW_SOURCES, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES,
+    MZ_HELD, MZ_MEDIA, MZ_NEIGHBOURS, MZ_NEW_SOURCES, MZ_RATES, MZ_REGISTRATIONS, MZ_REQUEST_TIMES,
     MZ_SNAT_FWD, MZ_SNAT_REV, MZ_TCP_SEQ,
 };
 use anyhow::{bail, Context, Result};
 use dpdk::memzone::Memzone;
 use siplb_core::config::{Config, MAX_BACKENDS, MAX_WORKERS};
 use siplb_core::lb::counters::WorkerCounters;
+use siplb_core::lb::failover::{HeldSlot, HeldStore};
 use siplb_core::lb::load::{BackendLoad, LoadTable};
 use siplb_core::lb::neighbour::{NeighbourSlot, NeighbourTable};
 use siplb_core::lb::snat::{SnatSlot, SnatTable, PORTS_PER_ADDRESS};
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 const MAGIC: u64 = u64::from_be_bytes(*b"SIPLB\x00\x00\x01");
 /// Bumped whenever a shared structure's layout changes, so a mismatched control plane
 /// refuses to attach instead of misreading memory.
-const LAYOUT_VERSION: u32 = 18;
+const LAYOUT_VERSION: u32 = 19;
 const NEIGHBOUR_SLOTS: usize = 4096;
 /// Cells of the DNSBL's new-sources ring: a burst of new sources the control plane
 /// takes in well under a second; more are counted (`dnsbl_ring_full`) and retried.
@@ -77,6 +78,8 @@ pub struct Header {
     pub media_expired: AtomicU64,
     /// Slots of `MZ_REQUEST_TIMES` (`lb::timing::request_time_slots`).
     pub request_time_slots: u64,
+    /// Slots of `MZ_HELD` (`[tables] held_requests`, a power of two).
+    pub held_slots: u64,
 }
 
 /// Byte offsets in `MZ_MEDIA` of the pools, legs, leg infos, bitmap and index, and
@@ -216,6 +219,7 @@ impl Shared {
             (*h).media_index_slots = media_index_slots as u64;
             (*h).clock = clock;
             (*h).request_time_slots = request_time_slots(cfg.tables.dialogs) as u64;
+            (*h).held_slots = cfg.tables.held_requests.next_power_of_two();
         }
         // SAFETY: initialised above; from here on only atomics are written.
         let header: &'static Header = unsafe { &*h };
@@ -281,11 +285,15 @@ impl Shared {
             MZ_NEW_SOURCES,
             SourceRing::words_for(NEW_SOURCE_CELLS) * std::mem::size_of::<AtomicU64>(),
         )?;
+        let mz_held = reserve(
+            MZ_HELD,
+            header.held_slots as usize * std::mem::size_of::<HeldSlot>(),
+        )?;
         let shared = Self::view(
             header,
             [
                 mz_c, mz_d, mz_r, mz_sf, mz_sr, mz_n, mz_dir, mz_conn, mz_rate, mz_media, mz_seq,
-                mz_times, mz_dirty, mz_load, mz_new,
+                mz_times, mz_dirty, mz_load, mz_new, mz_held,
             ],
         )?;
         // Before `magic`: a secondary never sees the ring uninitialised.
@@ -326,12 +334,13 @@ impl Shared {
                 look(MZ_DIRTY)?,
                 look(MZ_BACKEND_LOAD)?,
                 look(MZ_NEW_SOURCES)?,
+                look(MZ_HELD)?,
             ],
         )
     }
 
-    fn view(header: &'static Header, zones: [Memzone; 15]) -> Result<Shared> {
-        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty, load, new] = zones;
+    fn view(header: &'static Header, zones: [Memzone; 16]) -> Result<Shared> {
+        let [c, d, r, sf, sr, n, dir, conn, rate, m, seq, times, dirty, load, new, held] = zones;
         let dw = dirty_offsets(header);
         let (pools, legs, index) = (
             header.media_pools as usize,
@@ -399,6 +408,7 @@ impl Shared {
                 new_sources: SourceRing::new(
                     new.slice::<AtomicU64>(0, SourceRing::words_for(NEW_SOURCE_CELLS)),
                 ),
+                held: HeldStore::new(held.slice::<HeldSlot>(0, header.held_slots as usize)),
             }
         };
         // SAFETY: as above, for the counters.

@@ -74,6 +74,7 @@ fn tables(t: &TableConfig) -> Check {
         ("snat_sessions", t.snat_sessions),
         ("tcp_connections", t.tcp_connections),
         ("rate_sources", t.rate_sources),
+        ("held_requests", t.held_requests),
     ] {
         if !(1024..=(1u64 << 30)).contains(&v) {
             return Err(Invalid::at(
@@ -427,6 +428,7 @@ fn farm(cfg: &Config, i: usize, f: &FarmConfig) -> Check {
             message,
         ));
     }
+    failover(i, &f.failover)?;
     if f.backends.iter().all(|b| b.weight == 0) {
         return Err(Invalid::at(
             at("backends"),
@@ -434,6 +436,37 @@ fn farm(cfg: &Config, i: usize, f: &FarmConfig) -> Check {
         ));
     }
     media(i, f)
+}
+
+/// `[farm.failover]` of farm `i`.
+fn failover(i: usize, f: &crate::config::FailoverConfig) -> Check {
+    let at = |k| [Key("farm"), Index(i), Key("failover"), Key(k)];
+    if !(1..=crate::lb::failover::MAX_TRIES as u32).contains(&f.tries) {
+        return Err(Invalid::at(
+            at("tries"),
+            format!(
+                "expected 1 (off) to {} backends per call, got {}",
+                crate::lb::failover::MAX_TRIES,
+                f.tries
+            ),
+        ));
+    }
+    if !(100..=32_000).contains(&f.timeout_ms) {
+        return Err(Invalid::at(
+            at("timeout_ms"),
+            format!(
+                "expected 100 to 32000 ms (a client gives up after 32 s), got {}",
+                f.timeout_ms
+            ),
+        ));
+    }
+    if let Some(c) = f.on.iter().find(|c| !(300..=699).contains(*c)) {
+        return Err(Invalid::at(
+            at("on"),
+            format!("expected final failure codes 300-699, got {c}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Backend `j` of farm `i`.

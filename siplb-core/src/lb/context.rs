@@ -8,6 +8,7 @@
 
 use super::backend_load::LoadTable;
 use super::counters::{DropReason, WorkerCounters};
+use super::failover::{HeldStore, Resends, Ticket};
 use super::neighbour::NeighbourTable;
 use super::reassembly::Reassembler;
 use super::services::{Farm, Services};
@@ -66,6 +67,8 @@ pub struct Tables<'m> {
     pub load: LoadTable<'m>,
     /// Sources for the control plane's DNSBL lookups (`lb/security/dnsbl.rs`).
     pub new_sources: SourceRing<'m>,
+    /// New INVITEs and REGISTERs held for failover (`lb::failover`).
+    pub held: HeldStore<'m>,
 }
 
 /// ARP requests the worker must send after this packet (the frame that caused them
@@ -117,6 +120,12 @@ pub struct WorkerCtx<'a> {
     /// Milliseconds of the shared clock (`Clock::millis`) at this poll, for the
     /// overload holds and passive health.
     pub now_ms: u64,
+    /// Held requests to send again after this packet (`lb::failover`).
+    pub resends: Resends,
+    /// The held request the packet being processed sends again, if it is one.
+    pub resend: Option<Ticket>,
+    /// Where the failover's timeout scan goes on from.
+    pub held_cursor: usize,
 }
 
 /// Everything one packet's handling reads and writes besides the frame itself:

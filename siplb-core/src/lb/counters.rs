@@ -124,10 +124,13 @@ pub enum DropReason {
     /// New work from a source whose DNSBL lookup is pending, with `[security]
     /// dnsbl_pending = "hold"` (SIP retransmits it).
     DnsblPending,
+    /// A provisional or 2xx answer of a backend a held request has left
+    /// (`[farm.failover]`): the call is another backend's now.
+    FailoverLate,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::DnsblPending as usize + 1;
+    pub const COUNT: usize = DropReason::FailoverLate as usize + 1;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::NotOurMac,
         Self::Truncated,
@@ -177,6 +180,7 @@ impl DropReason {
         Self::FarmFull,
         Self::FullReplyAck,
         Self::DnsblPending,
+        Self::FailoverLate,
     ];
 
     /// snake_case name, for logs and metric labels.
@@ -230,6 +234,7 @@ impl DropReason {
             Self::FarmFull => "farm_full",
             Self::FullReplyAck => "full_reply_ack",
             Self::DnsblPending => "dnsbl_pending",
+            Self::FailoverLate => "failover_late",
         }
     }
 }
@@ -288,6 +293,14 @@ pub struct BackendCounters {
     pub held: Counter,
     /// 503s with Retry-After that set or extended a hold.
     pub retry_after: Counter,
+    /// Its failure answers (`[farm.failover] on`) that sent a new call or
+    /// registration to another backend.
+    pub failover_answers: Counter,
+    /// New calls and registrations it left unanswered for `timeout_ms`, sent to
+    /// another backend.
+    pub failover_timeouts: Counter,
+    /// Requests another backend failed that were sent here.
+    pub failover_to: Counter,
 }
 
 impl From<MediaDrop> for DropReason {
@@ -388,6 +401,16 @@ pub struct WorkerCounters {
     pub farm_full_rejected: Counter,
     /// Backends this worker marked down passively (unanswered requests, ICMP).
     pub passive_marks: Counter,
+    /// Failover (`lb::failover`): requests not held because no slot was free, or
+    /// because they were larger than a slot; failures passed to the caller because
+    /// no backend was left to try; answers of backends a request had left; ACKs
+    /// sent for failures; re-sends that did not leave.
+    pub held_full: Counter,
+    pub held_too_big: Counter,
+    pub failover_exhausted: Counter,
+    pub failover_late: Counter,
+    pub failover_acks: Counter,
+    pub failover_resend_failed: Counter,
     pub backends: [BackendCounters; MAX_BACKENDS],
     /// Per farm (`Farm::id`).
     pub media: [MediaCounters; MAX_FARMS],
@@ -465,6 +488,12 @@ impl Default for WorkerCounters {
             tcp_alg_skipped: std::array::from_fn(|_| Counter::default()),
             farm_full_rejected: Counter::default(),
             passive_marks: Counter::default(),
+            held_full: Counter::default(),
+            held_too_big: Counter::default(),
+            failover_exhausted: Counter::default(),
+            failover_late: Counter::default(),
+            failover_acks: Counter::default(),
+            failover_resend_failed: Counter::default(),
             backends: std::array::from_fn(|_| BackendCounters::default()),
             media: std::array::from_fn(|_| MediaCounters::default()),
             request_times_full: Counter::default(),

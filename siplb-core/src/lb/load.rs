@@ -146,21 +146,37 @@ impl Ctx<'_, '_, '_> {
     /// spreads over the others). `dialog`: an INVITE that takes a count unit (the
     /// caller records it counted). Every backend is looked at once at most.
     pub(super) fn place_new(&self, farm: &Farm, key: u64, dialog: bool) -> Option<usize> {
+        self.place_excluding(farm, key, dialog, &[])
+    }
+
+    /// `place_new` among the backends whose slots are not in `skip` (those a held
+    /// request already tried, `lb::failover`): the same order of preference.
+    pub(super) fn place_excluding(
+        &self,
+        farm: &Farm,
+        key: u64,
+        dialog: bool,
+        skip: &[u16],
+    ) -> Option<usize> {
+        let skipped = |i: usize| skip.contains(&farm.backends[i].slot);
         for (table, members) in farm.groups() {
             let first = maglev::lookup(table, key);
             if first == maglev::NO_BACKEND {
                 continue;
             }
             let first = usize::from(first);
-            match self.admit(farm, first, key, dialog) {
-                None => return Some(first),
-                Some(r) => self.count_refusal(&farm.backends[first], r),
+            if !skipped(first) {
+                match self.admit(farm, first, key, dialog) {
+                    None => return Some(first),
+                    Some(r) => self.count_refusal(&farm.backends[first], r),
+                }
             }
             let n = members.len();
             let start = (key >> 40) as usize % n.max(1);
             for k in 0..n {
                 let j = usize::from(members[(start + k) % n]);
                 if j != first
+                    && !skipped(j)
                     && farm.backends[j].takes_new_work()
                     && self.admit(farm, j, key, dialog).is_none()
                 {

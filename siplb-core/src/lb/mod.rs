@@ -21,6 +21,7 @@ mod backend_load;
 mod context;
 mod counter;
 mod dispatch;
+pub mod failover;
 pub mod load;
 mod media;
 mod nat;
@@ -28,6 +29,8 @@ mod packet;
 mod tcp;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_failover;
 #[cfg(test)]
 mod tests_load;
 #[cfg(test)]
@@ -52,6 +55,7 @@ pub mod timing;
 pub use context::{ArpRequests, Tables, Verdict, WorkerCtx};
 pub use counters::TcpAlgSkip;
 pub use dispatch::{process, process_in};
+pub use failover::{failover_poll, process_resend, resends_pending};
 pub use media::media_leg;
 pub use nat::{write_arp_request, write_gratuitous_arp};
 pub use packet::Flow;

@@ -6,7 +6,8 @@
 use super::security::{Buckets, Policy};
 use super::snat::PORT_ADDRESS;
 use crate::config::{
-    Affinity, Config, FarmConfig, Ipv4Net, NatMode, PassiveConfig, Protocol, WhenFull, MAX_BACKENDS,
+    Affinity, Config, FailoverConfig, FarmConfig, Ipv4Net, NatMode, PassiveConfig, Protocol,
+    WhenFull, MAX_BACKENDS,
 };
 use crate::hash::hash64;
 use crate::maglev::{self, MaglevBackend};
@@ -107,6 +108,8 @@ pub struct Farm {
     /// Seconds in the Retry-After of the 503 when no backend takes a new dialog.
     pub full_retry_after: u32,
     pub passive: PassiveConfig,
+    /// `[farm.failover]` (`lb::failover`).
+    pub failover: FailoverConfig,
     /// How long a passive mark lasts in the dataplane: `passive.down_ms` on a farm
     /// without active checks; unbounded with them (the control plane ends it after
     /// `rise` good checks).
@@ -658,6 +661,7 @@ fn build_farm(
         when_full: f.when_full,
         full_retry_after: f.full_retry_after,
         passive: f.passive.clone(),
+        failover: f.failover.clone(),
         passive_hold_ms: if f.health.check == crate::health::CheckKind::None {
             f.passive.down_ms
         } else {

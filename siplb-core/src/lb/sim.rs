@@ -2,6 +2,7 @@
 //! tests and the per-packet benchmark. Frames are built here byte by byte (no I/O).
 
 use super::counters::{WorkerCounters, NO_FARM};
+use super::failover::{HeldSlot, HeldStore, Resends};
 use super::load::{BackendLoad, LoadTable};
 use super::neighbour::{NeighbourSlot, NeighbourTable};
 use super::reassembly::Reassembler;
@@ -47,6 +48,7 @@ pub struct SimMemory {
     load: Vec<BackendLoad>,
     /// The DNSBL's new-sources ring (`SOURCE_RING_CELLS` cells).
     pub new_sources: Vec<AtomicU64>,
+    held: Vec<HeldSlot>,
 }
 
 /// Cells of the simulation's new-sources ring.
@@ -97,6 +99,7 @@ impl SimMemory {
                 SourceRing::new(&words).init();
                 words
             },
+            held: (0..SIM_HELD_SLOTS).map(|_| HeldSlot::default()).collect(),
         }
     }
 
@@ -135,9 +138,13 @@ impl SimMemory {
             request_times: RequestTimes::new(&self.request_times),
             load: LoadTable::new(&self.load),
             new_sources: SourceRing::new(&self.new_sources),
+            held: HeldStore::new(&self.held),
         }
     }
 }
+
+/// Held-request slots of `SimMemory::new` (1 MiB).
+pub const SIM_HELD_SLOTS: usize = 256;
 
 /// SNAT address slots of `SimMemory::new`: the ports' own and a few pool addresses.
 pub const SNAT_ADDRESS_SLOTS: usize = 4;
@@ -173,6 +180,9 @@ pub fn worker(counters: &WorkerCounters) -> WorkerCtx<'_> {
         farm: NO_FARM,
         now_us: 0,
         now_ms: 0,
+        resends: Resends::default(),
+        resend: None,
+        held_cursor: 0,
     }
 }
 

@@ -9,6 +9,7 @@
 use super::alg_rules::{rules_to_backend, rules_to_client};
 use super::context::{Ctx, Verdict};
 use super::counters::DropReason;
+use super::failover::Answer;
 use super::load::{full_reply, is_full_reply_ack};
 use super::media::MediaPlan;
 use super::nat::rewrite_l4;
@@ -40,6 +41,9 @@ struct Placement {
     /// A request that expects an answer: its transaction, stamped when it is sent
     /// (`lb::timing`).
     txn: Option<u64>,
+    /// New work the farm holds for failover (`lb::failover`): what placed it, and
+    /// whether it is a REGISTER.
+    hold: Option<(u64, bool)>,
 }
 
 /// The transaction a client's request opens, unless it expects no answer (ACK).
@@ -76,7 +80,7 @@ fn starts_new_work(sip: &[u8]) -> bool {
 
 impl Ctx<'_, '_, '_> {
     /// Parses the SIP message in `frame[range]` in full, or counts the scanner's error.
-    fn parse_sip<'f>(
+    pub(super) fn parse_sip<'f>(
         &self,
         frame: &'f [u8],
         range: std::ops::Range<usize>,
@@ -87,12 +91,35 @@ impl Ctx<'_, '_, '_> {
         })
     }
 
-    /// A client's SIP message to a VIP: placed, translated, sent to its backend.
+    /// A client's SIP message to a VIP: placed, translated, sent to its backend. New
+    /// work of a farm with failover is held until its final answer; a held request
+    /// sent again (`lb::process_resend`) goes to the backend chosen for it.
     pub(super) fn udp_client_to_vip(
         &mut self,
         frame: &mut [u8],
         flow: &Flow,
         farm: &Farm,
+    ) -> Verdict {
+        let mut held = None;
+        let v = self.udp_client_request(frame, flow, farm, &mut held);
+        let payload = flow.l4 + udp::HEADER_LEN;
+        if let Verdict::Forward(_) = v {
+            if let Some(t) = held {
+                self.held_sent(farm, t, &frame[..self.len], payload);
+            }
+            self.resent(farm, &frame[..self.len], payload);
+        } else if let Some(t) = held {
+            self.t.held.free(t);
+        }
+        v
+    }
+
+    fn udp_client_request(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        farm: &Farm,
+        held: &mut Option<super::failover::Ticket>,
     ) -> Verdict {
         let (client, cport) = (flow.src, flow.sport());
         // Parsed in full when it is not steered; the ALG then reads the same view.
@@ -113,6 +140,17 @@ impl Ctx<'_, '_, '_> {
                 }
             }
         };
+        if let (Some((key, register)), Some(txn)) = (p.hold, p.txn) {
+            *held = self.hold_request(
+                farm,
+                txn,
+                key,
+                p.backend,
+                &frame[..self.len],
+                flow.in_port,
+                register,
+            );
+        }
         let backend = &farm.backends[p.backend];
         let Some((out_port, _)) = self.svc.route(backend.addr) else {
             return Verdict::Drop(DropReason::NoRoute);
@@ -178,11 +216,18 @@ impl Ctx<'_, '_, '_> {
                 }
                 let backend = self.kept_backend(farm, d, method, v.to_tag().is_some())?;
                 self.w.counters.sip_requests.inc();
+                if method == Method::Cancel {
+                    self.note_cancel(
+                        farm,
+                        transaction_key(call_key, v.cseq().seq, Method::Invite),
+                    );
+                }
                 Placement {
                     backend,
                     keep_until: self
                         .dialog_advanced(t.dialogs.on_request(call_key, now, timers, method)),
                     txn: request_txn(call_key, method, &v.cseq()),
+                    hold: None,
                 }
             }
             StartLine::Response { code, .. } => {
@@ -198,6 +243,7 @@ impl Ctx<'_, '_, '_> {
                         code,
                     )),
                     txn: None,
+                    hold: None,
                 }
             }
         };
@@ -223,16 +269,30 @@ impl Ctx<'_, '_, '_> {
             } => {
                 self.w.counters.sip_requests.inc();
                 let known = t.dialogs.get(call_key, now);
+                let txn = request_txn(call_key, method, &msg.cseq());
+                // A held request sent again was admitted and placed the first time.
+                if let Some(slot) = self.resend_target() {
+                    return self.place_resend(farm, msg, call_key, slot, txn);
+                }
                 // Nothing unknown creates state without admission (`security`).
                 if method == Method::Register || known.is_none() {
                     self.admit_sip_request(farm, msg, flow, method)?;
                 }
-                let txn = request_txn(call_key, method, &msg.cseq());
                 self.note_credentials(flow.src, msg);
+                if method == Method::Cancel {
+                    self.note_cancel(
+                        farm,
+                        transaction_key(call_key, msg.cseq().seq, Method::Invite),
+                    );
+                }
                 if method == Method::Register {
-                    return self
-                        .place_register(farm, msg)
-                        .map(|p| Placement { txn, ..p });
+                    let hold = (farm.fails_over(method) && !to_tagged)
+                        .then(|| (aor_key(&msg.to().uri), true));
+                    return self.place_register(farm, msg, None).map(|p| Placement {
+                        txn,
+                        hold,
+                        ..p
+                    });
                 }
                 // Anything whose Call-ID we know follows it: in-dialog requests, ACK,
                 // CANCEL, BYE, retransmissions, and a request resent after a 401/407.
@@ -243,6 +303,7 @@ impl Ctx<'_, '_, '_> {
                         backend: i,
                         keep_until: keep,
                         txn,
+                        hold: None,
                     });
                 }
                 if known.is_none() && is_full_reply_ack(msg) {
@@ -251,12 +312,16 @@ impl Ctx<'_, '_, '_> {
                 let in_dialog = to_tagged || in_dialog_method(method);
                 // An INVITE that starts a call takes a unit of its backend's count.
                 let dialog = !in_dialog && method == Method::Invite;
+                // What new work is placed by (the failover's next choice too).
+                let key = match farm.affinity {
+                    Affinity::Source => source_key(flow.src),
+                    _ => call_key,
+                };
                 let backend = if in_dialog {
                     farm.pick(call_key)
                 } else {
                     match farm.affinity {
-                        Affinity::CallId => self.place_new(farm, call_key, dialog),
-                        Affinity::Source => self.place_new(farm, source_key(flow.src), dialog),
+                        Affinity::CallId | Affinity::Source => self.place_new(farm, key, dialog),
                         Affinity::Registrar => self
                             .registrar_of(farm, &msg.from().uri)
                             .filter(|i| self.admits(farm, *i, call_key, dialog))
@@ -287,6 +352,7 @@ impl Ctx<'_, '_, '_> {
                     backend,
                     keep_until: keep,
                     txn,
+                    hold: (dialog && farm.fails_over(method)).then_some((key, false)),
                 })
             }
             StartLine::Response { code, .. } => {
@@ -311,9 +377,38 @@ impl Ctx<'_, '_, '_> {
                     backend,
                     keep_until: keep,
                     txn: None,
+                    hold: None,
                 })
             }
         }
+    }
+
+    /// A held request sent again (`lb::process_resend`) to backend `slot`, chosen
+    /// when its last backend failed (an INVITE's count unit was taken then): the
+    /// dialog or registration follows it there.
+    fn place_resend(
+        &mut self,
+        farm: &Farm,
+        msg: &SipMessage<'_>,
+        call_key: u64,
+        slot: u16,
+        txn: Option<u64>,
+    ) -> Result<Placement, DropReason> {
+        if msg.method() == Some(Method::Register) {
+            return self
+                .place_register(farm, msg, Some(slot))
+                .map(|p| Placement { txn, ..p });
+        }
+        let i = self.slot_in_farm(farm, slot).ok_or(DropReason::NoBackend)?;
+        let keep = self.record_dialog(farm, call_key, i, DialogState::Trying, true);
+        self.resend_placed();
+        self.note_sent_new_dialog(farm, i);
+        Ok(Placement {
+            backend: i,
+            keep_until: keep,
+            txn,
+            hold: None,
+        })
     }
 
     /// The backend holding `aor`'s registration, if it registered through the VIP and
@@ -343,19 +438,24 @@ impl Ctx<'_, '_, '_> {
     }
 
     /// REGISTER goes where the AOR is registered (so a challenged re-REGISTER meets the
-    /// server that sent the 401), else where Maglev puts the AOR.
+    /// server that sent the 401), else where Maglev puts the AOR; a held REGISTER
+    /// sent again goes to backend slot `failover`.
     fn place_register(
         &mut self,
         farm: &Farm,
         msg: &SipMessage<'_>,
+        failover: Option<u16>,
     ) -> Result<Placement, DropReason> {
         let (t, now) = (self.t, self.now);
         let aor = aor_key(&msg.to().uri);
-        let known = t
-            .registrations
-            .get(aor, now)
-            .and_then(|r| self.slot_in_farm(farm, r.backend))
-            .filter(|i| self.admits(farm, *i, aor, false));
+        let known = match failover {
+            Some(slot) => Some(self.slot_in_farm(farm, slot).ok_or(DropReason::NoBackend)?),
+            None => t
+                .registrations
+                .get(aor, now)
+                .and_then(|r| self.slot_in_farm(farm, r.backend))
+                .filter(|i| self.admits(farm, *i, aor, false)),
+        };
         let backend = known
             .or_else(|| self.place_new(farm, aor, false))
             .ok_or_else(|| unplaced(farm, aor))?;
@@ -381,6 +481,7 @@ impl Ctx<'_, '_, '_> {
             backend,
             keep_until,
             txn: None,
+            hold: None,
         })
     }
 
@@ -427,17 +528,25 @@ impl Ctx<'_, '_, '_> {
     /// dialog, a REGISTER answer, a message the light scan refuses), which the full
     /// parse then handles.
     #[inline]
-    fn steer_backend_message(&self, farm: &Farm, backend: usize, sip: &[u8]) -> Option<u32> {
+    fn steer_backend_message(
+        &self,
+        farm: &Farm,
+        backend: usize,
+        sip: &[u8],
+    ) -> Option<(u32, Option<Answer>)> {
         let v = SteerView::scan(sip, &self.w.limits).ok()?;
         let call_key = hash64(v.call_id());
         let (t, now, timers) = (self.t, self.now, &farm.timers);
         t.dialogs.get(call_key, now)?;
         let c = self.w.counters;
         let keep = match *v.start_line() {
-            StartLine::Request { method, .. } => {
-                c.sip_requests.inc();
-                self.dialog_advanced(t.dialogs.on_request(call_key, now, timers, method))
-            }
+            StartLine::Request { method, .. } => (
+                {
+                    c.sip_requests.inc();
+                    self.dialog_advanced(t.dialogs.on_request(call_key, now, timers, method))
+                },
+                None,
+            ),
             StartLine::Response { code, .. } => {
                 let cseq = v.cseq();
                 let method = cseq.method;
@@ -447,7 +556,12 @@ impl Ctx<'_, '_, '_> {
                 c.sip_responses.inc();
                 let txn = transaction_key(call_key, cseq.seq, method);
                 self.answer_from(farm, backend, txn, code, method);
-                self.dialog_advanced(t.dialogs.on_response(call_key, now, timers, method, code))
+                (
+                    self.dialog_advanced(
+                        t.dialogs.on_response(call_key, now, timers, method, code),
+                    ),
+                    Some(Answer { txn, code, method }),
+                )
             }
         };
         c.sip_steered.inc();
@@ -456,28 +570,33 @@ impl Ctx<'_, '_, '_> {
 
     /// What a backend's message means for the tables: steered from the light scan
     /// when it belongs to a known dialog, else parsed in full. Returns how long the
-    /// client's state must be kept, and the full parse if there was one (the ALG reads
-    /// it).
+    /// client's state must be kept, the full parse if there was one (the ALG reads
+    /// it), and what it answers if it is a response.
     fn backend_message<'f>(
         &self,
         farm: &Farm,
         backend: usize,
         frame: &'f [u8],
         flow: &Flow,
-    ) -> Result<(u32, Option<SipMessage<'f>>), DropReason> {
+    ) -> Result<(u32, Option<SipMessage<'f>>, Option<Answer>), DropReason> {
         let sip = &frame[flow.udp_payload()];
         self.note_backend_message(farm, backend, sip);
-        if let Some(keep) = self.steer_backend_message(farm, backend, sip) {
-            return Ok((keep, None));
+        if let Some((keep, answer)) = self.steer_backend_message(farm, backend, sip) {
+            return Ok((keep, None, answer));
         }
         let msg = self.parse_sip(frame, flow.udp_payload())?;
-        let keep = self.observe_backend_message(farm, backend, &msg);
-        Ok((keep, Some(msg)))
+        let (keep, answer) = self.observe_backend_message(farm, backend, &msg);
+        Ok((keep, Some(msg), answer))
     }
 
     /// Notes what a backend's message means for dialogs and registrations, and returns
-    /// how long the client's state must be kept.
-    fn observe_backend_message(&self, farm: &Farm, backend: usize, msg: &SipMessage<'_>) -> u32 {
+    /// how long the client's state must be kept, and what it answers.
+    fn observe_backend_message(
+        &self,
+        farm: &Farm,
+        backend: usize,
+        msg: &SipMessage<'_>,
+    ) -> (u32, Option<Answer>) {
         let (t, now) = (self.t, self.now);
         let call_key = hash64(msg.call_id());
         let timers = &farm.timers;
@@ -486,7 +605,7 @@ impl Ctx<'_, '_, '_> {
                 self.w.counters.sip_requests.inc();
                 // A backend calling a phone (or refreshing, or hanging up): the phone's
                 // answers and in-dialog requests must come back to this backend.
-                if t.dialogs.get(call_key, now).is_some() {
+                let keep = if t.dialogs.get(call_key, now).is_some() {
                     self.dialog_advanced(t.dialogs.on_request(call_key, now, timers, method))
                 } else {
                     let state = if method == Method::Bye {
@@ -495,23 +614,30 @@ impl Ctx<'_, '_, '_> {
                         DialogState::Trying
                     };
                     self.record_dialog(farm, call_key, backend, state, false)
-                }
+                };
+                (keep, None)
             }
             StartLine::Response { code, .. } => {
                 self.w.counters.sip_responses.inc();
                 let cseq = msg.cseq();
                 let txn = transaction_key(call_key, cseq.seq, cseq.method);
                 self.answer_from(farm, backend, txn, code, cseq.method);
+                let answer = Some(Answer {
+                    txn,
+                    code,
+                    method: cseq.method,
+                });
                 if cseq.method == Method::Register && (200..300).contains(&code) {
-                    return self.note_registration(farm, backend, msg);
+                    return (self.note_registration(farm, backend, msg), answer);
                 }
-                self.dialog_advanced(t.dialogs.on_response(
+                let keep = self.dialog_advanced(t.dialogs.on_response(
                     call_key,
                     now,
                     timers,
                     cseq.method,
                     code,
-                ))
+                ));
+                (keep, answer)
             }
         }
     }
@@ -549,14 +675,15 @@ impl Ctx<'_, '_, '_> {
         farm: &Farm,
         backend: usize,
     ) -> Verdict {
-        let msg = match self.backend_message(farm, backend, frame, flow) {
-            Ok((keep, msg)) => {
-                self.note_backend_answer(farm, flow.dst, keep);
-                self.note_auth_answer(flow.dst, &frame[flow.udp_payload()]);
-                msg
-            }
+        let (keep, msg, answer) = match self.backend_message(farm, backend, frame, flow) {
+            Ok(r) => r,
             Err(r) => return Verdict::Drop(r),
         };
+        self.note_backend_answer(farm, flow.dst, keep);
+        self.note_auth_answer(flow.dst, &frame[flow.udp_payload()]);
+        if let Some(h) = answer.and_then(|a| self.failover_answer(farm, backend, a)) {
+            return self.failover_handled(frame, flow, farm, backend, h);
+        }
         let outcome = if farm.alg {
             let plan = MediaPlan {
                 farm,
@@ -604,13 +731,16 @@ impl Ctx<'_, '_, '_> {
             // Only the farm's backends may use a client's session.
             return Verdict::Drop(DropReason::NotBalanced);
         };
-        let (keep, msg) = match self.backend_message(farm, backend, frame, flow) {
+        let (keep, msg, answer) = match self.backend_message(farm, backend, frame, flow) {
             Ok(r) => r,
             Err(r) => return Verdict::Drop(r),
         };
         self.t.snat.extend(&session, keep);
         self.note_backend_answer(farm, session.client, keep);
         self.note_auth_answer(session.client, &frame[flow.udp_payload()]);
+        if let Some(h) = answer.and_then(|a| self.failover_answer(farm, backend, a)) {
+            return self.failover_handled(frame, flow, farm, backend, h);
+        }
         let client = (session.client, session.client_port);
         let outcome = if farm.alg {
             let snat = (flow.dst, flow.dport());
