@@ -230,6 +230,8 @@ pub struct StatsView {
     /// New dialogs answered 503 because no backend took them (`when_full`).
     #[serde(default)]
     pub farm_full_rejected: u64,
+    #[serde(default)]
+    pub failover: FailoverStats,
     /// Times the dataplane stood down on its own (HA: its control plane fell silent).
     #[serde(default)]
     pub stood_down: u64,
@@ -532,6 +534,33 @@ pub struct BackendLoadStats {
     pub passive_marks: u64,
     /// Unix time (ms) of the latest passive mark, 0 if none.
     pub passive_marked_at_ms: u64,
+    /// Failover (`[farm.failover]`): its failure answers that sent a new call or
+    /// registration on, the ones it left unanswered past `timeout_ms`, and those
+    /// other backends failed that were sent here.
+    #[serde(default)]
+    pub failover_answers: u64,
+    #[serde(default)]
+    pub failover_timeouts: u64,
+    #[serde(default)]
+    pub failover_to: u64,
+}
+
+/// Failover of new work, over all farms (`lb::failover`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FailoverStats {
+    /// Requests held now (waiting for their final answer).
+    pub held: u64,
+    /// Not held: no free slot (`[tables] held_requests`), or larger than a slot.
+    pub held_full: u64,
+    pub held_too_big: u64,
+    /// Failures passed to the caller: no backend left to try (`tries`, all down).
+    pub exhausted: u64,
+    /// Answers of backends a request had left (dropped, or acknowledged).
+    pub late: u64,
+    /// ACKs sent for failure answers.
+    pub acks: u64,
+    /// Re-sends that did not leave.
+    pub resend_failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -332,6 +332,41 @@ const DROPS: &[Family<StatsView>] = &[
         help: "New dialogs answered with a 503 because no backend took them (when_full = reject).",
         get: One(|s| s.farm_full_rejected as f64),
     },
+    Family {
+        name: "siplb_failover_held",
+        kind: Gauge,
+        help: "New INVITEs and REGISTERs held for failover now, waiting for their final answer.",
+        get: One(|s| s.failover.held as f64),
+    },
+    Family {
+        name: "siplb_failover_not_held_total",
+        kind: Counter,
+        help: "New requests of failover farms not held, by reason (store full, too big).",
+        get: By("reason", |s| {
+            vec![
+                ("store_full", s.failover.held_full as f64),
+                ("too_big", s.failover.held_too_big as f64),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_failover_exhausted_total",
+        kind: Counter,
+        help: "Failure answers passed to the caller because no backend was left to try.",
+        get: One(|s| s.failover.exhausted as f64),
+    },
+    Family {
+        name: "siplb_failover_late_answers_total",
+        kind: Counter,
+        help: "Answers of backends a held request had left (never passed to the caller).",
+        get: One(|s| s.failover.late as f64),
+    },
+    Family {
+        name: "siplb_failover_acks_total",
+        kind: Counter,
+        help: "ACKs the balancer sent for backends' failure answers to INVITEs it failed over.",
+        get: One(|s| s.failover.acks as f64),
+    },
 ];
 
 /// Only when `[security] dnsbl` names zones.
@@ -505,6 +540,23 @@ const BACKEND_TRAFFIC: &[Family<BackendStats>] = &[
         kind: Counter,
         help: "Times passive health marked each backend down.",
         get: One(|b| b.load.passive_marks as f64),
+    },
+    Family {
+        name: "siplb_backend_failovers_total",
+        kind: Counter,
+        help: "New calls and registrations each backend failed, sent to another, by why (answer: a failure answer; timeout: no answer in timeout_ms).",
+        get: By("why", |b| {
+            vec![
+                ("answer", b.load.failover_answers as f64),
+                ("timeout", b.load.failover_timeouts as f64),
+            ]
+        }),
+    },
+    Family {
+        name: "siplb_backend_failover_received_total",
+        kind: Counter,
+        help: "New calls and registrations another backend failed that were sent to each backend.",
+        get: One(|b| b.load.failover_to as f64),
     },
 ];
 
@@ -938,15 +990,16 @@ mod tests {
         // skip and 1 farm-full count, (2 + 2 + 1 + 1 + 6 + 1 + 9 load) × 2 backends, 2
         // histograms of (19 buckets + sum + count) for the answering backend and (+Inf,
         // sum, count) for the other, 1 farm drop, 6 media of the one farm (its drops and
-        // refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend.
+        // refusals none), 3 × 2 backends, 2 + 2 + 1 for the one checked backend; failover:
+        // 5 families of 6 samples, and 2 per backend of 3.
         assert_eq!(
             seen.len(),
-            2 + 12 + 23 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3,
+            2 + 12 + 23 + 4 + 3 + 6 + 9 + 2 + 1 + 8 + 3 + 3 + 5 + 2,
             "{text}"
         );
         assert_eq!(
             samples,
-            2 + 24 + 46 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5,
+            2 + 24 + 46 + 4 + 4 + 26 + 18 + 2 * (21 + 3) + 1 + 6 + 6 + 5 + 6 + 2 * 3,
             "{text}"
         );
         for want in [

@@ -217,6 +217,7 @@ pub fn stats(s: &StatsView) -> String {
             );
         }
         backend_load(&mut o, &f.backends);
+        backend_failover(&mut o, &f.backends);
         if !f.drops.is_empty() {
             let d: Vec<String> = f.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(o, "  drops for this farm: {}", d.join(" "));
@@ -245,6 +246,14 @@ pub fn stats(s: &StatsView) -> String {
                 }
             );
         }
+    }
+    let fo = &s.failover;
+    if fo.held + fo.acks + fo.exhausted + fo.late + fo.held_full + fo.held_too_big > 0 {
+        let _ = writeln!(
+            o,
+            "\nfailover: {} held now, {} failures acknowledged, {} passed on (no backend left), {} late answers, {} re-sends lost; not held: {} store full, {} too big",
+            fo.held, fo.acks, fo.exhausted, fo.late, fo.resend_failed, fo.held_full, fo.held_too_big
+        );
     }
     if s.farm_full_rejected > 0 {
         let _ = writeln!(
@@ -277,6 +286,32 @@ pub fn stats(s: &StatsView) -> String {
         let _ = writeln!(o, "\ndrops: {}", d.join(" "));
     }
     o
+}
+
+/// The farm's failover table (`lb::failover`), when a backend failed new work or
+/// took another's.
+fn backend_failover(o: &mut String, backends: &[crate::api::BackendStats]) {
+    let n =
+        |l: &crate::api::BackendLoadStats| l.failover_answers + l.failover_timeouts + l.failover_to;
+    if !backends.iter().any(|b| n(&b.load) > 0) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  {:<22} {:>9} {:>9} {:>9}",
+        "FAILOVER", "ANSWERED", "TIMEOUT", "RECEIVED"
+    );
+    for b in backends {
+        let l = &b.load;
+        let _ = writeln!(
+            o,
+            "  {:<22} {:>9} {:>9} {:>9}",
+            format!("{}:{}", b.address, b.port),
+            l.failover_answers,
+            l.failover_timeouts,
+            l.failover_to
+        );
+    }
 }
 
 /// The farm's capacity and overload table (`lb::load`), when its backends use

@@ -2,8 +2,8 @@
 //! workers are never disturbed) and turns two successive samples into rates.
 
 use crate::api::{
-    BackendLoadStats, BackendStats, FarmStats, LatencyView, MediaStats, ResponseStats, StatsView,
-    TableCounts, Traffic, WorkerStats,
+    BackendLoadStats, BackendStats, FailoverStats, FarmStats, LatencyView, MediaStats,
+    ResponseStats, StatsView, TableCounts, Traffic, WorkerStats,
 };
 use crate::daemon::state::ControlState;
 use runtime::shm::Shared;
@@ -419,7 +419,18 @@ impl Sampler {
             .iter()
             .map(|c| c.farm_full_rejected.get())
             .sum();
+        let sum = |f: fn(&WorkerCounters) -> u64| shared.counters.iter().map(f).sum::<u64>();
+        let failover = FailoverStats {
+            held: shared.tables.held.held() as u64,
+            held_full: sum(|c| c.held_full.get()),
+            held_too_big: sum(|c| c.held_too_big.get()),
+            exhausted: sum(|c| c.failover_exhausted.get()),
+            late: sum(|c| c.failover_late.get()),
+            acks: sum(|c| c.failover_acks.get()),
+            resend_failed: sum(|c| c.failover_resend_failed.get()),
+        };
         let view = StatsView {
+            failover,
             time: now.time,
             interval: dt,
             totals,
@@ -490,6 +501,9 @@ fn load_stats(
         s.oc_shed += c.oc_shed.get();
         s.held += c.held.get();
         s.retry_after += c.retry_after.get();
+        s.failover_answers += c.failover_answers.get();
+        s.failover_timeouts += c.failover_timeouts.get();
+        s.failover_to += c.failover_to.get();
     }
     s
 }

@@ -342,11 +342,10 @@ impl Ctx<'_, '_, '_> {
         &self,
         farm: &Farm,
         txn: u64,
-        key: u64,
+        (key, register): (u64, bool),
         i: usize,
         frame: &[u8],
         in_port: u8,
-        register: bool,
     ) -> Option<Ticket> {
         let c = self.w.counters;
         if frame.len() > HELD_BYTES {
@@ -626,7 +625,9 @@ impl Ctx<'_, '_, '_> {
     }
 }
 
-/// A backend's answer the failover took over.
+/// A backend's answer the failover took over. It lives on the stack for the one
+/// answer that returns it: the size of the Request-URI it carries costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Handled {
     /// A failure: acknowledged to its backend here.
     Ack(RuriBuf),

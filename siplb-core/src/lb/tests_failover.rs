@@ -78,11 +78,11 @@ impl Bed {
         Sent::of(v, &f)
     }
 
-    fn from_client(&self, w: &mut WorkerCtx<'_>, p: &[u8]) -> Sent {
+    fn client_sends(&self, w: &mut WorkerCtx<'_>, p: &[u8]) -> Sent {
         self.run(w, 0, CLIENT, VIP, p)
     }
 
-    fn from_backend(&self, w: &mut WorkerCtx<'_>, i: usize, p: &[u8]) -> Sent {
+    fn backend_sends(&self, w: &mut WorkerCtx<'_>, i: usize, p: &[u8]) -> Sent {
         self.run(w, 1, B[i], CLIENT, p)
     }
 
@@ -139,9 +139,9 @@ fn a_503_is_acknowledged_to_its_backend_and_the_invite_goes_to_the_next() {
     let bed = Bed::new(3);
     let counters = Box::<WorkerCounters>::default();
     let mut w = sim::worker(&counters);
-    let first = bed.from_client(&mut w, &request("INVITE", "c1")).backend();
+    let first = bed.client_sends(&mut w, &request("INVITE", "c1")).backend();
     // The failure: acknowledged to its backend, from the client, and not passed on.
-    let ack = bed.from_backend(&mut w, first, &response(503, "c1"));
+    let ack = bed.backend_sends(&mut w, first, &response(503, "c1"));
     assert_eq!(ack.backend(), first);
     assert_eq!(ack.src, CLIENT);
     assert!(ack.sip.starts_with("ACK sip:bob@198.18.1.1"), "{}", ack.sip);
@@ -162,7 +162,7 @@ fn a_503_is_acknowledged_to_its_backend_and_the_invite_goes_to_the_next() {
         again[0].sip
     );
     // Its answer reaches the caller; the client's ACK follows the call there.
-    let ok = bed.from_backend(&mut w, second, &response(200, "c1"));
+    let ok = bed.backend_sends(&mut w, second, &response(200, "c1"));
     assert_eq!((ok.verdict, ok.dst), (Verdict::Forward(0), CLIENT));
     let mut ack2 = request("ACK", "c1");
     ack2.splice(
@@ -171,7 +171,7 @@ fn a_503_is_acknowledged_to_its_backend_and_the_invite_goes_to_the_next() {
             .iter()
             .copied(),
     );
-    assert_eq!(bed.from_client(&mut w, &ack2).backend(), second);
+    assert_eq!(bed.client_sends(&mut w, &ack2).backend(), second);
     let c = &counters.backends;
     assert_eq!(c[slot(&bed, first)].failover_answers.get(), 1);
     assert_eq!(c[slot(&bed, second)].failover_to.get(), 1);
@@ -184,7 +184,7 @@ fn a_silent_backend_is_left_after_the_timeout_and_its_late_answers_dropped() {
     let bed = Bed::new(3);
     let counters = Box::<WorkerCounters>::default();
     let mut w = sim::worker(&counters);
-    let first = bed.from_client(&mut w, &request("INVITE", "c2")).backend();
+    let first = bed.client_sends(&mut w, &request("INVITE", "c2")).backend();
     w.now_ms = 999;
     bed.poll(&mut w);
     assert!(!resends_pending(&w), "not due before timeout_ms");
@@ -200,15 +200,15 @@ fn a_silent_backend_is_left_after_the_timeout_and_its_late_answers_dropped() {
     );
     // The slow backend wakes up: its ringing and its failure stay away from the
     // caller (the failure is acknowledged to it).
-    let late = bed.from_backend(&mut w, first, &response(180, "c2"));
+    let late = bed.backend_sends(&mut w, first, &response(180, "c2"));
     assert_eq!(late.verdict, Verdict::Drop(DropReason::FailoverLate));
     assert_eq!(
-        bed.from_backend(&mut w, first, &response(486, "c2"))
+        bed.backend_sends(&mut w, first, &response(486, "c2"))
             .backend(),
         first
     );
     // The new backend answers in time: no further failover.
-    let ringing = bed.from_backend(&mut w, second, &response(180, "c2"));
+    let ringing = bed.backend_sends(&mut w, second, &response(180, "c2"));
     assert_eq!(ringing.verdict, Verdict::Forward(0));
     w.now_ms = 5000;
     bed.poll(&mut w);
@@ -221,27 +221,27 @@ fn cancel_tries_and_other_answers_end_the_failover() {
     let counters = Box::<WorkerCounters>::default();
     let mut w = sim::worker(&counters);
     // CANCEL first: the backend's failure goes to the caller.
-    let b = bed.from_client(&mut w, &request("INVITE", "c3")).backend();
+    let b = bed.client_sends(&mut w, &request("INVITE", "c3")).backend();
     assert_eq!(
-        bed.from_client(&mut w, &request("CANCEL", "c3")).backend(),
+        bed.client_sends(&mut w, &request("CANCEL", "c3")).backend(),
         b
     );
     assert_eq!(
-        bed.from_backend(&mut w, b, &response(503, "c3")).verdict,
+        bed.backend_sends(&mut w, b, &response(503, "c3")).verdict,
         Verdict::Forward(0)
     );
     assert!(!resends_pending(&w));
     // tries = 2: the second failure goes to the caller.
-    let b = bed.from_client(&mut w, &request("INVITE", "c4")).backend();
-    bed.from_backend(&mut w, b, &response(500, "c4"));
+    let b = bed.client_sends(&mut w, &request("INVITE", "c4")).backend();
+    bed.backend_sends(&mut w, b, &response(500, "c4"));
     let b2 = bed.resends(&mut w)[0].backend();
-    let last = bed.from_backend(&mut w, b2, &response(503, "c4"));
+    let last = bed.backend_sends(&mut w, b2, &response(503, "c4"));
     assert_eq!((last.verdict, last.dst), (Verdict::Forward(0), CLIENT));
     assert_eq!(counters.failover_exhausted.get(), 1);
     // A failure not in `on` (486) is the caller's.
-    let b = bed.from_client(&mut w, &request("INVITE", "c5")).backend();
+    let b = bed.client_sends(&mut w, &request("INVITE", "c5")).backend();
     assert_eq!(
-        bed.from_backend(&mut w, b, &response(486, "c5")).verdict,
+        bed.backend_sends(&mut w, b, &response(486, "c5")).verdict,
         Verdict::Forward(0)
     );
     assert!(!resends_pending(&w));
@@ -253,10 +253,42 @@ fn without_failover_nothing_is_held() {
     let bed = Bed::new(1);
     let counters = Box::<WorkerCounters>::default();
     let mut w = sim::worker(&counters);
-    let b = bed.from_client(&mut w, &request("INVITE", "c6")).backend();
+    let b = bed.client_sends(&mut w, &request("INVITE", "c6")).backend();
     assert_eq!(bed.mem.tables().held.held(), 0);
     assert_eq!(
-        bed.from_backend(&mut w, b, &response(503, "c6")).verdict,
+        bed.backend_sends(&mut w, b, &response(503, "c6")).verdict,
         Verdict::Forward(0)
     );
+}
+
+#[test]
+fn a_call_goes_through_every_backend_in_turn() {
+    let bed = Bed::new(3);
+    let counters = Box::<WorkerCounters>::default();
+    let mut w = sim::worker(&counters);
+    for n in 0..30 {
+        let id = format!("chain{n}");
+        w.now_ms = 10_000 * n;
+        let first = bed.client_sends(&mut w, &request("INVITE", &id)).backend();
+        bed.backend_sends(&mut w, first, &response(503, &id));
+        let second = bed.resends(&mut w)[0].backend();
+        // The client's retransmission follows the call.
+        assert_eq!(
+            bed.client_sends(&mut w, &request("INVITE", &id)).backend(),
+            second
+        );
+        w.now_ms += 1000;
+        bed.poll(&mut w);
+        let again = bed.resends(&mut w);
+        assert_eq!(again.len(), 1, "{id}");
+        let third = again[0].backend();
+        assert!(third != first && third != second);
+        assert_eq!(
+            bed.client_sends(&mut w, &request("INVITE", &id)).backend(),
+            third
+        );
+        let ok = bed.backend_sends(&mut w, third, &response(200, &id));
+        assert_eq!(ok.verdict, Verdict::Forward(0));
+        assert_eq!(bed.mem.tables().held.held(), 0, "{id}");
+    }
 }

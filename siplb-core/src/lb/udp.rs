@@ -140,16 +140,9 @@ impl Ctx<'_, '_, '_> {
                 }
             }
         };
-        if let (Some((key, register)), Some(txn)) = (p.hold, p.txn) {
-            *held = self.hold_request(
-                farm,
-                txn,
-                key,
-                p.backend,
-                &frame[..self.len],
-                flow.in_port,
-                register,
-            );
+        if let (Some(placed), Some(txn)) = (p.hold, p.txn) {
+            let f = &frame[..self.len];
+            *held = self.hold_request(farm, txn, placed, p.backend, f, flow.in_port);
         }
         let backend = &farm.backends[p.backend];
         let Some((out_port, _)) = self.svc.route(backend.addr) else {
