@@ -67,8 +67,8 @@ pub enum Response {
     Error {
         message: String,
     },
-    Status(StatusView),
-    Stats(StatsView),
+    Status(Box<StatusView>),
+    Stats(Box<StatsView>),
     Dialog(DialogView),
     /// A struct variant: a tagged newtype cannot hold a sequence.
     Bans {

@@ -436,8 +436,8 @@ fn handle(
         },
     };
     match req {
-        Request::Status => Response::Status(status_view(ctx, att, state, *applied)),
-        Request::Stats => Response::Stats(stats.clone()),
+        Request::Status => Response::Status(Box::new(status_view(ctx, att, state, *applied))),
+        Request::Stats => Response::Stats(Box::new(stats.clone())),
         Request::BackendAdd { backend, weight } => {
             let r = state.add_backend(&backend, weight);
             edit(
