@@ -7,7 +7,11 @@
 //!
 //!   cargo run --release -p bench --bin security [-- DIALOGS [ROUNDS]]
 //!   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='security::count_*' \
-//!       security count off|default|on N
+//!       security count off|default|on|dnsbl N
+//!
+//! `dnsbl` (callgrind only): all on, plus DNSBL lookups with every source already
+//! judged clean (a source that keeps calling), in a rates table twice as large (its
+//! marks beside the buckets, at the same load).
 //!
 //! (`bench/security.sh` runs both and records them.)
 //! Kinds of packets, each a pass over prebuilt frames copied into an "mbuf":
@@ -84,12 +88,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn config(side: &str) -> &'static str {
+fn config(side: &str) -> String {
     match side {
-        "off" => OFF,
-        "default" => "",
-        "on" => ON,
-        _ => panic!("side: off, default or on"),
+        "off" => OFF.into(),
+        "default" => String::new(),
+        "on" => ON.into(),
+        // Everything on and DNSBL lookups (callgrind only, `count`): every source
+        // already judged clean, the steady state of a source that keeps calling.
+        "dnsbl" => format!("{ON}dnsbl = [\"bl.test\"]\n"),
+        _ => panic!("side: off, default, on or dnsbl"),
     }
 }
 
@@ -134,12 +141,23 @@ fn kinds(bed: &Bed, dialogs: u32, new_invites: u32) -> (Kinds, Vec<u8>) {
 /// named for callgrind's `--toggle-collect`.
 fn count(side: &str, n: u32) {
     let dialogs = n;
-    let bed = Bed::with_config(
+    let mut bed = Bed::with_config(
         &format!("{}{}", config(side), bench::CONFIG),
         dialogs as usize,
     );
+    if side == "dnsbl" {
+        // A DNSBL mark per source beside its bucket: twice the slots, the same load.
+        bed.mem.resize_rates(2 << 12);
+    }
     let (k, _) = kinds(&bed, dialogs, n);
     let t = bed.tables();
+    if side == "dnsbl" {
+        for s in 0..SOURCES {
+            let src = Ipv4Addr::new(198, 19, (s >> 8) as u8, s as u8);
+            siplb_core::lb::security::dnsbl::judge(&t.rates, src, false, 3600, 0, T0)
+                .expect("room in the rates table");
+        }
+    }
     let mut w = sim::worker(&bed.counters);
     let mut mbuf = vec![0u8; 2048];
     #[inline(never)]

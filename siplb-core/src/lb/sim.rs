@@ -108,6 +108,12 @@ impl SimMemory {
         &self.media
     }
 
+    /// A fresh rates table of `slots` slots (benchmarks that keep more entries per
+    /// source at the same load).
+    pub fn resize_rates(&mut self, slots: usize) {
+        self.rates = (0..slots).map(|_| Slot::default()).collect();
+    }
+
     /// With the media pools of the configuration `cfg_toml` (farms relaying media).
     pub fn with_media(mut self, cfg_toml: &str) -> Self {
         let cfg = Config::parse(cfg_toml, Path::new("sim.toml")).expect("simulation config");
