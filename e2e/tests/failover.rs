@@ -25,19 +25,6 @@ fn farm(tries: u32) -> String {
     )
 }
 
-/// A backend that takes every datagram and answers none, printing each Call-ID.
-const SINK: &str = r#"
-import socket, sys, re
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 5060))
-print("ready", flush=True)
-while True:
-    d = s.recv(65535)
-    m = re.search(rb"\r\nCall-ID: *([^\r]+)", d, re.I)
-    if m:
-        print("call-id", m.group(1).decode(), flush=True)
-"#;
-
 /// Backend `i` running `sc` (a scenario of `e2e/scenarios/`), or SIPp's `uas`.
 fn uas(topo: &Topology, i: usize, sc: Option<&str>) -> Uas {
     let path = sc.map(scenario);
@@ -86,17 +73,11 @@ fn run(tries: u32, client: Option<&str>, good: Option<&str>) -> Run {
     e2e::require_root();
     let topo = Topology::with_backends(3).unwrap();
     let failing = uas(&topo, 0, Some("fail_uas"));
-    let mut sink = e2e::process::Proc::spawn(
-        "sink",
-        {
-            let mut c = topo.backends[1].command("python3");
-            c.args(["-c", SINK, &backend_ip(1).to_string()]);
-            c
-        },
-        &topo.dir.join("sink.out"),
-    )
-    .unwrap();
-    sink.wait_for_output("ready", Duration::from_secs(5))
+    // A backend that takes every datagram and answers none (`sip-sink`).
+    let mut sink_cmd = topo.backends[1].command(e2e::bins::path("sip-sink"));
+    sink_cmd.args([&format!("{}:5060", backend_ip(1)), "--call-ids"]);
+    let mut sink = e2e::process::Proc::spawn("sink", sink_cmd, &topo.dir.join("sink.out")).unwrap();
+    sink.wait_for_output("listening", Duration::from_secs(5))
         .unwrap();
     let working = uas(&topo, 2, good);
     let siplb: Siplb = topo.start_siplb(&topo.siplb_config(&farm(tries))).unwrap();

@@ -292,3 +292,42 @@ fn a_call_goes_through_every_backend_in_turn() {
         assert_eq!(bed.mem.tables().held.held(), 0, "{id}");
     }
 }
+
+fn register(seq: u32) -> Vec<u8> {
+    format!(
+        "REGISTER sip:siplb.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKr{seq};rport\r\nFrom: <sip:alice@siplb.test>;tag=r1\r\nTo: <sip:alice@siplb.test>\r\nCall-ID: reg1\r\nCSeq: {seq} REGISTER\r\nContact: <sip:alice@198.18.0.10>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn register_answer(code: u16, seq: u32) -> Vec<u8> {
+    format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKr{seq};rport=5060\r\nFrom: <sip:alice@siplb.test>;tag=r1\r\nTo: <sip:alice@siplb.test>;tag=reg\r\nCall-ID: reg1\r\nCSeq: {seq} REGISTER\r\nContact: <sip:alice@198.18.0.10>;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_register_a_registrar_refuses_goes_to_the_next_and_its_refreshes_follow() {
+    let bed = Bed::new(3);
+    let counters = Box::<WorkerCounters>::default();
+    let mut w = sim::worker(&counters);
+    let first = bed.client_sends(&mut w, &register(1)).backend();
+    // A REGISTER's failure is absorbed: no ACK, nothing to the phone.
+    let refused = bed.backend_sends(&mut w, first, &register_answer(503, 1));
+    assert_eq!(refused.verdict, Verdict::Consumed);
+    let again = bed.resends(&mut w);
+    assert_eq!(again.len(), 1);
+    let second = again[0].backend();
+    assert_ne!(second, first);
+    assert!(again[0].sip.starts_with("REGISTER "), "{}", again[0].sip);
+    let ok = bed.backend_sends(&mut w, second, &register_answer(200, 1));
+    assert_eq!((ok.verdict, ok.dst), (Verdict::Forward(0), CLIENT));
+    // The binding is the second registrar's: the refresh goes there.
+    assert_eq!(bed.client_sends(&mut w, &register(2)).backend(), second);
+    assert_eq!(
+        counters.backends[slot(&bed, first)].failover_answers.get(),
+        1
+    );
+    assert_eq!(counters.failover_acks.get(), 0);
+}
