@@ -11,7 +11,10 @@
 //!   and SIPp's retransmission passes after the verdict;
 //! - 40 new sources sending twice cost exactly 40 queries (the verdicts are kept), at
 //!   no more than 20 a second, and their first requests were held, their second ones
-//!   reached the backend.
+//!   reached the backend;
+//! - reloaded with `dnsbl_pending = "admit"` (the default), a second listed source's
+//!   first INVITE reaches the backend while its lookup is pending, none after the
+//!   verdict.
 
 use e2e::netns::{veth, Netns};
 use e2e::process::Proc;
@@ -22,6 +25,8 @@ use std::time::{Duration, Instant};
 const QPS: u32 = 20;
 const SOURCES: u8 = 40;
 const LISTED: &str = "198.18.0.66";
+/// Listed too, and sends only after the reload to `admit`.
+const LISTED_LATE: &str = "198.18.0.67";
 
 /// Sends one SIP request per (source, Call-ID) from the client namespace, `gap_ms`
 /// apart.
@@ -83,6 +88,7 @@ fn listed_sources_are_banned_clean_ones_held_until_their_verdict_and_answers_kep
         // Names under bl.test are answered here only: the listed one, else NXDOMAIN.
         "--local=/bl.test/",
         "--host-record=66.0.18.198.bl.test,127.0.0.2",
+        "--host-record=67.0.18.198.bl.test,127.0.0.3",
         "--local-ttl=300",
         "--log-queries",
         "--log-facility=-",
@@ -169,6 +175,33 @@ fn listed_sources_are_banned_clean_ones_held_until_their_verdict_and_answers_kep
         .collect();
     send(&topo, "OPTIONS", &second, 0);
     std::thread::sleep(Duration::from_millis(500));
+
+    // `admit`, by a reload: the late listed source's first INVITE passes while its
+    // lookup is pending, then it is banned.
+    std::fs::write(
+        &siplb.config,
+        cfg.replace("dnsbl_pending = \"hold\"", "dnsbl_pending = \"admit\""),
+    )
+    .unwrap();
+    println!("{}", siplb.ok(&["reload"]).unwrap());
+    topo.client
+        .ip(&["addr", "add", &format!("{LISTED_LATE}/24"), "dev", "cli0"])
+        .unwrap();
+    send(&topo, "INVITE", &[(LISTED_LATE.into(), "late-0".into())], 0);
+    e2e::wait_until(
+        "the late listed source banned",
+        Duration::from_secs(10),
+        || {
+            let bans = siplb.ok(&["security", "bans"]).unwrap();
+            bans.lines()
+                .any(|l| l.contains(LISTED_LATE) && l.contains("dnsbl"))
+        },
+    );
+    let late: Vec<(String, String)> = (1..=5)
+        .map(|i| (LISTED_LATE.into(), format!("late-{i}")))
+        .collect();
+    send(&topo, "INVITE", &late, 100);
+
     let (t0, n0) = seen[0];
     let (t1, n1) = *seen.last().unwrap();
     let paced = (n1 - n0) as f64 / (t1 - t0).as_secs_f64().max(1e-3);
@@ -194,12 +227,13 @@ fn listed_sources_are_banned_clean_ones_held_until_their_verdict_and_answers_kep
     let d = &st["dnsbl"];
     let dropped = |r: &str| st["drops"][r].as_u64().unwrap_or(0);
     println!(
-        "dnsbl: {d}\ndrops dnsbl_pending={} banned={}; at the backend: bad-* {}, r1-* {}, r2-* {}",
+        "dnsbl: {d}\ndrops dnsbl_pending={} banned={}; at the backend: bad-* {}, r1-* {}, r2-* {}, late-* {}",
         dropped("dnsbl_pending"),
         dropped("banned"),
         at_backend("bad-"),
         at_backend("r1-"),
-        at_backend("r2-")
+        at_backend("r2-"),
+        at_backend("late-"),
     );
     assert!(banned_after < Duration::from_secs(10));
     assert_eq!(
@@ -219,13 +253,19 @@ fn listed_sources_are_banned_clean_ones_held_until_their_verdict_and_answers_kep
         usize::from(SOURCES),
         "after the verdict they pass"
     );
-    let want = 2 + usize::from(SOURCES);
+    assert_eq!(
+        at_backend("late-0"),
+        1,
+        "admit: the first INVITE passes while pending"
+    );
+    assert_eq!(at_backend("late-"), 1, "admit: none after the verdict");
+    let want = 3 + usize::from(SOURCES);
     assert_eq!(all.len(), want, "one query per source: {all:#?}");
     assert_eq!(d["queries"].as_u64(), Some(want as u64));
-    assert_eq!(d["listed"].as_u64(), Some(1));
+    assert_eq!(d["listed"].as_u64(), Some(2));
     assert_eq!(d["clean"].as_u64(), Some(1 + u64::from(SOURCES)));
     assert_eq!(d["errors"].as_u64(), Some(0));
-    assert!(dropped("banned") >= 5, "the listed source's later INVITEs");
+    assert!(dropped("banned") >= 10, "the listed sources' later INVITEs");
     assert!(
         dropped("dnsbl_pending") > u64::from(SOURCES),
         "held: the first INVITEs and OPTIONS"
