@@ -15,6 +15,7 @@ mod admission;
 mod brute;
 pub mod dnsbl;
 pub mod limits;
+mod lpm;
 pub mod tcp_flags;
 
 use super::counters::{DropReason, WorkerCounters};
@@ -22,52 +23,10 @@ use crate::config::{Bucket, FarmLimits, Ipv4Net, SecurityConfig};
 use crate::sip::Method;
 use crate::table::flow::FlowTable;
 use limits::{BanReason, Kind};
+pub use lpm::PrefixSet;
 use memchr::memmem::Finder;
 use std::net::Ipv4Addr;
 use std::sync::LazyLock;
-
-/// Source prefixes, grouped by length so a lookup is one binary search per length in
-/// use (usually two: /32 and /24).
-#[derive(Debug, Clone, Default)]
-pub struct PrefixSet {
-    /// (network mask of one prefix length, sorted network addresses), longest first.
-    by_len: Vec<(u32, Vec<u32>)>,
-}
-
-impl PrefixSet {
-    pub fn new(prefixes: &[Ipv4Net]) -> Self {
-        let mut by_len: Vec<(u32, Vec<u32>)> = Vec::new();
-        for p in prefixes {
-            let net = u32::from(p.addr) & p.mask();
-            match by_len.iter_mut().find(|(m, _)| *m == p.mask()) {
-                Some((_, v)) => v.push(net),
-                None => by_len.push((p.mask(), vec![net])),
-            }
-        }
-        for (_, v) in &mut by_len {
-            v.sort_unstable();
-            v.dedup();
-        }
-        by_len.sort_by_key(|(m, _)| std::cmp::Reverse(*m));
-        Self { by_len }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_len.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_len.iter().map(|(_, v)| v.len()).sum()
-    }
-
-    #[inline]
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let a = u32::from(ip);
-        self.by_len
-            .iter()
-            .any(|(mask, nets)| nets.binary_search(&(a & mask)).is_ok())
-    }
-}
 
 /// The method classes that have a token bucket each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
