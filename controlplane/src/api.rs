@@ -107,6 +107,25 @@ pub struct StatusView {
     /// `[security] deny_file` as the control plane last read it, when one is set.
     #[serde(default)]
     pub deny_file: Option<DenyFileView>,
+    /// `[[security.feed]]`, as the control plane last fetched them.
+    #[serde(default)]
+    pub feeds: Vec<FeedView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeedView {
+    pub name: String,
+    /// Its file or URL.
+    pub source: String,
+    /// Prefixes of its last good list, in force.
+    pub prefixes: usize,
+    /// Fetches since the control daemon started, and how many failed.
+    pub fetches: u64,
+    pub errors: u64,
+    /// Why the last fetch failed; empty when it succeeded.
+    pub error: String,
+    /// Seconds since the last good fetch.
+    pub last_ok_s_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

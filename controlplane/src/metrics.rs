@@ -5,7 +5,7 @@
 //! items: HELP and TYPE, then the family's samples together.
 
 use crate::api::{
-    BackendStats, BackendStatus, DenyFileView, DnsblView, FarmStats, HaView, LatencyView,
+    BackendStats, BackendStatus, DenyFileView, DnsblView, FarmStats, FeedView, HaView, LatencyView,
     MediaStats, StatsView, StatusView, TableCounts, WorkerStats,
 };
 use crate::daemon::health::CheckStatus;
@@ -198,6 +198,22 @@ const DENY_FILE: &[Family<DenyFileView>] = &[
         kind: Counter,
         help: "Reads of [security] deny_file that failed (the last good list stayed).",
         get: One(|d| d.errors as f64),
+    },
+];
+
+/// Per `[[security.feed]]`, labelled `feed`.
+const FEEDS: &[Family<FeedView>] = &[
+    Family {
+        name: "siplb_feed_prefixes",
+        kind: Gauge,
+        help: "Prefixes of a blocklist feed in force (its last good list).",
+        get: One(|f| f.prefixes as f64),
+    },
+    Family {
+        name: "siplb_feed_errors_total",
+        kind: Counter,
+        help: "Fetches of a blocklist feed that failed (its last good list stayed).",
+        get: One(|f| f.errors as f64),
     },
 ];
 
@@ -713,6 +729,14 @@ pub fn render(status: &StatusView, stats: &StatsView) -> String {
     }
     if let Some(d) = &status.deny_file {
         table(o, DENY_FILE, &[(vec![], d)]);
+    }
+    let feeds: Vec<_> = status
+        .feeds
+        .iter()
+        .map(|f| (vec![("feed", f.name.clone())], f))
+        .collect();
+    if !feeds.is_empty() {
+        table(o, FEEDS, &feeds);
     }
     let workers: Vec<_> = stats
         .workers

@@ -51,6 +51,26 @@ pub fn status(s: &StatusView) -> String {
             )
         };
     }
+    for f in &s.feeds {
+        let _ = write!(
+            o,
+            "feed {} ({}): {} prefixes in force, {} fetches",
+            f.name, f.source, f.prefixes, f.fetches
+        );
+        let _ = match f.last_ok_s_ago {
+            Some(s) => write!(o, ", last good {s} s ago"),
+            None => write!(o, ", none good yet"),
+        };
+        let _ = if f.error.is_empty() {
+            writeln!(o)
+        } else {
+            writeln!(
+                o,
+                "; the last fetch FAILED ({} failures): {}",
+                f.errors, f.error
+            )
+        };
+    }
     for f in &s.farms {
         let _ = writeln!(
             o,

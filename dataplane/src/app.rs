@@ -188,6 +188,7 @@ pub fn run(opts: Options) -> Result<()> {
             config: cfg,
             overrides: Vec::new(),
             deny_file: None,
+            feeds: None,
         },
         svc,
         registry,

@@ -18,6 +18,8 @@ use runtime::shm::Shared;
 use runtime::stop::STOP;
 use siplb_core::control::{needs_restart, Command, DesiredState, Envelope, Reply};
 use siplb_core::lb::counters::{DropReason, WorkerCounters};
+use siplb_core::lb::security::feed::{self, FeedsFile};
+use siplb_core::lb::security::PrefixSet;
 use siplb_core::lb::services::{BackendOverride, Services, SlotRegistry};
 use siplb_core::lb::{self, Tables, TcpAlgSkip};
 use siplb_core::sip::SipError;
@@ -189,11 +191,14 @@ impl Housekeeping<'_> {
                 )
             })
             .collect();
+        let (feeds, feeds_file) = self.feeds(state.feeds.take());
+        state.feeds = feeds_file;
         // Build on a copy of the slot registry so a failed build assigns nothing.
         let mut registry = self.registry.clone();
-        match Services::build(&state.config, &self.macs, &overrides, &mut registry)
-            .map(|s| s.with_active(state.active))
-        {
+        match Services::build(&state.config, &self.macs, &overrides, &mut registry).map(|mut s| {
+            s.security.feeds = feeds;
+            s.with_active(state.active)
+        }) {
             Ok(svc) => {
                 publish_directory(self.shared, &registry);
                 self.published.publish(svc.clone());
@@ -209,6 +214,44 @@ impl Housekeeping<'_> {
             Err(e) => Reply::Rejected {
                 reason: e.to_string(),
             },
+        }
+    }
+
+    /// The feeds' prefix set for a state that names `want`, and the file it was read
+    /// from: the set in force when the version is the same (role and health changes
+    /// rebuild nothing), else the file read and a new table built here, aside, while
+    /// the workers go on with the old one. A file that cannot be read keeps the set in
+    /// force (said in the log): a feed never blocks a role or health change.
+    fn feeds(&self, want: Option<FeedsFile>) -> (PrefixSet, Option<FeedsFile>) {
+        let Some(want) = want else {
+            return (PrefixSet::default(), None);
+        };
+        let now = (self.svc.security.feeds.clone(), self.state.feeds.clone());
+        if self.state.feeds.as_ref() == Some(&want) {
+            return now;
+        }
+        let t = Instant::now();
+        let read = std::fs::read(&want.path)
+            .map_err(|e| format!("{}: {e}", want.path))
+            .and_then(|b| feed::decode(&b, &want.path));
+        match read {
+            Ok(p) => {
+                let set = PrefixSet::new(&p);
+                println!(
+                    "siplb-dataplane: feeds: {} prefixes from {} in {} ms",
+                    set.len(),
+                    want.path,
+                    t.elapsed().as_millis()
+                );
+                (set, Some(want))
+            }
+            Err(e) => {
+                eprintln!(
+                    "siplb-dataplane: feeds: {e}: the {} prefixes in force stay",
+                    now.0.len()
+                );
+                now
+            }
         }
     }
 

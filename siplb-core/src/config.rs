@@ -216,6 +216,10 @@ pub struct SecurityConfig {
     /// Seconds a "not listed" answer is kept when it carries no SOA (else the SOA's
     /// minimum, RFC 2308).
     pub dnsbl_negative_ttl_s: u32,
+    /// Blocklist feeds (`[[security.feed]]`): their sources are dropped like `deny`'s.
+    /// The control plane fetches each and refreshes it every `refresh_s`; a feed that
+    /// fails keeps its last good list.
+    pub feed: Vec<FeedConfig>,
 }
 
 /// A DNS resolver's socket address from `address` or `address:port` (port 53).
@@ -232,6 +236,62 @@ pub enum DnsblPending {
     #[default]
     Admit,
     Hold,
+}
+
+/// One blocklist feed: a `file` or a `url` (http or https), in `format`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// In `siplb status` and the metrics (default: the file or URL).
+    pub name: String,
+    pub file: String,
+    pub url: String,
+    pub format: FeedFormat,
+    /// Seconds between fetches (also after a failure).
+    pub refresh_s: u32,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            file: String::new(),
+            url: String::new(),
+            format: FeedFormat::Lines,
+            refresh_s: 300,
+        }
+    }
+}
+
+impl FeedConfig {
+    /// The file or URL it is read from.
+    pub fn source(&self) -> &str {
+        if self.file.is_empty() {
+            &self.url
+        } else {
+            &self.file
+        }
+    }
+
+    /// `name`, else the source.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            self.source()
+        } else {
+            &self.name
+        }
+    }
+}
+
+/// What a feed holds.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedFormat {
+    /// One address or prefix per line, `#` comments.
+    Lines,
+    /// APIBAN's JSON: `{"ipaddress": ["1.2.3.4", ...], "ID": "..."}`, paged: the URL
+    /// is fetched again with `/<ID>` appended until an answer has no new addresses.
+    Apiban,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` kept; a request takes one.
@@ -302,6 +362,7 @@ impl Default for SecurityConfig {
             dnsbl_pending: DnsblPending::Admit,
             dnsbl_ban_s: 0,
             dnsbl_negative_ttl_s: 300,
+            feed: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! in. The same code builds the same tables in every unit (see `maglev`).
 
 use crate::config::Config;
+use crate::lb::security::feed::FeedsFile;
 use crate::lb::services::BackendState;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -41,6 +42,10 @@ pub struct DesiredState {
     /// no deny file, or the state the dataplane started with (it read the file).
     #[serde(default)]
     pub deny_file: Option<DenyFileRead>,
+    /// `[[security.feed]]`'s prefixes, too many for this message: the file the control
+    /// plane wrote them to (`lb::security::feed`). `None`: no feed fetched yet.
+    #[serde(default)]
+    pub feeds: Option<FeedsFile>,
 }
 
 /// Where the last prefixes of `config.security.deny` came from.
@@ -141,6 +146,7 @@ mod tests {
                     config: cfg.clone(),
                     active: true,
                     deny_file: None,
+                    feeds: None,
                     overrides: vec![Override {
                         farm: "f".into(),
                         address: "198.18.0.11".parse().unwrap(),

@@ -53,6 +53,12 @@ pub fn lock_file(run_dir: &Path, prefix: &str) -> PathBuf {
     run_dir.join(format!("{prefix}.lock"))
 }
 
+/// The blocklist feeds' prefixes, written by the control daemon for the dataplane
+/// (`lb::security::feed`).
+pub fn feeds_file(run_dir: &Path, prefix: &str) -> PathBuf {
+    run_dir.join(format!("{prefix}-feeds.bin"))
+}
+
 /// The control daemon's Unix socket, which the other `siplb` subcommands talk to.
 pub fn socket_file(run_dir: &Path, prefix: &str) -> PathBuf {
     run_dir.join(format!("{prefix}.sock"))

@@ -8,6 +8,7 @@
 
 pub mod dataplane;
 pub mod dnsbl;
+pub mod feeds;
 pub mod ha;
 pub mod health;
 pub mod http;
@@ -46,6 +47,11 @@ pub enum Event {
     /// stepped down): the state is applied again, which makes the dataplane send
     /// gratuitous ARP.
     HaAnnounce,
+    /// A blocklist feed was fetched (`feeds.rs`).
+    Feed {
+        cfg: siplb_core::config::FeedConfig,
+        result: Result<Vec<siplb_core::config::Ipv4Net>, String>,
+    },
     /// A backend's health checks changed their verdict.
     Health {
         farm: String,
@@ -196,6 +202,8 @@ pub fn run(opts: Options) -> Result<()> {
         .context("starting the DNSBL lookup thread")?;
     let mut checkers = health::Checkers::new(tx.clone());
     sync_health(&mut checkers, &mut att, &mut state, &mut applied);
+    let mut feeds = feeds::Feeds::new(names::feeds_file(&run_dir, &prefix), tx.clone());
+    feeds.sync(&state.config.security.feed);
     let socket_path = names::socket_file(&run_dir, &prefix);
     socket::serve(&socket_path, tx)?;
     let views: http::Views = Default::default();
@@ -232,9 +240,20 @@ pub fn run(opts: Options) -> Result<()> {
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(Event::Api(req, reply)) => {
                 let shutdown = matches!(req, Request::Shutdown);
-                let resp = handle(&ctx, &mut att, &mut state, &mut applied, &stats, req);
+                let resp = handle(
+                    &ctx,
+                    &mut att,
+                    &mut state,
+                    &mut applied,
+                    &stats,
+                    &feeds,
+                    req,
+                );
                 let _ = reply.send(resp);
                 sync_health(&mut checkers, &mut att, &mut state, &mut applied);
+                if feeds.sync(&state.config.security.feed) {
+                    apply_feeds(&feeds, &mut att, &mut state, &mut applied);
+                }
                 if shutdown {
                     break Ok(());
                 }
@@ -294,9 +313,19 @@ pub fn run(opts: Options) -> Result<()> {
                     }
                 }
             }
+            Ok(Event::Feed { cfg, result }) => {
+                let (failed, changed) = feeds.done(&cfg, result);
+                if let Some(e) = failed {
+                    eprintln!("siplb: {e}");
+                }
+                if changed {
+                    apply_feeds(&feeds, &mut att, &mut state, &mut applied);
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
+        feeds.poll();
         passive.poll(&att.shared, &state.config, &ctx.health);
         if let Some(h) = ctx.ha.as_ref().filter(|_| numbered != applied) {
             // What the peer must number alike, from the state in force.
@@ -311,8 +340,10 @@ pub fn run(opts: Options) -> Result<()> {
         if Instant::now() >= next_sample {
             stats = sampler.sample(&att.shared, &state);
             stats.dnsbl = lookups.view();
-            *views.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((status_view(&ctx, &att, &state, applied), stats.clone()));
+            *views.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+                status_view(&ctx, &att, &state, applied, &feeds),
+                stats.clone(),
+            ));
             next_sample = Instant::now()
                 + Duration::from_secs(u64::from(state.config.control.sample_interval_s));
             let gone = match child.as_mut() {
@@ -376,6 +407,35 @@ fn sync_health(
     );
 }
 
+/// Sends the feeds' union to the dataplane when it changed.
+fn apply_feeds(
+    feeds: &feeds::Feeds,
+    att: &mut Attached,
+    state: &mut ControlState,
+    applied: &mut u64,
+) {
+    let file = match feeds.write() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("siplb: feeds: {e}: the dataplane keeps the lists in force");
+            return;
+        }
+    };
+    if file == state.feeds {
+        return;
+    }
+    let before = state.clone();
+    let what = format!(
+        "feeds: {} prefixes",
+        file.as_ref().map_or(0, |f| f.prefixes)
+    );
+    state.feeds = file;
+    state.generation += 1;
+    if let Response::Error { message } = apply(att, state, before, applied, what) {
+        eprintln!("siplb: feeds: {message}");
+    }
+}
+
 /// Sends the state to the dataplane; on refusal the previous state is restored.
 fn apply(
     att: &mut Attached,
@@ -422,6 +482,7 @@ fn handle(
     state: &mut ControlState,
     applied: &mut u64,
     stats: &StatsView,
+    feeds: &feeds::Feeds,
     req: Request,
 ) -> Response {
     let before = state.clone();
@@ -436,7 +497,9 @@ fn handle(
         },
     };
     match req {
-        Request::Status => Response::Status(Box::new(status_view(ctx, att, state, *applied))),
+        Request::Status => {
+            Response::Status(Box::new(status_view(ctx, att, state, *applied, feeds)))
+        }
         Request::Stats => Response::Stats(Box::new(stats.clone())),
         Request::BackendAdd { backend, weight } => {
             let r = state.add_backend(&backend, weight);
@@ -585,7 +648,13 @@ fn ha_takeover(ctx: &Ctx) -> Response {
     }
 }
 
-fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) -> StatusView {
+fn status_view(
+    ctx: &Ctx,
+    att: &Attached,
+    state: &ControlState,
+    applied: u64,
+    feeds: &feeds::Feeds,
+) -> StatusView {
     let board = ctx.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -684,6 +753,7 @@ fn status_view(ctx: &Ctx, att: &Attached, state: &ControlState, applied: u64) ->
             errors: state.deny_file.errors,
             error: state.deny_file.error.clone(),
         }),
+        feeds: feeds.views(),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::api::BackendRef;
 use anyhow::{bail, Result};
 use siplb_core::config::{BackendConfig, Config, Ipv4Net};
 use siplb_core::control::{DenyFileRead, DesiredState, Override};
+use siplb_core::lb::security::feed::FeedsFile;
 use siplb_core::lb::security::read_deny_file;
 use siplb_core::lb::services::BackendState;
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub struct ControlState {
     /// This unit owns the VIPs (HA role; always true without HA).
     pub active: bool,
     pub deny_file: DenyFile,
+    /// The feeds' file the dataplane reads (`feeds.rs`).
+    pub feeds: Option<FeedsFile>,
 }
 
 fn key(b: &BackendRef) -> Key {
@@ -62,6 +65,7 @@ impl ControlState {
             flags: BTreeMap::new(),
             generation,
             deny_file: DenyFile::default(),
+            feeds: None,
         }
     }
 
@@ -98,6 +102,7 @@ impl ControlState {
             generation: d.generation,
             active: d.active,
             deny_file,
+            feeds: d.feeds,
         };
         if !read {
             if let Some(e) = s.read_deny_file() {
@@ -174,6 +179,7 @@ impl ControlState {
             overrides,
             active: self.active,
             deny_file,
+            feeds: self.feeds.clone(),
         }
     }
 

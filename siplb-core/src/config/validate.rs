@@ -5,9 +5,9 @@
 use super::error::Invalid;
 use super::error::Seg::{Index, Key};
 use super::{
-    BackendConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, HaConfig, NatMode,
-    PortConfig, Protocol, SecurityConfig, SipLimitsConfig, TableConfig, MAX_BACKENDS, MAX_FARMS,
-    MAX_PORTS, MAX_SNAT_ADDRESSES, MAX_WORKERS,
+    BackendConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, FeedConfig, HaConfig,
+    NatMode, PortConfig, Protocol, SecurityConfig, SipLimitsConfig, TableConfig, MAX_BACKENDS,
+    MAX_FARMS, MAX_PORTS, MAX_SNAT_ADDRESSES, MAX_WORKERS,
 };
 
 type Check = Result<(), Invalid>;
@@ -20,9 +20,41 @@ impl Config {
         sip(&self.sip)?;
         dnsbl(&self.security)?;
         ha(&self.ha, &self.ports)?;
+        feeds(&self.security.feed)?;
         ports(&self.ports)?;
         farms(self)
     }
+}
+
+fn feeds(feeds: &[FeedConfig]) -> Check {
+    for (i, f) in feeds.iter().enumerate() {
+        let at = |k| vec![Key("security"), Key("feed"), Index(i), Key(k)];
+        if f.file.is_empty() == f.url.is_empty() {
+            return Err(Invalid::at(
+                at(if f.file.is_empty() { "url" } else { "file" }),
+                "a feed has either a `file` or a `url`, not both nor neither",
+            ));
+        }
+        if !(f.url.is_empty() || f.url.starts_with("http://") || f.url.starts_with("https://")) {
+            return Err(Invalid::at(
+                at("url"),
+                format!("`{}` is not an http:// or https:// URL", f.url),
+            ));
+        }
+        if f.refresh_s == 0 {
+            return Err(Invalid::at(at("refresh_s"), "expected at least 1 second"));
+        }
+        if feeds[..i].iter().any(|o| o.label() == f.label()) {
+            return Err(Invalid::at(
+                at("name"),
+                format!(
+                    "two feeds are named `{}`: give each its own `name`",
+                    f.label()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn control(c: &ControlConfig) -> Check {

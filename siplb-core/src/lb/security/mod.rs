@@ -14,6 +14,7 @@
 mod admission;
 mod brute;
 pub mod dnsbl;
+pub mod feed;
 pub mod limits;
 mod lpm;
 pub mod tcp_flags;
@@ -70,6 +71,9 @@ pub struct TcpRules {
 pub struct Policy {
     pub deny: PrefixSet,
     pub allow: PrefixSet,
+    /// The feeds' prefixes, denied like `deny` (`feed.rs`: the dataplane reads them
+    /// from the control plane's file; `Services::build` leaves this empty).
+    pub feeds: PrefixSet,
     /// Lower-case User-Agent substrings of scanners.
     pub scanners: Vec<Vec<u8>>,
     /// `[security]`'s buckets, for farms that set none of their own.
@@ -107,14 +111,7 @@ fn contains_caseless(hay: &[u8], lower: &[u8]) -> bool {
 /// name the file and line.
 pub fn read_deny_file(path: &str) -> Result<Vec<Ipv4Net>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let l = line.split('#').next().unwrap_or("").trim();
-        if !l.is_empty() {
-            out.push(l.parse().map_err(|e| format!("{path}:{}: {e}", n + 1))?);
-        }
-    }
-    Ok(out)
+    feed::parse_lines(&text, path)
 }
 
 impl Policy {
@@ -127,6 +124,7 @@ impl Policy {
         Ok(Policy {
             deny: PrefixSet::new(&deny),
             allow: PrefixSet::new(&cfg.allow),
+            feeds: PrefixSet::default(),
             scanners: cfg
                 .scanner_user_agents
                 .iter()
@@ -198,7 +196,10 @@ impl Policy {
     /// May this source talk to the VIPs at all?
     #[inline]
     pub fn admits(&self, src: Ipv4Addr) -> bool {
-        !(self.deny.contains(src) || (!self.allow.is_empty() && !self.allow.contains(src)))
+        if self.deny.contains(src) || self.feeds.contains(src) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.contains(src)
     }
 
     /// Does a User-Agent field of this header section name a scanner? Field names in
