@@ -293,7 +293,7 @@ mod tests {
         assert_eq!((v[0].prefixes, v[0].errors, v[0].fetches), (2, 2, 3));
         assert_eq!(f.write().unwrap().unwrap().version, w.version);
 
-        let (e, changed) = f.done(&a, Ok(vec![net("198.18.8.8")]));
+        let (e, changed) = f.done(&a, Ok(vec![net("198.18.8.9")]));
         assert!(e.is_none() && changed);
         assert!(f.views()[0].error.is_empty());
         assert_ne!(f.write().unwrap().unwrap().version, w.version);
