@@ -32,6 +32,16 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const ERROR_TTL_S: u32 = 60;
 /// TTLs are kept at most a day (a zone's typo must not ban for years).
 const MAX_TTL_S: u32 = 86_400;
+/// A clean source's mark stays in the rates table at most this long (its answer stays
+/// cached for its whole TTL): spoofed sources at `dnsbl_qps` hold at most
+/// `dnsbl_qps` × 300 marks (15,000 at the default) however long the zone's negative
+/// TTL, where a TTL of an hour could fill the table's default 65,536 sources.
+const CLEAN_MARK_MAX_S: u32 = 300;
+/// Answers cached at most: spoofed sources at `dnsbl_qps` with day-long TTLs would
+/// otherwise grow the cache to millions. Past it answers are not cached until the
+/// sweep (every second) forgets expired ones; the dataplane's marks still hold them
+/// for their TTL.
+const CACHE_MAX: usize = 1 << 16;
 /// How long the thread waits for an answer before it looks at the ring again: the
 /// most a new source waits to be taken.
 const POLL: Duration = Duration::from_millis(5);
@@ -421,12 +431,20 @@ impl Engine {
     ) {
         self.waiting.remove(&src);
         let c = &self.counts;
-        if judge(rates, src, listed == Some(true), ttl, s.ban_s, now_s).is_err() {
+        let listed_now = listed == Some(true);
+        let mark_s = if listed_now {
+            ttl
+        } else {
+            ttl.min(CLEAN_MARK_MAX_S)
+        };
+        if judge(rates, src, listed_now, mark_s, s.ban_s, now_s).is_err() {
             c.errors.fetch_add(1, Relaxed);
         }
         let now = Instant::now();
         if let Some(listed) = listed {
             if listed { &c.listed } else { &c.clean }.fetch_add(1, Relaxed);
+        }
+        if let Some(listed) = listed.filter(|_| self.cache.len() < CACHE_MAX) {
             self.cache.insert(
                 src,
                 Cached {
@@ -541,7 +559,7 @@ mod tests {
 
     /// A resolver on loopback for zone `bl.test`: `x.x.x.66` is listed (127.0.0.2,
     /// TTL 120), `x.x.x.77` fails (SERVFAIL), everything else is NXDOMAIN with an SOA
-    /// of minimum 30. Counts the queries it gets.
+    /// of minimum 30 (`x.x.x.88`: 3600). Counts the queries it gets.
     fn resolver() -> (SocketAddrV4, Arc<AtomicUsize>) {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = match sock.local_addr().unwrap() {
@@ -584,7 +602,7 @@ mod tests {
                             refresh: 3600,
                             retry: 600,
                             expire: 86400,
-                            minimum: 30,
+                            minimum: if first.starts_with("88.") { 3600 } else { 30 },
                         }),
                     ));
                 }
@@ -672,6 +690,37 @@ mod tests {
         );
         assert_eq!(asked.load(Relaxed), 4);
         assert!(g(&counts.verdicts) == 4 && g(&counts.latency_us_max) > 0);
+    }
+
+    #[test]
+    fn a_clean_mark_lives_at_most_five_minutes_and_the_cache_answers_after_it() {
+        let (addr, asked) = resolver();
+        let mem = SimMemory::new(1024);
+        let t = mem.tables();
+        let counts = Arc::<Counts>::default();
+        let mut e = Engine::new(counts.clone()).unwrap();
+        let s = settings(addr, 1000, 16);
+        let src = Ipv4Addr::new(198, 18, 0, 88);
+        let note = |now| note(&t.rates, &t.new_sources, src, now).unwrap();
+        assert_eq!(note(1000), Mark::Noted);
+        let until = Instant::now() + Duration::from_secs(5);
+        while counts.clean.load(Relaxed) == 0 && Instant::now() < until {
+            e.step(&s, &t, || 1000);
+        }
+        assert_eq!(note(1000 + CLEAN_MARK_MAX_S - 1), Mark::Judged);
+        assert_eq!(
+            note(1000 + CLEAN_MARK_MAX_S),
+            Mark::Noted,
+            "a TTL of 3600 s, capped"
+        );
+        e.step(&s, &t, || 1000 + CLEAN_MARK_MAX_S);
+        assert_eq!(
+            counts.cache_hits.load(Relaxed),
+            1,
+            "the answer is still cached"
+        );
+        assert_eq!(note(1000 + CLEAN_MARK_MAX_S + 1), Mark::Judged);
+        assert_eq!((counts.queries.load(Relaxed), asked.load(Relaxed)), (1, 1));
     }
 
     #[test]
