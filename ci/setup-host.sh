@@ -21,6 +21,8 @@ PACKAGES=(
   valgrind                    # instruction counts of the benchmarks (bench/pipeline.sh)
   dnsmasq-base                # the DNS server of e2e/tests/dnsbl.rs (the binary only: no
                               # system service to disable)
+  bird2                       # BGP/BFD speaker of [bgp] (scale-out behind ECMP): `bird -p`
+                              # checks the generated config in the unit tests
 )
 
 say() { printf 'setup-host: %s\n' "$*"; }
@@ -42,7 +44,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # Kamailio must not run as a system service on a test machine: the benchmark and the
   # softphone test start their own instances on their own ports.
   # Neither must rtpengine: the softphone test starts one per backend namespace.
-  for unit in kamailio rtpengine-daemon; do
+  # Nor BIRD: the ECMP test starts one per unit and one in the router namespace.
+  for unit in kamailio rtpengine-daemon bird; do
     if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
       systemctl disable --now "$unit" >/dev/null 2>&1 || true
     fi

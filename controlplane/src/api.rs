@@ -55,6 +55,11 @@ pub enum Request {
     SecurityUnban {
         source: Ipv4Addr,
     },
+    /// `[bgp]`: withdraw this unit's VIPs from the router (ECMP moves new flows to the
+    /// other units) and keep forwarding what still reaches it.
+    DrainUnit,
+    /// `[bgp]`: announce the VIPs again.
+    UndrainUnit,
     Shutdown,
 }
 
@@ -110,6 +115,9 @@ pub struct StatusView {
     /// `[[security.feed]]`, as the control plane last fetched them.
     #[serde(default)]
     pub feeds: Vec<FeedView>,
+    /// The route announcement, when `[bgp]` is on.
+    #[serde(default)]
+    pub bgp: Option<BgpView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,6 +134,21 @@ pub struct FeedView {
     pub error: String,
     /// Seconds since the last good fetch.
     pub last_ok_s_ago: Option<u64>,
+}
+
+/// What `siplb status` shows of `[bgp]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BgpView {
+    pub router: String,
+    /// The VIPs in BIRD's configuration.
+    pub announcing: Vec<Ipv4Addr>,
+    /// `siplb drain-unit` is in force.
+    pub draining: bool,
+    /// BIRD runs the file's content (its last `birdc configure` succeeded).
+    pub configured: bool,
+    pub config_file: String,
+    /// Why the last `birdc configure` failed; empty when it succeeded.
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -95,6 +95,11 @@ enum Cmd {
         #[command(subcommand)]
         action: SecurityCmd,
     },
+    /// `[bgp]`: withdraw this unit's VIPs from the router, so that its ECMP sends new
+    /// flows to the other units; the unit keeps forwarding what still reaches it.
+    DrainUnit,
+    /// `[bgp]`: announce this unit's VIPs again after `drain-unit`.
+    UndrainUnit,
     /// Stop the dataplane and the control daemon: all SIP traffic through the VIPs stops.
     Shutdown,
 }
@@ -366,6 +371,8 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Security {
             action: SecurityCmd::Unban { source },
         } => done(ask(cli, Request::SecurityUnban { source: *source })?),
+        Cmd::DrainUnit => done(ask(cli, Request::DrainUnit)?),
+        Cmd::UndrainUnit => done(ask(cli, Request::UndrainUnit)?),
         Cmd::Shutdown => done(ask(cli, Request::Shutdown)?),
     }
 }

@@ -39,6 +39,25 @@ pub fn status(s: &StatusView) -> String {
     if let Some(h) = &s.ha_detail {
         ha_detail(&mut o, h);
     }
+    if let Some(b) = &s.bgp {
+        let vips: Vec<String> = b.announcing.iter().map(|v| v.to_string()).collect();
+        let _ = write!(
+            o,
+            "BGP to {}: announcing {}{}",
+            b.router,
+            if vips.is_empty() {
+                "no VIP".to_string()
+            } else {
+                vips.join(", ")
+            },
+            if b.draining { " (unit drained)" } else { "" }
+        );
+        let _ = if b.configured {
+            writeln!(o)
+        } else {
+            writeln!(o, "; BIRD has not loaded {}: {}", b.config_file, b.error)
+        };
+    }
     if let Some(d) = &s.deny_file {
         let _ = write!(o, "deny_file {}: {} prefixes in force", d.path, d.prefixes);
         let _ = if d.error.is_empty() {

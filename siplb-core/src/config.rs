@@ -47,6 +47,8 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub ha: HaConfig,
+    #[serde(default)]
+    pub bgp: BgpConfig,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "farm", default)]
@@ -137,6 +139,54 @@ impl Default for HaConfig {
             key: None,
             key_file: None,
             sync_rate: 5000,
+        }
+    }
+}
+
+/// Scale-out behind a router's ECMP (`[bgp]`): the control plane writes a BIRD
+/// configuration that announces the VIPs to the router over BGP (through the exception
+/// path) while this unit can serve them, and withdraws them when it cannot.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BgpConfig {
+    pub enabled: bool,
+    /// This unit's AS number.
+    pub local_as: u32,
+    /// The router's address, in one of our ports' subnets: the BGP session runs from
+    /// that port's address.
+    pub router: Option<Ipv4Addr>,
+    /// The router's AS number.
+    pub router_as: u32,
+    /// BGP hold time in seconds (0 or 3..=65535): the router withdraws the unit's
+    /// routes this long after its last message when the unit stops forwarding.
+    pub hold_s: u16,
+    /// BFD on the session (both sides must run it): loss detected in about
+    /// `bfd_interval_ms` × 3 instead of the hold time.
+    pub bfd: bool,
+    pub bfd_interval_ms: u32,
+    /// BIRD's control client, run as `<birdc> -s <socket> configure` after each
+    /// rewrite of the configuration.
+    pub birdc: String,
+    /// BIRD's control socket; empty: `bird-<file prefix>.ctl` in the run directory.
+    pub socket: String,
+    /// The BIRD configuration file siplb writes; empty: `bird-<file prefix>.conf` in
+    /// the run directory (start `bird -c <it> -s <socket>`).
+    pub config_file: String,
+}
+
+impl Default for BgpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            local_as: 65001,
+            router: None,
+            router_as: 65000,
+            hold_s: 3,
+            bfd: false,
+            bfd_interval_ms: 100,
+            birdc: "birdc".into(),
+            socket: String::new(),
+            config_file: String::new(),
         }
     }
 }
@@ -937,6 +987,32 @@ backends = [
         assert!(err(&with("dnsbl_pending = \"wait\""))
             .to_string()
             .contains("dnsbl_pending"));
+    }
+
+    #[test]
+    fn bgp_settings_are_checked_and_name_their_field() {
+        let with = |sec: &str| format!("[bgp]\nenabled = true\n{sec}\n{GOOD}");
+        let c = Config::parse(&with("router = \"198.18.0.254\""), Path::new("x.toml")).unwrap();
+        assert_eq!(
+            (c.bgp.local_as, c.bgp.router_as, c.bgp.hold_s),
+            (65001, 65000, 3)
+        );
+        assert_eq!(err(&with("")).field, "bgp.router");
+        let e = err(&with("router = \"198.19.0.1\""));
+        assert_eq!(e.field, "bgp.router");
+        assert!(e.message.contains("no port's subnet"), "{e}");
+        let e = err(&with("router = \"198.18.0.254\"\nhold_s = 2"));
+        assert_eq!(e.field, "bgp.hold_s");
+        let e = err(&with("router = \"198.18.0.254\"\nlocal_as = 0"));
+        assert_eq!(e.field, "bgp.local_as");
+        let e = err(&with(
+            "router = \"198.18.0.254\"\nbfd = true\nbfd_interval_ms = 1",
+        ));
+        assert_eq!(e.field, "bgp.bfd_interval_ms");
+        assert!(
+            Config::parse(&format!("[bgp]\nhold_s = 1\n{GOOD}"), Path::new("x")).is_ok(),
+            "[bgp] off: its fields are not checked"
+        );
     }
 
     #[test]

@@ -63,3 +63,14 @@ pub fn feeds_file(run_dir: &Path, prefix: &str) -> PathBuf {
 pub fn socket_file(run_dir: &Path, prefix: &str) -> PathBuf {
     run_dir.join(format!("{prefix}.sock"))
 }
+
+/// The BIRD configuration the control daemon writes with `[bgp]` (unless
+/// `bgp.config_file` names another).
+pub fn bird_config_file(run_dir: &Path, prefix: &str) -> PathBuf {
+    run_dir.join(format!("bird-{prefix}.conf"))
+}
+
+/// BIRD's control socket for `birdc` (unless `bgp.socket` names another).
+pub fn bird_socket_file(run_dir: &Path, prefix: &str) -> PathBuf {
+    run_dir.join(format!("bird-{prefix}.ctl"))
+}

@@ -6,6 +6,7 @@
 //! Killing it changes nothing in the dataplane, which keeps forwarding with its last
 //! state; started again, it reads that state back and carries on.
 
+pub mod bgp;
 pub mod dataplane;
 pub mod dnsbl;
 pub mod feeds;
@@ -18,8 +19,8 @@ pub mod socket;
 pub mod state;
 
 use crate::api::{
-    BackendStatus, BanView, DenyFileView, DialogView, FarmStatus, Request, Response, StatsView,
-    StatusView,
+    BackendStatus, BanView, BgpView, DenyFileView, DialogView, FarmStatus, Request, Response,
+    StatsView, StatusView,
 };
 use anyhow::{bail, Context, Result};
 use dataplane::Attached;
@@ -31,6 +32,7 @@ use siplb_core::control::{Command, Reply};
 use siplb_core::hash::hash64;
 use siplb_core::lb::security::limits;
 use state::ControlState;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
@@ -229,7 +231,10 @@ pub fn run(opts: Options) -> Result<()> {
         http: http_addr,
         ha: ha_status,
         health: checkers.board.clone(),
+        draining: Cell::new(false),
+        bgp: Default::default(),
     };
+    let mut speaker = bgp::Speaker::new(&state.config, &run_dir, &ctx.prefix);
     let mut numbered = applied;
     let mut looked_up = applied;
     let mut passive = passive::Passive::default();
@@ -255,6 +260,9 @@ pub fn run(opts: Options) -> Result<()> {
                     apply_feeds(&feeds, &mut att, &mut state, &mut applied);
                 }
                 if shutdown {
+                    if let Some(sp) = speaker.as_mut() {
+                        sp.update(Vec::new());
+                    }
                     break Ok(());
                 }
             }
@@ -326,6 +334,10 @@ pub fn run(opts: Options) -> Result<()> {
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
         feeds.poll();
+        if let Some(sp) = speaker.as_mut() {
+            sp.update(bgp::announced(&state, ctx.draining.get()));
+            *ctx.bgp.borrow_mut() = Some(sp.view(ctx.draining.get()));
+        }
         passive.poll(&att.shared, &state.config, &ctx.health);
         if let Some(h) = ctx.ha.as_ref().filter(|_| numbered != applied) {
             // What the peer must number alike, from the state in force.
@@ -352,6 +364,9 @@ pub fn run(opts: Options) -> Result<()> {
                 None => (unsafe { libc::kill(att.dataplane_pid() as i32, 0) }) != 0,
             };
             if gone {
+                if let Some(sp) = speaker.as_mut() {
+                    sp.update(Vec::new());
+                }
                 break Err(anyhow::anyhow!(
                     "the dataplane (pid {}) has exited",
                     att.dataplane_pid()
@@ -369,6 +384,10 @@ struct Ctx {
     http: Option<String>,
     ha: Option<std::sync::Arc<ha::HaStatus>>,
     health: health::Board,
+    /// `siplb drain-unit` is in force (`[bgp]`).
+    draining: Cell<bool>,
+    /// The speaker's view, updated by the main loop.
+    bgp: RefCell<Option<BgpView>>,
 }
 
 /// Keeps the checkers in line with the configuration, and clears the "down" mark of
@@ -596,6 +615,23 @@ fn handle(
                 }
             }
         }
+        Request::DrainUnit | Request::UndrainUnit if !state.config.bgp.enabled => Response::Error {
+            message: "this unit announces no route ([bgp] enabled = false)".into(),
+        },
+        Request::DrainUnit => {
+            ctx.draining.set(true);
+            Response::Done {
+                message:
+                    "draining: withdrawing the VIPs; what still reaches this unit is forwarded"
+                        .into(),
+            }
+        }
+        Request::UndrainUnit => {
+            ctx.draining.set(false);
+            Response::Done {
+                message: "announcing the VIPs again while the unit can serve them".into(),
+            }
+        }
         Request::Shutdown => match att.call(Command::Shutdown, Duration::from_secs(5)) {
             Ok(_) => Response::Done {
                 message: format!(
@@ -747,6 +783,7 @@ fn status_view(
                     .collect(),
             })
             .collect(),
+        bgp: ctx.bgp.borrow().clone(),
         deny_file: (!state.config.security.deny_file.is_empty()).then(|| DenyFileView {
             path: state.config.security.deny_file.clone(),
             prefixes: state.deny_file.prefixes.len(),

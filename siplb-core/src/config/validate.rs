@@ -5,9 +5,9 @@
 use super::error::Invalid;
 use super::error::Seg::{Index, Key};
 use super::{
-    BackendConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, FeedConfig, HaConfig,
-    NatMode, PortConfig, Protocol, SecurityConfig, SipLimitsConfig, TableConfig, MAX_BACKENDS,
-    MAX_FARMS, MAX_PORTS, MAX_SNAT_ADDRESSES, MAX_WORKERS,
+    BackendConfig, BgpConfig, Config, ControlConfig, DataplaneConfig, FarmConfig, FeedConfig,
+    HaConfig, NatMode, PortConfig, Protocol, SecurityConfig, SipLimitsConfig, TableConfig,
+    MAX_BACKENDS, MAX_FARMS, MAX_PORTS, MAX_SNAT_ADDRESSES, MAX_WORKERS,
 };
 
 type Check = Result<(), Invalid>;
@@ -21,6 +21,7 @@ impl Config {
         dnsbl(&self.security)?;
         ha(&self.ha, &self.ports)?;
         feeds(&self.security.feed)?;
+        bgp(&self.bgp, &self.ports)?;
         ports(&self.ports)?;
         farms(self)
     }
@@ -156,6 +157,43 @@ fn dnsbl(s: &SecurityConfig) -> Check {
         return Err(Invalid::at(
             at("dnsbl_qps"),
             "dnsbl_qps and dnsbl_queue must be at least 1 when dnsbl zones are set",
+        ));
+    }
+    Ok(())
+}
+
+fn bgp(bgp: &BgpConfig, ports: &[PortConfig]) -> Check {
+    if !bgp.enabled {
+        return Ok(());
+    }
+    let Some(router) = bgp.router else {
+        return Err(Invalid::at(
+            [Key("bgp"), Key("router")],
+            "BGP needs the router's address",
+        ));
+    };
+    if !ports.iter().any(|p| p.address.contains(router)) {
+        return Err(Invalid::at(
+            [Key("bgp"), Key("router")],
+            format!("{router} is in no port's subnet: the router must be reachable on a port"),
+        ));
+    }
+    if bgp.local_as == 0 || bgp.router_as == 0 {
+        return Err(Invalid::at(
+            [Key("bgp"), Key("local_as")],
+            "AS numbers must not be 0 (local_as, router_as)",
+        ));
+    }
+    if (1..3).contains(&bgp.hold_s) {
+        return Err(Invalid::at(
+            [Key("bgp"), Key("hold_s")],
+            "the BGP hold time is 0 (no keepalives) or at least 3 s",
+        ));
+    }
+    if bgp.bfd && !(10..=10_000).contains(&bgp.bfd_interval_ms) {
+        return Err(Invalid::at(
+            [Key("bgp"), Key("bfd_interval_ms")],
+            "the BFD interval is 10..=10000 ms",
         ));
     }
     Ok(())
