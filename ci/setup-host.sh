@@ -23,6 +23,8 @@ PACKAGES=(
                               # system service to disable)
   bird2                       # BGP/BFD speaker of [bgp] (scale-out behind ECMP): `bird -p`
                               # checks the generated config in the unit tests
+  python3                     # http.server serving blocklist feeds (e2e/tests/feeds.rs) and
+                              # the small UDP senders of several e2e tests
 )
 
 say() { printf 'setup-host: %s\n' "$*"; }
