@@ -5,6 +5,7 @@
 pub mod bed;
 pub mod bins;
 pub mod capture;
+pub mod ecmp;
 pub mod kamailio;
 pub mod netns;
 pub mod pair;
