@@ -35,7 +35,9 @@ fn round(bed: &Bed, w: &mut WorkerCtx<'_>, first: u32, calls: u32, fail: bool) -
     let t = bed.tables();
     let mut mbuf = vec![0u8; 8192];
     let mut resend = vec![0u8; 16 << 10];
-    let invites: Vec<Vec<u8>> = (first..first + calls).map(|i| from_client(&invite(i))).collect();
+    let invites: Vec<Vec<u8>> = (first..first + calls)
+        .map(|i| from_client(&invite(i)))
+        .collect();
     let start = Instant::now();
     for (k, f) in invites.iter().enumerate() {
         let i = first + k as u32;
@@ -47,7 +49,11 @@ fn round(bed: &Bed, w: &mut WorkerCtx<'_>, first: u32, calls: u32, fail: bool) -
             let r = from_backend(b, &failure_503(i));
             let m = &mut mbuf[..r.len()];
             m.copy_from_slice(&r);
-            assert_eq!(process(&bed.svc, &t, w, m, 1, NOW), Verdict::Forward(1), "the ACK");
+            assert_eq!(
+                process(&bed.svc, &t, w, m, 1, NOW),
+                Verdict::Forward(1),
+                "the ACK"
+            );
             let (v, _) = process_resend(&bed.svc, &t, w, &mut resend, NOW).expect("a re-send");
             assert_eq!(v, Verdict::Forward(1));
             b = backend_of(&resend);

@@ -1,7 +1,9 @@
 //! `siplb-demo`: siplb's main job on an embedded default topology. `siplb run` starts
 //! the dataplane and the control daemon; a SIPp client calls the VIP; the balancer
 //! spreads the calls over two SIPp backends by weight and keeps every message of a call
-//! on one backend; each call carries RTP through the VIP both ways (the SDP rewritten
+//! on one backend; a third backend is broken (it answers every INVITE 503) and the
+//! farm fails its calls over to the others, so the caller sees none fail (`--no-failover`
+//! leaves it out); each call carries RTP through the VIP both ways (the SDP rewritten
 //! onto the balancer's relay ports, the backends echo what they get); `siplb stats`
 //! shows the traffic live; at the end each backend's share is printed from its own
 //! message log, the RTP from kernel counters in every namespace next to the dataplane's
@@ -48,6 +50,10 @@ struct Cli {
     /// Signalling only: SIPp's built-in uac and uas, no RTP.
     #[arg(long)]
     no_media: bool,
+    /// No failing backend: by default one more backend (weight 1) answers every INVITE
+    /// 503, and the farm fails its calls over to the others (`[farm.failover]`).
+    #[arg(long)]
+    no_failover: bool,
 }
 
 fn main() {
@@ -70,7 +76,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.calls > 0 && cli.rate > 0,
         "--calls and --rate must be at least 1"
     );
-    let topo = Topology::with_backends(cli.weights.len())?;
+    // The working backends, then the failing one (if any).
+    let n = cli.weights.len();
+    let failing = (!cli.no_failover).then_some(n);
+    let topo = Topology::with_backends(n + usize::from(failing.is_some()))?;
     println!("siplb demo — topology {}:", topo.tag);
     println!(
         "  SIPp client {CLIENT_IP} ──▶ VIP {VIP}:5060 (siplb, {} mode) ──▶ SIPp backends:",
@@ -78,6 +87,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
     for (i, w) in cli.weights.iter().enumerate() {
         println!("      backend {i}: {}:5060 weight {w}", backend_ip(i));
+    }
+    if let Some(f) = failing {
+        println!(
+            "      backend {f}: {}:5060 weight 1 — a broken server: answers OPTIONS, but every INVITE 503;\n             \x20                 its calls fail over to the others (the 503 is ACKed by siplb, never seen by the caller)",
+            backend_ip(f)
+        );
     }
     if !cli.no_media {
         println!(
@@ -90,6 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let backends: Vec<String> = cli
         .weights
         .iter()
+        .copied()
+        .chain(failing.map(|_| 1))
         .enumerate()
         .map(|(i, w)| format!("  {{ address = \"{}\", weight = {w} }},", backend_ip(i)))
         .collect();
@@ -97,10 +114,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let farm = format!(
         "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nnat = \"{}\"\nalg = true\nmedia = {}\n\
          health = {{ check = \"options\", interval_ms = 1000, timeout_ms = 500, rise = 2, fall = 2 }}\n\
-         backends = [\n{}\n]\n",
+         backends = [\n{}\n]\n{}",
         cli.nat,
         !cli.no_media,
-        backends.join("\n")
+        backends.join("\n"),
+        if failing.is_some() {
+            "[farm.failover]\ntries = 2\n"
+        } else {
+            ""
+        }
     );
     let siplb = topo.start_siplb(&topo.siplb_config(&farm))?;
     println!("\n$ siplb status");
@@ -108,12 +130,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let media = if cli.no_media {
         None
     } else {
-        Some(Media::set_up(&topo)?)
+        Some(Media::set_up(&topo, n)?)
     };
     let uas = match &media {
         Some(m) => m.start_backends(&topo)?,
         // -aa: SIPp answers the health checks' OPTIONS.
-        None => topo.start_uas_backends(&["-aa"])?,
+        None => (0..n)
+            .map(|i| topo.start_uas(i, &format!("uas{i}"), None, &["-aa"]))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let broken = match failing {
+        Some(f) => Some(topo.start_uas(f, "failing", Some("fail_uas"), &["-aa"])?),
+        None => None,
     };
     std::thread::sleep(Duration::from_millis(2500));
     println!("\n$ siplb status   (the SIPp backends answer the OPTIONS health checks)");
@@ -152,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => (uas.into_iter().map(Uas::finish).collect(), None),
     };
+    let broken = broken.map(Uas::finish);
     // The calls only: the health checks' OPTIONS are in the backends' logs too.
     let traces: Vec<Vec<_>> = traces
         .into_iter()
@@ -188,9 +217,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  calls whose messages reached more than one backend: {}",
+        "  calls whose messages reached more than one working backend: {}",
         s.split.len()
     );
+    let mut unacked = 0;
+    if let (Some(f), Some(t)) = (failing, &broken) {
+        let calls = |kind: &str| {
+            t.iter()
+                .filter(|m| !m.sent && m.kind == kind)
+                .map(|m| m.call_id.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let (invites, acks) = (calls("INVITE"), calls("ACK"));
+        unacked = invites.difference(&acks).count();
+        println!(
+            "  backend {f} ({}, failing): {} INVITEs answered 503, {} of those 503s ACKed by siplb; \
+             each of those calls went on to a working backend",
+            backend_ip(f),
+            invites.len(),
+            acks.len()
+        );
+    }
     let lost = match &rtp {
         Some(r) => Some(r.print(uac.successful, &RelayCounts::read(&siplb)?)),
         None => None,
@@ -202,6 +249,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     anyhow::ensure!(
         uac.successful == u64::from(cli.calls) && uac.failed == 0 && s.split.is_empty(),
         "the demo saw failed or split calls"
+    );
+    anyhow::ensure!(
+        unacked == 0,
+        "{unacked} 503s of the failing backend were not acknowledged"
     );
     if let Some((to_backends, to_client)) = lost {
         anyhow::ensure!(
@@ -224,13 +275,14 @@ struct Media {
 }
 
 impl Media {
-    fn set_up(topo: &Topology) -> anyhow::Result<Media> {
+    /// For the first `n` backends (the working ones).
+    fn set_up(topo: &Topology, n: usize) -> anyhow::Result<Media> {
         let scenario = media_uac_scenario(&topo.dir, RTP_PER_CALL)?;
         count_udp(&topo.client, UAC_RTP_PORTS, true)?;
-        for b in &topo.backends {
+        for b in &topo.backends[..n] {
             count_udp(b, (UAS_RTP_PORT, UAS_RTP_PORT), false)?;
         }
-        let screens = (0..topo.backends.len())
+        let screens = (0..n)
             .map(|i| topo.dir.join(format!("uas{i}.screens")))
             .collect();
         Ok(Media { scenario, screens })
@@ -262,7 +314,8 @@ impl Media {
         let client = udp_counts(&topo.client)?;
         let mut backends = Vec::new();
         let mut traces = Vec::new();
-        for ((ns, mut u), sc) in topo.backends.iter().zip(uas).zip(&self.screens) {
+        let working = &topo.backends[..self.screens.len()];
+        for ((ns, mut u), sc) in working.iter().zip(uas).zip(&self.screens) {
             let kernel = udp_counts(ns)?;
             backends.push((kernel, stop_echo(&mut u, sc)?));
             traces.push(sipp::parse_trace(&u.messages));
