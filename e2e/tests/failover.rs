@@ -7,7 +7,7 @@
 //! Counted at the backends (their message logs) and in `siplb stats`.
 
 use e2e::siplb::Siplb;
-use e2e::sipp::{scenario, start_uas, Traced, Uac, Uas};
+use e2e::sipp::{Traced, Uac, Uas};
 use e2e::topology::{backend_ip, Topology, VIP};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -27,17 +27,7 @@ fn farm(tries: u32) -> String {
 
 /// Backend `i` running `sc` (a scenario of `e2e/scenarios/`), or SIPp's `uas`.
 fn uas(topo: &Topology, i: usize, sc: Option<&str>) -> Uas {
-    let path = sc.map(scenario);
-    start_uas(
-        &topo.backends[i],
-        backend_ip(i),
-        5060,
-        &topo.dir,
-        &format!("be{i}"),
-        path.as_deref(),
-        &[],
-    )
-    .unwrap()
+    topo.start_uas(i, &format!("be{i}"), sc, &[]).unwrap()
 }
 
 fn received(trace: &[Traced], kind: &str) -> BTreeSet<String> {

@@ -27,9 +27,6 @@ use super::dispatch::process_in;
 use super::services::Farm;
 use super::services::Services;
 use crate::sip::{HeaderName, Method, SipMessage};
-use crate::wire::ethernet;
-use crate::wire::ipv4::Ipv4Packet;
-use crate::wire::udp::{self, UdpPacket};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -545,12 +542,10 @@ impl Ctx<'_, '_, '_> {
         &mut self,
         frame: &mut [u8],
         flow: &super::packet::Flow,
-        farm: &Farm,
-        backend: usize,
         h: Handled,
     ) -> Verdict {
         match h {
-            Handled::Ack(ruri) => self.ack_failure(frame, flow, farm, backend, ruri),
+            Handled::Ack(ruri) => self.ack_failure(frame, flow, ruri),
             Handled::Absorbed => Verdict::Consumed,
             Handled::Drop => Verdict::Drop(DropReason::FailoverLate),
         }
@@ -564,8 +559,6 @@ impl Ctx<'_, '_, '_> {
         &mut self,
         frame: &mut [u8],
         flow: &super::packet::Flow,
-        farm: &Farm,
-        backend: usize,
         ruri: RuriBuf,
     ) -> Verdict {
         let mut ack = [0u8; 2048];
@@ -576,28 +569,12 @@ impl Ctx<'_, '_, '_> {
         let Some(n) = n else {
             return Verdict::Drop(DropReason::FailoverLate);
         };
-        let payload = flow.l4 + udp::HEADER_LEN;
-        let Some(dst) = frame.get_mut(payload..payload + n) else {
+        // The answer came from the backend: the ACK goes back to where it came from.
+        let Some(v) = self.answer_in_place(frame, flow, &ack[..n]) else {
             return Verdict::Drop(DropReason::FailoverLate);
         };
-        dst.copy_from_slice(&ack[..n]);
-        let udp_len = (udp::HEADER_LEN + n) as u16;
-        let ip_len = flow.l4 - ethernet::HEADER_LEN + usize::from(udp_len);
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-            ip.swap_addrs();
-            ip.set_total_len(ip_len as u16);
-        }
-        let mut u = UdpPacket::new_unchecked(&mut frame[flow.l4..]);
-        u.swap_ports();
-        u.set_len(udp_len);
-        if u.checksum() != 0 {
-            u.fill_checksum(flow.dst, flow.src);
-        }
-        self.len = flow.l4 + usize::from(udp_len);
         self.w.counters.failover_acks.inc();
-        let to = farm.backends[backend].addr;
-        self.next_hop(frame, to)
+        v
     }
 
     /// Sends the held requests whose backend has not answered within the farm's

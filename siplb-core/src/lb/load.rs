@@ -13,9 +13,7 @@ use crate::config::WhenFull;
 use crate::maglev;
 use crate::sip::{HeaderName, SipMessage};
 use crate::table::dialog::Advanced;
-use crate::wire::ethernet;
-use crate::wire::ipv4::{self, Ipv4Packet};
-use crate::wire::udp::{self, UdpPacket};
+use crate::wire::ipv4;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What a backend's response says about its load: the status code, Retry-After (on
@@ -348,28 +346,11 @@ impl Ctx<'_, '_, '_> {
         let Some(reply) = reply else {
             return Verdict::Drop(DropReason::FarmFull);
         };
-        let n = reply.len;
-        let payload = flow.l4 + udp::HEADER_LEN;
-        let Some(dst) = frame.get_mut(payload..payload + n) else {
+        let Some(v) = self.answer_in_place(frame, flow, &reply.buf[..reply.len]) else {
             return Verdict::Drop(DropReason::FarmFull);
         };
-        dst.copy_from_slice(&reply.buf[..n]);
-        let udp_len = (udp::HEADER_LEN + n) as u16;
-        let ip_len = flow.l4 - ethernet::HEADER_LEN + usize::from(udp_len);
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-            ip.swap_addrs();
-            ip.set_total_len(ip_len as u16);
-        }
-        let mut u = UdpPacket::new_unchecked(&mut frame[flow.l4..]);
-        u.swap_ports();
-        u.set_len(udp_len);
-        if u.checksum() != 0 {
-            u.fill_checksum(flow.dst, flow.src);
-        }
-        self.len = flow.l4 + usize::from(udp_len);
         self.w.counters.farm_full_rejected.inc();
-        self.next_hop(frame, flow.src)
+        v
     }
 }
 

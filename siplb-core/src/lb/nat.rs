@@ -11,7 +11,7 @@ use crate::wire::arp;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::tcp::TcpSegment;
-use crate::wire::udp::UdpPacket;
+use crate::wire::udp::{self, UdpPacket};
 use crate::wire::MacAddr;
 use std::net::Ipv4Addr;
 
@@ -48,6 +48,35 @@ impl Ctx<'_, '_, '_> {
             self.w.counters.snat_sessions_created.inc();
         }
         Ok(Some((self.svc.snat_source(s.address, out_port), s.port)))
+    }
+
+    /// Answers the UDP datagram of `flow` in its own buffer: `payload` replaces its
+    /// payload, addresses and ports are swapped, lengths and checksum set, and the
+    /// frame goes back to its sender. `None` if `payload` does not fit the buffer.
+    pub(super) fn answer_in_place(
+        &mut self,
+        frame: &mut [u8],
+        flow: &Flow,
+        payload: &[u8],
+    ) -> Option<Verdict> {
+        let n = payload.len();
+        let start = flow.l4 + udp::HEADER_LEN;
+        frame.get_mut(start..start + n)?.copy_from_slice(payload);
+        let udp_len = (udp::HEADER_LEN + n) as u16;
+        let ip_len = flow.l4 - ethernet::HEADER_LEN + usize::from(udp_len);
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
+            ip.swap_addrs();
+            ip.set_total_len(ip_len as u16);
+        }
+        let mut u = UdpPacket::new_unchecked(&mut frame[flow.l4..]);
+        u.swap_ports();
+        u.set_len(udp_len);
+        if u.checksum() != 0 {
+            u.fill_checksum(flow.dst, flow.src);
+        }
+        self.len = flow.l4 + usize::from(udp_len);
+        Some(self.next_hop(frame, flow.src))
     }
 
     /// Sets the Ethernet addresses for the next hop toward `dst`, or asks ARP for it.

@@ -675,7 +675,7 @@ impl Ctx<'_, '_, '_> {
         self.note_backend_answer(farm, flow.dst, keep);
         self.note_auth_answer(flow.dst, &frame[flow.udp_payload()]);
         if let Some(h) = answer.and_then(|a| self.failover_answer(farm, backend, a)) {
-            return self.failover_handled(frame, flow, farm, backend, h);
+            return self.failover_handled(frame, flow, h);
         }
         let outcome = if farm.alg {
             let plan = MediaPlan {
@@ -732,7 +732,7 @@ impl Ctx<'_, '_, '_> {
         self.note_backend_answer(farm, session.client, keep);
         self.note_auth_answer(session.client, &frame[flow.udp_payload()]);
         if let Some(h) = answer.and_then(|a| self.failover_answer(farm, backend, a)) {
-            return self.failover_handled(frame, flow, farm, backend, h);
+            return self.failover_handled(frame, flow, h);
         }
         let client = (session.client, session.client_port);
         let outcome = if farm.alg {
