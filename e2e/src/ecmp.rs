@@ -133,7 +133,21 @@ impl Ecmp {
             veth(be, "be0", &e.back, &sw)?;
             attach(&e.back, &sw)?;
             be.iface_up("be0", Some(&format!("{}/24", backend_ip(i))))?;
-            be.run("sysctl", &["-qw", "net.ipv4.fib_multipath_hash_policy=1"])?;
+            // A unit that stops answering ARP leaves the backends' multipath route within
+            // about a second (a FAILED neighbour is skipped), so that their answers
+            // reach the survivors.
+            be.run(
+                "sysctl",
+                &[
+                    "-qw",
+                    "net.ipv4.fib_multipath_hash_policy=1",
+                    "net.ipv4.fib_multipath_use_neigh=1",
+                    "net.ipv4.neigh.be0.base_reachable_time_ms=500",
+                    "net.ipv4.neigh.be0.delay_first_probe_time=1",
+                    "net.ipv4.neigh.be0.retrans_time_ms=200",
+                    "net.ipv4.neigh.be0.ucast_solicit=2",
+                ],
+            )?;
             be.ip(&gw)?;
         }
         let conf = e.dir.join("router-bird.conf");
@@ -245,6 +259,30 @@ address = "{back}/24"
         )
         .with_context(|| format!("starting BIRD for unit {i}"))?;
         Ok(Unit { siplb, bird })
+    }
+
+    /// Kills unit `i`'s control daemon and dataplane (SIGKILL, by PID), as a crash of
+    /// the box's forwarding would; its BIRD keeps running, so only the silent path
+    /// (hold time) withdraws its routes.
+    pub fn kill(&self, unit: &Unit) {
+        let dataplane = unit.siplb.dataplane_pid().expect("the unit's dataplane");
+        unit.siplb.daemon.signal(libc::SIGKILL);
+        // SAFETY: the PID of the dataplane this unit runs (from its ready file).
+        unsafe { libc::kill(dataplane as i32, libc::SIGKILL) };
+    }
+
+    /// Starts unit `i`'s killed `siplb run` again (a fresh dataplane); its BIRD, still
+    /// running, is reconfigured by the new daemon.
+    pub fn restart(&self, i: usize, unit: &mut Unit) -> Result<()> {
+        let pid = unit.siplb.dataplane_pid();
+        crate::wait_until(
+            &format!("unit {i}'s dataplane gone"),
+            Duration::from_secs(5),
+            // SAFETY: signal 0 only probes the PID.
+            || pid.is_none_or(|p| unsafe { libc::kill(p as i32, 0) } != 0),
+        );
+        crate::topology::remove_dpdk_files(&unit.siplb.prefix);
+        unit.siplb.start_daemon(&self.units[i])
     }
 
     /// The units (front addresses) the router's route to the VIP goes to now.
