@@ -8,7 +8,7 @@
 
 use super::backend_load::LoadTable;
 use super::counters::{DropReason, WorkerCounters};
-use super::failover::{HeldStore, Resends, Ticket};
+use super::held::{HeldStore, Resends, Ticket};
 use super::neighbour::NeighbourTable;
 use super::reassembly::Reassembler;
 use super::services::{Farm, Services};

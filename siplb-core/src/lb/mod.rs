@@ -22,6 +22,7 @@ mod context;
 mod counter;
 mod dispatch;
 pub mod failover;
+mod held;
 pub mod load;
 mod media;
 mod nat;
