@@ -429,7 +429,7 @@ fn build_ack(resp: &SipMessage<'_>, ruri: RuriBuf, out: &mut [u8]) -> Option<usi
                 // Only the top value: the one the backend's transaction knows.
                 let top = h.value.split(|c| *c == b',').next().unwrap_or(h.value);
                 put(b"Via: ")?;
-                put(trim(top))?;
+                put(top.trim_ascii())?;
             }
             HeaderName::From | HeaderName::To | HeaderName::CallId => {
                 put(h.raw_name)?;
@@ -441,48 +441,10 @@ fn build_ack(resp: &SipMessage<'_>, ruri: RuriBuf, out: &mut [u8]) -> Option<usi
         put(b"\r\n")?;
     }
     put(b"CSeq: ")?;
-    put(itoa_buf(resp.cseq().seq).as_slice())?;
+    let mut digits = [0u8; 10];
+    put(super::load::decimal(resp.cseq().seq, &mut digits))?;
     put(b" ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")?;
     Some(n)
-}
-
-/// The decimal digits of `v`, without allocating.
-struct Digits {
-    buf: [u8; 10],
-    start: usize,
-}
-
-impl Digits {
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_buf(mut v: u32) -> Digits {
-    let mut d = Digits {
-        buf: [0; 10],
-        start: 10,
-    };
-    loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return d;
-        }
-    }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let a = s
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let b = s
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(a, |i| i + 1);
-    &s[a..b]
 }
 
 #[cfg(test)]

@@ -49,20 +49,8 @@ fn header_lines(sip: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         .filter_map(|l| {
             let l = l.strip_suffix(b"\r").unwrap_or(l);
             let c = memchr::memchr(b':', l)?;
-            Some((trim(&l[..c]), trim(&l[c + 1..])))
+            Some((l[..c].trim_ascii(), l[c + 1..].trim_ascii()))
         })
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let a = s
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let b = s
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(a, |i| i + 1);
-    &s[a..b]
 }
 
 fn number(s: &[u8]) -> Option<u64> {
@@ -122,8 +110,8 @@ fn top_via_oc(value: &[u8]) -> Option<(u8, u64, u64)> {
     let (mut oc, mut validity, mut seq) = (None, DEFAULT_OC_VALIDITY_MS, 0);
     for p in first.split(|&c| c == b';').skip(1) {
         let (n, v) = match memchr::memchr(b'=', p) {
-            Some(i) => (trim(&p[..i]), Some(trim(&p[i + 1..]))),
-            None => (trim(p), None),
+            Some(i) => (p[..i].trim_ascii(), Some(p[i + 1..].trim_ascii())),
+            None => (p.trim_ascii(), None),
         };
         if n.eq_ignore_ascii_case(b"oc") {
             // A bare `oc` is a client's offer to take overload control, not a value.
@@ -424,7 +412,7 @@ pub(super) fn is_full_reply_ack(msg: &SipMessage<'_>) -> bool {
 }
 
 /// `v` in decimal, written into `buf`.
-fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
+pub(super) fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
