@@ -16,9 +16,15 @@ use std::time::Duration;
 const CALLS: u32 = 90;
 const RATE: u32 = 30;
 
-fn farm(tries: u32) -> String {
+/// The farm: `mode` is `dnat` without the ALG, or `snat` with it (the default ALG:
+/// Via, Contact and SDP rewritten, the media relayed).
+fn farm(tries: u32, mode: &str) -> String {
+    let nat = match mode {
+        "snat" => "nat = \"snat\"",
+        _ => "alg = false",
+    };
     format!(
-        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\nalg = false\nbackends = [\n  {{ address = \"{}\" }},\n  {{ address = \"{}\" }},\n  {{ address = \"{}\" }},\n]\n[farm.failover]\ntries = {tries}\ntimeout_ms = 300\n",
+        "[[farm]]\nname = \"pbx\"\nvip = \"{VIP}\"\n{nat}\nbackends = [\n  {{ address = \"{}\" }},\n  {{ address = \"{}\" }},\n  {{ address = \"{}\" }},\n]\n[farm.failover]\ntries = {tries}\ntimeout_ms = 300\n",
         backend_ip(0),
         backend_ip(1),
         backend_ip(2)
@@ -59,7 +65,7 @@ struct Run {
 
 /// The client runs `client` (a scenario, or SIPp's `uac`), the working backend
 /// `good`.
-fn run(tries: u32, client: Option<&str>, good: Option<&str>) -> Run {
+fn run(tries: u32, mode: &str, client: Option<&str>, good: Option<&str>) -> Run {
     e2e::require_root();
     let topo = Topology::with_backends(3).unwrap();
     let failing = uas(&topo, 0, Some("fail_uas"));
@@ -70,7 +76,9 @@ fn run(tries: u32, client: Option<&str>, good: Option<&str>) -> Run {
     sink.wait_for_output("listening", Duration::from_secs(5))
         .unwrap();
     let working = uas(&topo, 2, good);
-    let siplb: Siplb = topo.start_siplb(&topo.siplb_config(&farm(tries))).unwrap();
+    let siplb: Siplb = topo
+        .start_siplb(&topo.siplb_config(&farm(tries, mode)))
+        .unwrap();
     let mut uac = Uac::new(&topo.client, "uac", CALLS, RATE).timeout_s(30);
     if let Some(sc) = client {
         uac = uac.scenario(sc);
@@ -104,7 +112,7 @@ fn run(tries: u32, client: Option<&str>, good: Option<&str>) -> Run {
 
 #[test]
 fn every_call_succeeds_past_a_failing_and_a_silent_backend() {
-    let r = run(3, None, None);
+    let r = run(3, "dnat", None, None);
     let answers = load(&r.stats, 0, "failover_answers");
     let timeouts = load(&r.stats, 1, "failover_timeouts");
     let to: u64 = (0..3).map(|i| load(&r.stats, i, "failover_to")).sum();
@@ -141,7 +149,7 @@ fn every_call_succeeds_past_a_failing_and_a_silent_backend() {
 
 #[test]
 fn a_cancel_during_failover_reaches_the_backend_that_has_the_call() {
-    let r = run(3, Some("cancel_uac"), Some("cancel_uas"));
+    let r = run(3, "dnat", Some("cancel_uac"), Some("cancel_uas"));
     println!(
         "cancel: {CALLS} calls rung then cancelled; client {} ok, {} failed; INVITEs at the backends {:?}; CANCELs at the working one {}",
         r.ok, r.failed, r.invited, r.cancelled
@@ -149,4 +157,25 @@ fn a_cancel_during_failover_reaches_the_backend_that_has_the_call() {
     assert_eq!((r.ok, r.failed), (u64::from(CALLS), 0));
     assert_eq!(r.cancelled, CALLS as usize);
     assert!(r.invited[0] + r.invited[1] >= 20, "{:?}", r.invited);
+}
+
+#[test]
+fn in_snat_with_the_alg_the_failover_is_acknowledged_from_the_flows_address() {
+    // The INVITE reaches each backend from the client's SNAT flow, its Via and Contact
+    // rewritten: the ACK of a 503 must come from that flow and repeat that Via, or
+    // the failing backend's SIPp waits for it in vain.
+    let r = run(3, "snat", None, None);
+    println!(
+        "snat + ALG: client {} ok, {} failed; INVITEs at the backends {:?}; 503s ACKed {}",
+        r.ok, r.failed, r.invited, r.acked
+    );
+    assert_eq!((r.ok, r.failed), (u64::from(CALLS), 0));
+    assert_eq!(r.invited[2], CALLS as usize);
+    assert!(r.invited[0] >= 10 && r.invited[1] >= 10, "{:?}", r.invited);
+    assert_eq!(
+        r.acked, r.invited[0],
+        "each 503 acknowledged to its backend"
+    );
+    assert_eq!(load(&r.stats, 0, "failover_answers"), r.invited[0] as u64);
+    assert_eq!(load(&r.stats, 1, "failover_timeouts"), r.invited[1] as u64);
 }
