@@ -188,26 +188,12 @@ impl Ecmp {
     /// The configuration of unit `i` with `extra` (`[farm]`s and more) appended.
     pub fn config(&self, i: usize, extra: &str) -> String {
         let prefix = format!("{}u{i}", self.tag);
+        // One core per unit: the two units' workers do not share one.
+        let c = i % 2;
+        let lcores = format!("0@{c},1@{c}");
+        let run = self.dir.join(format!("run-u{i}"));
         format!(
-            r#"[dataplane]
-eal_args = ["--lcores", "0@{c},1@{c}", "--no-pci", "--file-prefix", "{prefix}", "--vdev", "net_af_packet0,iface=lbf,framesz=4096", "--vdev", "net_af_packet1,iface=lbb,framesz=4096"]
-workers = 1
-idle_sleep_us = 200
-mbufs = 8191
-mbuf_data_size = 4096
-arp_refresh_s = 5
-
-[tables]
-dialogs = 65536
-registrations = 16384
-snat_sessions = 16384
-tcp_connections = 16384
-rate_sources = 16384
-
-[control]
-http = ""
-run_dir = "{run}"
-
+            r#"{head}
 [bgp]
 enabled = true
 local_as = {UNIT_AS}
@@ -225,9 +211,7 @@ name = "back"
 address = "{back}/24"
 
 {extra}"#,
-            // One core per unit: the two units' workers do not share one.
-            c = i % 2,
-            run = self.dir.join(format!("run-u{i}")).display(),
+            head = crate::pair::unit_head(&prefix, &lcores, &run),
             front = unit_front(i),
             back = unit_back(i),
         )

@@ -85,26 +85,9 @@ impl Pair {
     pub fn config(&self, i: usize, farms: &str) -> String {
         let prefix = format!("{}u{i}", self.tag);
         let peer = BACK[1 - i].split('/').next().unwrap();
+        let run = self.dir.join(format!("run-u{i}"));
         format!(
-            r#"[dataplane]
-eal_args = ["--lcores", "0@0,1@1", "--no-pci", "--file-prefix", "{prefix}", "--vdev", "net_af_packet0,iface=lbf,framesz=4096", "--vdev", "net_af_packet1,iface=lbb,framesz=4096"]
-workers = 1
-idle_sleep_us = 200
-mbufs = 8191
-mbuf_data_size = 4096
-arp_refresh_s = 5
-
-[tables]
-dialogs = 65536
-registrations = 16384
-snat_sessions = 16384
-tcp_connections = 16384
-rate_sources = 16384
-
-[control]
-http = ""
-run_dir = "{run}"
-
+            r#"{head}
 [ha]
 enabled = true
 peer = "{peer}"
@@ -125,7 +108,7 @@ address = "{back}"
 floating = ["{FLOAT_BACK}"]
 
 {farms}"#,
-            run = self.dir.join(format!("run-u{i}")).display(),
+            head = unit_head(&prefix, "0@0,1@1", &run),
             prio = if i == 0 { 200 } else { 100 },
             front = FRONT[i],
             back = BACK[i],
@@ -196,4 +179,32 @@ impl Drop for Pair {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The part of a test unit's configuration that the HA pair and the ECMP units share:
+/// one worker on `lcores` (EAL `--lcores`), two af_packet ports on `lbf` and `lbb`,
+/// small tables, no HTTP, `run` as the run directory.
+pub fn unit_head(prefix: &str, lcores: &str, run: &std::path::Path) -> String {
+    format!(
+        r#"[dataplane]
+eal_args = ["--lcores", "{lcores}", "--no-pci", "--file-prefix", "{prefix}", "--vdev", "net_af_packet0,iface=lbf,framesz=4096", "--vdev", "net_af_packet1,iface=lbb,framesz=4096"]
+workers = 1
+idle_sleep_us = 200
+mbufs = 8191
+mbuf_data_size = 4096
+arp_refresh_s = 5
+
+[tables]
+dialogs = 65536
+registrations = 16384
+snat_sessions = 16384
+tcp_connections = 16384
+rate_sources = 16384
+
+[control]
+http = ""
+run_dir = "{run}"
+"#,
+        run = run.display()
+    )
 }

@@ -316,8 +316,7 @@ impl Engine {
     }
 
     fn query(&mut self, s: &Settings, src: Ipv4Addr, zone: &str) {
-        let [a, b, c, d] = src.octets();
-        let name = format!("{d}.{c}.{b}.{a}.{zone}");
+        let name = query_name(src, zone);
         let mut id = self.next_id;
         while self.queries.contains_key(&id) {
             id = id.wrapping_add(1);
@@ -547,6 +546,13 @@ fn answer(p: &Packet<'_>, negative_ttl_s: u32) -> Answer {
     }
 }
 
+/// The DNSBL question for `src` in `zone` (RFC 5782): its octets reversed, then the
+/// zone.
+fn query_name(src: Ipv4Addr, zone: &str) -> String {
+    let [a, b, c, d] = src.octets();
+    format!("{d}.{c}.{b}.{a}.{zone}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,7 +763,9 @@ mod tests {
 
     #[test]
     fn answers_read_as_rfc_5782_and_2308_say() {
-        let name = Name::new("10.0.18.198.bl.test").unwrap();
+        // 198.18.0.10's question: its octets reversed under the zone.
+        let qname = query_name(Ipv4Addr::new(198, 18, 0, 10), "bl.test");
+        let name = Name::new(&qname).unwrap();
         let a = |ip: Ipv4Addr, ttl| {
             ResourceRecord::new(
                 name.clone(),
